@@ -1,0 +1,105 @@
+"""First-token level scoring: P(level | query, item) = softmax over the logits of the four level
+tokens at the first generated position (METHOD.md section 7). No reasoning is decoded.
+
+``LevelScorer`` is a callable class for Ray Data's ``map_batches`` (one engine per actor) and
+is used directly by the serving replica. Two engines give identical probabilities:
+- ``vllm``: one decode position with sampling restricted to the level tokens and *processed*
+  log-probs, so the returned log-probs are exactly the 4-way log-softmax; prefix caching
+  shares the instruction and query prefix across a query's items.
+- ``hf``: a plain transformers forward pass (the reference, and a fallback).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+from taosr.labels import LEVELS
+
+PROB_COLUMNS = tuple(f"p_{level}" for level in LEVELS)
+
+
+class LevelScorer:
+    def __init__(self, model_path: str, engine: str = "vllm", dtype: str = "bfloat16",
+                 max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot"):
+        from transformers import AutoTokenizer
+
+        from taosr.models import level_token_ids
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.level_ids = level_token_ids(self.tokenizer)
+        self.ids_in_order = [self.level_ids[level] for level in LEVELS]
+        self.engine = engine
+        self.prompt_format = prompt_format
+        if engine == "vllm":
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+            from vllm import LLM, SamplingParams
+
+            self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=True,
+                           max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed)
+            self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(LEVELS),
+                                         allowed_token_ids=self.ids_in_order)
+        elif engine == "hf":
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            self.torch = torch
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        else:
+            raise ValueError(f"unknown scoring engine {engine!r}; use vllm or hf")
+
+    def prompts_for(self, queries: Sequence[str], items: Sequence) -> list[str]:
+        from taosr.prompts import build_prompt
+
+        return [build_prompt(self.tokenizer, q, item, self.prompt_format) for q, item in zip(queries, items)]
+
+    def score_prompts(self, prompts: Sequence[str]) -> np.ndarray:
+        """[N, 4] probabilities, columns in LEVELS order (4, 3, 2, 1)."""
+        if not prompts:
+            return np.zeros((0, len(LEVELS)))
+        if self.engine == "vllm":
+            outputs = self.llm.generate(list(prompts), self.params, use_tqdm=False)
+            rows = []
+            for output in outputs:
+                logprobs = output.outputs[0].logprobs[0]
+                rows.append([math.exp(logprobs[i].logprob) if i in logprobs else 0.0 for i in self.ids_in_order])
+            probs = np.asarray(rows, dtype=np.float64)
+            return probs / probs.sum(axis=1, keepdims=True)
+        return self._hf_scores(prompts)
+
+    def _hf_scores(self, prompts: Sequence[str], batch_size: int = 16) -> np.ndarray:
+        torch = self.torch
+        out = []
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        with torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                chunk = list(prompts[start:start + batch_size])
+                encoded = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                logits = self.model(**encoded).logits[:, -1, self.ids_in_order].float()
+                out.append(torch.softmax(logits, dim=-1).double().numpy())
+        return np.concatenate(out)
+
+    def __call__(self, batch: dict) -> dict:
+        """Ray Data batch (numpy format) of accepted log rows -> the same rows plus p_4..p_1, pred."""
+        from taosr.prompts import item_from_row
+
+        size = len(batch["query"])
+        rows = [{key: _plain(batch[key][i]) for key in batch} for i in range(size)]
+        prompts = self.prompts_for([r["query"] for r in rows], [item_from_row(r) for r in rows])
+        probs = self.score_prompts(prompts)
+        for column, values in zip(PROB_COLUMNS, probs.T):
+            batch[column] = values
+        batch["pred"] = np.asarray(LEVELS)[probs.argmax(axis=1)]
+        return batch
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

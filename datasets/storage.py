@@ -1,0 +1,52 @@
+"""Small file I/O over local paths and s3:// URIs (through pyarrow's filesystems)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from taosr.datasets.readers import filesystem_for
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if base.startswith("s3://") else str(Path(base, *parts))
+
+
+def _fs_and_path(path: str, s3_endpoint: str = ""):
+    filesystem = filesystem_for(path, s3_endpoint)
+    if filesystem is None:
+        from pyarrow import fs
+
+        return fs.LocalFileSystem(), os.path.abspath(path)
+    return filesystem, path[len("s3://"):]
+
+
+def write_text(path: str, text: str, s3_endpoint: str = "") -> None:
+    filesystem, inner = _fs_and_path(path, s3_endpoint)
+    parent = inner.rsplit("/", 1)[0]
+    if parent:
+        filesystem.create_dir(parent, recursive=True)
+    with filesystem.open_output_stream(inner) as stream:
+        stream.write(text.encode("utf-8"))
+
+
+def read_text(path: str, s3_endpoint: str = "") -> str:
+    filesystem, inner = _fs_and_path(path, s3_endpoint)
+    with filesystem.open_input_stream(inner) as stream:
+        return stream.read().decode("utf-8")
+
+
+def write_json(path: str, value, s3_endpoint: str = "") -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", s3_endpoint)
+
+
+def write_jsonl(path: str, rows, s3_endpoint: str = "") -> int:
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    write_text(path, "\n".join(lines) + "\n", s3_endpoint)
+    return len(lines)
+
+
+def write_dataset(ds, path: str, s3_endpoint: str = "") -> None:
+    """Write a Ray Dataset as Parquet files under ``path`` (local or s3://)."""
+    ds.write_parquet(path, filesystem=filesystem_for(path, s3_endpoint))

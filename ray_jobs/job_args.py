@@ -1,0 +1,19 @@
+"""The command line every `ray job submit` entrypoint shares: a profile and key=value overrides."""
+
+from __future__ import annotations
+
+import argparse
+
+from taosr.config import load_config
+
+
+def job_parser(description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny.yaml", help="YAML profile (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", help="config overrides such as eval.max_examples=100")
+    return parser
+
+
+def parse_job_args(argv, description: str | None = None):
+    args = job_parser(description).parse_args(argv)
+    return load_config(args.config, args.overrides)

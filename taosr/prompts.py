@@ -1,0 +1,103 @@
+"""Prompt building. Instructions and the query come first and the item last, so every item of
+one request shares the longest possible prefix and the engine's prefix cache reuses it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from taosr.formats import ResponseFormat
+from taosr.labels import LABEL_TEXT
+
+PROMPT_VERSION = "taosr-prompt-v1"
+
+_LEVEL_LINES = "\n".join([
+    f"{LABEL_TEXT[4]}: the item is exactly what the query asks for.",
+    f"{LABEL_TEXT[3]}: the right kind of item, but a secondary requirement differs or is unknown.",
+    f"{LABEL_TEXT[2]}: the same broad category, but a key requirement of the query is violated.",
+    f"{LABEL_TEXT[1]}: the wrong kind of item.",
+])
+
+_FORMAT_HINT = {
+    ResponseFormat.POST_COT: "Answer with the label on the first line, then the five reasoning steps.",
+    ResponseFormat.PRE_COT: "Write the five reasoning steps, then 'Answer: <label>' on the last line.",
+    ResponseFormat.LABEL_ONLY: "Answer with the label only.",
+}
+
+SYSTEM_PROMPT = (
+    "You judge how relevant an e-commerce item is to a shopper's search query.\n"
+    f"Relevance levels:\n{_LEVEL_LINES}"
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    """The item fields the model sees. Every field but the title is optional."""
+
+    title: str
+    category: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    price: float | None = None
+    description: str | None = None
+
+
+def render_item(item: Item, max_description_chars: int = 300) -> str:
+    lines = [f"Title: {item.title}"]
+    if item.category:
+        lines.append(f"Category: {item.category}")
+    if item.attributes:
+        pairs = "; ".join(f"{key}: {value}" for key, value in item.attributes.items())
+        lines.append(f"Attributes: {pairs}")
+    if item.price is not None:
+        lines.append(f"Price: {item.price:.2f}")
+    if item.description:
+        text = item.description
+        if len(text) > max_description_chars:
+            text = text[:max_description_chars].rsplit(" ", 1)[0] + " …"
+        lines.append(f"Description: {text}")
+    return "\n".join(lines)
+
+
+def build_messages(query: str, item: Item, fmt: ResponseFormat | str = ResponseFormat.POST_COT) -> list[dict]:
+    """Chat messages for one (query, item): system instructions, then the query, then the item."""
+    fmt = ResponseFormat(fmt)
+    system = f"{SYSTEM_PROMPT}\n{_FORMAT_HINT[fmt]}"
+    user = f"Query: {query}\n\nItem:\n{render_item(item)}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def build_prompt(tokenizer, query: str, item: Item, fmt: ResponseFormat | str = ResponseFormat.POST_COT) -> str:
+    """The prompt text, through the tokenizer's own chat template, ending where the answer starts."""
+    return tokenizer.apply_chat_template(
+        build_messages(query, item, fmt), tokenize=False, add_generation_prompt=True
+    )
+
+
+def template_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides the prompt tokens: our template version and the
+    tokenizer's chat template and vocabulary. Export writes it; serving refuses a mismatch."""
+    digest = hashlib.sha256()
+    digest.update(PROMPT_VERSION.encode())
+    digest.update(SYSTEM_PROMPT.encode())
+    digest.update((tokenizer.chat_template or "").encode())
+    for token, index in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        digest.update(f"{index}:{token}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
+
+
+def item_from_row(row: Mapping) -> Item:
+    """The model-facing item of an accepted log row (attributes arrive as JSON text)."""
+    attributes = row.get("attributes") or {}
+    if isinstance(attributes, str):
+        import json
+
+        attributes = json.loads(attributes)
+    price = row.get("price")
+    return Item(
+        title=row["title"],
+        category=row.get("category"),
+        attributes=dict(attributes),
+        price=None if price is None or price != price else float(price),  # NaN from pandas means missing
+        description=row.get("description"),
+    )

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from taosr.config import TaosrConfig, config_hash, describe, load_config, save_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_profile_then_overrides():
+    config = load_config(ROOT / "configs" / "tiny.yaml", ["eval.max_examples=7", "data.label_mix.3=0.2"])
+    assert isinstance(config, TaosrConfig)
+    assert config.model.name == "smollm2-135m"
+    assert config.eval.max_examples == 7
+    assert config.data.label_mix["3"] == 0.2
+
+
+def test_wrong_type_and_unknown_key_are_rejected():
+    with pytest.raises(ValidationError):
+        load_config(None, ["eval.batch_size=many"])
+    with pytest.raises(ConfigKeyError):
+        load_config(None, ["eval.no_such_field=1"])
+    with pytest.raises(ValueError, match="key.sub=value"):
+        load_config(None, ["eval.batch_size"])
+    with pytest.raises(FileNotFoundError):
+        load_config("configs/missing.yaml")
+
+
+def test_every_field_has_help_text():
+    rows = describe()
+    assert len(rows) > 20
+    assert all(help_text for _, _, help_text in rows), [key for key, _, help_text in rows if not help_text]
+
+
+def test_saved_config_reloads_to_the_same_hash(tmp_path):
+    config = load_config(None, ["seed=3"])
+    path = save_config(config, tmp_path)
+    assert config_hash(load_config(path)) == config_hash(config)
+    assert config_hash(load_config(None, ["seed=4"])) != config_hash(config)

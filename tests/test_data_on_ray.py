@@ -1,0 +1,153 @@
+"""Ray Data reading and validation with real components: local files, a moto S3 server on
+127.0.0.1, and the real ESCI sample in its own format."""
+
+import gzip
+import json
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from taosr.config import DataConfig
+from taosr.datasets.readers import read_raw_records
+from taosr.datasets.synthetic import generate_rows
+from taosr.datasets.validate import validate_records
+
+from conftest import SHARED_DATA
+
+pytestmark = pytest.mark.slow
+
+# Each kind of malformed line and the reason it must be quarantined with.
+def _malformed(i: int, good: list[dict]) -> tuple[bytes, str]:
+    base = dict(good[i % len(good)], id=f"bad-{i}")
+    kind = i % 10
+    if kind == 0:
+        return b'{"id": "x", "query": "unterminated', "malformed_json"
+    if kind == 1:
+        return b'{"id": "\xff\xfe", "query": "q"}', "bad_encoding:line"
+    if kind == 2:
+        return json.dumps({k: v for k, v in base.items() if k != "title"}).encode(), "missing_field:title"
+    if kind == 3:
+        return json.dumps(dict(base, label="Great")).encode(), "unknown_label"
+    if kind == 4:
+        return json.dumps(dict(base, price="about ten")).encode(), "wrong_type:price"
+    if kind == 5:
+        return json.dumps(dict(base, query="q" * 5000)).encode(), "oversized_text:query"
+    if kind == 6:
+        return json.dumps(dict(base, id=good[i % len(good)]["id"])).encode(), "duplicate_id"
+    if kind == 7:
+        return json.dumps({k: v for k, v in base.items() if k != "id"}).encode(), "missing_field:id"
+    if kind == 8:
+        return b"[1, 2, 3]", "not_an_object"
+    return json.dumps(dict(base, attributes=["oops"])).encode(), "wrong_type:attributes"
+
+
+def test_ten_thousand_rows_with_a_thousand_malformed(ray_cluster, tmp_path):
+    good = generate_rows(9000, seed=5)
+    lines, expected = [], Counter()
+    for i, row in enumerate(good):
+        lines.append(json.dumps(row).encode())
+        if i % 9 == 8:  # interleave: one malformed line after every ninth good one
+            line, reason = _malformed(len(expected and list(expected.elements())), good)
+            lines.append(line)
+            expected[reason] += 1
+    path = tmp_path / "logs.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert len(lines) == 10000 and sum(expected.values()) == 1000
+
+    result = validate_records(read_raw_records(str(path)), DataConfig())
+    assert result.counts["input"] == 10000
+    assert result.counts["accepted"] == 9000
+    assert result.counts["quarantined"] == 1000
+    assert result.counts["reasons"] == dict(expected)
+    quarantined = result.quarantined.take_all()
+    assert all(row["reason"] and row["source"] and row["line"] > 0 for row in quarantined)
+    accepted_ids = [row["id"] for row in result.accepted.select_columns(["id"]).take_all()]
+    assert len(set(accepted_ids)) == 9000 and set(accepted_ids) == {row["id"] for row in good}
+
+
+def test_duplicates_keep_the_first_occurrence(ray_cluster, tmp_path):
+    rows = generate_rows(3, seed=1)
+    later = dict(rows[0], title="a later copy")
+    (tmp_path / "logs.jsonl").write_text("\n".join(json.dumps(r) for r in [rows[0], rows[1], later, rows[2]]))
+    result = validate_records(read_raw_records(str(tmp_path / "logs.jsonl")), DataConfig())
+    (dup,) = result.quarantined.take_all()
+    assert dup["line"] == 3 and dup["reason"] == "duplicate_id"
+    titles = {r["title"] for r in result.accepted.take_all()}
+    assert "a later copy" not in titles and len(titles) == 3
+
+
+def test_parquet_and_gzip_jsonl_from_a_folder(ray_cluster, tmp_path):
+    rows = generate_rows(40, seed=2)
+    for row in rows:
+        row["attributes"] = json.dumps(row["attributes"])  # a flat, shop-like schema
+        row["step_annotations"] = None
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:25]), folder / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[25:]), folder / "part-1.parquet")
+    result = validate_records(read_raw_records(str(folder)), DataConfig())
+    assert result.counts == {"input": 40, "accepted": 40, "quarantined": 0, "reasons": {}}
+
+    with gzip.open(tmp_path / "logs.jsonl.gz", "wt") as handle:
+        handle.write("\n".join(json.dumps(r) for r in rows[:10]))
+    result = validate_records(read_raw_records(str(tmp_path / "logs.jsonl.gz")), DataConfig())
+    assert result.counts["accepted"] == 10
+
+
+def test_reading_from_s3(ray_cluster, s3_endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="logs")
+    rows = generate_rows(30, seed=3)
+    body = "\n".join(json.dumps(r) for r in rows) + "\n{broken\n"
+    s3.put_object(Bucket="logs", Key="shop/day1.jsonl", Body=body.encode())
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([dict(r, attributes=json.dumps(r["attributes"]), step_annotations=None) for r in rows]), sink)
+    s3.put_object(Bucket="logs", Key="pq/day1.parquet", Body=sink.getvalue().to_pybytes())
+
+    config = DataConfig(s3_endpoint=s3_endpoint)
+    jsonl = validate_records(read_raw_records("s3://logs/shop/day1.jsonl", s3_endpoint=s3_endpoint), config)
+    assert (jsonl.counts["accepted"], jsonl.counts["quarantined"]) == (30, 1)
+    assert jsonl.counts["reasons"] == {"malformed_json": 1}
+    parquet = validate_records(read_raw_records("s3://logs/pq/day1.parquet", s3_endpoint=s3_endpoint), config)
+    assert parquet.counts["accepted"] == 30
+
+
+def test_real_esci_sample_in_its_own_format(ray_cluster, tmp_path):
+    """16 real Amazon ESCI rows (Apache-2.0): labels E/S/I, HTML descriptions, a column mapping."""
+    sample = SHARED_DATA / "esci-samples"
+    if not sample.is_dir():
+        pytest.skip("shared ESCI sample not present")
+    with pa.input_stream(str(sample / "sample-products.jsonl.zstd"), compression="zstd") as stream:
+        products = {p["fields"]["id"]: p["fields"] for p in map(json.loads, stream.read().decode().splitlines())}
+    judgements = pq.read_table(sample / "test-sample.parquet").to_pylist()
+    joined = [dict(j, product_title=products[j["product_id"]]["title"],
+                   product_description=products[j["product_id"]].get("description"),
+                   attributes={"brand": products[j["product_id"]].get("brand"), "color": products[j["product_id"]].get("color")})
+              for j in judgements]
+    (tmp_path / "esci.jsonl").write_text("\n".join(json.dumps(r) for r in joined))
+    config = DataConfig(columns={"id": "example_id", "title": "product_title", "description": "product_description",
+                                 "label": "esci_label", "item_id": "product_id", "query_id": "query_id"})
+    result = validate_records(read_raw_records(str(tmp_path / "esci.jsonl")), config)
+    assert result.counts["accepted"] == 16
+    accepted = result.accepted.take_all()
+    assert Counter(r["label"] for r in accepted) == {4: 3, 3: 6, 1: 7}  # E:3, S:6, I:7
+    assert all("<b>" not in (r["description"] or "") and "<br>" not in (r["description"] or "") for r in accepted)
+    assert all(json.loads(r["extra"])["product_locale"] == "us" for r in accepted)
+
+
+def test_cli_validate_prints_counts_and_writes_both_outputs(ray_cluster, tmp_path, capsys):
+    from taosr.cli import main
+
+    rows = generate_rows(20, seed=4)
+    lines = [json.dumps(r) for r in rows] + ['{"id": "z", "query": "q", "title": "t", "label": "??"}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines))
+    assert main(["data", "validate", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out")]) == 0
+    counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert counts == {"input": 21, "accepted": 20, "quarantined": 1, "reasons": {"unknown_label": 1}}
+    assert pq.read_table(tmp_path / "out" / "quarantine").num_rows == 1
+    assert pq.read_table(tmp_path / "out" / "accepted").num_rows == 20
+    assert main(["data", "validate", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o2")]) == 2

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from taosr.cumpt import best_beta, cumpt_level, cumpt_levels, level_probs_matrix, sweep_beta
+from taosr.metrics import classification_metrics, evaluate_records, markdown_table, pass_at_k, pass_at_k_table, rate
+
+GOLD = [4, 4, 4, 3, 2, 1]
+PRED = [4, 4, 2, 4, 2, 2]
+
+
+def test_classification_metrics_by_hand():
+    m = classification_metrics(GOLD, PRED)
+    # level 4: tp 2, fp 1 (gold 3), fn 1 (gold 4 -> 2): F1 = 4 / 6
+    assert m["f1_4"] == pytest.approx(4 / 6)
+    assert m["f1_3"] == 0.0  # one gold 3, never predicted
+    # level 2: tp 1, fp 2 (gold 4 and gold 1 predicted 2), fn 0: F1 = 2 / 4
+    assert m["f1_2"] == pytest.approx(0.5)
+    assert m["f1_1"] == 0.0
+    assert m["macro_f1"] == pytest.approx((4 / 6 + 0.5) / 4)
+    assert m["accuracy"] == pytest.approx(0.5)
+    # Good = {4, 3}: gold TTTTFF, pred TTFTFF -> tp 3, fp 0, fn 1: F1 = 6 / 7
+    assert m["good_f1"] == pytest.approx(6 / 7)
+    assert m["n"] == 6
+
+
+def test_macro_f1_skips_levels_absent_from_gold_and_predictions():
+    m = classification_metrics([4, 4, 2], [4, 2, 2])
+    assert m["f1_3"] is None and m["f1_1"] is None
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_mismatched_lengths_raise():
+    with pytest.raises(ValueError):
+        classification_metrics([4], [4, 3])
+
+
+def test_pass_at_k_by_hand():
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert pass_at_k(5, 2, 4) == 1.0
+    assert pass_at_k(5, 0, 5) == 0.0
+    table = pass_at_k_table([(5, 2), (5, 0)], max_k=2)
+    assert table[1] == pytest.approx(0.2) and table[2] == pytest.approx(0.35)
+    with pytest.raises(ValueError):
+        pass_at_k(5, 6, 1)
+
+
+def test_rates_count_only_measured_responses():
+    assert rate([True, False, None, False]) == {"rate": pytest.approx(1 / 3), "n": 3}
+    assert rate([None]) == {"rate": None, "n": 0}
+
+
+def test_evaluate_records_breaks_down_by_query_type_and_rates():
+    records = [
+        {"gold": 4, "pred": 4, "query_type": "plain", "format_ok": True, "hallucinated": False},
+        {"gold": 2, "pred": 4, "query_type": "negation", "format_ok": True, "hallucinated": True},
+        {"gold": 2, "pred": 2, "query_type": "negation", "format_ok": False, "hallucinated": None},
+    ]
+    out = evaluate_records(records)
+    assert out["overall"]["accuracy"] == pytest.approx(2 / 3)
+    assert out["overall"]["format_error_rate"] == pytest.approx(1 / 3)
+    assert out["overall"]["hallucination_rate"] == pytest.approx(1 / 2)
+    assert out["by_query_type"]["negation"]["n"] == 2
+    assert out["by_query_type"]["plain"]["accuracy"] == 1.0
+    assert out["confusion"][2][4] == 1
+    table = markdown_table(out["by_query_type"])
+    assert "| negation | 2 |" in table and "| plain | 1 |" in table
+
+
+PROBS = {4: 0.30, 3: 0.25, 2: 0.25, 1: 0.20}  # tails: >=4 0.30, >=3 0.55, >=2 0.80, >=1 1.00
+
+
+@pytest.mark.parametrize("beta, level", [(0.1, 4), (0.3, 4), (0.31, 3), (0.55, 3), (0.56, 2), (0.8, 2), (0.81, 1), (1.0, 1)])
+def test_cumpt_picks_highest_level_whose_tail_reaches_beta(beta, level):
+    assert cumpt_level(PROBS, beta) == level
+
+
+def test_cumpt_vectorised_matches_single_and_handles_rounding():
+    matrix = level_probs_matrix([PROBS, {4: 0.9, 3: 0.05, 2: 0.03, 1: 0.02}, {4: 0.1, 3: 0.1, 2: 0.1, 1: 0.7 - 1e-12}])
+    assert cumpt_levels(matrix, 0.5).tolist() == [3, 4, 1]
+    assert cumpt_levels(matrix, 1.0).tolist() == [1, 1, 1]  # sums a hair under 1 still reach level 1
+    with pytest.raises(ValueError):
+        cumpt_levels(matrix, 0.0)
+    with pytest.raises(ValueError):
+        cumpt_levels(np.ones((2, 3)), 0.5)
+
+
+def test_sweep_beta_and_pick():
+    probs = level_probs_matrix([PROBS, {4: 0.9, 3: 0.05, 2: 0.03, 1: 0.02}])
+    sweep = sweep_beta(probs, gold=[3, 4], betas=[0.3, 0.5, 0.9])
+    # beta 0.9: the first row reaches it only at level 1 (wrong), the second at level 4 (right)
+    assert [row["accuracy"] for row in sweep] == [0.5, 1.0, 0.5]
+    assert sweep[1]["tier_accuracy"] == 1.0
+    assert best_beta(sweep) == 0.5

@@ -1,0 +1,88 @@
+"""The offline models, the level-token check, and first-token scoring on real engines."""
+
+import json
+
+import numpy as np
+import pytest
+
+from taosr.models import LevelTokenError, check_level_tokens, level_token_ids, resolve_model
+from taosr.prompts import Item, build_prompt
+
+from conftest import MODEL_CACHE
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_model_levels_are_single_tokens_at_the_answer_position(tiny_model):
+    from transformers import AutoTokenizer
+
+    ids = level_token_ids(AutoTokenizer.from_pretrained(tiny_model))
+    assert sorted(ids) == [1, 2, 3, 4] and len(set(ids.values())) == 4
+
+
+def test_embedded_smollm2_materialises_and_passes_the_check():
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model("smollm2-135m", MODEL_CACHE)
+    assert AutoConfig.from_pretrained(path).model_type == "llama"
+    check_level_tokens(AutoTokenizer.from_pretrained(path))
+
+
+def test_a_tokenizer_that_merges_the_label_is_rejected():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from taosr.models import CHATML_TEMPLATE
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(["4-Excellent 3-Related 2-Mismatch 1-Irrelevant"] * 200, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    with pytest.raises(LevelTokenError):
+        check_level_tokens(tokenizer)
+
+
+def test_unknown_model_name_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither an embedded model"):
+        resolve_model(str(tmp_path / "nothing"), MODEL_CACHE)
+
+
+def test_vllm_first_token_probabilities_match_a_transformers_forward(tiny_model):
+    from taosr.actors.scorer import LevelScorer
+
+    hf = LevelScorer(tiny_model, engine="hf", dtype="float32")
+    items = [Item("Spigen Case for iPhone 15, pink", "Electronics > Cases", {"color": "pink"}, 12.5),
+             Item("Anker 20W USB-C Charger"), Item("Linen maxi dress, white", attributes={"material": "linen"})]
+    prompts = hf.prompts_for(["phone case not pink"] * 2 + ["beach wedding outfit"], items)
+    assert prompts[0][:80] == prompts[1][:80]  # instructions and query first: a shared prefix
+    expected = hf.score_prompts(prompts)
+    vllm = LevelScorer(tiny_model, engine="vllm", dtype="float32", max_seq_len=1024)
+    got = vllm.score_prompts(prompts)
+    assert got.shape == (3, 4)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_eval_job_on_ray_data_with_a_vllm_actor(ray_cluster, tiny_model, tmp_path):
+    from taosr.config import load_config
+    from taosr.metrics import classification_metrics
+    from taosr.ray_jobs import data as data_stage
+    from taosr.ray_jobs import eval as eval_stage
+
+    config = load_config(None, [f"run_dir={tmp_path}", "data.rows=150", "model.name=tiny", "model.dtype=float32",
+                                "eval.batch_size=16", "eval.split=test"])
+    counts = data_stage.run(config).counts
+    assert counts["accepted"] == 150
+    metrics = eval_stage.evaluate_model(config, "tiny", tiny_model)
+    predictions = [json.loads(line) for line in (tmp_path / "eval" / "tiny" / "predictions.jsonl").read_text().splitlines()]
+    assert metrics["overall"]["n"] == len(predictions) > 0
+    for row in predictions:
+        probs = [row[f"p_{level}"] for level in (4, 3, 2, 1)]
+        assert sum(probs) == pytest.approx(1.0) and row["pred"] == (4, 3, 2, 1)[int(np.argmax(probs))]
+    recomputed = classification_metrics([r["label"] for r in predictions], [r["pred"] for r in predictions])
+    assert metrics["overall"]["accuracy"] == pytest.approx(recomputed["accuracy"])
+    assert (tmp_path / "eval" / "tiny" / "metrics.md").read_text().startswith("## tiny: overall")
+    assert (tmp_path / "data" / "config.yaml").is_file()

@@ -1,0 +1,44 @@
+"""The layout promise of ARCHITECTURE.md: the user's folders import as taosr.*, and our
+datasets/ folder never shadows Hugging Face's `datasets`."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_import_datasets_from_the_repo_root_is_hugging_faces():
+    path = _run("import datasets; print(datasets.__file__)")
+    assert "site-packages" in path and not path.startswith(str(ROOT / "datasets"))
+
+
+def test_user_folders_resolve_as_taosr_subpackages():
+    out = _run("import taosr.datasets.schema as s, taosr.actors.scorer as a, taosr.ray_jobs.pipeline as p; "
+               "print(s.__file__); print(a.__file__); print(p.__file__)")
+    schema, scorer, pipeline = out.splitlines()
+    assert Path(schema).parent.name == "datasets"
+    assert Path(scorer).parent.name == "actors" and Path(pipeline).parent.name == "ray_jobs"
+
+
+def test_datasets_folder_has_no_init_and_core_imports_no_ray():
+    assert not (ROOT / "datasets" / "__init__.py").exists()
+    out = _run("import sys, taosr.labels, taosr.formats, taosr.prompts, taosr.metrics, taosr.cumpt, taosr.config, "
+               "taosr.text; print('ray' in sys.modules)")
+    assert out == "False"
+
+
+def test_pyproject_lists_every_package_folder():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    for package, folder in config["package-dir"].items():
+        for sub in (ROOT / folder).rglob("*.py"):
+            parts = sub.relative_to(ROOT / folder).parent.parts
+            assert ".".join((package, *parts)) in listed, sub
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "torch==2.13.0" in dependencies
