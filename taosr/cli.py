@@ -21,7 +21,8 @@ def _data_generate(args) -> dict:
 
 def _data_validate(args) -> dict:
     from taosr.actors.runtime import init_ray
-    from taosr.config import load_config
+    from taosr.config import load_config, to_yaml
+    from taosr.datasets.storage import join, write_text
     from taosr.ray_jobs.data import validate_to
 
     config = load_config(args.config, [f"data.{o}" if not o.startswith("data.") else o for o in args.set])
@@ -29,7 +30,9 @@ def _data_validate(args) -> dict:
     if args.s3_endpoint:
         config.data.s3_endpoint = args.s3_endpoint
     init_ray(config.ray)
-    return validate_to(args.input, args.out, config.data).counts
+    counts = validate_to(args.input, args.out, config.data).counts
+    write_text(join(args.out, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
+    return counts
 
 
 def _config_show(args) -> dict | None:

@@ -150,4 +150,5 @@ def test_cli_validate_prints_counts_and_writes_both_outputs(ray_cluster, tmp_pat
     assert counts == {"input": 21, "accepted": 20, "quarantined": 1, "reasons": {"unknown_label": 1}}
     assert pq.read_table(tmp_path / "out" / "quarantine").num_rows == 1
     assert pq.read_table(tmp_path / "out" / "accepted").num_rows == 20
+    assert "label_aliases" in (tmp_path / "out" / "config.yaml").read_text()
     assert main(["data", "validate", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o2")]) == 2

@@ -42,3 +42,21 @@ def test_pyproject_lists_every_package_folder():
             assert ".".join((package, *parts)) in listed, sub
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "torch==2.13.0" in dependencies
+
+
+def test_only_one_vllm_build_is_installed():
+    from taosr.actors.runtime import check_single_vllm_build
+
+    check_single_vllm_build()
+
+
+def test_both_vllm_builds_at_once_are_refused(monkeypatch):
+    import importlib.metadata
+
+    import pytest
+
+    from taosr.actors.runtime import check_single_vllm_build
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.32.0")
+    with pytest.raises(RuntimeError, match="both vLLM builds"):
+        check_single_vllm_build()
