@@ -48,7 +48,9 @@ def init_ray(ray_config=None, cpu: bool = True):
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        # The dashboard serves the State API that Ray Train's clean-up thread polls (without it,
+        # it logs a warning every second); bound to loopback only.
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

@@ -24,7 +24,8 @@ PROB_COLUMNS = tuple(f"p_{level}" for level in LEVELS)
 
 class LevelScorer:
     def __init__(self, model_path: str, engine: str = "vllm", dtype: str = "bfloat16",
-                 max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot"):
+                 max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot",
+                 enable_prefix_caching: bool = True):
         from transformers import AutoTokenizer
 
         from taosr.models import level_token_ids
@@ -39,7 +40,7 @@ class LevelScorer:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
             from vllm import LLM, SamplingParams
 
-            self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=True,
+            self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
                            max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed)
             self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(LEVELS),
                                          allowed_token_ids=self.ids_in_order)
@@ -96,6 +97,43 @@ class LevelScorer:
         for column, values in zip(PROB_COLUMNS, probs.T):
             batch[column] = values
         batch["pred"] = np.asarray(LEVELS)[probs.argmax(axis=1)]
+        return batch
+
+
+class DecodingScorer(LevelScorer):
+    """Greedy-decodes whole responses and parses them: the label for pre-CoT models, and the
+    format-error and discriminative-hallucination rates for any CoT model."""
+
+    def __init__(self, *args, max_new_tokens: int = 256, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_new_tokens = max_new_tokens
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        if self.engine == "vllm":
+            from vllm import SamplingParams
+
+            params = SamplingParams(max_tokens=self.max_new_tokens, temperature=0.0)
+            return [o.outputs[0].text for o in self.llm.generate(list(prompts), params, use_tqdm=False)]
+        self.tokenizer.padding_side = "left"
+        encoded = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        with self.torch.inference_mode():
+            out = self.model.generate(**encoded, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        return self.tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def __call__(self, batch: dict) -> dict:
+        from taosr.formats import parse
+        from taosr.metrics import NO_ANSWER
+        from taosr.prompts import item_from_row
+
+        size = len(batch["query"])
+        rows = [{key: _plain(batch[key][i]) for key in batch} for i in range(size)]
+        texts = self.generate(self.prompts_for([r["query"] for r in rows], [item_from_row(r) for r in rows]))
+        parsed = [parse(self.prompt_format, text) for text in texts]
+        batch["response"] = np.asarray(texts, dtype=object)
+        batch["pred"] = np.asarray([p.label if p.label is not None else NO_ANSWER for p in parsed])
+        batch["format_ok"] = np.asarray([p.format_ok for p in parsed])
+        batch["hallucinated"] = np.asarray([p.hallucinated for p in parsed], dtype=object)
         return batch
 
 

@@ -1,5 +1,10 @@
-"""Evaluation job: score a split with first-token level probabilities on a pool of scoring
-actors (Ray Data over vLLM engines) and write the metrics table, overall and per query type.
+"""Evaluation job: score a split on a pool of scoring actors (Ray Data over vLLM engines) and
+write the metrics table, overall and per query type.
+
+Post-CoT and label-only models are scored by the first-token distribution over the four level
+tokens (no decoding). Pre-CoT models put the label last, so their responses are decoded and
+parsed. ``eval.decode_samples`` also decodes a sample of any CoT model's responses to measure
+format errors and discriminative hallucination.
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.eval --config configs/tiny.yaml
 """
@@ -7,69 +12,111 @@ actors (Ray Data over vLLM engines) and write the metrics table, overall and per
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from taosr.actors.runtime import init_ray
-from taosr.actors.scorer import PROB_COLUMNS, LevelScorer
+from taosr.actors.scorer import PROB_COLUMNS, DecodingScorer, LevelScorer
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.storage import join, write_json, write_text
+from taosr.formats import ResponseFormat
 from taosr.metrics import evaluate_records, markdown_table
 from taosr.models import resolve_model
-from taosr.ray_jobs.job_args import parse_job_args
 
 MODEL_INPUT_COLUMNS = ("id", "query", "title", "category", "attributes", "price", "description", "label", "query_type")
-KEEP_COLUMNS = ("id", "query", "query_type", "label", "pred", *PROB_COLUMNS)
+SCORED_COLUMNS = ("id", "query", "query_type", "label", "pred", *PROB_COLUMNS)
+DECODED_COLUMNS = ("id", "query", "query_type", "label", "pred", "format_ok", "hallucinated", "response")
 
 
-def score_split(config: TaosrConfig, model_path: str):
-    """Score the configured split of the accepted data; returns a list of scored rows."""
+def model_format(model_path: str) -> ResponseFormat:
+    """The response format a model was trained in (post-CoT for models we did not train)."""
+    info = os.path.join(model_path, "taosr-model.json")
+    if os.path.isfile(info):
+        with open(info) as handle:
+            return ResponseFormat(json.load(handle).get("format", "post_cot"))
+    return ResponseFormat.POST_COT
+
+
+def _split_rows(config: TaosrConfig):
     import ray
 
     accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
     split = accepted.filter(expr=f"split == '{config.eval.split}'").select_columns(list(MODEL_INPUT_COLUMNS))
-    if config.eval.max_examples:
-        split = split.limit(config.eval.max_examples)
-    scored = split.map_batches(
-        LevelScorer,
-        fn_constructor_kwargs=dict(model_path=model_path, engine=config.eval.engine, dtype=config.model.dtype,
-                                   max_seq_len=config.model.max_seq_len, kv_cache_gib=config.eval.kv_cache_gib,
-                                   seed=config.seed),
-        batch_size=config.eval.batch_size,
-        batch_format="numpy",
-        concurrency=config.eval.num_engines,
-        num_cpus=config.eval.num_cpus_per_engine,
-    )
-    return scored.select_columns(list(KEEP_COLUMNS)).take_all()
+    return split.limit(config.eval.max_examples) if config.eval.max_examples else split
+
+
+def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrConfig, columns, **extra):
+    kwargs = dict(model_path=model_path, engine=config.eval.engine, dtype=config.model.dtype,
+                  max_seq_len=config.model.max_seq_len, kv_cache_gib=config.eval.kv_cache_gib, seed=config.seed,
+                  prompt_format=fmt.value, **extra)
+    scored = rows.map_batches(scorer_cls, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,
+                              batch_format="numpy", concurrency=config.eval.num_engines,
+                              num_cpus=config.eval.num_cpus_per_engine)
+    return scored.select_columns(list(columns)).take_all()
 
 
 def evaluate_model(config: TaosrConfig, name: str, model_path: str) -> dict:
     """Score, compute metrics, and write metrics.json, metrics.md and predictions under eval/<name>/."""
-    rows = score_split(config, model_path)
-    if not rows:
+    fmt = model_format(model_path)
+    rows = _split_rows(config)
+    decode = dict(max_new_tokens=config.eval.max_new_tokens)
+    if fmt is ResponseFormat.PRE_COT:
+        predictions = _run(rows, DecodingScorer, model_path, fmt, config, DECODED_COLUMNS, **decode)
+    else:
+        predictions = _run(rows, LevelScorer, model_path, fmt, config, SCORED_COLUMNS)
+        if config.eval.decode_samples and fmt is ResponseFormat.POST_COT:
+            decoded = _run(rows.limit(config.eval.decode_samples), DecodingScorer, model_path, fmt, config,
+                           ("id", "format_ok", "hallucinated", "response"), **decode)
+            by_id = {row["id"]: row for row in decoded}
+            for row in predictions:
+                row.update({k: v for k, v in by_id.get(row["id"], {}).items() if k != "id"})
+    if not predictions:
         raise ValueError(f"split {config.eval.split!r} of {config.run_dir} has no rows to evaluate")
-    records = [{"gold": int(r["label"]), "pred": int(r["pred"]), "query_type": r["query_type"]} for r in rows]
+    records = []
+    for row in predictions:
+        record = {"gold": int(row["label"]), "pred": int(row["pred"]), "query_type": row["query_type"]}
+        if "format_ok" in row:
+            record.update(format_ok=bool(row["format_ok"]), hallucinated=row["hallucinated"])
+        records.append(record)
     metrics = evaluate_records(records)
     out = join(config.run_dir, "eval", name)
     endpoint = config.data.s3_endpoint
-    write_json(join(out, "metrics.json"), {"model": model_path, "split": config.eval.split, **metrics}, endpoint)
+    write_json(join(out, "metrics.json"), {"model": model_path, "format": fmt.value, "split": config.eval.split,
+                                           **metrics}, endpoint)
     write_text(join(out, "metrics.md"), render_markdown(name, metrics), endpoint)
-    write_text(join(out, "predictions.jsonl"), "\n".join(json.dumps(r, default=float) for r in rows) + "\n", endpoint)
+    write_text(join(out, "predictions.jsonl"),
+               "\n".join(json.dumps(r, default=_json_value) for r in predictions) + "\n", endpoint)
     write_text(join(out, "config.yaml"), to_yaml(config), endpoint)
     return metrics
 
 
+def _json_value(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+REPORT_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1")
+
+
 def render_markdown(name: str, metrics: dict) -> str:
-    parts = [f"## {name}: overall\n", markdown_table({name: metrics["overall"]}),
-             f"\n\n## {name}: by query type\n", markdown_table(metrics["by_query_type"])]
+    columns = REPORT_COLUMNS + tuple(c for c in ("format_error_rate", "hallucination_rate") if c in metrics["overall"])
+    parts = [f"## {name}: overall\n", markdown_table({name: metrics["overall"]}, columns),
+             f"\n\n## {name}: by query type\n", markdown_table(metrics["by_query_type"], columns)]
     return "".join(parts) + "\n"
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
+    from taosr.config import load_config
+    from taosr.ray_jobs.job_args import job_parser
+
+    parser = job_parser(__doc__)
+    parser.add_argument("--model", default=None, help="HF folder to evaluate (default: the config's model)")
+    parser.add_argument("--name", default=None, help="name of the result under eval/ (default: the folder's name)")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.overrides)
     init_ray(config.ray)
-    model_path = resolve_model(config.model.name, config.model.cache_dir)
-    metrics = evaluate_model(config, "base", model_path)
-    print(render_markdown("base", metrics))
+    model_path = args.model or resolve_model(config.model.name, config.model.cache_dir)
+    name = args.name or os.path.basename(os.path.normpath(model_path))
+    print(render_markdown(name, evaluate_model(config, name, model_path)))
     return 0
 
 

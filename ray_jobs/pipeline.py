@@ -1,5 +1,7 @@
-"""The whole pipeline as one Ray job. Stages so far: data (generate or read, validate, split)
-and eval of the untrained model; the training stages join as they land.
+"""The whole pipeline as one Ray job. Stages so far: data (generate or read, validate, split),
+cot (rule retrieval + teacher rationales), sft (Ray Train + DeepSpeed), and eval of the
+untrained and the fine-tuned model side by side on the same held-out split. The later training
+stages join as they land.
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.pipeline --config configs/tiny.yaml
 """
@@ -11,14 +13,18 @@ import sys
 import time
 
 from taosr.actors.runtime import init_ray
+from taosr.config import load_config
+from taosr.datasets.storage import join, write_json, write_text
 from taosr.metrics import markdown_table
 from taosr.models import resolve_model
+from taosr.ray_jobs import cot as cot_stage
 from taosr.ray_jobs import data as data_stage
 from taosr.ray_jobs import eval as eval_stage
+from taosr.ray_jobs import sft as sft_stage
 from taosr.ray_jobs.job_args import job_parser
-from taosr.config import load_config
 
-STAGES = ("data", "eval")
+STAGES = ("data", "cot", "sft", "eval")
+TABLE_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1")
 
 
 def main(argv=None) -> int:
@@ -31,23 +37,43 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; known: {', '.join(STAGES)}")
     init_ray(config.ray)
-    timings = {}
+    base_model = resolve_model(config.model.name, config.model.cache_dir)
+    timings: dict[str, float] = {}
+
+    def timed(stage, fn):
+        started = time.time()
+        result = fn()
+        timings[stage] = round(time.time() - started, 1)
+        shown = {k: result["overall"].get(k) for k in ("n", "macro_f1", "accuracy")} if "overall" in result else result
+        print(f"{stage}: {json.dumps(shown, default=str)}", flush=True)
+        return result
+
     if "data" in stages:
-        started = time.time()
-        result = data_stage.run(config)
-        timings["data"] = time.time() - started
-        print("data:", json.dumps(result.counts), flush=True)
+        timed("data", lambda: data_stage.run(config).counts)
+    if "cot" in stages:
+        timed("cot", lambda: cot_stage.run(config))
+    if "sft" in stages:
+        timed("sft", lambda: sft_stage.train(config, base_model, join(config.run_dir, "sft")))
     if "eval" in stages:
-        started = time.time()
-        model_path = resolve_model(config.model.name, config.model.cache_dir)
-        metrics = eval_stage.evaluate_model(config, "base", model_path)
-        timings["eval"] = time.time() - started
-        print(f"\nUntrained {config.model.name} on the {config.eval.split} split:\n")
-        print(markdown_table({f"{config.model.name} (untrained)": metrics["overall"]}))
-        print("\nBy query type:\n")
-        print(markdown_table(metrics["by_query_type"]))
-    print("\ntimings (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
+        models = {f"{config.model.name} (untrained)": base_model}
+        if "sft" in stages or _exists(join(config.run_dir, "sft", "model", "config.json")):
+            models[f"SFT ({config.sft.format})"] = join(config.run_dir, "sft", "model")
+        table = {}
+        for name, path in models.items():
+            slug = "base" if path == base_model else "sft"
+            table[name] = timed(f"eval:{slug}", lambda: eval_stage.evaluate_model(config, slug, path))["overall"]
+        rendered = markdown_table(table, TABLE_COLUMNS)
+        write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
+        print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n")
+    write_json(join(config.run_dir, "timings.json"), timings, config.data.s3_endpoint)
+    print("timings (s):", json.dumps(timings))
     return 0
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return path.startswith("s3://") or os.path.exists(path)
 
 
 if __name__ == "__main__":

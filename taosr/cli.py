@@ -46,6 +46,18 @@ def _config_show(args) -> dict | None:
     return None
 
 
+def _model_export(args) -> dict:
+    from taosr.models import export_model
+
+    return {"exported": export_model(args.source, args.target, args.format)}
+
+
+def _cumpt_sweep(args) -> dict:
+    from taosr.cumpt_sweep import sweep_and_plot
+
+    return sweep_and_plot(args.predictions, args.out, args.metric)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taosr", description="Thinking relevance models on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="data config override, e.g. --set columns.query=search_term (repeatable)")
     validate.add_argument("--s3-endpoint", default="")
     validate.set_defaults(handler=_data_validate)
+
+    model = commands.add_parser("model", help="prepare model folders").add_subparsers(dest="action", required=True)
+    export = model.add_parser("export", help="copy a HF folder for serving with its prompt-template record")
+    export.add_argument("source")
+    export.add_argument("target")
+    export.add_argument("--format", default="post_cot", choices=("post_cot", "label_only"),
+                        help="response format, for folders that do not record one")
+    export.set_defaults(handler=_model_export)
+
+    cumpt = commands.add_parser("cumpt", help="cumulative-probability tiering").add_subparsers(dest="action", required=True)
+    sweep = cumpt.add_parser("sweep", help="sweep beta on an eval predictions.jsonl, pick it, plot it")
+    sweep.add_argument("predictions", help="predictions.jsonl written by the eval job (validation split)")
+    sweep.add_argument("--out", required=True)
+    sweep.add_argument("--metric", default="macro_f1", choices=("macro_f1", "accuracy", "good_f1", "tier_accuracy"))
+    sweep.set_defaults(handler=_cumpt_sweep)
 
     config = commands.add_parser("config", help="print the resolved config, or every field's help")
     config.add_argument("--config", default=None)

@@ -79,6 +79,46 @@ class EvalConfig:
     num_engines: int = option(1, "scoring actors (one engine each)")
     num_cpus_per_engine: float = option(1.0, "Ray CPUs reserved by each scoring actor")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache size per engine in GiB")
+    decode_samples: int = option(0, "also decode the full reasoning for this many examples to measure format errors and hallucination (pre-CoT models are always decoded)")
+    max_new_tokens: int = option(256, "longest decoded response")
+
+
+@dataclass
+class CotConfig:
+    teacher: str = option("rule", "who writes the reasoning: rule (from the knowledge-base trace), vllm (a model on a vLLM actor) or openai (an OpenAI-compatible endpoint)")
+    teacher_model: str = option("", "vllm: a Hugging Face folder or embedded model name; openai: the model name sent to the endpoint")
+    teacher_dtype: str = option("bfloat16", "dtype of a vLLM teacher")
+    openai_base_url: str = option("", "base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the endpoint's API key")
+    temperature: float = option(0.3, "teacher sampling temperature")
+    max_new_tokens: int = option(320, "longest rationale a teacher may write")
+    rules_path: str = option("", "JSONL of {id, text} atomic rules; empty uses the built-in knowledge base")
+    top_k_rules: int = option(4, "rules retrieved (BM25) per (query, item) and given to the teacher")
+    num_teachers: int = option(1, "teacher actors")
+    num_cpus_per_teacher: float = option(1.0, "Ray CPUs per teacher actor")
+    batch_size: int = option(64, "rows per teacher call")
+
+
+@dataclass
+class SftConfig:
+    format: str = option("post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only")
+    epochs: int = option(1, "passes over the training examples")
+    max_examples: int = option(0, "use at most this many training examples (0 = all)")
+    max_steps: int = option(0, "stop after this many optimizer steps (0 = the epochs decide)")
+    lr: float = option(1e-4, "peak learning rate (small models need far more than the paper's 1e-6 at 42B)")
+    warmup_ratio: float = option(0.05, "share of steps spent warming up, then cosine decay to 0")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    micro_batch_size: int = option(4, "examples per worker per forward pass")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    grad_clip: float = option(1.0, "gradient norm clip")
+    max_seq_len: int = option(512, "prompt plus response tokens; longer responses are cut at the end")
+    zero_stage: int = option(2, "DeepSpeed ZeRO stage (0-3)")
+    bf16: bool = option(True, "train in bfloat16 with fp32 master weights (3-4x faster on CPU)")
+    num_workers: int = option(1, "Ray Train workers (one process each)")
+    cpus_per_worker: int = option(2, "CPUs (and torch threads) per worker")
+    use_gpu: bool = option(False, "one GPU per worker")
+    log_every_steps: int = option(5, "print and log the loss every this many steps")
+    checkpoint_every_steps: int = option(100, "report a checkpoint to Ray Train every this many steps (and at the end)")
 
 
 @dataclass
@@ -93,6 +133,8 @@ class TaosrConfig:
     seed: int = option(0, "global seed")
     data: DataConfig = option(factory=DataConfig)
     model: ModelConfig = option(factory=ModelConfig)
+    cot: CotConfig = option(factory=CotConfig)
+    sft: SftConfig = option(factory=SftConfig)
     eval: EvalConfig = option(factory=EvalConfig)
     ray: RayConfig = option(factory=RayConfig)
 

@@ -23,9 +23,12 @@ def f1(tp: int, fp: int, fn: int) -> float:
     return 0.0 if denominator == 0 else 2 * tp / denominator
 
 
+NO_ANSWER = 0  # a prediction that names no level (an unparseable decoded answer): always wrong
+
+
 def confusion(gold: Sequence[int], pred: Sequence[int]) -> dict[int, dict[int, int]]:
-    """confusion[g][p] = number of examples with gold level g predicted as p."""
-    matrix = {g: {p: 0 for p in LEVEL_ORDER} for g in LEVEL_ORDER}
+    """confusion[g][p] = number of examples with gold level g predicted as p (p = 0: no answer)."""
+    matrix = {g: {p: 0 for p in (NO_ANSWER, *LEVEL_ORDER)} for g in LEVEL_ORDER}
     for g, p in zip(gold, pred, strict=True):
         matrix[g][p] += 1
     return matrix
@@ -39,7 +42,7 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int]) -> dict:
     if n == 0:
         return {"n": 0}
     per_class: dict[str, float | None] = {}
-    present = set(gold) | set(pred)
+    present = (set(gold) | set(pred)) & set(LEVEL_ORDER)
     for level in LEVEL_ORDER:
         tp = sum(1 for g, p in zip(gold, pred) if g == level and p == level)
         fp = sum(1 for g, p in zip(gold, pred) if g != level and p == level)

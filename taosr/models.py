@@ -20,7 +20,7 @@ from taosr.labels import LABEL_TEXT, LEVELS
 
 EMBEDDED_MODELS = ("smollm2-135m", "tiny")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_READY = "taosr-model.json"
+_READY = "taosr-materialised.json"
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -160,3 +160,34 @@ def check_level_tokens(tokenizer) -> None:
         seen.add(digit_ids[0])
     if len(seen) != len(LEVELS):
         raise LevelTokenError("two levels share a token")
+
+
+MODEL_INFO = "taosr-model.json"
+
+
+def model_info(tokenizer, fmt: str, **extra) -> dict:
+    """The export record serving checks: response format, prompt version and the fingerprint of
+    the tokenizer and chat template the model was trained with."""
+    from taosr.prompts import PROMPT_VERSION, template_fingerprint
+
+    return {"format": fmt, "prompt_version": PROMPT_VERSION, "template_fingerprint": template_fingerprint(tokenizer), **extra}
+
+
+def export_model(source: str, target: str, fmt: str = "post_cot") -> str:
+    """Copy a Hugging Face folder for serving and write its export record next to the weights.
+    A folder that already has a record (any trained stage) keeps its format."""
+    from transformers import AutoTokenizer
+
+    source_path, target_path = Path(source), Path(target)
+    if not (source_path / "config.json").is_file():
+        raise FileNotFoundError(f"{source} is not a Hugging Face model folder")
+    tokenizer = AutoTokenizer.from_pretrained(source_path)
+    check_level_tokens(tokenizer)
+    existing = source_path / MODEL_INFO
+    info = json.loads(existing.read_text()) if existing.is_file() else {}
+    record = model_info(tokenizer, info.get("format", fmt), **{k: v for k, v in info.items()
+                                                               if k not in ("format", "prompt_version", "template_fingerprint")})
+    if source_path.resolve() != target_path.resolve():
+        shutil.copytree(source_path, target_path, dirs_exist_ok=True)
+    (target_path / MODEL_INFO).write_text(json.dumps(record, indent=2))
+    return str(target_path)

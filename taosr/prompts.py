@@ -101,3 +101,23 @@ def item_from_row(row: Mapping) -> Item:
         price=None if price is None or price != price else float(price),  # NaN from pandas means missing
         description=row.get("description"),
     )
+
+
+TEACHER_INSTRUCTIONS = (
+    "You write the reasoning behind a known relevance label for an e-commerce search result.\n"
+    "Write exactly five lines and nothing else:\n"
+    "1. Query: <what the query asks for: product type, required attributes, negations, intent>\n"
+    "2. Item: <what the item is: product type, key attributes>\n"
+    "3. Category: <match|partial|mismatch> — <reason>\n"
+    "4. Attributes: <match|partial|violated|unknown> — <which attribute, and why>\n"
+    "5. Decision: <the label given below>\n"
+    "Ground the reasoning in the business rules given."
+)
+
+
+def teacher_messages(query: str, item: Item, rule_texts: list[str], gold_label_text: str) -> list[dict]:
+    """Chat messages asking a teacher LLM for the five steps that justify ``gold_label_text``."""
+    rules = "\n".join(f"- {text}" for text in rule_texts) or "- (no rule retrieved)"
+    user = (f"Business rules:\n{rules}\n\nQuery: {query}\n\nItem:\n{render_item(item)}\n\n"
+            f"Label: {gold_label_text}")
+    return [{"role": "system", "content": TEACHER_INSTRUCTIONS}, {"role": "user", "content": user}]

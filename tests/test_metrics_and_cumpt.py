@@ -29,6 +29,12 @@ def test_macro_f1_skips_levels_absent_from_gold_and_predictions():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
 
 
+def test_no_answer_counts_as_wrong_for_its_gold_level():
+    m = classification_metrics([4, 4], [4, 0])
+    assert m["f1_4"] == pytest.approx(2 / 3) and m["accuracy"] == 0.5
+    assert m["f1_1"] is None  # 0 is not a level
+
+
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError):
         classification_metrics([4], [4, 3])

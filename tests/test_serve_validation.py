@@ -1,0 +1,100 @@
+"""Request validation, the export check and the CumPT sweep tool: fast, no Ray."""
+
+import json
+
+import numpy as np
+import pytest
+
+from taosr.serve.validation import RequestError, RequestLimits, parse_request
+
+LIMITS = RequestLimits(max_items=3, max_body_bytes=4000, max_query_chars=40, max_title_chars=60)
+GOOD = {"query": "phone case not pink", "items": [{"id": "a", "title": "Spigen case, black", "price": 12},
+                                                 {"id": "b", "title": "ESR case", "attributes": {"color": "pink"}}]}
+
+
+def status_of(body: bytes) -> tuple[int, str]:
+    with pytest.raises(RequestError) as caught:
+        parse_request(body, LIMITS)
+    return caught.value.status, caught.value.message
+
+
+def encode(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+def test_a_good_request_parses():
+    request = parse_request(encode(GOOD), LIMITS)
+    assert [item.id for item in request.items] == ["a", "b"] and request.explain is False
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    (b"\xff\xfe{}", 400, "not valid UTF-8"),
+    (b'{"query": ', 400, "not valid JSON"),
+    (encode([1, 2]), 422, "JSON object"),
+    (encode({"items": GOOD["items"]}), 422, "query"),
+    (encode({"query": "q"}), 422, "items"),
+    (encode({**GOOD, "debug": True}), 422, "debug"),
+    (encode({"query": "q", "items": [{"id": "a", "title": "t", "colour": "red"}]}), 422, "colour"),
+    (encode({"query": 5, "items": GOOD["items"]}), 422, "query"),
+    (encode({"query": "q", "items": [{"id": "a", "title": "t", "price": "cheap"}]}), 422, "price"),
+    (encode({"query": "q", "items": [{"id": "a", "title": "t", "price": -1}]}), 422, "price"),
+    (encode({"query": "q", "items": [{"id": 7, "title": "t"}]}), 422, "id"),
+    (encode({"query": "q", "items": [{"id": "a", "title": "t", "attributes": {"k": 1}}]}), 422, "attributes"),
+    (encode({**GOOD, "explain": "yes"}), 422, "explain"),
+    (encode({"query": "q", "items": []}), 422, "empty"),
+    (encode({"query": "q", "items": [{"id": str(i), "title": "t"} for i in range(4)]}), 422, "limit is 3"),
+    (encode({"query": "q" * 41, "items": GOOD["items"]}), 422, "limit is 40"),
+    (encode({"query": "q", "items": [{"id": "a", "title": "t" * 61}]}), 422, "title"),
+    (encode({"query": "   ", "items": GOOD["items"]}), 422, "must not be empty"),
+    (encode({"query": "q", "items": [{"id": "a", "title": "t"}, {"id": "a", "title": "u"}]}), 422, "duplicate"),
+    (encode({"query": "case\x00drop table", "items": GOOD["items"]}), 422, "U+0000"),
+    (encode({"query": "case \u202eknip", "items": GOOD["items"]}), 422, "U+202E"),
+    (b'{"query": "bad \\ud800 text", "items": [{"id": "a", "title": "t"}]}', 400, "surrogate"),
+    (b" " * 4001, 413, "limit is 4000"),
+])
+def test_bad_requests_get_the_right_status_and_a_clear_message(body, status, fragment):
+    got_status, message = status_of(body)
+    assert got_status == status and fragment in message, message
+
+
+def test_other_languages_pass():
+    body = encode({"query": "手机壳 不要粉色", "items": [{"id": "1", "title": "Funda de silicona — negro"}]})
+    assert parse_request(body, LIMITS).query == "手机壳 不要粉色"
+
+
+def test_export_check_refuses_a_mismatched_template(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from taosr.models import MODEL_INFO, export_model
+    from taosr.serve.app import ModelExportError, check_export
+
+    with pytest.raises(ModelExportError, match="taosr model export"):
+        check_export(tiny_model, AutoTokenizer.from_pretrained(tiny_model))
+    exported = export_model(tiny_model, str(tmp_path / "served"))
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    assert check_export(exported, tokenizer)["format"] == "post_cot"
+    tokenizer.chat_template = tokenizer.chat_template.replace("im_start", "turn_start")
+    with pytest.raises(ModelExportError, match="chat template"):
+        check_export(exported, tokenizer)
+    record = json.loads((tmp_path / "served" / MODEL_INFO).read_text())
+    (tmp_path / "served" / MODEL_INFO).write_text(json.dumps({**record, "format": "pre_cot"}))
+    with pytest.raises(ModelExportError, match="pre-CoT"):
+        check_export(exported, AutoTokenizer.from_pretrained(exported))
+
+
+def test_cumpt_sweep_tool_picks_beta_and_plots(tmp_path):
+    from taosr.cumpt_sweep import sweep_and_plot
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for _ in range(200):
+        gold = int(rng.integers(1, 5))
+        logits = rng.normal(size=4)
+        logits[4 - gold] += 2.0  # columns in LEVELS order 4, 3, 2, 1
+        p = np.exp(logits) / np.exp(logits).sum()
+        lines.append(json.dumps({"label": gold, **{f"p_{k}": float(v) for k, v in zip((4, 3, 2, 1), p)}}))
+    (tmp_path / "predictions.jsonl").write_text("\n".join(lines))
+    result = sweep_and_plot(str(tmp_path / "predictions.jsonl"), str(tmp_path / "out"))
+    sweep = json.loads((tmp_path / "out" / "cumpt_sweep.json").read_text())["sweep"]
+    assert result["macro_f1"] == max(row["macro_f1"] for row in sweep)
+    assert 0 < result["best_beta"] <= 1 and (tmp_path / "out" / "cumpt_sweep.png").stat().st_size > 1000

@@ -1,0 +1,101 @@
+"""Stage 1 on the real components: CoT synthesis on Ray Data, SFT with Ray Train + DeepSpeed
+ZeRO-2 on two gloo workers, and the saved folder reloaded in transformers and vLLM."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from taosr.config import load_config
+from taosr.formats import Reasoning, ResponseFormat, render
+from taosr.losses import masked_token_nll
+from taosr.prompts import build_prompt, item_from_row
+from taosr.sft_examples import tokenize_example
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(ray_cluster, tiny_model, tmp_path_factory):
+    from taosr.ray_jobs import cot as cot_stage
+    from taosr.ray_jobs import data as data_stage
+    from taosr.ray_jobs import sft as sft_stage
+
+    run_dir = tmp_path_factory.mktemp("stage1")
+    config = load_config(None, [
+        f"run_dir={run_dir}", "data.rows=160", "model.name=tiny", "sft.num_workers=2", "sft.cpus_per_worker=1",
+        "sft.micro_batch_size=4", "sft.lr=3e-3", "sft.epochs=2", "sft.bf16=false", "sft.zero_stage=2",
+        "sft.checkpoint_every_steps=10", "sft.max_seq_len=384",
+    ])
+    data_stage.run(config)
+    counts = cot_stage.run(config)
+    summary = sft_stage.train(config, tiny_model, str(run_dir / "sft"))
+    return config, counts, summary, run_dir
+
+
+def _nll(model_path, rows, tokenizer_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    total = 0.0
+    with torch.inference_mode():
+        for row in rows:
+            prompt = build_prompt(tokenizer, row["query"], item_from_row(row))
+            response = render(ResponseFormat.POST_COT, row["label"], Reasoning(**json.loads(row["reasoning"])))
+            example = tokenize_example(tokenizer, prompt, response, 384)
+            logits = model(torch.tensor([example.input_ids])).logits
+            total += float(masked_token_nll(logits, torch.tensor([example.labels]))[0])
+    return total / len(rows)
+
+
+def test_cot_synthesis_keeps_every_rule_rationale(trained):
+    _, counts, _, run_dir = trained
+    assert counts == {"input": 160, "kept": 160, "dropped": 0, "drop_reasons": {}}
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(run_dir / "cot" / "kept").to_pylist()
+    assert all(row["retrieved_rule_ids"] and row["teacher"] == "rule" for row in kept)
+
+
+def test_two_worker_deepspeed_sft_lowers_the_loss(trained, tiny_model):
+    import pyarrow.parquet as pq
+
+    _, _, summary, run_dir = trained
+    rows = [r for r in pq.read_table(run_dir / "cot" / "kept").to_pylist() if r["split"] == "train"][:24]
+    before = _nll(tiny_model, rows, tiny_model)
+    after = _nll(summary["model"], rows, summary["model"])
+    assert after < before - 0.5, (before, after)
+    assert summary["step"] > 10
+    assert (run_dir / "sft" / "tensorboard").is_dir()
+
+
+def test_saved_folder_reloads_in_transformers_and_vllm_with_the_same_probabilities(trained):
+    from taosr.actors.scorer import LevelScorer
+    from taosr.prompts import Item
+
+    _, _, summary, _ = trained
+    info = json.loads(open(f"{summary['model']}/taosr-model.json").read())
+    assert info["format"] == "post_cot" and info["template_fingerprint"]
+    hf = LevelScorer(summary["model"], engine="hf", dtype="float32")
+    prompts = hf.prompts_for(["charger for iphone 15", "phone case not pink"],
+                             [Item("Anker 20W Charger, USB-C"), Item("Spigen Case for iPhone 15, pink")])
+    vllm = LevelScorer(summary["model"], engine="vllm", dtype="float32")
+    np.testing.assert_allclose(vllm.score_prompts(prompts), hf.score_prompts(prompts), atol=1e-4)
+
+
+def test_vllm_teacher_actor_runs_and_its_drops_are_counted(ray_cluster, tiny_model, trained):
+    import ray
+
+    from taosr.datasets.cot import synthesize
+
+    config, _, _, run_dir = trained
+    config.cot.teacher, config.cot.teacher_model, config.cot.teacher_dtype = "vllm", tiny_model, "float32"
+    config.cot.max_new_tokens = 24
+    rows = ray.data.read_parquet(str(run_dir / "data" / "accepted")).limit(6)
+    kept, dropped, counts = synthesize(rows, config.cot)
+    assert counts["input"] == 6 and counts["kept"] + counts["dropped"] == 6
+    # A random tiny model cannot write five valid steps: every row is dropped, with a reason.
+    assert counts["drop_reasons"] == {"unparseable": 6}
+    assert dropped.count() == 6

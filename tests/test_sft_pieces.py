@@ -1,0 +1,160 @@
+"""Pure pieces of stage 1: prompt masking, the masked loss, retrieval, teachers."""
+
+import json
+import math
+import threading
+import time
+
+import pytest
+import torch
+
+from taosr.datasets.cot import RuleTeacher, judge_rationale
+from taosr.datasets.knowledge import RULES
+from taosr.datasets.retrieval import RuleRetriever, load_rules
+from taosr.datasets.synthetic import generate_rows
+from taosr.formats import Reasoning, ResponseFormat, render
+from taosr.losses import masked_token_nll
+from taosr.prompts import Item, build_prompt
+from taosr.sft_examples import IGNORE_INDEX, pad_batch, tokenize_example
+
+REASONING = Reasoning("a charger for the iphone 15, which needs USB-C", "an Anker charger (connector Lightning)",
+                      "match", "the item is a charger, as asked", "violated",
+                      "connector is Lightning, but the query needs USB-C", 2)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_prompt_is_masked_token_by_token_and_the_label_comes_first(tokenizer):
+    prompt = build_prompt(tokenizer, "charger for iphone 15", Item("Anker 20W Charger, Lightning"))
+    response = render(ResponseFormat.POST_COT, 2, REASONING)
+    example = tokenize_example(tokenizer, prompt, response, max_len=1024)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    n = len(prompt_ids)
+    assert example.input_ids[:n] == prompt_ids
+    assert example.labels[:n] == [IGNORE_INDEX] * n
+    assert example.labels[n:] == example.input_ids[n:]
+    assert example.input_ids[n] == tokenizer.encode("2", add_special_tokens=False)[0]
+    assert example.input_ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(example.input_ids[n:-1]) == response
+
+
+def test_long_responses_are_cut_at_the_end_and_hopeless_prompts_skipped(tokenizer):
+    prompt = build_prompt(tokenizer, "q", Item("t"))
+    n = len(tokenizer.encode(prompt, add_special_tokens=False))
+    cut = tokenize_example(tokenizer, prompt, render(ResponseFormat.POST_COT, 2, REASONING), max_len=n + 3)
+    assert len(cut.input_ids) == n + 3 and cut.num_response_tokens == 3
+    assert cut.input_ids[n] == tokenizer.encode("2", add_special_tokens=False)[0]
+    assert tokenize_example(tokenizer, prompt, "2-Mismatch", max_len=n + 1) is None
+
+
+def test_pad_batch():
+    batch = pad_batch([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}], pad_id=0)
+    assert batch["input_ids"] == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"] == [[-100, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"] == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_masked_nll_by_hand():
+    # position 0 predicts token 1 from logits [0, 0]: p = 1/2; position 1 predicts token 0 from
+    # [ln 3, 0]: p = 3/4; the label at position 0 is masked and position 2's logits are unused.
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [9.0, -9.0]]])
+    labels = torch.tensor([[IGNORE_INDEX, 1, 0]])
+    loss, count = masked_token_nll(logits, labels)
+    assert int(count) == 2
+    assert float(loss) == pytest.approx((math.log(2) + math.log(4 / 3)) / 2, rel=1e-6)
+    zero, none = masked_token_nll(logits, torch.full((1, 3), IGNORE_INDEX))
+    assert int(none) == 0 and float(zero) == 0.0
+
+
+def test_retrieval_finds_the_fact_a_knowledge_query_needs():
+    retriever = RuleRetriever()
+    (hits,) = retriever.retrieve(["charger for iphone 15 Anker Fast Wall Charger connector Lightning"], k=4)
+    assert "KN-01" in hits
+    (hits,) = retriever.retrieve(["cheaper alternative to dyson airwrap hair styler"], k=3)
+    assert "REF-01" in hits
+
+
+def test_user_rule_files_load_or_fail_clearly(tmp_path):
+    path = tmp_path / "rules.jsonl"
+    path.write_text('{"id": "R1", "text": "Refurbished items never match a query for new items."}\n')
+    assert list(load_rules(str(path))) == ["R1"]
+    path.write_text('{"id": "R1"}\n')
+    with pytest.raises(ValueError, match="rules.jsonl:1"):
+        load_rules(str(path))
+    assert load_rules("") == RULES
+
+
+def test_rule_teacher_rationales_parse_and_agree_with_gold():
+    rows = generate_rows(300, seed=9)
+    for row in rows:
+        row["step_annotations"] = json.dumps(row["step_annotations"])
+    teacher = RuleTeacher(RULES)
+    texts = teacher.write(rows, [["CAT-01"]] * len(rows))
+    for row, text in zip(rows, texts):
+        reasoning, drop = judge_rationale(text, row["label"])
+        assert drop is None and reasoning.decision == row["label"]
+    # Logs without a trace get a label-conditioned template that still parses and agrees.
+    bare = [dict(row, step_annotations=None) for row in rows[:20]]
+    for row, text in zip(bare, teacher.write(bare, [["NEG-01"]] * 20)):
+        assert judge_rationale(text, row["label"])[1] is None
+
+
+def test_judge_rationale_drops_wrong_and_broken_steps():
+    good = "\n".join(REASONING.step_lines())
+    assert judge_rationale("Sure! Here you go:\n" + good, 2)[0] == REASONING
+    assert judge_rationale(good, 4) == (None, "disagrees_with_gold")
+    assert judge_rationale("1. Query: x\n2. Item: y", 2) == (None, "unparseable")
+    assert judge_rationale(None, 2) == (None, "teacher_error")
+
+
+@pytest.fixture()
+def openai_server():
+    """A real OpenAI-compatible HTTP endpoint on 127.0.0.1 that fails once with 503."""
+    import socket
+
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    calls = {"n": 0}
+
+    @app.post("/v1/chat/completions")
+    def complete(body: dict):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return JSONResponse({"error": "busy"}, status_code=503)
+        label = body["messages"][-1]["content"].rsplit("Label: ", 1)[1]
+        decision = label if "Mismatch" in label else "1-Irrelevant"  # wrong for any other gold label
+        text = "\n".join(REASONING.step_lines()[:4] + [f"5. Decision: {decision}"])
+        return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1", calls
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+def test_openai_teacher_over_http_with_a_retry(openai_server):
+    from taosr.datasets.cot import OpenAITeacher
+
+    url, calls = openai_server
+    teacher = OpenAITeacher(RULES, url, "teacher-model")
+    rows = [{"query": "charger for iphone 15", "title": "Anker Charger", "label": 2},
+            {"query": "charger for iphone 15", "title": "Anker USB-C Charger", "label": 4}]
+    texts = teacher.write(rows, [["KN-01"], ["KN-01"]])
+    assert calls["n"] == 3  # one 503, then one call per row
+    assert judge_rationale(texts[0], 2)[1] is None
+    assert judge_rationale(texts[1], 4)[1] == "disagrees_with_gold"
