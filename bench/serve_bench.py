@@ -61,16 +61,15 @@ def in_process(model: str, query: str, items: list[dict], repeats: int, dtype: s
 
     objects = [item_from_row(dict(i, attributes=json.dumps(i["attributes"]))) for i in items]
     results = []
-    vllm = LevelScorer(model, engine="vllm", dtype=dtype)
+    # One engine for both paths: a second in-process vLLM engine breaks the first one's state.
+    vllm = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160)
     prompts = vllm.prompts_for([query] * len(objects), objects)
     vllm.score_prompts(prompts[:8])  # warm-up
     results.append(summary("a1. vLLM in-process, first token", timed(lambda: vllm.score_prompts(prompts), repeats), len(items)))
     decode_items = max(4, len(items) // 10)
-    decoder = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160)
-    decoder.llm = vllm.llm  # same engine, now decoding the reasoning
-    results.append(summary("b. decode reasoning, parse label", timed(lambda: decoder.generate(prompts[:decode_items]), 1),
+    results.append(summary("b. decode reasoning, parse label", timed(lambda: vllm.generate(prompts[:decode_items]), 1),
                            decode_items))
-    del vllm, decoder
+    del vllm
     gc.collect()
     hf = LevelScorer(model, engine="hf", dtype=dtype)
     hf.score_prompts(prompts[:8])
@@ -90,7 +89,7 @@ def over_http(model: str, query: str, items: list[dict], clients: int, requests_
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = run(model, port=port, engine="vllm", dtype=dtype, enable_prefix_caching=prefix_caching,
+    url = run(model, port=port, request_timeout_s=600, engine="vllm", dtype=dtype, enable_prefix_caching=prefix_caching,
               limits={"max_items": len(items)})
     body = json.dumps({"query": query, "items": items})
     for _ in range(180):

@@ -90,6 +90,8 @@ class LevelModel:
                                      max_new_tokens=config.explain_max_new_tokens)
         self.batch_items = metrics.Histogram("taosr_batch_items", description="items per engine call",
                                              boundaries=[1, 8, 32, 64, 128, 256, 512, 1024])
+        # One in-process engine: batched scoring and explain calls must never overlap on it.
+        self.engine_lock = asyncio.Lock()
         self.score.set_max_batch_size(config.max_batch_size)
         self.score.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
@@ -100,12 +102,14 @@ class LevelModel:
             prompts.extend(self.scorer.prompts_for([query] * len(items), items))
             sizes.append(len(items))
         self.batch_items.observe(len(prompts))
-        probs = await asyncio.to_thread(self.scorer.score_prompts, prompts)
+        async with self.engine_lock:
+            probs = await asyncio.to_thread(self.scorer.score_prompts, prompts)
         return np.split(probs, np.cumsum(sizes)[:-1])
 
     async def explain(self, query: str, items: list[Item]) -> list[str]:
         prompts = self.scorer.prompts_for([query] * len(items), items)
-        return await asyncio.to_thread(self.scorer.generate, prompts)
+        async with self.engine_lock:
+            return await asyncio.to_thread(self.scorer.generate, prompts)
 
     def describe(self) -> dict:
         return self.info
@@ -114,7 +118,7 @@ class LevelModel:
 app = FastAPI(title="taosr relevance API", version="1", description=__doc__.split("\n\n")[1])
 
 
-@serve.deployment(max_ongoing_requests=256)
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
 @serve.ingress(app)
 class RelevanceAPI:
     def __init__(self, model, args: dict):
@@ -175,6 +179,9 @@ class RelevanceAPI:
 def build_app(args: dict):
     """The application from a dict of ServeArgs fields (what `serve run`/`serve deploy` pass)."""
     config = ServeArgs(**args)
+    if not config.model_path.startswith("s3://"):
+        # Replicas may run in another working directory than the one the config was read from.
+        config.model_path = os.path.abspath(os.path.expanduser(config.model_path))
     plain = asdict(config)
     return RelevanceAPI.bind(LevelModel.bind(plain), plain)
 
