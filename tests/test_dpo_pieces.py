@@ -1,0 +1,76 @@
+"""DPO loss and preference-pair construction (pure pieces of stage 2), hand-checked."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from taosr.losses import dpo_loss, sequence_logprobs
+from taosr.preferences import ORACLE, SELF_CORRECTION, Sample, build_pairs, pair_counts, pass_rate
+from taosr.sft_examples import IGNORE_INDEX
+
+
+def test_dpo_loss_value_and_gradient_by_hand():
+    policy_chosen = torch.tensor([-1.0], requires_grad=True)
+    policy_rejected = torch.tensor([-2.0], requires_grad=True)
+    loss, metrics = dpo_loss(policy_chosen, policy_rejected, torch.tensor([-1.5]), torch.tensor([-1.5]), beta=0.1)
+    # rewards: 0.1 * 0.5 = 0.05 and 0.1 * -0.5 = -0.05; margin 0.1; loss = log(1 + e^-0.1)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.1)), rel=1e-6)
+    assert float(metrics["reward_margin"]) == pytest.approx(0.1)
+    assert float(metrics["reward_accuracy"]) == 1.0
+    loss.backward()
+    sigma = 1 / (1 + math.exp(0.1))  # sigmoid(-margin)
+    assert float(policy_chosen.grad) == pytest.approx(-0.1 * sigma, rel=1e-5)
+    assert float(policy_rejected.grad) == pytest.approx(0.1 * sigma, rel=1e-5)
+
+
+def test_dpo_at_the_reference_is_log_two_and_pushes_chosen_up():
+    chosen = torch.tensor([-3.0, -1.0], requires_grad=True)
+    rejected = torch.tensor([-2.0, -4.0], requires_grad=True)
+    loss, metrics = dpo_loss(chosen, rejected, chosen.detach().clone(), rejected.detach().clone(), beta=0.5)
+    assert loss.item() == pytest.approx(math.log(2))
+    assert float(metrics["reward_margin"]) == 0.0
+    loss.backward()
+    # At policy == reference the margin is 0 but the gradient is not: -beta/2 per pair, averaged over 2.
+    assert chosen.grad.tolist() == pytest.approx([-0.125, -0.125])
+    assert rejected.grad.tolist() == pytest.approx([0.125, 0.125])
+
+
+def test_label_smoothing_is_symmetric():
+    m = torch.tensor([0.0])
+    loss, _ = dpo_loss(m + 1, m, m, m, beta=1.0, label_smoothing=0.5)
+    assert loss.item() == pytest.approx(0.5 * (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(1))))
+
+
+def test_sequence_logprobs_sum_only_the_response_tokens():
+    logits = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.75], [0.9, 0.1]]]))
+    labels = torch.tensor([[IGNORE_INDEX, 1, 1]])
+    assert float(sequence_logprobs(logits, labels)[0]) == pytest.approx(math.log(0.5) + math.log(0.75))
+
+
+SAMPLES = [Sample("4-Excellent\n...a", 4), Sample("2-Mismatch\n...b", 2), Sample("2-Mismatch\n...b", 2),
+           Sample("garbled", None), Sample("4-Excellent\n...c", 4)]
+
+
+def test_self_correction_pairs_when_some_sample_is_right():
+    pairs = build_pairs("p1", SAMPLES, gold=4, oracle_response="4-Excellent\n...oracle", max_pairs=10)
+    assert {p.kind for p in pairs} == {SELF_CORRECTION}
+    assert {(p.chosen, p.rejected) for p in pairs} == {
+        (c, w) for c in ("4-Excellent\n...a", "4-Excellent\n...c") for w in ("2-Mismatch\n...b", "garbled")}
+    assert len(pairs) == 4  # the duplicate wrong sample is merged
+    assert pass_rate(SAMPLES, 4) == pytest.approx(0.4)
+
+
+def test_oracle_pairs_when_every_sample_is_wrong_and_none_without_a_wrong_one():
+    pairs = build_pairs("p2", SAMPLES, gold=3, oracle_response="3-Related\n...oracle", max_pairs=2, rng=random.Random(1))
+    assert len(pairs) == 2 and all(p.kind == ORACLE and p.chosen == "3-Related\n...oracle" for p in pairs)
+    assert build_pairs("p3", SAMPLES, gold=3, oracle_response=None) == []
+    assert build_pairs("p4", [Sample("4-Excellent", 4)] * 3, gold=4, oracle_response="x") == []
+    assert pair_counts(pairs) == {SELF_CORRECTION: 0, ORACLE: 2}
+
+
+def test_pair_choice_is_seeded():
+    first = build_pairs("p", SAMPLES, 4, None, max_pairs=1, rng=random.Random(7))
+    again = build_pairs("p", SAMPLES, 4, None, max_pairs=1, rng=random.Random(7))
+    assert first == again and len(first) == 1
