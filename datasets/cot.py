@@ -173,10 +173,9 @@ class CotWriter:
 
 def synthesize(accepted_ds, cot_config):
     """(kept, dropped, counts) Ray Datasets of rows with their rationale or drop reason."""
-    writer_args = {"num_cpus": cot_config.num_cpus_per_teacher}
     written = accepted_ds.map_batches(CotWriter, fn_constructor_args=(cot_config,), batch_format="pyarrow",
                                       batch_size=cot_config.batch_size, concurrency=cot_config.num_teachers,
-                                      **writer_args).materialize()
+                                      num_cpus=cot_config.num_cpus_per_teacher).materialize()
     kept = written.filter(lambda row: row["cot_drop_reason"] is None)
     dropped = written.filter(lambda row: row["cot_drop_reason"] is not None)
     counts = {"input": written.count(), "kept": kept.count()}

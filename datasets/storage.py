@@ -22,6 +22,13 @@ def _fs_and_path(path: str, s3_endpoint: str = ""):
     return filesystem, path[len("s3://"):]
 
 
+def exists(path: str, s3_endpoint: str = "") -> bool:
+    from pyarrow import fs
+
+    filesystem, inner = _fs_and_path(path, s3_endpoint)
+    return filesystem.get_file_info(inner).type != fs.FileType.NotFound
+
+
 def write_text(path: str, text: str, s3_endpoint: str = "") -> None:
     filesystem, inner = _fs_and_path(path, s3_endpoint)
     parent = inner.rsplit("/", 1)[0]

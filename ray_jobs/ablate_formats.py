@@ -14,14 +14,13 @@ import sys
 from taosr.actors.runtime import init_ray
 from taosr.datasets.storage import join, write_text
 from taosr.formats import ResponseFormat
-from taosr.metrics import markdown_table
+from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, markdown_table
 from taosr.models import resolve_model
 from taosr.ray_jobs import eval as eval_stage
 from taosr.ray_jobs import sft as sft_stage
 from taosr.config import load_config
 from taosr.ray_jobs.job_args import job_parser
 
-COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1", "format_error_rate", "hallucination_rate")
 
 
 def main(argv=None) -> int:
@@ -41,7 +40,7 @@ def main(argv=None) -> int:
         print(json.dumps({"format": fmt.value, **summary}), flush=True)
         metrics = eval_stage.evaluate_model(run, f"ablation-{fmt.value}", summary["model"])
         table[f"SFT {fmt.value} ({summary['examples']} ex)"] = metrics["overall"]
-    rendered = markdown_table(table, COLUMNS)
+    rendered = markdown_table(table, TABLE_COLUMNS + DECODED_COLUMNS)
     write_text(join(config.run_dir, "ablation", "formats.md"), rendered + "\n", config.data.s3_endpoint)
     print(rendered)
     return 0

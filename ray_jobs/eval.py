@@ -20,7 +20,7 @@ from taosr.actors.scorer import PROB_COLUMNS, DecodingScorer, LevelScorer
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.storage import join, write_json, write_text
 from taosr.formats import ResponseFormat
-from taosr.metrics import evaluate_records, markdown_table
+from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, evaluate_records, markdown_table
 from taosr.models import resolve_model
 
 MODEL_INPUT_COLUMNS = ("id", "query", "title", "category", "attributes", "price", "description", "label", "query_type")
@@ -94,11 +94,8 @@ def _json_value(value):
     return value.item() if hasattr(value, "item") else str(value)
 
 
-REPORT_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1")
-
-
 def render_markdown(name: str, metrics: dict) -> str:
-    columns = REPORT_COLUMNS + tuple(c for c in ("format_error_rate", "hallucination_rate") if c in metrics["overall"])
+    columns = TABLE_COLUMNS + tuple(c for c in DECODED_COLUMNS if c in metrics["overall"])
     parts = [f"## {name}: overall\n", markdown_table({name: metrics["overall"]}, columns),
              f"\n\n## {name}: by query type\n", markdown_table(metrics["by_query_type"], columns)]
     return "".join(parts) + "\n"

@@ -14,7 +14,7 @@ import time
 
 from taosr.actors.runtime import init_ray
 from taosr.config import load_config
-from taosr.datasets.storage import join, write_json, write_text
+from taosr.datasets.storage import exists, join, write_json, write_text
 from taosr.metrics import markdown_table
 from taosr.models import resolve_model
 from taosr.ray_jobs import cot as cot_stage
@@ -24,7 +24,6 @@ from taosr.ray_jobs import sft as sft_stage
 from taosr.ray_jobs.job_args import job_parser
 
 STAGES = ("data", "cot", "sft", "eval")
-TABLE_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1")
 
 
 def main(argv=None) -> int:
@@ -56,24 +55,18 @@ def main(argv=None) -> int:
         timed("sft", lambda: sft_stage.train(config, base_model, join(config.run_dir, "sft")))
     if "eval" in stages:
         models = {f"{config.model.name} (untrained)": base_model}
-        if "sft" in stages or _exists(join(config.run_dir, "sft", "model", "config.json")):
+        if "sft" in stages or exists(join(config.run_dir, "sft", "model", "config.json"), config.data.s3_endpoint):
             models[f"SFT ({config.sft.format})"] = join(config.run_dir, "sft", "model")
         table = {}
         for name, path in models.items():
             slug = "base" if path == base_model else "sft"
             table[name] = timed(f"eval:{slug}", lambda: eval_stage.evaluate_model(config, slug, path))["overall"]
-        rendered = markdown_table(table, TABLE_COLUMNS)
+        rendered = markdown_table(table)
         write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
         print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n")
     write_json(join(config.run_dir, "timings.json"), timings, config.data.s3_endpoint)
     print("timings (s):", json.dumps(timings))
     return 0
-
-
-def _exists(path: str) -> bool:
-    import os
-
-    return path.startswith("s3://") or os.path.exists(path)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def evaluate_records(records: Sequence[Mapping]) -> dict:
 
 
 TABLE_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1")
+DECODED_COLUMNS = ("format_error_rate", "hallucination_rate")  # present when responses were decoded
 
 
 def markdown_table(rows: Mapping[str, Mapping], columns: Sequence[str] = TABLE_COLUMNS) -> str:

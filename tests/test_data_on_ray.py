@@ -152,3 +152,17 @@ def test_cli_validate_prints_counts_and_writes_both_outputs(ray_cluster, tmp_pat
     assert pq.read_table(tmp_path / "out" / "accepted").num_rows == 20
     assert "label_aliases" in (tmp_path / "out" / "config.yaml").read_text()
     assert main(["data", "validate", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_exists_on_local_and_s3(s3_endpoint, tmp_path):
+    import boto3
+
+    from taosr.datasets.storage import exists, write_text
+
+    assert not exists(str(tmp_path / "nope.txt"))
+    write_text(str(tmp_path / "yes.txt"), "x")
+    assert exists(str(tmp_path / "yes.txt"))
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="runs")
+    assert not exists("s3://runs/sft/model/config.json", s3_endpoint)
+    write_text("s3://runs/sft/model/config.json", "{}", s3_endpoint)
+    assert exists("s3://runs/sft/model/config.json", s3_endpoint)
