@@ -22,6 +22,11 @@ def _fs_and_path(path: str, s3_endpoint: str = ""):
     return filesystem, path[len("s3://"):]
 
 
+def absolute(path: str) -> str:
+    """Local paths made absolute (Ray workers run in other directories); URIs unchanged."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def exists(path: str, s3_endpoint: str = "") -> bool:
     from pyarrow import fs
 
@@ -55,5 +60,8 @@ def write_jsonl(path: str, rows, s3_endpoint: str = "") -> int:
 
 
 def write_dataset(ds, path: str, s3_endpoint: str = "") -> None:
-    """Write a Ray Dataset as Parquet files under ``path`` (local or s3://)."""
-    ds.write_parquet(path, filesystem=filesystem_for(path, s3_endpoint))
+    """Write a Ray Dataset as Parquet files under ``path`` (local or s3://), replacing what a
+    previous run left there (appending would silently duplicate rows on a rerun)."""
+    from ray.data import SaveMode
+
+    ds.write_parquet(path, filesystem=filesystem_for(path, s3_endpoint), mode=SaveMode.OVERWRITE)

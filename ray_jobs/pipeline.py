@@ -1,7 +1,7 @@
 """The whole pipeline as one Ray job. Stages so far: data (generate or read, validate, split),
-cot (rule retrieval + teacher rationales), sft (Ray Train + DeepSpeed), and eval of the
-untrained and the fine-tuned model side by side on the same held-out split. The later training
-stages join as they land.
+cot (rule retrieval + teacher rationales), sft (Ray Train + DeepSpeed), sample (pass@N on vLLM
+rollout actors), dpo (preference pairs + DPO), and eval of every model side by side on the same
+held-out split. The later training stages join as they land.
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.pipeline --config configs/tiny.yaml
 """
@@ -19,11 +19,14 @@ from taosr.metrics import markdown_table
 from taosr.models import resolve_model
 from taosr.ray_jobs import cot as cot_stage
 from taosr.ray_jobs import data as data_stage
+from taosr.ray_jobs import dpo as dpo_stage
 from taosr.ray_jobs import eval as eval_stage
+from taosr.ray_jobs import sample as sample_stage
 from taosr.ray_jobs import sft as sft_stage
 from taosr.ray_jobs.job_args import job_parser
 
-STAGES = ("data", "cot", "sft", "eval")
+STAGES = ("data", "cot", "sft", "sample", "dpo", "eval")
+TRAINED = {"sft": "SFT", "dpo": "DPO"}  # stage -> its row name in the table, in pipeline order
 
 
 def main(argv=None) -> int:
@@ -51,15 +54,21 @@ def main(argv=None) -> int:
         timed("data", lambda: data_stage.run(config).counts)
     if "cot" in stages:
         timed("cot", lambda: cot_stage.run(config))
+    sft_model = join(config.run_dir, "sft", "model")
     if "sft" in stages:
         timed("sft", lambda: sft_stage.train(config, base_model, join(config.run_dir, "sft")))
+    if "sample" in stages:
+        timed("sample", lambda: sample_stage.run(config, sft_model)["overall"])
+    if "dpo" in stages:
+        timed("dpo", lambda: dpo_stage.train(config, sft_model, join(config.run_dir, "dpo"))["pairs"])
     if "eval" in stages:
-        models = {f"{config.model.name} (untrained)": base_model}
-        if "sft" in stages or exists(join(config.run_dir, "sft", "model", "config.json"), config.data.s3_endpoint):
-            models[f"SFT ({config.sft.format})"] = join(config.run_dir, "sft", "model")
+        models = {"base": (f"{config.model.name} (untrained)", base_model)}
+        for stage, title in TRAINED.items():
+            path = join(config.run_dir, stage, "model")
+            if stage in stages or exists(join(path, "config.json"), config.data.s3_endpoint):
+                models[stage] = (f"{title} ({config.sft.format})" if stage == "sft" else title, path)
         table = {}
-        for name, path in models.items():
-            slug = "base" if path == base_model else "sft"
+        for slug, (name, path) in models.items():
             table[name] = timed(f"eval:{slug}", lambda: eval_stage.evaluate_model(config, slug, path))["overall"]
         rendered = markdown_table(table)
         write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)

@@ -100,8 +100,9 @@ class CotConfig:
 
 
 @dataclass
-class SftConfig:
-    format: str = option("post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only")
+class TrainerConfig:
+    """What every Ray Train + DeepSpeed stage shares (SFT, DPO, GRPO, SRPO)."""
+
     epochs: int = option(1, "passes over the training examples")
     max_examples: int = option(0, "use at most this many training examples (0 = all)")
     max_steps: int = option(0, "stop after this many optimizer steps (0 = the epochs decide)")
@@ -117,8 +118,87 @@ class SftConfig:
     num_workers: int = option(1, "Ray Train workers (one process each)")
     cpus_per_worker: int = option(2, "CPUs (and torch threads) per worker")
     use_gpu: bool = option(False, "one GPU per worker")
-    log_every_steps: int = option(5, "print and log the loss every this many steps")
+    log_every_steps: int = option(5, "print and log the metrics every this many steps")
     checkpoint_every_steps: int = option(100, "report a checkpoint to Ray Train every this many steps (and at the end)")
+
+
+@dataclass
+class SftConfig(TrainerConfig):
+    format: str = option("post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only")
+
+
+@dataclass
+class SampleConfig:
+    n: int = option(5, "samples per training prompt (the N of pass@N; the paper's table uses 5)")
+    temperature: float = option(1.0, "sampling temperature")
+    top_p: float = option(1.0, "nucleus sampling threshold (1 = off)")
+    top_k: int = option(0, "top-k truncation (0 = off)")
+    max_new_tokens: int = option(160, "longest sampled response; post-CoT responses put the label first, so a cut response still has its label")
+    max_prompts: int = option(0, "sample at most this many training prompts (0 = all)")
+    batch_size: int = option(32, "prompts per engine call")
+    num_engines: int = option(1, "rollout actors (one vLLM engine each)")
+    num_cpus_per_engine: float = option(1.0, "Ray CPUs per rollout actor")
+    num_gpus_per_engine: float = option(0.0, "GPUs per rollout actor (set to tensor_parallel_size on GPU clusters)")
+    tensor_parallel_size: int = option(1, "vLLM tensor parallelism per engine")
+    kv_cache_gib: int = option(1, "vLLM CPU KV cache per engine in GiB")
+
+
+@dataclass
+class DpoConfig(TrainerConfig):
+    beta: float = option(0.1, "DPO temperature: strength of the pull towards the reference")
+    label_smoothing: float = option(0.0, "conservative DPO: assumed share of flipped preferences")
+    lr: float = option(5e-6, "peak learning rate")
+    micro_batch_size: int = option(2, "pairs per worker per forward pass (each pair is two sequences)")
+    pairs_per_prompt: int = option(1, "at most this many distinct pairs per prompt")
+    reference_batch_size: int = option(16, "sequences per forward pass when precomputing reference log-probs")
+
+
+@dataclass
+class GrpoConfig:
+    """Stage 3 (and the loop SRPO reuses): RL with group-relative advantages."""
+
+    steps: int = option(12, "optimizer steps (each: roll out, score, update, sync the engines)")
+    prompts_per_step: int = option(8, "groups (prompts) per optimizer step after dynamic sampling")
+    group_size: int = option(4, "rollouts per prompt (G; the paper's recipe uses 16)")
+    oversample: float = option(1.5, "prompts requested per missing group in each refill round")
+    max_refill_rounds: int = option(4, "refill rounds per step; a step that is still short trains on what it kept")
+    temperature: float = option(1.0, "rollout sampling temperature (the team's recipe: 0.99)")
+    top_k: int = option(0, "rollout top-k truncation (0 = off; the team's recipe: 100)")
+    top_p: float = option(1.0, "rollout nucleus threshold (1 = off)")
+    max_new_tokens: int = option(160, "longest rollout")
+    advantage: str = option("grpo", "advantage estimator by name (taosr.advantages registry): grpo, or srpo in stage 4")
+    partial_credit: bool = option(False, "reward 1 - |pred - gold| / 3 instead of 0 for a wrong but well-formed label")
+    format_gate: bool = option(True, "a response that breaks the post-CoT format earns 0 whatever its label (off: the first-token label alone decides)")
+    clip_eps: float = option(0.2, "importance-ratio clip")
+    kl_coef: float = option(0.02, "weight of the KL penalty to the frozen start model (0 skips the reference model)")
+    advantage_clip: float = option(2.0, "per-token advantage clamp")
+    min_pass_rate: float = option(0.01, "dynamic sampling: drop groups whose pass rate is below this")
+    max_pass_rate: float = option(0.9, "dynamic sampling: drop groups whose pass rate is above this (gamma)")
+    prefilter_min: float = option(0.0, "skip prompts whose offline pass@N rate (stage 2) is below this")
+    prefilter_max: float = option(1.0, "skip prompts whose offline pass@N rate is above this (1.0 keeps all)")
+    label_cv: float = option(0.0, "target coefficient of variation of the prompts' label mix (0 = balanced)")
+    lr: float = option(2e-6, "peak learning rate (the paper: 1e-6 at 42B)")
+    warmup_ratio: float = option(0.0, "share of steps spent warming up, then cosine decay")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    grad_clip: float = option(1.0, "gradient norm clip")
+    micro_batch_size: int = option(8, "sequences per worker per forward pass")
+    zero_stage: int = option(2, "DeepSpeed ZeRO stage (0-3)")
+    bf16: bool = option(True, "train in bfloat16 with fp32 master weights")
+    num_workers: int = option(1, "Ray Train workers (learner ranks)")
+    cpus_per_worker: int = option(2, "CPUs (and torch threads) per learner")
+    use_gpu: bool = option(False, "one GPU per learner")
+    num_engines: int = option(1, "rollout actors (one vLLM engine each)")
+    cpus_per_engine: float = option(1.0, "Ray CPUs per rollout actor")
+    gpus_per_engine: float = option(0.0, "GPUs per rollout actor: tensor_parallel_size on separate GPUs, a fraction to colocate with the learner")
+    tensor_parallel_size: int = option(1, "vLLM tensor parallelism per engine")
+    kv_cache_gib: int = option(1, "vLLM CPU KV cache per engine in GiB")
+    sync_tolerance: float = option(0.05, "weight-sync probe: largest allowed mean |log-prob| gap between learner and engine")
+    sync_timeout_s: float = option(300.0, "a weight push or probe slower than this is an error, not a hang")
+    rollout_timeout_s: float = option(900.0, "a rollout call slower than this is an error")
+    log_every_steps: int = option(1, "print and log every this many steps")
+    checkpoint_every_steps: int = option(4, "save learner state (model, optimizer, scheduler, RNG, prompt cursor) every this many steps")
+    fault_skip_sync_step: int = option(0, "testing only: skip the weight push after this step, to prove the sync check stops the run")
+    fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")
 
 
 @dataclass
@@ -135,6 +215,9 @@ class TaosrConfig:
     model: ModelConfig = option(factory=ModelConfig)
     cot: CotConfig = option(factory=CotConfig)
     sft: SftConfig = option(factory=SftConfig)
+    sample: SampleConfig = option(factory=SampleConfig)
+    dpo: DpoConfig = option(factory=DpoConfig)
+    grpo: GrpoConfig = option(factory=GrpoConfig)
     eval: EvalConfig = option(factory=EvalConfig)
     ray: RayConfig = option(factory=RayConfig)
 

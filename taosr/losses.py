@@ -28,13 +28,15 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """Sum of the log-probabilities of the labelled tokens of each sequence: [B, T, V] -> [B].
 
     Same shift and mask as ``masked_token_nll``; this is log pi(response | prompt), what DPO
-    compares between the policy and the frozen reference.
+    compares between the policy and the frozen reference. The softmax runs over the labelled
+    positions only: prompts are most of each sequence, and a float32 [B, T, V] copy is large.
     """
-    shifted_logits = logits[:, :-1, :].float()
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
-    picked = torch.log_softmax(shifted_logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(dim=-1)
+    rows = mask.nonzero(as_tuple=True)
+    picked_logits = logits[:, :-1, :][rows].float()  # [M, V], M = labelled tokens in the batch
+    picked = torch.log_softmax(picked_logits, dim=-1).gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+    return torch.zeros(labels.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows[0], picked)
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
@@ -56,3 +58,54 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
         "reward_accuracy": (margin.detach() > 0).float().mean(),
     }
     return losses.mean(), metrics
+
+
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi || pi_ref) estimate exp(d) - d - 1 with d = log pi_ref - log pi: unbiased
+    for samples from pi, and never negative."""
+    delta = ref_logprobs - logprobs
+    return torch.exp(delta) - delta - 1.0
+
+
+def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                        mask: torch.Tensor, ref_logprobs: torch.Tensor | None = None, clip_eps: float = 0.2,
+                        kl_coef: float = 0.02, advantage_clip: float = 2.0,
+                        num_tokens: float | None = None) -> tuple[torch.Tensor, dict]:
+    """GRPO's objective on [N, T] per-token tensors, aggregated per token (every response token
+    of the batch weighs the same, so long responses are not down-weighted).
+
+    loss = sum_t mask * (-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + kl_coef * KL) / tokens
+    with A clamped to +-advantage_clip. ``num_tokens`` overrides the denominator, so that
+    micro-batches and ranks can share one global token count.
+    """
+    mask = mask.float()
+    tokens = num_tokens if num_tokens is not None else mask.sum().clamp(min=1.0)
+    advantages = advantages.clamp(-advantage_clip, advantage_clip)
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    per_token = -torch.minimum(unclipped, clipped)
+    kl = kl_k3(logprobs, ref_logprobs) if ref_logprobs is not None else torch.zeros_like(logprobs)
+    per_token = per_token + kl_coef * kl
+    loss = (per_token * mask).sum() / tokens
+    with torch.no_grad():
+        measured = mask.sum().clamp(min=1.0)
+        metrics = {
+            "clip_fraction": float(((clipped < unclipped).float() * mask).sum() / measured),
+            "kl": float((kl * mask).sum() / measured),
+            "ratio_mean": float((ratio * mask).sum() / measured),
+        }
+    return loss, metrics
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log pi(token_t | tokens_<t) for [B, T, V] logits of inputs whose next tokens are [B, T];
+    logits are divided by the sampling temperature first, as the engine did."""
+    logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the next-token distribution at every position: [B, T, V] -> [B, T]."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return -(logprobs.exp() * logprobs).sum(dim=-1)

@@ -58,6 +58,7 @@ def build_pairs(prompt_id: str, samples: Sequence[Sample], gold: int, oracle_res
     return [PreferencePair(prompt_id, c, w, kind) for c, w in candidates[:max_pairs]]
 
 
-def pair_counts(pairs: Iterable[PreferencePair]) -> dict[str, int]:
-    counts = Counter(pair.kind for pair in pairs)
+def pair_counts(kinds: Iterable[str]) -> dict[str, int]:
+    """How many pairs of each kind, from their ``kind`` values."""
+    counts = Counter(kinds)
     return {SELF_CORRECTION: counts[SELF_CORRECTION], ORACLE: counts[ORACLE]}

@@ -66,3 +66,24 @@ def s3_endpoint():
     yield url
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def stage1_run(ray_cluster, tiny_model, tmp_path_factory):
+    """Stage 1 once per test session on the tiny model: data, CoT, two-worker SFT. Returns
+    (config, CoT counts, SFT summary, run_dir); stage 2 tests start from its model."""
+    from taosr.config import load_config
+    from taosr.ray_jobs import cot as cot_stage
+    from taosr.ray_jobs import data as data_stage
+    from taosr.ray_jobs import sft as sft_stage
+
+    run_dir = tmp_path_factory.mktemp("stage1")
+    config = load_config(None, [
+        f"run_dir={run_dir}", "data.rows=160", "model.name=tiny", "sft.num_workers=2", "sft.cpus_per_worker=1",
+        "sft.micro_batch_size=4", "sft.lr=3e-3", "sft.epochs=2", "sft.bf16=false", "sft.zero_stage=2",
+        "sft.checkpoint_every_steps=10", "sft.max_seq_len=384",
+    ])
+    data_stage.run(config)
+    counts = cot_stage.run(config)
+    summary = sft_stage.train(config, tiny_model, str(run_dir / "sft"))
+    return config, counts, summary, run_dir

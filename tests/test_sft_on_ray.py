@@ -1,13 +1,13 @@
 """Stage 1 on the real components: CoT synthesis on Ray Data, SFT with Ray Train + DeepSpeed
 ZeRO-2 on two gloo workers, and the saved folder reloaded in transformers and vLLM."""
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from taosr.config import load_config
 from taosr.formats import Reasoning, ResponseFormat, render
 from taosr.losses import masked_token_nll
 from taosr.prompts import build_prompt, item_from_row
@@ -17,21 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(ray_cluster, tiny_model, tmp_path_factory):
-    from taosr.ray_jobs import cot as cot_stage
-    from taosr.ray_jobs import data as data_stage
-    from taosr.ray_jobs import sft as sft_stage
-
-    run_dir = tmp_path_factory.mktemp("stage1")
-    config = load_config(None, [
-        f"run_dir={run_dir}", "data.rows=160", "model.name=tiny", "sft.num_workers=2", "sft.cpus_per_worker=1",
-        "sft.micro_batch_size=4", "sft.lr=3e-3", "sft.epochs=2", "sft.bf16=false", "sft.zero_stage=2",
-        "sft.checkpoint_every_steps=10", "sft.max_seq_len=384",
-    ])
-    data_stage.run(config)
-    counts = cot_stage.run(config)
-    summary = sft_stage.train(config, tiny_model, str(run_dir / "sft"))
-    return config, counts, summary, run_dir
+def trained(stage1_run):
+    return stage1_run
 
 
 def _nll(model_path, rows, tokenizer_path):
@@ -91,6 +78,7 @@ def test_vllm_teacher_actor_runs_and_its_drops_are_counted(ray_cluster, tiny_mod
     from taosr.datasets.cot import synthesize
 
     config, _, _, run_dir = trained
+    config = copy.deepcopy(config)  # the stage-1 run is shared by the whole session
     config.cot.teacher, config.cot.teacher_model, config.cot.teacher_dtype = "vllm", tiny_model, "float32"
     config.cot.max_new_tokens = 24
     rows = ray.data.read_parquet(str(run_dir / "data" / "accepted")).limit(6)

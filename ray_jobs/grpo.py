@@ -1,0 +1,145 @@
+"""Stage 3: GRPO with difficulty-based dynamic sampling (METHOD.md section 5).
+
+    ray job submit --working-dir . -- python -m taosr.ray_jobs.grpo --config configs/tiny.yaml
+
+Starts from the DPO model (or the SFT model when there is none), with rollout actors holding
+vLLM engines and a Ray Train learner running ``taosr.ray_jobs.rl.rl_train_loop``. Training
+prompts are the training split of <run_dir>/data/accepted, pre-filtered by the offline pass@N
+rates of stage 2 where they exist (prompts stage 2 did not sample are kept). Writes
+<run_dir>/grpo/model, metrics.jsonl and TensorBoard, summary.json. SRPO (stage 4) runs the same
+entrypoint code with another advantage estimator.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+from taosr.actors.runtime import init_ray
+from taosr.config import GrpoConfig, TaosrConfig, to_yaml
+from taosr.datasets.storage import absolute, exists, join, write_json, write_text
+from taosr.formats import ResponseFormat
+from taosr.labels import label_text
+from taosr.models import model_info
+from taosr.prompts import build_prompt, item_from_row
+from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.training import fit
+
+PROMPT_COLUMNS = ("id", "query", "title", "category", "attributes", "price", "description", "label", "query_type")
+
+
+class PromptTokenizer:
+    """Ray Data callable: log rows -> (id, label, query_type, prompt_ids) in the policy's template."""
+
+    def __init__(self, model_path: str):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        rows = batch.to_pylist()
+        prompts = [build_prompt(self.tokenizer, r["query"], item_from_row(r), ResponseFormat.POST_COT) for r in rows]
+        return pa.table({
+            "id": [r["id"] for r in rows], "query": [r["query"] for r in rows],
+            "label": [int(r["label"]) for r in rows], "query_type": [r.get("query_type") or "unknown" for r in rows],
+            "prompt_ids": pa.array([self.tokenizer.encode(p, add_special_tokens=False) for p in prompts],
+                                   pa.list_(pa.int32())),
+        })
+
+
+def training_prompts(config: TaosrConfig, model_path: str, rl: GrpoConfig) -> tuple[list[dict], dict]:
+    """Tokenised training prompts, pre-filtered by stage 2's pass rates. Returns (prompts, counts)."""
+    import ray
+
+    from taosr.label_balance import prefilter_by_pass_rate
+
+    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    rows = accepted.filter(expr="split == 'train'").select_columns(list(PROMPT_COLUMNS))
+    prompts = rows.map_batches(PromptTokenizer, fn_constructor_args=(model_path,), batch_format="pyarrow",
+                               batch_size=256, concurrency=1).take_all()
+    counts = {"train_prompts": len(prompts), "offline_pass_rates": 0, "prefiltered_out": 0}
+    rates_path = join(config.run_dir, "sample", "pass_rates")
+    if exists(rates_path, config.data.s3_endpoint):
+        rates = {r["id"]: r["pass_rate"] for r in ray.data.read_parquet(rates_path).take_all()}
+        keep = prefilter_by_pass_rate(rates, rl.prefilter_min, rl.prefilter_max)
+        counts["offline_pass_rates"] = len(rates)
+        before = len(prompts)
+        prompts = [p for p in prompts if p["id"] not in rates or p["id"] in keep]
+        counts["prefiltered_out"] = before - len(prompts)
+    if not prompts:
+        raise ValueError(f"no training prompts left for RL ({counts})")
+    return [{**p, "prompt_ids": list(p["prompt_ids"])} for p in prompts], counts
+
+
+def probe_for(prompts: list[dict], model_path: str) -> dict:
+    """A fixed (prompt, response) whose log-probs learner and engines must agree on after a sync."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    first = prompts[0]
+    response = f"{label_text(first['label'])}\n1. Query: {first['query']}"
+    return {"prompt_ids": first["prompt_ids"], "response_ids": tokenizer.encode(response, add_special_tokens=False)}
+
+
+def check_layout(rl: GrpoConfig) -> None:
+    sequences = rl.prompts_per_step * rl.group_size
+    if sequences % (rl.num_workers * rl.micro_batch_size):
+        raise ValueError(f"prompts_per_step x group_size = {sequences} must divide evenly into num_workers "
+                         f"{rl.num_workers} x micro_batch_size {rl.micro_batch_size}")
+    if rl.zero_stage == 3:
+        raise ValueError("RL stages gather the policy on rank 0 for the weight sync; use zero_stage <= 2")
+    if rl.group_size < 2:
+        raise ValueError("group_size must be at least 2: advantages are relative to the group")
+
+
+def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | None = None, stage: str = "grpo",
+          max_failures: int = 0) -> dict:
+    import ray
+    from transformers import AutoTokenizer
+
+    from taosr.actors.rollout_group import RolloutGroup
+    from taosr.ray_jobs.rl import rl_train_loop
+
+    rl = rl or config.grpo
+    check_layout(rl)
+    start_model = absolute(start_model)
+    prompts, counts = training_prompts(config, start_model, rl)
+    group = RolloutGroup.create(rl.num_engines, start_model, num_cpus=rl.cpus_per_engine, num_gpus=rl.gpus_per_engine,
+                                dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
+                                kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size)
+    try:
+        info = model_info(AutoTokenizer.from_pretrained(start_model), ResponseFormat.POST_COT.value,
+                          base_model=start_model, stage=stage)
+        loop_config = {"rl": asdict(rl), "stage": stage, "seed": config.seed, "model_path": start_model,
+                       "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),
+                       "engines": group.engines, "engine_dtype": config.model.dtype, "model_info": info}
+        metrics = fit(rl_train_loop, loop_config, rl, None, out_dir, config.data.s3_endpoint, max_failures=max_failures)
+    finally:
+        group.shutdown()
+    summary = {"prompts": counts, **metrics}
+    write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)
+    write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
+    return {"model": join(out_dir, "model"), **summary}
+
+
+def start_model_for(config: TaosrConfig) -> str:
+    """The latest trained policy before RL: DPO if it exists, else SFT."""
+    for stage in ("dpo", "sft"):
+        path = join(config.run_dir, stage, "model")
+        if exists(join(path, "config.json"), config.data.s3_endpoint):
+            return path
+    raise FileNotFoundError(f"no DPO or SFT model under {config.run_dir}; run those stages first")
+
+
+def main(argv=None) -> int:
+    config = parse_job_args(argv, __doc__)
+    init_ray(config.ray)
+    print(json.dumps(train(config, start_model_for(config), join(config.run_dir, "grpo")), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

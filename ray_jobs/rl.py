@@ -1,0 +1,339 @@
+"""The RL loop of stages 3 (GRPO) and 4 (SRPO) on Ray (ARCHITECTURE.md, "The RL loop on Ray").
+
+A Ray Train ``TorchTrainer`` runs ``rl_train_loop`` on every learner rank with DeepSpeed ZeRO.
+Each step:
+  1. rollout (rank 0): label-balanced prompts go to the rollout actors, G samples each, with
+     behaviour log-probs; difficulty-based dynamic sampling drops groups with no reward
+     variance or outside the pass-rate window and refills from further prompts;
+  2. reward: outcome rewards and the advantage estimator named in the config (the registry in
+     ``taosr.advantages``); the batch is broadcast and sharded across ranks;
+  3. train: reference log-probs from the frozen start model, the clipped-ratio loss with KL,
+     one optimizer step over the whole batch (token-level aggregation across ranks);
+  4. sync: the new weights go to every engine, and a fixed probe's log-probs from learner and
+     engine must agree within ``sync_tolerance``, or the run stops.
+Checkpoints hold the DeepSpeed state (model, optimizer, scheduler), the RNG states and the
+prompt sampler's cursor; a restarted run (same run_dir) resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+
+import numpy as np
+
+from taosr.actors.rollout import SamplingSpec
+from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
+from taosr.advantages import AdvantageInputs, get_estimator
+from taosr.dynamic_sampling import DynamicBatch
+from taosr.label_balance import BalancedSampler, label_cv
+from taosr.metrics import rate
+from taosr.models import MODEL_INFO
+from taosr.ray_jobs.training import MetricsLog, build_engine
+from taosr.rewards import outcome_reward
+from taosr.rollout_batch import pack_rollouts
+
+STATE_FILE = "rl_state.json"
+DS_TAG = "learner"
+
+
+def micro_steps_per_step(rl: dict, world: int) -> int:
+    sequences = rl["prompts_per_step"] * rl["group_size"]
+    if sequences % (world * rl["micro_batch_size"]):
+        raise ValueError(f"prompts_per_step x group_size = {sequences} must divide evenly into "
+                         f"{world} learners x micro_batch_size {rl['micro_batch_size']}")
+    return sequences // (world * rl["micro_batch_size"])
+
+
+# --------------------------------------------------------------------------- rollout (rank 0)
+
+def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group: RolloutGroup) -> dict:
+    """Roll out, score and filter until ``prompts_per_step`` groups with signal are in."""
+    spec = SamplingSpec(n=rl["group_size"], temperature=rl["temperature"], top_p=rl["top_p"], top_k=rl["top_k"],
+                        max_new_tokens=rl["max_new_tokens"])
+    batch = DynamicBatch(rl["prompts_per_step"], rl["min_pass_rate"], rl["max_pass_rate"])
+    scored_all, started, requested = [], time.time(), 0
+    reward_seconds = 0.0
+    while not batch.full and batch.rounds < rl["max_refill_rounds"]:
+        count = math.ceil(batch.missing * rl["oversample"])
+        chosen = [prompts[i] for i in sampler.take(count)]
+        requested += count
+        rollouts = group.generate([p["prompt_ids"] for p in chosen], spec, timeout_s=rl["rollout_timeout_s"])
+        scoring_started = time.time()
+        groups, rewards, correct = [], [], []
+        for prompt, prompt_rollouts in zip(chosen, rollouts):
+            scored = [outcome_reward(r.text, prompt["label"], rl["partial_credit"], rl["format_gate"])
+                      for r in prompt_rollouts]
+            scored_all.extend(scored)
+            groups.append({"prompt": prompt, "rollouts": prompt_rollouts, "scored": scored})
+            rewards.append([s.reward for s in scored])
+            correct.append([s.correct for s in scored])
+        batch.add_round(groups, rewards, correct)
+        reward_seconds += time.time() - scoring_started
+    stats = batch.stats()
+    stats.update(
+        prompt_cursor=sum(sampler.drawn.values()), prompts_requested=requested,
+        reward_mean=float(np.mean([s.reward for s in scored_all])),
+        accuracy=float(np.mean([s.correct for s in scored_all])),
+        format_error_rate=float(np.mean([not s.format_ok for s in scored_all])),
+        hallucination_rate=rate(s.hallucinated for s in scored_all)["rate"],
+        batch_label_cv=label_cv([g["prompt"]["label"] for g in batch.groups]),
+        response_length=float(np.mean([len(r.token_ids) for g in batch.groups for r in g["rollouts"]]))
+        if batch.groups else 0.0,
+    )
+    return {"groups": batch.groups, "stats": stats, "rollout_s": time.time() - started - reward_seconds,
+            "reward_s": reward_seconds}
+
+
+def advantage_rows(rl: dict, groups: list[dict]) -> tuple[list[dict], dict]:
+    """Per-rollout training rows with per-token advantages from the configured estimator."""
+    import torch
+
+    rollouts = [r for g in groups for r in g["rollouts"]]
+    width = max(len(r.token_ids) for r in rollouts)
+    mask = torch.zeros(len(rollouts), width)
+    for i, r in enumerate(rollouts):
+        mask[i, :len(r.token_ids)] = 1.0
+    rewards = torch.tensor([[s.reward for s in g["scored"]] for g in groups])
+    advantages, metrics = get_estimator(rl["advantage"])(AdvantageInputs(rewards, mask))
+    rows = []
+    for i, (group_index, r) in enumerate((gi, r) for gi, g in enumerate(groups) for r in g["rollouts"]):
+        rows.append({"prompt_ids": groups[group_index]["prompt"]["prompt_ids"], "response_ids": r.token_ids,
+                     "old_logprobs": r.logprobs, "advantages": advantages[i, :len(r.token_ids)].tolist(),
+                     "weight": 1.0})
+    return rows, metrics
+
+
+def pad_to(rows: list[dict], count: int) -> list[dict]:
+    """Fill a short batch with zero-weight copies so every rank runs the same micro-steps."""
+    filler = [{**rows[i % len(rows)], "weight": 0.0} for i in range(count - len(rows))]
+    return rows + filler
+
+
+# --------------------------------------------------------------------------- learner (all ranks)
+
+def _logprobs_and_entropy(model, packed: dict, temperature: float, with_entropy: bool):
+    from taosr.losses import token_entropy, token_logprobs
+
+    logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"]).logits[:, :-1, :]
+    logprobs = token_logprobs(logits, packed["targets"], temperature)
+    entropy = token_entropy(logits.detach() / temperature) if with_entropy else None
+    return logprobs, entropy
+
+
+def train_on(engine, reference, rl: dict, rows: list[dict], global_tokens: float, world: int, gas: int) -> dict:
+    import torch
+
+    from taosr.losses import clipped_policy_loss
+
+    sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "entropy": 0.0}
+    size = rl["micro_batch_size"]
+    for start in range(0, len(rows), size):
+        chunk = rows[start:start + size]
+        packed = {k: v.to(engine.device) for k, v in pack_rollouts(chunk).items()}
+        weights = torch.tensor([r["weight"] for r in chunk], device=engine.device).unsqueeze(1)
+        mask = packed["response_mask"] * weights
+        ref_logprobs = None
+        if reference is not None:
+            with torch.no_grad():
+                ref_logprobs, _ = _logprobs_and_entropy(reference, packed, rl["temperature"], False)
+        logprobs, entropy = _logprobs_and_entropy(engine, packed, rl["temperature"], True)
+        loss, metrics = clipped_policy_loss(
+            logprobs, packed["old_logprobs"], packed["advantages"], mask, ref_logprobs,
+            clip_eps=rl["clip_eps"], kl_coef=rl["kl_coef"], advantage_clip=rl["advantage_clip"],
+            num_tokens=global_tokens / (world * gas))
+        engine.backward(loss)
+        engine.step()
+        share = float(mask.sum()) / max(global_tokens, 1.0)
+        sums["loss"] += float(loss.detach())  # summed over micro-steps and ranks, then / (world * gas)
+        for key in ("kl", "clip_fraction", "ratio_mean"):
+            sums[key] += metrics[key] * share
+        sums["entropy"] += float((entropy * mask).sum()) / max(global_tokens, 1.0)
+    return sums
+
+
+def sync_engines(engine, group: RolloutGroup, rl: dict, loop_config: dict, step: int, probe: dict) -> float:
+    """Push the learner's weights (rank 0) and return the probe gap; raise when it is too big."""
+    import torch
+
+    dtype = getattr(torch, loop_config["engine_dtype"])
+    state = engine.module.state_dict()
+    named = [(name, tensor.detach().to("cpu", dtype)) for name, tensor in state.items()]
+    if step != rl.get("fault_skip_sync_step"):
+        group.push_weights(named, version=step, timeout_s=rl["sync_timeout_s"])
+    return verify_sync(engine.module, group, probe, rl)
+
+
+def verify_sync(model, group: RolloutGroup, probe: dict, rl: dict) -> float:
+    import torch
+
+    from taosr.losses import token_logprobs
+
+    ids = torch.tensor([probe["prompt_ids"] + probe["response_ids"]], device=next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1, :]
+        learner = token_logprobs(logits, ids[:, 1:])[0, len(probe["prompt_ids"]) - 1:].float().cpu()
+    worst = 0.0
+    for engine_logprobs in group.probe(probe["prompt_ids"], probe["response_ids"], timeout_s=rl["sync_timeout_s"]):
+        worst = max(worst, float((learner - torch.tensor(engine_logprobs)).abs().mean()))
+    if worst > rl["sync_tolerance"]:
+        raise WeightSyncError(f"weight sync check failed: learner and engine log-probs differ by {worst:.4f} "
+                              f"(mean |gap| per token) > sync_tolerance {rl['sync_tolerance']}")
+    return worst
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def save_state(engine, rank: int, step: int, sampler: BalancedSampler | None, metrics: dict) -> None:
+    """Every rank saves its DeepSpeed shard; rank 0 adds the step, the prompt cursor and RNGs."""
+    import ray.train
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine.save_checkpoint(folder, tag=DS_TAG)  # collective: every rank writes its shard
+        if rank == 0:
+            state = {"step": step, "sampler": sampler.state_dict(), "python_rng": _jsonable(random.getstate()),
+                     "numpy_rng": _jsonable(np.random.get_state()), "torch_rng": torch.get_rng_state().tolist()}
+            with open(os.path.join(folder, STATE_FILE), "w") as handle:
+                json.dump(state, handle)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def load_state(engine, sampler: BalancedSampler | None) -> int:
+    """Restore from Ray Train's latest checkpoint; returns the step it was taken after (0: none).
+    Only rank 0 has a prompt sampler."""
+    import ray.train
+    import torch
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        if not os.path.exists(os.path.join(folder, STATE_FILE)):
+            return 0  # a final (Hugging Face only) checkpoint: nothing to resume
+        engine.load_checkpoint(folder, tag=DS_TAG)
+        with open(os.path.join(folder, STATE_FILE)) as handle:
+            state = json.load(handle)
+    if sampler is not None:
+        sampler.load_state_dict(state["sampler"])
+    random.setstate(_tuples(state["python_rng"]))
+    numpy_state = state["numpy_rng"]
+    np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    return int(state["step"])
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def save_final(engine, tokenizer, loop_config: dict, rank: int, metrics: dict) -> None:
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        engine.module.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        with open(os.path.join(folder, MODEL_INFO), "w") as handle:
+            json.dump(loop_config["model_info"], handle)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _crash_once(folder: str | None, step: int) -> None:
+    """Testing only: fail the first attempt after ``step``; the marker lets the retry pass."""
+    marker = os.path.join(folder or tempfile.gettempdir(), f"crashed-after-step-{step}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError(f"injected failure after step {step} (fault_crash_after_step)")
+
+
+# --------------------------------------------------------------------------- the loop
+
+def rl_train_loop(loop_config: dict) -> None:
+    """Runs on every learner rank."""
+    import ray
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rl = loop_config["rl"]
+    stage = loop_config["stage"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    random.seed(loop_config["seed"] + rank)
+    np.random.seed(loop_config["seed"] + rank)
+    torch.manual_seed(loop_config["seed"] + rank)
+    torch.set_num_threads(rl["cpus_per_worker"])
+    gas = micro_steps_per_step(rl, world)
+    tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
+    trainer_cfg = {**rl, "grad_accum": gas}
+    engine, scheduler = build_engine(loop_config["model_path"], trainer_cfg, rl["steps"])
+    reference = None
+    if rl["kl_coef"] > 0:
+        dtype = torch.bfloat16 if rl["bf16"] else torch.float32
+        reference = AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=dtype).eval()
+        reference.requires_grad_(False)
+
+    prompts = ray.get(loop_config["prompts_ref"]) if rank == 0 else []
+    sampler = BalancedSampler([p["label"] for p in prompts], rl["label_cv"], loop_config["seed"]) if rank == 0 else None
+    group = RolloutGroup(loop_config["engines"]) if rank == 0 else None
+    start_step = load_state(engine, sampler)
+    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=start_step)
+    probe = loop_config["probe"]
+    if rank == 0:  # engines must hold the learner's weights before the first rollout
+        gap = sync_engines(engine, group, rl, loop_config, start_step, probe) if start_step else \
+            verify_sync(engine.module, group, probe, rl)
+        print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
+
+    sequences_per_rank = rl["prompts_per_step"] * rl["group_size"] // world
+    metrics: dict = {}
+    for step in range(start_step + 1, rl["steps"] + 1):
+        payload = [None]
+        if rank == 0:
+            collected = collect_batch(rl, prompts, sampler, group)
+            rows, advantage_metrics = advantage_rows(rl, collected["groups"]) if collected["groups"] else ([], {})
+            payload = [{"rows": rows, "stats": {**collected["stats"], **advantage_metrics},
+                        "rollout_s": collected["rollout_s"], "reward_s": collected["reward_s"]}]
+        dist.broadcast_object_list(payload, src=0)
+        batch = payload[0]
+        train_started = time.time()
+        trained = {}
+        if batch["rows"]:
+            rows = pad_to(batch["rows"], rl["prompts_per_step"] * rl["group_size"])
+            global_tokens = float(sum(len(r["response_ids"]) * r["weight"] for r in rows))
+            mine = rows[rank * sequences_per_rank:(rank + 1) * sequences_per_rank]
+            trained = train_on(engine, reference, rl, mine, global_tokens, world, gas)
+            reduced = torch.tensor([trained[k] for k in sorted(trained)], dtype=torch.float64)
+            dist.all_reduce(reduced)
+            trained = {k: float(v) for k, v in zip(sorted(trained), reduced)}
+            trained["loss"] /= world * gas
+        train_s = time.time() - train_started
+        sync_started = time.time()
+        gap = sync_engines(engine, group, rl, loop_config, step, probe) if rank == 0 and batch["rows"] else None
+        dist.barrier()
+        metrics = {"step": step, **batch["stats"], **trained, "lr": scheduler.get_last_lr()[0], "sync_gap": gap,
+                   "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
+                   "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
+        if step % rl["log_every_steps"] == 0 or step == rl["steps"]:
+            log.log(step, metrics)
+        if step % rl["checkpoint_every_steps"] == 0 and step < rl["steps"]:
+            save_state(engine, rank, step, sampler, metrics)
+        if step == rl["fault_crash_after_step"]:
+            _crash_once(loop_config.get("log_dir"), step)
+    save_final(engine, tokenizer, loop_config, rank, {**metrics, "step": rl["steps"]})
+    log.close()

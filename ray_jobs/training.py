@@ -1,0 +1,213 @@
+"""What the supervised Ray Train + DeepSpeed stages share (SFT and DPO): the DeepSpeed engine,
+the step loop over a streamed dataset shard, metric logging, checkpoints, and turning the final
+checkpoint into a Hugging Face folder.
+
+A stage supplies only its loss: ``loss_fn(engine, batch_rows) -> (loss, metrics, tokens)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable
+
+from taosr.datasets.storage import absolute, join
+from taosr.models import MODEL_INFO
+
+
+def deepspeed_config(cfg: dict) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": cfg["micro_batch_size"],
+        "gradient_accumulation_steps": cfg["grad_accum"],
+        "gradient_clipping": cfg["grad_clip"],
+        "zero_optimization": {"stage": cfg["zero_stage"]},
+        "bf16": {"enabled": cfg["bf16"]},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def total_optimizer_steps(cfg: dict, num_examples: int, world: int) -> tuple[int, int]:
+    """(micro-steps per epoch per rank, optimizer steps in the run)."""
+    micro_steps_per_epoch = num_examples // (world * cfg["micro_batch_size"])
+    total = max(1, cfg["epochs"] * micro_steps_per_epoch // cfg["grad_accum"])
+    if cfg["max_steps"]:
+        total = min(total, cfg["max_steps"])
+    return micro_steps_per_epoch, total
+
+
+def build_engine(model_path: str, cfg: dict, total_steps: int):
+    """fp32 master weights in a DeepSpeed engine with client AdamW and cosine warm-up."""
+    import deepspeed
+    import torch
+    from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model.config.use_cache = False
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg["warmup_ratio"] * total_steps), total_steps)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(cfg), dist_init_required=False)
+    return engine, scheduler
+
+
+class MetricsLog:
+    """Rank 0 only: one JSON line per logged step to stdout and metrics.jsonl, and TensorBoard."""
+
+    def __init__(self, stage: str, folder: str | None, enabled: bool, resume_after_step: int = 0):
+        self.stage, self.enabled, self.writer, self.file = stage, enabled, None, None
+        if enabled and folder:
+            from torch.utils.tensorboard import SummaryWriter
+
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, "metrics.jsonl")
+            _keep_lines_up_to(path, resume_after_step)
+            self.writer = SummaryWriter(os.path.join(folder, "tensorboard"), purge_step=resume_after_step + 1)
+            self.file = open(path, "a")
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+        print(json.dumps({self.stage: rounded}), flush=True)
+        if self.file:
+            self.file.write(json.dumps(rounded) + "\n")
+            self.file.flush()
+        if self.writer:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(f"{self.stage}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+        if self.file:
+            self.file.close()
+
+
+def _keep_lines_up_to(path: str, step: int) -> None:
+    """A run resumed after ``step`` redoes the steps after it: drop their old lines (all, when
+    starting afresh), so each step is logged once."""
+    if not os.path.exists(path):
+        return
+    with open(path) as handle:
+        kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= step]
+    with open(path, "w") as handle:
+        handle.writelines(kept)
+
+
+def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
+    """The body of a Ray Train ``train_func``: every rank runs the same number of micro-steps
+    (uneven shards would otherwise hang the collectives), logs on rank 0, and reports
+    checkpoints every ``checkpoint_every_steps`` and at the end."""
+    import ray.train
+    import torch
+    from transformers import AutoTokenizer
+
+    cfg = loop_config["trainer"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(loop_config["seed"] + rank)
+    torch.set_num_threads(cfg["cpus_per_worker"])
+    tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
+    micro_steps_per_epoch, total_steps = total_optimizer_steps(cfg, loop_config["num_examples"], world)
+    engine, scheduler = build_engine(loop_config["model_path"], cfg, total_steps)
+    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0)
+    shard = ray.train.get_dataset_shard("train")
+    per_step = world * cfg["micro_batch_size"] * cfg["grad_accum"]
+    step, tokens, started = 0, 0, time.time()
+    window: list[dict] = []  # the micro-steps of the current optimizer step
+    metrics: dict = {}
+    for epoch in range(cfg["epochs"]):
+        batches = shard.iter_batches(batch_size=cfg["micro_batch_size"], batch_format="pyarrow", drop_last=True)
+        for micro_step, batch in enumerate(batches):
+            if micro_step >= micro_steps_per_epoch or step >= total_steps:
+                break
+            loss, micro_metrics, micro_tokens = loss_fn(engine, batch.to_pylist())
+            engine.backward(loss)
+            engine.step()
+            tokens += micro_tokens
+            window.append({"loss": float(loss.detach()), **{k: float(v) for k, v in micro_metrics.items()}})
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            step += 1
+            metrics = {"step": step, "epoch": epoch, **{k: sum(m[k] for m in window) / len(window) for k in window[0]},
+                       "lr": scheduler.get_last_lr()[0], "examples": step * per_step,
+                       "tokens_per_s": tokens * world / max(time.time() - started, 1e-9)}
+            window = []
+            if step % cfg["log_every_steps"] == 0 or step == 1 or step == total_steps:
+                log.log(step, metrics)
+            if step % cfg["checkpoint_every_steps"] == 0 and step < total_steps:
+                report_checkpoint(engine, tokenizer, loop_config, metrics, rank)
+        if step >= total_steps:
+            break
+    final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
+             "train_seconds": time.time() - started}
+    report_checkpoint(engine, tokenizer, loop_config, final, rank)
+    log.close()
+
+
+def report_checkpoint(engine, tokenizer, loop_config: dict, metrics: dict, rank: int) -> None:
+    """Save a Hugging Face folder on rank 0 and report it; every rank reports the metrics."""
+    import ray.train
+
+    zero3 = loop_config["trainer"]["zero_stage"] == 3
+    state = engine._zero3_consolidated_16bit_state_dict() if zero3 else None  # collective: all ranks
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        engine.module.save_pretrained(folder, state_dict=state)
+        tokenizer.save_pretrained(folder)
+        with open(os.path.join(folder, MODEL_INFO), "w") as handle:
+            json.dump(loop_config["model_info"], handle)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: str, s3_endpoint: str,
+        max_failures: int = 0) -> dict:
+    """Run ``train_func`` on Ray Train workers over ``dataset``; the last checkpoint becomes the
+    Hugging Face folder ``out_dir/model``. Returns the final metrics. Ray Train resumes a run
+    whose (storage path, name) already holds checkpoints; ``max_failures`` restarts failed workers
+    from the latest checkpoint within this call."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from taosr.datasets.readers import filesystem_for
+
+    local_out = None if out_dir.startswith("s3://") else os.path.abspath(out_dir)
+    storage = local_out or out_dir
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={**loop_config, "model_path": absolute(loop_config["model_path"]), "log_dir": local_out},
+        torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=trainer_cfg.num_workers, use_gpu=trainer_cfg.use_gpu,
+                                               resources_per_worker={"CPU": trainer_cfg.cpus_per_worker}),
+        run_config=ray.train.RunConfig(name="ray_train", storage_path=storage,
+                                       storage_filesystem=filesystem_for(storage, s3_endpoint),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       failure_config=ray.train.FailureConfig(max_failures=max_failures)),
+        datasets={"train": dataset} if dataset is not None else None,
+    )
+    result = trainer.fit()
+    final_dir = join(out_dir, "model")
+    if local_out:
+        if os.path.exists(final_dir):
+            shutil.rmtree(final_dir)
+        result.checkpoint.to_directory(final_dir)
+    else:
+        with result.checkpoint.as_directory() as folder:
+            _upload_folder(folder, final_dir, s3_endpoint)
+    return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+
+def _upload_folder(folder: str, target: str, s3_endpoint: str) -> None:
+    from pyarrow import fs
+
+    from taosr.datasets.readers import filesystem_for
+
+    fs.copy_files(folder, target[len("s3://"):], destination_filesystem=filesystem_for(target, s3_endpoint))

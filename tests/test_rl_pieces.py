@@ -1,0 +1,148 @@
+"""GRPO's pure pieces with hand-checked numbers: rewards, group advantages, the clipped
+policy loss with KL, dynamic sampling, and label-balanced prompt order."""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from taosr.advantages import AdvantageInputs, get_estimator, group_zscore
+from taosr.dynamic_sampling import KEPT, OUT_OF_WINDOW, ZERO_VARIANCE, DynamicBatch, group_verdict
+from taosr.formats import Reasoning, ResponseFormat, render
+from taosr.label_balance import BalancedSampler, label_cv, prefilter_by_pass_rate, target_mix
+from taosr.losses import clipped_policy_loss, kl_k3, token_logprobs
+from taosr.rewards import outcome_reward
+
+REASONING = Reasoning("a headlamp", "a Petzl headlamp", "match", "the item is a headlamp", "match",
+                      "no further requirement", 4)
+
+
+def test_outcome_reward_is_first_token_correctness_and_zero_for_broken_format():
+    good = render(ResponseFormat.POST_COT, 4, REASONING)
+    assert outcome_reward(good, 4).reward == 1.0 and outcome_reward(good, 4).format_ok
+    assert outcome_reward(good, 2).reward == 0.0 and not outcome_reward(good, 2).correct
+    assert outcome_reward(good, 3, partial_credit=True).reward == pytest.approx(2 / 3)
+    assert outcome_reward(good, 1, partial_credit=True).reward == 0.0
+    broken = outcome_reward("4-Excellent\n1. Query: a headlamp", 4)
+    assert (broken.reward, broken.correct, broken.format_ok) == (0.0, True, False)
+    assert outcome_reward("4-Excellent\n1. Query: a headlamp", 4, format_gate=False).reward == 1.0
+    assert outcome_reward("no label at all", 4).label is None
+    lying = render(ResponseFormat.POST_COT, 4, REASONING).replace("5. Decision: 4-Excellent", "5. Decision: 1-Irrelevant")
+    assert outcome_reward(lying, 4).hallucinated is True
+
+
+def test_group_zscore_hand_checked():
+    got = group_zscore(torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 1.0]]))
+    std = math.sqrt(0.25 * 0.75)
+    expected = [[0.75 / std, -0.25 / std, -0.25 / std, -0.25 / std], [0, 0, 0, 0], [1, -1, -1, 1]]
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-5)
+
+
+def test_group_zscore_vectorised_equals_a_loop():
+    rewards = torch.rand(8, 5, generator=torch.Generator().manual_seed(0)).round()
+    loop = [[(r - statistics.fmean(row)) / (statistics.pstdev(row) + 1e-6) for r in row] for row in rewards.tolist()]
+    assert torch.allclose(group_zscore(rewards), torch.tensor(loop), atol=1e-5)
+
+
+def test_grpo_estimator_puts_the_rollout_advantage_on_every_response_token():
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    advantages, metrics = get_estimator("grpo")(AdvantageInputs(torch.tensor([[1.0, 0.0]]), mask))
+    assert torch.allclose(advantages, torch.tensor([[1.0, 1.0, 0.0], [-1.0, -1.0, -1.0]]), atol=1e-5)
+    assert metrics["outcome_advantage_abs_mean"] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="unknown advantage estimator"):
+        get_estimator("nope")
+
+
+def _one_token(logp, old, adv, ref=None, **kwargs):
+    t = lambda v: torch.tensor([[float(v)]])  # noqa: E731
+    return clipped_policy_loss(t(logp), t(old), t(adv), t(1), None if ref is None else t(ref), **kwargs)
+
+
+def test_clipped_policy_loss_hand_checked():
+    loss, metrics = _one_token(math.log(1.5), 0.0, 1.0, kl_coef=0.0)  # ratio 1.5 clipped to 1.2
+    assert float(loss) == pytest.approx(-1.2) and metrics["clip_fraction"] == 1.0
+    loss, metrics = _one_token(math.log(1.5), 0.0, -1.0, kl_coef=0.0)  # pessimistic side: unclipped
+    assert float(loss) == pytest.approx(1.5) and metrics["clip_fraction"] == 0.0
+    loss, _ = _one_token(0.0, 0.0, 5.0, kl_coef=0.0)  # advantage clamped to +2
+    assert float(loss) == pytest.approx(-2.0)
+    loss, metrics = _one_token(0.0, 0.0, 0.0, ref=math.log(0.5), kl_coef=0.02)
+    assert metrics["kl"] == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)
+    assert float(loss) == pytest.approx(0.02 * (0.5 + math.log(2) - 1), abs=1e-7)
+    assert float(kl_k3(torch.tensor(0.3), torch.tensor(0.3))) == 0.0
+
+
+def test_policy_loss_aggregates_per_token_not_per_sequence():
+    # Sequence 1 has one token with advantage 1, sequence 2 three tokens with advantage -1.
+    logp = torch.zeros(2, 3)
+    adv = torch.tensor([[1.0, 0, 0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1]])
+    loss, _ = clipped_policy_loss(logp, logp, adv, mask, kl_coef=0.0)
+    assert float(loss) == pytest.approx((-1 + 3 * 1) / 4)  # not (-1 + 1) / 2
+    loss, _ = clipped_policy_loss(logp, logp, adv, mask, kl_coef=0.0, num_tokens=8.0)
+    assert float(loss) == pytest.approx(2 / 8)
+
+
+def test_policy_gradient_at_ratio_one_is_minus_the_advantage():
+    logp = torch.zeros(1, 2, requires_grad=True)
+    loss, _ = clipped_policy_loss(logp, torch.zeros(1, 2), torch.tensor([[0.5, -1.0]]), torch.ones(1, 2), kl_coef=0.0)
+    loss.backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-0.25, 0.5]]))
+
+
+def test_token_logprobs_divides_by_temperature():
+    logits = torch.tensor([[[2.0, 0.0]]])
+    assert float(token_logprobs(logits, torch.tensor([[0]]), temperature=2.0)) == pytest.approx(
+        1.0 - math.log(math.e + 1.0))
+
+
+def test_group_verdicts_filter_on_variance_and_the_pass_rate_window():
+    assert group_verdict([1, 1, 1, 1], [True] * 4, 0.01, 0.9) == ZERO_VARIANCE
+    assert group_verdict([0, 0, 0, 0], [False] * 4, 0.01, 0.9) == ZERO_VARIANCE
+    assert group_verdict([1, 0, 0, 0], [True, False, False, False], 0.01, 0.9) == KEPT
+    ten = [True] * 9 + [False]
+    assert group_verdict([float(c) for c in ten], ten, 0.01, 0.8) == OUT_OF_WINDOW
+    # partial credit: all wrong, yet the rewards vary, so the group carries signal
+    assert group_verdict([0.0, 2 / 3, 1 / 3], [False] * 3, 0.0, 0.9) == KEPT
+
+
+def test_dynamic_batch_refills_until_full_and_counts_what_it_dropped():
+    batch = DynamicBatch(target=3, min_pass_rate=0.01, max_pass_rate=0.9)
+    batch.add_round(["a", "b", "c"], [[1, 1], [1, 0], [0, 0]], [[True, True], [True, False], [False, False]])
+    assert not batch.full and batch.missing == 2
+    batch.add_round(["d", "e", "f", "g"], [[0, 1], [1, 1], [1, 0], [0, 1]],
+                    [[False, True], [True, True], [True, False], [False, True]])
+    assert batch.full and batch.groups == ["b", "d", "f"]
+    stats = batch.stats()
+    assert stats == {"groups_seen": 7, "groups_kept": 3, "rounds": 2, "dropped_fraction": 3 / 7,
+                     "dropped_zero_variance": 3, "dropped_out_of_window": 0}
+
+
+def test_label_cv_and_target_mix_hand_checked():
+    assert label_cv([4, 4, 2, 1]) == pytest.approx(math.sqrt(0.125 / 4) / 0.25)
+    assert label_cv([1, 2, 3, 4]) == 0.0
+    labels = [4] * 6 + [2] * 2 + [1] + [3]
+    assert target_mix(labels, 0.0) == pytest.approx({1: 0.25, 2: 0.25, 3: 0.25, 4: 0.25})
+    natural = target_mix(labels, label_cv(labels))
+    assert natural == pytest.approx({1: 0.1, 2: 0.2, 3: 0.1, 4: 0.6})
+    halfway = target_mix(labels, label_cv(labels) / 2)
+    assert halfway[4] == pytest.approx((0.25 + 0.6) / 2)
+
+
+def test_balanced_sampler_balances_and_resumes_exactly():
+    labels = [4] * 6 + [2] * 2 + [1] + [3]
+    sampler = BalancedSampler(labels, target_cv=0.0, seed=3)
+    first = sampler.take(8)
+    assert sorted(labels[i] for i in first) == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert label_cv([labels[i] for i in first]) == 0.0
+    uninterrupted = BalancedSampler(labels, seed=3).take(20)
+    resumed = BalancedSampler(labels, seed=3)
+    part = resumed.take(7)
+    state = resumed.state_dict()
+    fresh = BalancedSampler(labels, seed=3)
+    fresh.load_state_dict(state)
+    assert part + fresh.take(13) == uninterrupted
+
+
+def test_prefilter_keeps_prompts_inside_the_offline_pass_rate_window():
+    assert prefilter_by_pass_rate({"a": 0.0, "b": 0.4, "c": 1.0, "d": 0.8}, 0.2, 0.8) == {"b", "d"}
