@@ -25,8 +25,10 @@ from taosr.models import model_info
 from taosr.prompts import build_prompt, item_from_row
 from taosr.ray_jobs.job_args import parse_job_args
 from taosr.ray_jobs.training import fit
+from taosr.verifier import OfflineVerifier, annotation_key
 
-PROMPT_COLUMNS = ("id", "query", "title", "category", "attributes", "price", "description", "label", "query_type")
+PROMPT_COLUMNS = ("id", "query", "item_id", "title", "category", "attributes", "price", "description", "label",
+                  "query_type")
 
 
 class PromptTokenizer:
@@ -45,6 +47,7 @@ class PromptTokenizer:
         return pa.table({
             "id": [r["id"] for r in rows], "query": [r["query"] for r in rows],
             "label": [int(r["label"]) for r in rows], "query_type": [r.get("query_type") or "unknown" for r in rows],
+            "annotation_key": [annotation_key(r["query"], str(r.get("item_id") or r["title"])) for r in rows],
             "prompt_ids": pa.array([self.tokenizer.encode(p, add_special_tokens=False) for p in prompts],
                                    pa.list_(pa.int32())),
         })
@@ -72,6 +75,15 @@ def training_prompts(config: TaosrConfig, model_path: str, rl: GrpoConfig) -> tu
     if not prompts:
         raise ValueError(f"no training prompts left for RL ({counts})")
     return [{**p, "prompt_ids": list(p["prompt_ids"])} for p in prompts], counts
+
+
+def verifier_annotations(config: TaosrConfig, coverage: float) -> dict:
+    """Step annotations of the training split, thinned to ``coverage`` (the offline verifier)."""
+    import ray
+
+    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    rows = accepted.filter(expr="split == 'train'").select_columns(["query", "item_id", "title", "step_annotations"])
+    return OfflineVerifier.from_rows(rows.iter_rows(), coverage=coverage, seed=config.seed).annotations
 
 
 def probe_for(prompts: list[dict], model_path: str) -> dict:
@@ -107,6 +119,8 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     check_layout(rl)
     start_model = absolute(start_model)
     prompts, counts = training_prompts(config, start_model, rl)
+    annotations = verifier_annotations(config, rl.verifier_coverage) if rl.advantage == "srpo" else {}
+    counts["verifier_annotations"] = len(annotations)
     group = RolloutGroup.create(rl.num_engines, start_model, num_cpus=rl.cpus_per_engine, num_gpus=rl.gpus_per_engine,
                                 dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
                                 kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size)
@@ -115,6 +129,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
                           base_model=start_model, stage=stage)
         loop_config = {"rl": asdict(rl), "stage": stage, "seed": config.seed, "model_path": start_model,
                        "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),
+                       "annotations_ref": ray.put(annotations),
                        "engines": group.engines, "engine_dtype": config.model.dtype, "model_info": info}
         metrics = fit(rl_train_loop, loop_config, rl, None, out_dir, config.data.s3_endpoint, max_failures=max_failures)
     finally:

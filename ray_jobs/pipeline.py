@@ -1,7 +1,8 @@
 """The whole pipeline as one Ray job. Stages so far: data (generate or read, validate, split),
 cot (rule retrieval + teacher rationales), sft (Ray Train + DeepSpeed), sample (pass@N on vLLM
 rollout actors), dpo (preference pairs + DPO), and eval of every model side by side on the same
-held-out split. The later training stages join as they land.
+held-out split. grpo and srpo (the RL stages) run when named in --stages, both starting from the
+DPO model; eval then adds their rows.
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.pipeline --config configs/tiny.yaml
 """
@@ -21,17 +22,21 @@ from taosr.ray_jobs import cot as cot_stage
 from taosr.ray_jobs import data as data_stage
 from taosr.ray_jobs import dpo as dpo_stage
 from taosr.ray_jobs import eval as eval_stage
+from taosr.ray_jobs import grpo as grpo_stage
 from taosr.ray_jobs import sample as sample_stage
 from taosr.ray_jobs import sft as sft_stage
+from taosr.ray_jobs import srpo as srpo_stage
 from taosr.ray_jobs.job_args import job_parser
 
-STAGES = ("data", "cot", "sft", "sample", "dpo", "eval")
-TRAINED = {"sft": "SFT", "dpo": "DPO"}  # stage -> its row name in the table, in pipeline order
+STAGES = ("data", "cot", "sft", "sample", "dpo", "grpo", "srpo", "eval")
+DEFAULT_STAGES = ("data", "cot", "sft", "sample", "dpo", "eval")  # RL stages: opt in with --stages
+TRAINED = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO", "srpo": "SRPO"}  # stage -> its row in the table
 
 
 def main(argv=None) -> int:
     parser = job_parser(__doc__)
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run, in order")
+    parser.add_argument("--stages", default=",".join(DEFAULT_STAGES),
+                        help=f"comma-separated stages to run, in order, from {', '.join(STAGES)} (default: %(default)s)")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -61,6 +66,12 @@ def main(argv=None) -> int:
         timed("sample", lambda: sample_stage.run(config, sft_model)["overall"])
     if "dpo" in stages:
         timed("dpo", lambda: dpo_stage.train(config, sft_model, join(config.run_dir, "dpo"))["pairs"])
+    if "grpo" in stages:
+        timed("grpo", lambda: grpo_stage.train(config, grpo_stage.start_model_for(config),
+                                               join(config.run_dir, "grpo"))["prompts"])
+    if "srpo" in stages:
+        timed("srpo", lambda: srpo_stage.train(config, grpo_stage.start_model_for(config),
+                                               join(config.run_dir, "srpo"))["curriculum"])
     if "eval" in stages:
         models = {"base": (f"{config.model.name} (untrained)", base_model)}
         for stage, title in TRAINED.items():

@@ -30,12 +30,15 @@ from taosr.actors.rollout import SamplingSpec
 from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
 from taosr.advantages import AdvantageInputs, get_estimator
 from taosr.dynamic_sampling import DynamicBatch
+from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
 from taosr.models import MODEL_INFO
 from taosr.ray_jobs.training import MetricsLog, build_engine
 from taosr.rewards import outcome_reward
 from taosr.rollout_batch import pack_rollouts
+from taosr.steps import segment
+from taosr.verifier import OfflineVerifier, hybrid
 
 STATE_FILE = "rl_state.json"
 DS_TAG = "learner"
@@ -89,7 +92,36 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
             "reward_s": reward_seconds}
 
 
-def advantage_rows(rl: dict, groups: list[dict]) -> tuple[list[dict], dict]:
+def srpo_inputs(rl: dict, groups: list[dict], context: dict) -> tuple[dict, dict]:
+    """Step spans and hybrid step rewards for the ``srpo`` estimator: the offline verifier where
+    it has an annotation, the generative stepwise reward model elsewhere (when one is given)."""
+    import torch
+
+    tokenizer, verifier, genrm = context["tokenizer"], context["verifier"], context.get("genrm")
+    spans, step_rewards, sources = [], [], {"verifier": 0, "genrm": 0, "none": 0}
+    for group in groups:
+        group_rewards = []
+        for rollout in group["rollouts"]:
+            spans.append(segment(tokenizer, rollout.text, rollout.token_ids))
+            reasoning = parse(ResponseFormat.POST_COT, rollout.text).reasoning
+            judged = verifier.step_rewards(group["prompt"]["annotation_key"], reasoning)
+            generative = genrm(group["prompt"], rollout.text) if genrm is not None and reasoning is not None else None
+            combined, where = hybrid(judged, generative)
+            for source in where:
+                sources[source] += 1
+            group_rewards.append(combined)
+        step_rewards.append(group_rewards)
+    total = max(sum(sources.values()), 1)
+    extras = {"step_rewards": torch.tensor(step_rewards), "step_spans": spans, "lam": rl["lam"],
+              "critical_weight": rl["critical_weight"]}
+    return extras, {f"step_reward_from_{k}": v / total for k, v in sources.items()}
+
+
+# Estimators that need more than outcome rewards name the function that gathers their inputs.
+ESTIMATOR_INPUTS = {"srpo": srpo_inputs}
+
+
+def advantage_rows(rl: dict, groups: list[dict], context: dict) -> tuple[list[dict], dict]:
     """Per-rollout training rows with per-token advantages from the configured estimator."""
     import torch
 
@@ -99,7 +131,11 @@ def advantage_rows(rl: dict, groups: list[dict]) -> tuple[list[dict], dict]:
     for i, r in enumerate(rollouts):
         mask[i, :len(r.token_ids)] = 1.0
     rewards = torch.tensor([[s.reward for s in g["scored"]] for g in groups])
-    advantages, metrics = get_estimator(rl["advantage"])(AdvantageInputs(rewards, mask))
+    extras, input_metrics = {}, {}
+    if rl["advantage"] in ESTIMATOR_INPUTS:
+        extras, input_metrics = ESTIMATOR_INPUTS[rl["advantage"]](rl, groups, context)
+    advantages, metrics = get_estimator(rl["advantage"])(AdvantageInputs(rewards, mask, extras=extras))
+    metrics.update(input_metrics)
     rows = []
     for i, (group_index, r) in enumerate((gi, r) for gi, g in enumerate(groups) for r in g["rollouts"]):
         rows.append({"prompt_ids": groups[group_index]["prompt"]["prompt_ids"], "response_ids": r.token_ids,
@@ -292,6 +328,8 @@ def rl_train_loop(loop_config: dict) -> None:
     prompts = ray.get(loop_config["prompts_ref"]) if rank == 0 else []
     sampler = BalancedSampler([p["label"] for p in prompts], rl["label_cv"], loop_config["seed"]) if rank == 0 else None
     group = RolloutGroup(loop_config["engines"]) if rank == 0 else None
+    context = {"tokenizer": tokenizer,
+               "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"]) if rank == 0 else {})}
     start_step = load_state(engine, sampler)
     log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=start_step)
     probe = loop_config["probe"]
@@ -302,11 +340,12 @@ def rl_train_loop(loop_config: dict) -> None:
 
     sequences_per_rank = rl["prompts_per_step"] * rl["group_size"] // world
     metrics: dict = {}
+    first_entropy = None
     for step in range(start_step + 1, rl["steps"] + 1):
         payload = [None]
         if rank == 0:
             collected = collect_batch(rl, prompts, sampler, group)
-            rows, advantage_metrics = advantage_rows(rl, collected["groups"]) if collected["groups"] else ([], {})
+            rows, advantage_metrics = advantage_rows(rl, collected["groups"], context) if collected["groups"] else ([], {})
             payload = [{"rows": rows, "stats": {**collected["stats"], **advantage_metrics},
                         "rollout_s": collected["rollout_s"], "reward_s": collected["reward_s"]}]
         dist.broadcast_object_list(payload, src=0)
@@ -329,6 +368,12 @@ def rl_train_loop(loop_config: dict) -> None:
         metrics = {"step": step, **batch["stats"], **trained, "lr": scheduler.get_last_lr()[0], "sync_gap": gap,
                    "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
                    "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
+        if trained.get("entropy"):
+            first_entropy = first_entropy or trained["entropy"]
+            metrics["entropy_alarm"] = trained["entropy"] < rl["entropy_alarm_ratio"] * first_entropy
+            if metrics["entropy_alarm"] and rank == 0:
+                print(json.dumps({stage: {"step": step, "alarm": "policy entropy collapsing",
+                                          "entropy": trained["entropy"], "first_entropy": first_entropy}}), flush=True)
         if step % rl["log_every_steps"] == 0 or step == rl["steps"]:
             log.log(step, metrics)
         if step % rl["checkpoint_every_steps"] == 0 and step < rl["steps"]:

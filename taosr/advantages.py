@@ -52,3 +52,47 @@ def grpo_advantages(inputs: AdvantageInputs) -> tuple[torch.Tensor, dict]:
     per_rollout = group_zscore(inputs.rewards.float(), inputs.eps).reshape(-1, 1)
     advantages = per_rollout * inputs.response_mask.float()
     return advantages, {"outcome_advantage_abs_mean": float(per_rollout.abs().mean())}
+
+
+@register("srpo")
+def srpo_advantages(inputs: AdvantageInputs) -> tuple[torch.Tensor, dict]:
+    """Step-level advantages (METHOD.md section 6) on top of GRPO's.
+
+    For the tokens of step k of rollout i: A_ik = A_i + lam * w_ik * (s_ik - mean_j s_jk), with
+    s the hybrid step reward, the mean over the group's rollouts that have a reward for step k,
+    and w_ik = ``critical_weight`` when s_ik disagrees with the group's majority for step k
+    (a wrong step in a group that mostly got it right, or the reverse), else 1. Tokens outside
+    the steps (the label line), and rollouts without step spans, get A_i alone.
+
+    extras: ``step_rewards`` [B, G, K] (NaN = no reward), ``step_spans`` (per rollout, K token
+    spans or None), ``lam``, ``critical_weight``.
+    """
+    extras = inputs.extras or {}
+    advantages, metrics = grpo_advantages(inputs)
+    lam = float(extras.get("lam", 0.0))
+    step_rewards = extras["step_rewards"].float()
+    spans = extras["step_spans"]
+    groups, size, steps = step_rewards.shape
+    known = ~torch.isnan(step_rewards)
+    segmented = torch.tensor([s is not None for s in spans]).reshape(groups, size)
+    known &= segmented.unsqueeze(-1)
+    values = torch.where(known, step_rewards, torch.zeros_like(step_rewards))
+    count = known.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = values.sum(dim=1, keepdim=True) / count
+    majority = (mean >= 0.5).float()
+    critical = known & ((values >= 0.5).float() != majority)
+    weight = torch.where(critical, torch.full_like(values, float(extras.get("critical_weight", 1.0))),
+                         torch.ones_like(values))
+    term = torch.where(known, lam * weight * (values - mean), torch.zeros_like(values)).reshape(groups * size, steps)
+    for rollout, rollout_spans in enumerate(spans):
+        if rollout_spans is None:
+            continue
+        for step, (start, end) in enumerate(rollout_spans):
+            advantages[rollout, start:end] += term[rollout, step]
+    metrics.update(
+        step_term_abs_mean=float(term[known.reshape(groups * size, steps)].abs().mean()) if known.any() else 0.0,
+        critical_step_fraction=float(critical.sum() / known.sum().clamp(min=1)),
+        scored_step_fraction=float(known.float().mean()),
+        unsegmented_rollouts=int((~segmented).sum()),
+    )
+    return advantages, metrics

@@ -100,24 +100,30 @@ class CotConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """What every Ray Train + DeepSpeed stage shares (SFT, DPO, GRPO, SRPO)."""
+class LearnerConfig:
+    """The optimizer and the Ray Train + DeepSpeed workers: what every training stage shares."""
 
-    epochs: int = option(1, "passes over the training examples")
-    max_examples: int = option(0, "use at most this many training examples (0 = all)")
-    max_steps: int = option(0, "stop after this many optimizer steps (0 = the epochs decide)")
     lr: float = option(1e-4, "peak learning rate (small models need far more than the paper's 1e-6 at 42B)")
     warmup_ratio: float = option(0.05, "share of steps spent warming up, then cosine decay to 0")
     weight_decay: float = option(0.0, "AdamW weight decay")
     micro_batch_size: int = option(4, "examples per worker per forward pass")
-    grad_accum: int = option(1, "micro-batches per optimizer step")
     grad_clip: float = option(1.0, "gradient norm clip")
-    max_seq_len: int = option(512, "prompt plus response tokens; longer responses are cut at the end")
     zero_stage: int = option(2, "DeepSpeed ZeRO stage (0-3)")
     bf16: bool = option(True, "train in bfloat16 with fp32 master weights (3-4x faster on CPU)")
     num_workers: int = option(1, "Ray Train workers (one process each)")
     cpus_per_worker: int = option(2, "CPUs (and torch threads) per worker")
     use_gpu: bool = option(False, "one GPU per worker")
+
+
+@dataclass
+class TrainerConfig(LearnerConfig):
+    """The supervised stages (SFT, DPO): epochs over a fixed dataset."""
+
+    epochs: int = option(1, "passes over the training examples")
+    max_examples: int = option(0, "use at most this many training examples (0 = all)")
+    max_steps: int = option(0, "stop after this many optimizer steps (0 = the epochs decide)")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    max_seq_len: int = option(512, "prompt plus response tokens; longer responses are cut at the end")
     log_every_steps: int = option(5, "print and log the metrics every this many steps")
     checkpoint_every_steps: int = option(100, "report a checkpoint to Ray Train every this many steps (and at the end)")
 
@@ -154,7 +160,7 @@ class DpoConfig(TrainerConfig):
 
 
 @dataclass
-class GrpoConfig:
+class GrpoConfig(LearnerConfig):
     """Stage 3 (and the loop SRPO reuses): RL with group-relative advantages."""
 
     steps: int = option(12, "optimizer steps (each: roll out, score, update, sync the engines)")
@@ -179,14 +185,7 @@ class GrpoConfig:
     label_cv: float = option(0.0, "target coefficient of variation of the prompts' label mix (0 = balanced)")
     lr: float = option(2e-6, "peak learning rate (the paper: 1e-6 at 42B)")
     warmup_ratio: float = option(0.0, "share of steps spent warming up, then cosine decay")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    grad_clip: float = option(1.0, "gradient norm clip")
     micro_batch_size: int = option(8, "sequences per worker per forward pass")
-    zero_stage: int = option(2, "DeepSpeed ZeRO stage (0-3)")
-    bf16: bool = option(True, "train in bfloat16 with fp32 master weights")
-    num_workers: int = option(1, "Ray Train workers (learner ranks)")
-    cpus_per_worker: int = option(2, "CPUs (and torch threads) per learner")
-    use_gpu: bool = option(False, "one GPU per learner")
     num_engines: int = option(1, "rollout actors (one vLLM engine each)")
     cpus_per_engine: float = option(1.0, "Ray CPUs per rollout actor")
     gpus_per_engine: float = option(0.0, "GPUs per rollout actor: tensor_parallel_size on separate GPUs, a fraction to colocate with the learner")
@@ -197,8 +196,26 @@ class GrpoConfig:
     rollout_timeout_s: float = option(900.0, "a rollout call slower than this is an error")
     log_every_steps: int = option(1, "print and log every this many steps")
     checkpoint_every_steps: int = option(4, "save learner state (model, optimizer, scheduler, RNG, prompt cursor) every this many steps")
+    entropy_alarm_ratio: float = option(0.5, "log an entropy-collapse alarm when policy entropy falls below this share of its first measured value")
     fault_skip_sync_step: int = option(0, "testing only: skip the weight push after this step, to prove the sync check stops the run")
     fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")
+
+
+def _default_curriculum() -> list:
+    return [{"name": "easy", "prefilter_min": 0.6, "prefilter_max": 1.0, "steps": 4},
+            {"name": "mixed", "prefilter_min": 0.2, "prefilter_max": 0.8, "steps": 4},
+            {"name": "hard", "prefilter_min": 0.0, "prefilter_max": 0.4, "steps": 4}]
+
+
+@dataclass
+class SrpoConfig(GrpoConfig):
+    """Stage 4 (TaoSR-SHE): the GRPO loop with step-level advantages and a curriculum."""
+
+    advantage: str = option("srpo", "advantage estimator by name (taosr.advantages registry)")
+    lam: float = option(0.5, "weight of the step term in A_ik = A_i + lam * w_ik * (s_ik - mean_j s_jk); 0 is GRPO")
+    critical_weight: float = option(2.0, "w_ik for critical steps (a step whose reward differs from its group's majority)")
+    verifier_coverage: float = option(0.3, "share of annotated prompts the offline verifier keeps (the GenRM scores the rest)")
+    curriculum: list = option(None, "stages run in order, each {name, prefilter_min, prefilter_max, steps}: the offline pass-rate window that selects its prompts and its step budget", factory=_default_curriculum)
 
 
 @dataclass
@@ -218,6 +235,7 @@ class TaosrConfig:
     sample: SampleConfig = option(factory=SampleConfig)
     dpo: DpoConfig = option(factory=DpoConfig)
     grpo: GrpoConfig = option(factory=GrpoConfig)
+    srpo: SrpoConfig = option(factory=SrpoConfig)
     eval: EvalConfig = option(factory=EvalConfig)
     ray: RayConfig = option(factory=RayConfig)
 

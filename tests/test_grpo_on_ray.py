@@ -81,3 +81,24 @@ def test_a_crashed_run_resumes_from_its_checkpoint_without_repeating_or_skipping
     for s in steps:  # the prompt stream continues exactly where the checkpoint left it
         assert s["prompt_cursor"] == cursor + s["prompts_requested"]
         cursor = s["prompt_cursor"]
+
+
+def test_srpo_reuses_the_loop_and_runs_its_curriculum_stages_in_order(learnable):
+    from dataclasses import asdict
+
+    from taosr.config import SrpoConfig
+    from taosr.ray_jobs import srpo
+
+    config, start = learnable
+    config = copy.deepcopy(config)
+    config.srpo = SrpoConfig(**{**asdict(config.grpo), "advantage": "srpo", "lam": 0.5, "verifier_coverage": 0.5,
+                                "checkpoint_every_steps": 10,
+                                "curriculum": [{"name": "first", "steps": 2}, {"name": "second", "steps": 1}]})
+    result = srpo.train(config, start, f"{config.run_dir}/srpo")
+    first = _logged(f"{config.run_dir}/srpo/stage-first")
+    second = _logged(f"{config.run_dir}/srpo/stage-second")
+    assert [s["step"] for s in first] == [1, 2] and [s["step"] for s in second] == [1]
+    assert "step_reward_from_verifier" in first[0] and "unsegmented_rollouts" in first[0]
+    assert result["curriculum"]["first"]["prompts"]["verifier_annotations"] > 0
+    info = json.loads(open(f"{config.run_dir}/srpo/model/taosr-model.json").read())
+    assert info["base_model"].endswith("stage-first/model")  # each stage starts from the one before

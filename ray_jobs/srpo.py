@@ -1,0 +1,71 @@
+"""Stage 4 (TaoSR-SHE): SRPO, the GRPO loop with step-level advantages, run as a multi-stage
+curriculum (METHOD.md section 6).
+
+    ray job submit --working-dir . -- python -m taosr.ray_jobs.srpo --config configs/tiny.yaml
+
+One loop, two estimators: this job runs ``taosr.ray_jobs.rl`` exactly as GRPO does, with
+``srpo.advantage`` naming the step-level estimator of ``taosr.advantages``. Step rewards come
+from the offline verifier (annotations of steps 3-5, kept for ``srpo.verifier_coverage`` of the
+prompts); where it has none, a generative stepwise reward model scores the step when one is
+attached, and otherwise the step gets the outcome advantage alone (logged as
+``step_reward_from_none``). The curriculum's stages run in order in this one job, each from the
+previous stage's model, each with its own offline pass-rate window and step budget; the last
+stage's model is <run_dir>/srpo/model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+
+from taosr.actors.runtime import init_ray
+from taosr.config import SrpoConfig, TaosrConfig, to_yaml
+from taosr.datasets.storage import join, write_json, write_text
+from taosr.ray_jobs import grpo
+from taosr.ray_jobs.job_args import parse_job_args
+
+
+def stage_config(srpo: SrpoConfig, stage: dict) -> SrpoConfig:
+    for key in ("name", "steps"):
+        if key not in stage:
+            raise ValueError(f"curriculum stage {stage} needs {key!r}")
+    rl = copy.deepcopy(srpo)
+    rl.steps = int(stage["steps"])
+    rl.prefilter_min = float(stage.get("prefilter_min", 0.0))
+    rl.prefilter_max = float(stage.get("prefilter_max", 1.0))
+    return rl
+
+
+def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
+    if not config.srpo.curriculum:
+        raise ValueError("srpo.curriculum is empty: give at least one {name, steps} stage")
+    model, stages = start_model, {}
+    for stage in config.srpo.curriculum:
+        rl = stage_config(config.srpo, stage)
+        result = grpo.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo")
+        stages[stage["name"]] = {k: v for k, v in result.items() if k != "model"}
+        model = result["model"]
+    final = join(out_dir, "model")
+    if "://" not in final:  # the last stage's model is the stage's output
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        shutil.copytree(model, final)
+    else:
+        final = model
+    write_json(join(out_dir, "summary.json"), {"curriculum": stages}, config.data.s3_endpoint)
+    write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
+    return {"model": final, "curriculum": stages}
+
+
+def main(argv=None) -> int:
+    config = parse_job_args(argv, __doc__)
+    init_ray(config.ray)
+    print(json.dumps(train(config, grpo.start_model_for(config), join(config.run_dir, "srpo")), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
