@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Callable, Iterator, Mapping
 
 from taosr.datasets.catalogue import PRODUCT_TYPES, ProductType

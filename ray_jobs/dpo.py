@@ -25,7 +25,7 @@ from taosr.models import model_info
 from taosr.preferences import Sample, build_pairs, pair_counts
 from taosr.prompts import build_prompt, item_from_row
 from taosr.ray_jobs.job_args import parse_job_args
-from taosr.ray_jobs.training import fit, run_training
+from taosr.ray_jobs.training import fit, require_examples, run_training
 from taosr.sft_examples import pad_batch, tokenize_example
 
 PAIR_COLUMNS = ("pair_key", "prompt_id", "query_type", "label", "kind", "chosen", "rejected",
@@ -165,9 +165,7 @@ def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
                                  "reference_chosen", "reference_rejected"])
     data = data.random_shuffle(seed=config.seed).materialize()
     num_pairs = data.count()
-    if num_pairs < config.dpo.num_workers * config.dpo.micro_batch_size:
-        raise ValueError(f"only {num_pairs} preference pairs ({counts}): too few for {config.dpo.num_workers} "
-                         f"workers x micro-batch {config.dpo.micro_batch_size}; sample more prompts")
+    require_examples(num_pairs, config.dpo, f"preference pairs ({counts})", "; sample more prompts")
     info = model_info(AutoTokenizer.from_pretrained(reference_path), ResponseFormat.POST_COT.value,
                       base_model=reference_path, stage="dpo")
     loop_config = {"trainer": to_dict(config)["dpo"], "seed": config.seed, "model_path": reference_path,

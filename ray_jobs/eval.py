@@ -25,7 +25,7 @@ from taosr.models import resolve_model
 
 MODEL_INPUT_COLUMNS = ("id", "query", "title", "category", "attributes", "price", "description", "label", "query_type")
 SCORED_COLUMNS = ("id", "query", "query_type", "label", "pred", *PROB_COLUMNS)
-DECODED_COLUMNS = ("id", "query", "query_type", "label", "pred", "format_ok", "hallucinated", "response")
+DECODED_ROW_COLUMNS = ("id", "query", "query_type", "label", "pred", "format_ok", "hallucinated", "response")
 
 
 def model_format(model_path: str) -> ResponseFormat:
@@ -61,7 +61,7 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str) -> dict:
     rows = _split_rows(config)
     decode = dict(max_new_tokens=config.eval.max_new_tokens)
     if fmt is ResponseFormat.PRE_COT:
-        predictions = _run(rows, DecodingScorer, model_path, fmt, config, DECODED_COLUMNS, **decode)
+        predictions = _run(rows, DecodingScorer, model_path, fmt, config, DECODED_ROW_COLUMNS, **decode)
     else:
         predictions = _run(rows, LevelScorer, model_path, fmt, config, SCORED_COLUMNS)
         if config.eval.decode_samples and fmt is ResponseFormat.POST_COT:

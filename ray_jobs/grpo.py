@@ -97,10 +97,9 @@ def probe_for(prompts: list[dict], model_path: str) -> dict:
 
 
 def check_layout(rl: GrpoConfig) -> None:
-    sequences = rl.prompts_per_step * rl.group_size
-    if sequences % (rl.num_workers * rl.micro_batch_size):
-        raise ValueError(f"prompts_per_step x group_size = {sequences} must divide evenly into num_workers "
-                         f"{rl.num_workers} x micro_batch_size {rl.micro_batch_size}")
+    from taosr.ray_jobs.rl import micro_steps_per_step
+
+    micro_steps_per_step(asdict(rl), rl.num_workers)  # raises unless the batch divides evenly
     if rl.zero_stage == 3:
         raise ValueError("RL stages gather the policy on rank 0 for the weight sync; use zero_stage <= 2")
     if rl.group_size < 2:

@@ -21,7 +21,7 @@ from taosr.formats import Reasoning, ResponseFormat, render
 from taosr.models import model_info
 from taosr.prompts import build_prompt, item_from_row
 from taosr.ray_jobs.job_args import parse_job_args
-from taosr.ray_jobs.training import fit, run_training
+from taosr.ray_jobs.training import fit, require_examples, run_training
 from taosr.sft_examples import pad_batch, tokenize_example
 
 
@@ -87,9 +87,7 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     train_rows = cot_ds.filter(expr="split == 'train'")
     data = tokenized_dataset(train_rows, base_model_path, config.sft)
     num_examples = data.count()
-    if num_examples < config.sft.num_workers * config.sft.micro_batch_size:
-        raise ValueError(f"only {num_examples} training examples: too few for {config.sft.num_workers} workers "
-                         f"x micro-batch {config.sft.micro_batch_size}")
+    require_examples(num_examples, config.sft, "training examples")
     info = model_info(AutoTokenizer.from_pretrained(base_model_path), config.sft.format,
                       base_model=base_model_path, stage="sft")
     loop_config = {"trainer": to_dict(config)["sft"], "seed": config.seed, "model_path": base_model_path,

@@ -168,6 +168,13 @@ def report_checkpoint(engine, tokenizer, loop_config: dict, metrics: dict, rank:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
+def require_examples(count: int, cfg, what: str, hint: str = "") -> None:
+    """Every worker needs at least one full micro-batch, or the run has nothing to train on."""
+    if count < cfg.num_workers * cfg.micro_batch_size:
+        raise ValueError(f"only {count} {what}: too few for {cfg.num_workers} workers x micro-batch "
+                         f"{cfg.micro_batch_size}{hint}")
+
+
 def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: str, s3_endpoint: str,
         max_failures: int = 0) -> dict:
     """Run ``train_func`` on Ray Train workers over ``dataset``; the last checkpoint becomes the

@@ -98,3 +98,12 @@ def test_sweep_beta_and_pick():
     assert [row["accuracy"] for row in sweep] == [0.5, 1.0, 0.5]
     assert sweep[1]["tier_accuracy"] == 1.0
     assert best_beta(sweep) == 0.5
+
+
+def test_eval_markdown_shows_the_decoded_metrics_when_present():
+    from taosr.ray_jobs.eval import render_markdown
+
+    metrics = evaluate_records([{"gold": 4, "pred": 4, "query_type": "plain", "format_ok": False, "hallucinated": None},
+                                {"gold": 2, "pred": 4, "query_type": "plain", "format_ok": True, "hallucinated": True}])
+    text = render_markdown("m", metrics)
+    assert "format_error_rate" in text and "hallucination_rate" in text and "50.00" in text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from taosr.models import LevelTokenError, check_level_tokens, level_token_ids, resolve_model
-from taosr.prompts import Item, build_prompt
+from taosr.prompts import Item
 
 from conftest import MODEL_CACHE
 
