@@ -53,5 +53,9 @@ def init_ray(ray_config=None, cpu: bool = True):
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
     from ray.data import DataContext
 
-    DataContext.get_current().enable_progress_bars = False
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    # Rows in the same order on every run: a seed then fixes what each training step sees, and a
+    # resumed trainer skips exactly the batches it had consumed.
+    context.execution_options.preserve_order = True
     return ray

@@ -13,13 +13,22 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts]) if base.startswith("s3://") else str(Path(base, *parts))
 
 
-def _fs_and_path(path: str, s3_endpoint: str = ""):
+def filesystem_and_path(path: str, s3_endpoint: str = ""):
     filesystem = filesystem_for(path, s3_endpoint)
     if filesystem is None:
         from pyarrow import fs
 
         return fs.LocalFileSystem(), os.path.abspath(path)
     return filesystem, path[len("s3://"):]
+
+
+def remove_tree(path: str, s3_endpoint: str = "") -> None:
+    """Delete a folder and everything under it; nothing happens when it does not exist."""
+    from pyarrow import fs
+
+    filesystem, inner = filesystem_and_path(path, s3_endpoint)
+    if filesystem.get_file_info(inner).type != fs.FileType.NotFound:
+        filesystem.delete_dir(inner)
 
 
 def absolute(path: str) -> str:
@@ -30,12 +39,12 @@ def absolute(path: str) -> str:
 def exists(path: str, s3_endpoint: str = "") -> bool:
     from pyarrow import fs
 
-    filesystem, inner = _fs_and_path(path, s3_endpoint)
+    filesystem, inner = filesystem_and_path(path, s3_endpoint)
     return filesystem.get_file_info(inner).type != fs.FileType.NotFound
 
 
 def write_text(path: str, text: str, s3_endpoint: str = "") -> None:
-    filesystem, inner = _fs_and_path(path, s3_endpoint)
+    filesystem, inner = filesystem_and_path(path, s3_endpoint)
     parent = inner.rsplit("/", 1)[0]
     if parent:
         filesystem.create_dir(parent, recursive=True)
@@ -44,7 +53,7 @@ def write_text(path: str, text: str, s3_endpoint: str = "") -> None:
 
 
 def read_text(path: str, s3_endpoint: str = "") -> str:
-    filesystem, inner = _fs_and_path(path, s3_endpoint)
+    filesystem, inner = filesystem_and_path(path, s3_endpoint)
     with filesystem.open_input_stream(inner) as stream:
         return stream.read().decode("utf-8")
 
@@ -65,3 +74,13 @@ def write_dataset(ds, path: str, s3_endpoint: str = "") -> None:
     from ray.data import SaveMode
 
     ds.write_parquet(path, filesystem=filesystem_for(path, s3_endpoint), mode=SaveMode.OVERWRITE)
+
+
+def copy_tree(source: str, target: str, s3_endpoint: str = "") -> None:
+    """Copy a folder between any two of local paths and s3:// URIs."""
+    from pyarrow import fs
+
+    source_fs, source_path = filesystem_and_path(source, s3_endpoint)
+    target_fs, target_path = filesystem_and_path(target, s3_endpoint)
+    target_fs.create_dir(target_path, recursive=True)
+    fs.copy_files(source_path, target_path, source_filesystem=source_fs, destination_filesystem=target_fs)

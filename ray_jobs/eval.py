@@ -55,8 +55,9 @@ def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrCo
     return scored.select_columns(list(columns)).take_all()
 
 
-def evaluate_model(config: TaosrConfig, name: str, model_path: str) -> dict:
-    """Score, compute metrics, and write metrics.json, metrics.md and predictions under eval/<name>/."""
+def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | None = None) -> dict:
+    """Score, compute metrics, and write metrics.json, metrics.md and predictions.jsonl under
+    ``out`` (default eval/<name>/)."""
     fmt = model_format(model_path)
     rows = _split_rows(config)
     decode = dict(max_new_tokens=config.eval.max_new_tokens)
@@ -79,7 +80,7 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str) -> dict:
             record.update(format_ok=bool(row["format_ok"]), hallucinated=row["hallucinated"])
         records.append(record)
     metrics = evaluate_records(records)
-    out = join(config.run_dir, "eval", name)
+    out = out or join(config.run_dir, "eval", name)
     endpoint = config.data.s3_endpoint
     write_json(join(out, "metrics.json"), {"model": model_path, "format": fmt.value, "split": config.eval.split,
                                            **metrics}, endpoint)

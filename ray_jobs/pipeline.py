@@ -1,10 +1,16 @@
-"""The whole pipeline as one Ray job. Stages so far: data (generate or read, validate, split),
-cot (rule retrieval + teacher rationales), sft (Ray Train + DeepSpeed), sample (pass@N on vLLM
-rollout actors), dpo (preference pairs + DPO), and eval of every model side by side on the same
-held-out split. grpo and srpo (the RL stages) run when named in --stages, both starting from the
-DPO model; eval then adds their rows.
+"""The whole pipeline as one resumable Ray job:
+
+    data -> cot -> sft -> sample -> dpo -> grpo -> srpo -> eval -> export -> serve
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.pipeline --config configs/tiny.yaml
+
+Each stage writes under <run_dir>/<stage>/ (local or s3://) and, last, a manifest (see
+``taosr.ray_jobs.manifest``). A rerun skips stages whose manifest matches, reruns a stage whose
+config sections or inputs changed (and so everything downstream that read it), and resumes an
+interrupted training stage from its latest Ray Train checkpoint. ``--stages`` picks stages,
+``--skip`` leaves some out, ``--force`` reruns some even when up to date. The serve stage
+(start the endpoint, score a sample request) runs whenever selected. A local run ends by
+writing <run_dir>/report/ (``taosr report``).
 """
 
 from __future__ import annotations
@@ -14,78 +20,135 @@ import sys
 import time
 
 from taosr.actors.runtime import init_ray
-from taosr.config import load_config
-from taosr.datasets.storage import exists, join, write_json, write_text
+from taosr.config import TaosrConfig, to_dict
+from taosr.datasets.storage import exists, join, remove_tree, write_json, write_text
 from taosr.metrics import markdown_table
 from taosr.models import resolve_model
-from taosr.ray_jobs import cot as cot_stage
-from taosr.ray_jobs import data as data_stage
-from taosr.ray_jobs import dpo as dpo_stage
-from taosr.ray_jobs import eval as eval_stage
-from taosr.ray_jobs import grpo as grpo_stage
-from taosr.ray_jobs import sample as sample_stage
-from taosr.ray_jobs import sft as sft_stage
-from taosr.ray_jobs import srpo as srpo_stage
+from taosr.ray_jobs import manifest as manifests
 from taosr.ray_jobs.job_args import job_parser
+from taosr.ray_jobs.manifest import StageSpec
 
-STAGES = ("data", "cot", "sft", "sample", "dpo", "grpo", "srpo", "eval")
-DEFAULT_STAGES = ("data", "cot", "sft", "sample", "dpo", "eval")  # RL stages: opt in with --stages
 TRAINED = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO", "srpo": "SRPO"}  # stage -> its row in the table
+SPECS = (
+    StageSpec("data", (), ()),
+    StageSpec("cot", ("cot",), ("data",)),
+    StageSpec("sft", ("sft",), ("cot",)),
+    StageSpec("sample", ("sample",), ("cot", "sft")),
+    StageSpec("dpo", ("dpo",), ("sample", "sft")),
+    StageSpec("grpo", ("grpo",), ("data", "sample", "sft", "dpo")),
+    StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo")),
+    StageSpec("eval", ("eval",), ("data", *TRAINED)),
+    StageSpec("export", ("export", "eval"), ("data", *TRAINED)),
+    StageSpec("serve", ("serve",), ("export",), always_run=True),
+)
+STAGES = tuple(spec.name for spec in SPECS)
+
+
+def run_stage(name: str, config: TaosrConfig, base_model: str) -> dict:
+    """Run one stage; returns the short summary its manifest keeps."""
+    from taosr.ray_jobs import cot, data, dpo, export, grpo, sample, serve_check, sft, srpo
+
+    out = join(config.run_dir, name)
+    if name == "data":
+        return data.run(config).counts
+    if name == "cot":
+        return cot.run(config)
+    if name == "sft":
+        return sft.train(config, base_model, out)
+    if name == "sample":
+        return sample.run(config, join(config.run_dir, "sft", "model"))["overall"]
+    if name == "dpo":
+        return dpo.train(config, join(config.run_dir, "sft", "model"), out)
+    if name == "grpo":
+        return grpo.train(config, grpo.start_model_for(config), out)
+    if name == "srpo":
+        return srpo.train(config, grpo.start_model_for(config), out)
+    if name == "eval":
+        return evaluate_all(config, base_model)
+    if name == "export":
+        return export.run(config)
+    if name == "serve":
+        return serve_check.run(config)
+    raise ValueError(f"unknown stage {name!r}")
+
+
+def evaluate_all(config: TaosrConfig, base_model: str) -> dict:
+    """Every model that exists, side by side on the same held-out split."""
+    from taosr.ray_jobs.eval import evaluate_model
+
+    models = {"base": (f"{config.model.name} (untrained)", base_model)}
+    for stage, title in TRAINED.items():
+        path = join(config.run_dir, stage, "model")
+        if exists(join(path, "config.json"), config.data.s3_endpoint):
+            models[stage] = (f"{title} ({config.sft.format})" if stage == "sft" else title, path)
+    table = {name: evaluate_model(config, slug, path)["overall"] for slug, (name, path) in models.items()}
+    rendered = markdown_table(table)
+    write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
+    print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n", flush=True)
+    return {name: {k: row.get(k) for k in ("n", "macro_f1", "accuracy")} for name, row in table.items()}
+
+
+def selected_stages(stages: str, skip: str) -> list[str]:
+    def names(text: str) -> list[str]:
+        chosen = [s.strip() for s in text.split(",") if s.strip()]
+        unknown = sorted(set(chosen) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
+        return chosen
+
+    wanted, skipped = set(names(stages)), set(names(skip))
+    return [s for s in STAGES if s in wanted and s not in skipped]
+
+
+def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = frozenset()) -> dict:
+    """Run ``stages`` in pipeline order; returns {stage: what happened} for the timings file."""
+    endpoint = config.data.s3_endpoint
+    config_dict = to_dict(config)
+    base_model = resolve_model(config.model.name, config.model.cache_dir)
+    specs = {spec.name: spec for spec in SPECS}
+    record = {}
+    for name in stages:
+        spec = specs[name]
+        decision = manifests.decide(config.run_dir, spec, config_dict, endpoint, force=name in force)
+        print(f"[{name}] {decision.action}: {decision.reason}", flush=True)
+        if decision.action == "skip":
+            record[name] = {"action": "skip", "seconds": 0.0}
+            continue
+        if decision.action == "fresh" and not spec.always_run:
+            remove_tree(join(config.run_dir, name), endpoint)  # no stale checkpoint may be resumed
+        manifests.mark_started(config.run_dir, name, decision, endpoint)
+        started = time.time()
+        summary = run_stage(name, config, base_model)
+        seconds = time.time() - started
+        manifests.write_manifest(config.run_dir, name, decision, config_dict, spec, summary, seconds, endpoint)
+        print(f"[{name}] done in {seconds:.0f} s: {json.dumps(summary, default=str)[:600]}", flush=True)
+        record[name] = {"action": decision.action, "seconds": round(seconds, 1)}
+    return record
 
 
 def main(argv=None) -> int:
+    from taosr.config import load_config
+
     parser = job_parser(__doc__)
-    parser.add_argument("--stages", default=",".join(DEFAULT_STAGES),
-                        help=f"comma-separated stages to run, in order, from {', '.join(STAGES)} (default: %(default)s)")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="comma-separated stages to run, in pipeline order (default: all: %(default)s)")
+    parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
+    parser.add_argument("--force", default="", help="comma-separated stages to rerun even when their manifest matches")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = set(stages) - set(STAGES)
-    if unknown:
-        parser.error(f"unknown stages {sorted(unknown)}; known: {', '.join(STAGES)}")
+    try:
+        stages = selected_stages(args.stages, args.skip)
+        force = set(selected_stages(args.force, "")) if args.force else set()
+    except ValueError as error:
+        parser.error(str(error))
     init_ray(config.ray)
-    base_model = resolve_model(config.model.name, config.model.cache_dir)
-    timings: dict[str, float] = {}
+    record = run_pipeline(config, stages, force)
+    write_json(join(config.run_dir, "timings.json"), record, config.data.s3_endpoint)
+    print("stages:", json.dumps(record))
+    if "://" not in config.run_dir and exists(join(config.run_dir, "eval", "base", "metrics.json")):
+        from taosr.report import build_report
 
-    def timed(stage, fn):
-        started = time.time()
-        result = fn()
-        timings[stage] = round(time.time() - started, 1)
-        shown = {k: result["overall"].get(k) for k in ("n", "macro_f1", "accuracy")} if "overall" in result else result
-        print(f"{stage}: {json.dumps(shown, default=str)}", flush=True)
-        return result
-
-    if "data" in stages:
-        timed("data", lambda: data_stage.run(config).counts)
-    if "cot" in stages:
-        timed("cot", lambda: cot_stage.run(config))
-    sft_model = join(config.run_dir, "sft", "model")
-    if "sft" in stages:
-        timed("sft", lambda: sft_stage.train(config, base_model, join(config.run_dir, "sft")))
-    if "sample" in stages:
-        timed("sample", lambda: sample_stage.run(config, sft_model)["overall"])
-    if "dpo" in stages:
-        timed("dpo", lambda: dpo_stage.train(config, sft_model, join(config.run_dir, "dpo"))["pairs"])
-    if "grpo" in stages:
-        timed("grpo", lambda: grpo_stage.train(config, grpo_stage.start_model_for(config),
-                                               join(config.run_dir, "grpo"))["prompts"])
-    if "srpo" in stages:
-        timed("srpo", lambda: srpo_stage.train(config, grpo_stage.start_model_for(config),
-                                               join(config.run_dir, "srpo"))["curriculum"])
-    if "eval" in stages:
-        models = {"base": (f"{config.model.name} (untrained)", base_model)}
-        for stage, title in TRAINED.items():
-            path = join(config.run_dir, stage, "model")
-            if stage in stages or exists(join(path, "config.json"), config.data.s3_endpoint):
-                models[stage] = (f"{title} ({config.sft.format})" if stage == "sft" else title, path)
-        table = {}
-        for slug, (name, path) in models.items():
-            table[name] = timed(f"eval:{slug}", lambda: eval_stage.evaluate_model(config, slug, path))["overall"]
-        rendered = markdown_table(table)
-        write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
-        print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n")
-    write_json(join(config.run_dir, "timings.json"), timings, config.data.s3_endpoint)
-    print("timings (s):", json.dumps(timings))
+        print("report:", build_report(config.run_dir)["html"])
     return 0
 
 

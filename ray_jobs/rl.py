@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 import time
 
 import numpy as np
@@ -33,15 +31,11 @@ from taosr.dynamic_sampling import DynamicBatch
 from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
-from taosr.models import MODEL_INFO
-from taosr.ray_jobs.training import MetricsLog, build_engine
+from taosr.ray_jobs.training import MetricsLog, build_engine, crash_once, load_state, report_final, save_state
 from taosr.rewards import outcome_reward
 from taosr.rollout_batch import pack_rollouts
 from taosr.steps import segment
 from taosr.verifier import OfflineVerifier, hybrid
-
-STATE_FILE = "rl_state.json"
-DS_TAG = "learner"
 
 
 def micro_steps_per_step(rl: dict, world: int) -> int:
@@ -152,11 +146,26 @@ def pad_to(rows: list[dict], count: int) -> list[dict]:
 
 # --------------------------------------------------------------------------- learner (all ranks)
 
-def _logprobs_and_entropy(model, packed: dict, temperature: float, with_entropy: bool):
+SHIFTED = ("targets", "response_mask", "old_logprobs", "advantages")  # [B, T - 1] grids of pack_rollouts
+
+
+def response_window(packed: dict) -> dict:
+    """The packed batch cut to the columns from the first response token on: the logits (and
+    their [B, K, V] softmax copies, most of a step's memory) are computed only there."""
+    first = int(packed["response_mask"].any(dim=0).nonzero()[0])
+    view = {key: packed[key][:, first:] for key in SHIFTED}
+    view.update(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], first=first)
+    return view
+
+
+def _logprobs_and_entropy(model, view: dict, temperature: float, with_entropy: bool):
+    import torch
+
     from taosr.losses import token_entropy, token_logprobs
 
-    logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"]).logits[:, :-1, :]
-    logprobs = token_logprobs(logits, packed["targets"], temperature)
+    keep = torch.arange(view["first"], view["input_ids"].shape[1] - 1, device=view["input_ids"].device)
+    logits = model(input_ids=view["input_ids"], attention_mask=view["attention_mask"], logits_to_keep=keep).logits
+    logprobs = token_logprobs(logits, view["targets"], temperature)
     entropy = token_entropy(logits.detach() / temperature) if with_entropy else None
     return logprobs, entropy
 
@@ -170,7 +179,16 @@ def train_on(engine, reference, rl: dict, rows: list[dict], global_tokens: float
     size = rl["micro_batch_size"]
     for start in range(0, len(rows), size):
         chunk = rows[start:start + size]
-        packed = {k: v.to(engine.device) for k, v in pack_rollouts(chunk).items()}
+        if not any(r["weight"] for r in chunk):
+            # Padding only (dynamic sampling kept fewer groups than a full batch): DeepSpeed still
+            # counts this micro-step towards its accumulation boundary, so it gets a zero-gradient
+            # backward through every parameter instead of a forward over padding (the step's time
+            # then follows the groups kept, not the batch size).
+            zero = sum(p.sum() for p in engine.module.parameters() if p.requires_grad) * 0.0
+            engine.backward(zero)
+            engine.step()
+            continue
+        packed = response_window({k: v.to(engine.device) for k, v in pack_rollouts(chunk).items()})
         weights = torch.tensor([r["weight"] for r in chunk], device=engine.device).unsqueeze(1)
         mask = packed["response_mask"] * weights
         ref_logprobs = None
@@ -198,7 +216,9 @@ def sync_engines(engine, group: RolloutGroup, rl: dict, loop_config: dict, step:
 
     dtype = getattr(torch, loop_config["engine_dtype"])
     state = engine.module.state_dict()
-    named = [(name, tensor.detach().to("cpu", dtype)) for name, tensor in state.items()]
+    # copy=True: under DeepSpeed bf16 the parameters are views into one flat buffer, and
+    # pickling a view ships the whole buffer: 272 views of SmolLM2 made a 70 GB push.
+    named = [(name, tensor.detach().to("cpu", dtype, copy=True)) for name, tensor in state.items()]
     if step != rl.get("fault_skip_sync_step"):
         group.push_weights(named, version=step, timeout_s=rl["sync_timeout_s"])
     return verify_sync(engine.module, group, probe, rl)
@@ -220,81 +240,6 @@ def verify_sync(model, group: RolloutGroup, probe: dict, rl: dict) -> float:
         raise WeightSyncError(f"weight sync check failed: learner and engine log-probs differ by {worst:.4f} "
                               f"(mean |gap| per token) > sync_tolerance {rl['sync_tolerance']}")
     return worst
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def save_state(engine, rank: int, step: int, sampler: BalancedSampler | None, metrics: dict) -> None:
-    """Every rank saves its DeepSpeed shard; rank 0 adds the step, the prompt cursor and RNGs."""
-    import ray.train
-    import torch
-
-    with tempfile.TemporaryDirectory() as folder:
-        engine.save_checkpoint(folder, tag=DS_TAG)  # collective: every rank writes its shard
-        if rank == 0:
-            state = {"step": step, "sampler": sampler.state_dict(), "python_rng": _jsonable(random.getstate()),
-                     "numpy_rng": _jsonable(np.random.get_state()), "torch_rng": torch.get_rng_state().tolist()}
-            with open(os.path.join(folder, STATE_FILE), "w") as handle:
-                json.dump(state, handle)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-def load_state(engine, sampler: BalancedSampler | None) -> int:
-    """Restore from Ray Train's latest checkpoint; returns the step it was taken after (0: none).
-    Only rank 0 has a prompt sampler."""
-    import ray.train
-    import torch
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as folder:
-        if not os.path.exists(os.path.join(folder, STATE_FILE)):
-            return 0  # a final (Hugging Face only) checkpoint: nothing to resume
-        engine.load_checkpoint(folder, tag=DS_TAG)
-        with open(os.path.join(folder, STATE_FILE)) as handle:
-            state = json.load(handle)
-    if sampler is not None:
-        sampler.load_state_dict(state["sampler"])
-    random.setstate(_tuples(state["python_rng"]))
-    numpy_state = state["numpy_rng"]
-    np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
-    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-    return int(state["step"])
-
-
-def _jsonable(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def save_final(engine, tokenizer, loop_config: dict, rank: int, metrics: dict) -> None:
-    import ray.train
-
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        engine.module.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        with open(os.path.join(folder, MODEL_INFO), "w") as handle:
-            json.dump(loop_config["model_info"], handle)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-def _crash_once(folder: str | None, step: int) -> None:
-    """Testing only: fail the first attempt after ``step``; the marker lets the retry pass."""
-    marker = os.path.join(folder or tempfile.gettempdir(), f"crashed-after-step-{step}")
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        raise RuntimeError(f"injected failure after step {step} (fault_crash_after_step)")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -330,7 +275,13 @@ def rl_train_loop(loop_config: dict) -> None:
     group = RolloutGroup(loop_config["engines"]) if rank == 0 else None
     context = {"tokenizer": tokenizer,
                "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"]) if rank == 0 else {})}
-    start_step = load_state(engine, sampler)
+    resumed = load_state(engine)
+    if resumed.get("final"):
+        report_final(engine, tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
+        return
+    start_step = resumed.get("step", 0)
+    if sampler is not None and resumed:
+        sampler.load_state_dict(resumed["sampler"])
     log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=start_step)
     probe = loop_config["probe"]
     if rank == 0:  # engines must hold the learner's weights before the first rollout
@@ -377,8 +328,8 @@ def rl_train_loop(loop_config: dict) -> None:
         if step % rl["log_every_steps"] == 0 or step == rl["steps"]:
             log.log(step, metrics)
         if step % rl["checkpoint_every_steps"] == 0 and step < rl["steps"]:
-            save_state(engine, rank, step, sampler, metrics)
+            save_state(engine, rank, {"step": step, "sampler": sampler.state_dict() if sampler else None}, metrics)
         if step == rl["fault_crash_after_step"]:
-            _crash_once(loop_config.get("log_dir"), step)
-    save_final(engine, tokenizer, loop_config, rank, {**metrics, "step": rl["steps"]})
+            crash_once(loop_config.get("log_dir"), step)
+    report_final(engine, tokenizer, loop_config, rank, {**metrics, "step": rl["steps"]})
     log.close()

@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import tempfile
 import time
 from typing import Callable
 
-from taosr.datasets.storage import absolute, join
+import numpy as np
+
+from taosr.datasets.storage import absolute, copy_tree, join
 from taosr.models import MODEL_INFO
+
+STATE_FILE = "train_state.json"  # in every checkpoint: where to resume, or that the run finished
+DS_TAG = "learner"
 
 
 def deepspeed_config(cfg: dict) -> dict:
@@ -102,8 +108,10 @@ def _keep_lines_up_to(path: str, step: int) -> None:
 
 def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
     """The body of a Ray Train ``train_func``: every rank runs the same number of micro-steps
-    (uneven shards would otherwise hang the collectives), logs on rank 0, and reports
-    checkpoints every ``checkpoint_every_steps`` and at the end."""
+    (uneven shards would otherwise hang the collectives), logs on rank 0, and saves a resumable
+    checkpoint every ``checkpoint_every_steps``. A run restarted on the same storage (a failed
+    worker, or the pipeline killed and rerun) continues after the last checkpointed step: the
+    micro-batches already consumed in that epoch are skipped, so no step is repeated."""
     import ray.train
     import torch
     from transformers import AutoTokenizer
@@ -116,17 +124,26 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
     tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
     micro_steps_per_epoch, total_steps = total_optimizer_steps(cfg, loop_config["num_examples"], world)
     engine, scheduler = build_engine(loop_config["model_path"], cfg, total_steps)
-    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0)
+    resumed = load_state(engine)
+    if resumed.get("final"):
+        report_final(engine, tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
+        return
+    step, start_epoch, skip = resumed.get("step", 0), resumed.get("epoch", 0), resumed.get("next_micro_step", 0)
+    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=step)
+    if step and rank == 0:
+        print(json.dumps({stage: {"resumed_after_step": step, "epoch": start_epoch, "next_micro_step": skip}}), flush=True)
     shard = ray.train.get_dataset_shard("train")
     per_step = world * cfg["micro_batch_size"] * cfg["grad_accum"]
-    step, tokens, started = 0, 0, time.time()
+    tokens, started = 0, time.time()
     window: list[dict] = []  # the micro-steps of the current optimizer step
-    metrics: dict = {}
-    for epoch in range(cfg["epochs"]):
+    metrics: dict = resumed.get("metrics", {})
+    for epoch in range(start_epoch, cfg["epochs"]):
         batches = shard.iter_batches(batch_size=cfg["micro_batch_size"], batch_format="pyarrow", drop_last=True)
         for micro_step, batch in enumerate(batches):
             if micro_step >= micro_steps_per_epoch or step >= total_steps:
                 break
+            if epoch == start_epoch and micro_step < skip:
+                continue  # consumed before the checkpoint this run resumed from
             loss, micro_metrics, micro_tokens = loss_fn(engine, batch.to_pylist())
             engine.backward(loss)
             engine.step()
@@ -142,30 +159,96 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
             if step % cfg["log_every_steps"] == 0 or step == 1 or step == total_steps:
                 log.log(step, metrics)
             if step % cfg["checkpoint_every_steps"] == 0 and step < total_steps:
-                report_checkpoint(engine, tokenizer, loop_config, metrics, rank)
+                save_state(engine, rank, {"step": step, "epoch": epoch, "next_micro_step": micro_step + 1}, metrics)
         if step >= total_steps:
             break
     final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
-             "train_seconds": time.time() - started}
-    report_checkpoint(engine, tokenizer, loop_config, final, rank)
+             "train_seconds": time.time() - started, "resumed_after_step": resumed.get("step", 0)}
+    report_final(engine, tokenizer, loop_config, rank, final)
     log.close()
 
 
-def report_checkpoint(engine, tokenizer, loop_config: dict, metrics: dict, rank: int) -> None:
-    """Save a Hugging Face folder on rank 0 and report it; every rank reports the metrics."""
+# --------------------------------------------------------------------------- checkpoints
+# Two kinds, both reported to Ray Train: resumable ones (DeepSpeed state: model, optimizer,
+# scheduler; plus RNGs and the caller's position) while training, and a final Hugging Face
+# folder. Ray Train restores the latest on a restart; a final one means "already done".
+
+def save_state(engine, rank: int, position: dict, metrics: dict) -> None:
+    """Every rank saves its DeepSpeed shard; rank 0 adds ``position`` (JSON) and the RNG states."""
+    import ray.train
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine.save_checkpoint(folder, tag=DS_TAG)  # collective: every rank writes its shard
+        if rank == 0:
+            state = {**position, "metrics": metrics, "python_rng": _jsonable(random.getstate()),
+                     "numpy_rng": _jsonable(np.random.get_state()), "torch_rng": torch.get_rng_state().tolist()}
+            with open(os.path.join(folder, STATE_FILE), "w") as handle:
+                json.dump(state, handle, default=str)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def load_state(engine) -> dict:
+    """Restore from Ray Train's latest checkpoint, if any; returns rank 0's saved position
+    ({} when starting afresh; ``final`` set when the run had already finished)."""
+    import ray.train
+    import torch
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as folder:
+        if not os.path.exists(os.path.join(folder, STATE_FILE)):
+            raise RuntimeError(f"checkpoint {checkpoint.path} holds no {STATE_FILE}: not written by this version")
+        with open(os.path.join(folder, STATE_FILE)) as handle:
+            state = json.load(handle)
+        if state.get("final"):
+            return state
+        engine.load_checkpoint(folder, tag=DS_TAG)
+    random.setstate(_tuples(state["python_rng"]))
+    numpy_state = state["numpy_rng"]
+    np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    return state
+
+
+def report_final(engine, tokenizer, loop_config: dict, rank: int, metrics: dict) -> None:
+    """The Hugging Face folder (weights, tokenizer, model record) reported as the last checkpoint."""
     import ray.train
 
-    zero3 = loop_config["trainer"]["zero_stage"] == 3
-    state = engine._zero3_consolidated_16bit_state_dict() if zero3 else None  # collective: all ranks
+    zero3 = (loop_config.get("trainer") or loop_config["rl"])["zero_stage"] == 3
+    weights = engine._zero3_consolidated_16bit_state_dict() if zero3 else None  # collective: all ranks
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        engine.module.save_pretrained(folder, state_dict=state)
+        engine.module.save_pretrained(folder, state_dict=weights)
         tokenizer.save_pretrained(folder)
         with open(os.path.join(folder, MODEL_INFO), "w") as handle:
             json.dump(loop_config["model_info"], handle)
+        with open(os.path.join(folder, STATE_FILE), "w") as handle:
+            json.dump({"final": True, "metrics": metrics}, handle, default=str)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def crash_once(folder: str | None, step: int) -> None:
+    """Testing only: fail the first attempt after ``step``; the marker lets the retry pass."""
+    marker = os.path.join(folder or tempfile.gettempdir(), f"crashed-after-step-{step}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError(f"injected failure after step {step} (fault_crash_after_step)")
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def require_examples(count: int, cfg, what: str, hint: str = "") -> None:
@@ -208,13 +291,5 @@ def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: 
         result.checkpoint.to_directory(final_dir)
     else:
         with result.checkpoint.as_directory() as folder:
-            _upload_folder(folder, final_dir, s3_endpoint)
+            copy_tree(folder, final_dir, s3_endpoint)
     return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
-
-
-def _upload_folder(folder: str, target: str, s3_endpoint: str) -> None:
-    from pyarrow import fs
-
-    from taosr.datasets.readers import filesystem_for
-
-    fs.copy_files(folder, target[len("s3://"):], destination_filesystem=filesystem_for(target, s3_endpoint))

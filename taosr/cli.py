@@ -58,6 +58,12 @@ def _cumpt_sweep(args) -> dict:
     return sweep_and_plot(args.predictions, args.out, args.metric)
 
 
+def _report(args) -> dict:
+    from taosr.report import build_report
+
+    return build_report(args.run_dir, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taosr", description="Thinking relevance models on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True)
     sweep.add_argument("--metric", default="macro_f1", choices=("macro_f1", "accuracy", "good_f1", "tier_accuracy"))
     sweep.set_defaults(handler=_cumpt_sweep)
+
+    report = commands.add_parser("report", help="turn a run directory into report.md, report.html and PNG plots")
+    report.add_argument("run_dir", help="a pipeline run directory (local), e.g. runs/tiny")
+    report.add_argument("--out", default=None, help="output folder (default: <run_dir>/report)")
+    report.set_defaults(handler=_report)
 
     config = commands.add_parser("config", help="print the resolved config, or every field's help")
     config.add_argument("--config", default=None)

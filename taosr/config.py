@@ -219,6 +219,21 @@ class SrpoConfig(GrpoConfig):
 
 
 @dataclass
+class ExportConfig:
+    model_stage: str = option("last", "which trained stage's model to export for serving: sft, dpo, grpo, srpo, or last (the latest that exists)")
+    beta_split: str = option("val", "split the CumPT threshold is chosen on (never the split the table reports)")
+    beta_metric: str = option("macro_f1", "tier metric the chosen beta maximises")
+    max_examples: int = option(0, "score at most this many examples of beta_split (0 = all)")
+
+
+@dataclass
+class ServeCheckConfig:
+    port: int = option(8000, "port of the endpoint the pipeline's serve stage starts on 127.0.0.1")
+    sample_items: int = option(5, "items of one held-out query sent as the sample request")
+    keep_running: bool = option(False, "leave the endpoint up when the pipeline ends (blocks until Ctrl-C)")
+
+
+@dataclass
 class RayConfig:
     address: str = option("", "Ray cluster address; empty starts a local cluster (or joins the one `ray job submit` runs in)")
     num_cpus: int = option(0, "logical CPUs of a local cluster (0 = physical count); may exceed the cores so actors fit")
@@ -237,6 +252,8 @@ class TaosrConfig:
     grpo: GrpoConfig = option(factory=GrpoConfig)
     srpo: SrpoConfig = option(factory=SrpoConfig)
     eval: EvalConfig = option(factory=EvalConfig)
+    export: ExportConfig = option(factory=ExportConfig)
+    serve: ServeCheckConfig = option(factory=ServeCheckConfig)
     ray: RayConfig = option(factory=RayConfig)
 
 

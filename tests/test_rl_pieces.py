@@ -146,3 +146,25 @@ def test_balanced_sampler_balances_and_resumes_exactly():
 
 def test_prefilter_keeps_prompts_inside_the_offline_pass_rate_window():
     assert prefilter_by_pass_rate({"a": 0.0, "b": 0.4, "c": 1.0, "d": 0.8}, 0.2, 0.8) == {"b", "d"}
+
+
+def test_response_window_gives_the_full_grid_values_on_response_tokens(tiny_model):
+    """The learner computes logits only from the first response column on; on every response
+    token its log-probs must equal those of the full [B, T - 1] grid."""
+    from transformers import AutoModelForCausalLM
+
+    from taosr.ray_jobs.rl import _logprobs_and_entropy, response_window
+    from taosr.rollout_batch import pack_rollouts
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    rows = [{"prompt_ids": [5, 6, 7, 8, 9], "response_ids": [10, 11], "old_logprobs": [0.0] * 2, "advantages": [1.0] * 2},
+            {"prompt_ids": [5, 6, 7], "response_ids": [12, 13, 14, 15], "old_logprobs": [0.0] * 4, "advantages": [1.0] * 4}]
+    packed = pack_rollouts(rows)
+    view = response_window(packed)
+    assert view["first"] == 2 and view["response_mask"].sum() == 6
+    with torch.no_grad():
+        windowed, _ = _logprobs_and_entropy(model, view, 0.7, False)
+        logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"]).logits[:, :-1]
+        full = token_logprobs(logits, packed["targets"], 0.7)
+    mask = packed["response_mask"].bool()
+    assert torch.allclose(windowed[view["response_mask"].bool()], full[mask], atol=1e-5)

@@ -1,0 +1,93 @@
+"""Export: the model the endpoint will serve, with the CumPT threshold chosen for it.
+
+    ray job submit --working-dir . -- python -m taosr.ray_jobs.export --config configs/tiny.yaml
+
+Copies the chosen stage's model (``export.model_stage``; by default the latest trained stage)
+to <run_dir>/export/model with its prompt-template and tokenizer record (the endpoint refuses a
+folder without a matching one), scores the ``export.beta_split`` split with it by the
+first-token distribution, sweeps CumPT's beta there and writes:
+
+    export/model/        the served model
+    export/beta/         predictions, cumpt_sweep.json and cumpt_sweep.png
+    export/serve.yaml    serve/config.yaml with this model and beta (``serve run export/serve.yaml``)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from taosr.actors.runtime import init_ray
+from taosr.config import TaosrConfig
+from taosr.datasets.storage import absolute, copy_tree, exists, join, remove_tree
+from taosr.ray_jobs.job_args import parse_job_args
+
+TRAINED_STAGES = ("sft", "dpo", "grpo", "srpo")  # in pipeline order
+SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve" / "config.yaml"
+
+
+def chosen_model(config: TaosrConfig) -> tuple[str, str]:
+    """(stage, model folder) of ``export.model_stage``."""
+    endpoint = config.data.s3_endpoint
+    wanted = config.export.model_stage
+    if wanted != "last" and wanted not in TRAINED_STAGES:
+        raise ValueError(f"export.model_stage must be one of last, {', '.join(TRAINED_STAGES)}; got {wanted!r}")
+    candidates = reversed(TRAINED_STAGES) if wanted == "last" else (wanted,)
+    for stage in candidates:
+        path = join(config.run_dir, stage, "model")
+        if exists(join(path, "config.json"), endpoint):
+            return stage, path
+    raise FileNotFoundError(f"no trained model for export.model_stage={wanted!r} under {config.run_dir}")
+
+
+def serve_config(model_path: str, beta: float, port: int) -> dict:
+    """The repo's Serve config with this model and threshold."""
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["http_options"]["port"] = port
+    args = config["applications"][0]["args"]
+    args["model_path"], args["beta"] = absolute(model_path), float(beta)
+    return config
+
+
+def run(config: TaosrConfig) -> dict:
+    from taosr.cumpt_sweep import sweep_and_plot
+    from taosr.models import export_model
+    from taosr.ray_jobs.eval import evaluate_model
+
+    stage, source = chosen_model(config)
+    out = join(config.run_dir, "export")
+    endpoint = config.data.s3_endpoint
+    with tempfile.TemporaryDirectory() as scratch:  # built locally, then copied to run_dir (local or s3://)
+        local_source = source
+        if source.startswith("s3://"):
+            local_source = str(Path(scratch, "source"))
+            copy_tree(source, local_source, endpoint)
+        local_model = export_model(local_source, str(Path(scratch, "export", "model")))
+        held_out = dataclasses.replace(config, eval=dataclasses.replace(
+            config.eval, split=config.export.beta_split, max_examples=config.export.max_examples, decode_samples=0))
+        beta_dir = str(Path(scratch, "export", "beta"))
+        metrics = evaluate_model(held_out, f"export-{stage}", local_model, out=beta_dir)
+        sweep = sweep_and_plot(join(beta_dir, "predictions.jsonl"), beta_dir, metric=config.export.beta_metric)
+        served = serve_config(join(out, "model"), sweep["best_beta"], config.serve.port)
+        Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
+        remove_tree(out, endpoint)
+        copy_tree(str(Path(scratch, "export")), out, endpoint)
+    return {"stage": stage, "model": join(out, "model"), "beta": sweep["best_beta"], "beta_split": config.export.beta_split,
+            "n": sweep["n"], config.export.beta_metric: sweep[config.export.beta_metric],
+            "level_macro_f1": metrics["overall"]["macro_f1"]}
+
+
+def main(argv=None) -> int:
+    config = parse_job_args(argv, __doc__)
+    init_ray(config.ray)
+    print(json.dumps(run(config), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""One run directory -> one report (report.md, report.html and PNG plots under <run_dir>/report/).
+
+    taosr report runs/tiny
+
+What it reads, all optional except the evaluation: eval/<stage>/metrics.json (the stage table,
+per-class F1, per query type, confusion matrices), sample/pass_at_k.json (pass@k), each training
+stage's metrics.jsonl (curves), dpo/pairs.json, export/beta/cumpt_sweep.json (the CumPT sweep),
+serve/sample.json and every stage's manifest.json (timings). A missing part is left out of the
+report and named under "Not in this run".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from taosr.labels import LEVELS
+
+STAGE_ROWS = (("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
+              ("srpo", "+ SRPO (TaoSR-SHE)"))
+PIPELINE = ("data", "cot", "sft", "sample", "dpo", "grpo", "srpo", "eval", "export", "serve")
+# Curves drawn per training stage, when the stage logged them.
+CURVES = {"sft": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
+          "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
+          "srpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction")}
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stage_metrics(run: Path) -> dict[str, dict]:
+    """{slug: eval metrics} for the stages evaluated in this run, in pipeline order."""
+    found = {}
+    for slug, _ in STAGE_ROWS:
+        metrics = _read_json(run / "eval" / slug / "metrics.json")
+        if metrics is not None:
+            found[slug] = metrics
+    return found
+
+
+def stage_table(metrics: dict[str, dict]) -> str:
+    """METHOD.md section 8's layout (C1..C4 F1, macro-F1, accuracy) plus Good-F1, hallucination
+    and format-error rates on the decoded sample, and n."""
+    names = dict(STAGE_ROWS)
+    lines = ["| model | n | C1 F1 | C2 F1 | C3 F1 | C4 F1 | macro-F1 | acc | Good F1 | halluc. | format err. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for slug, result in metrics.items():
+        o = result["overall"]
+        cells = [_pct(o.get(f"f1_{level}")) for level in (1, 2, 3, 4)]
+        cells += [_pct(o.get("macro_f1")), _pct(o.get("accuracy")), _pct(o.get("good_f1")),
+                  _pct(o.get("hallucination_rate")), _pct(o.get("format_error_rate"))]
+        lines.append(f"| {names[slug]} | {o.get('n', 0)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def query_type_table(metrics: dict[str, dict], key: str = "macro_f1") -> str:
+    names = dict(STAGE_ROWS)
+    types = sorted({t for result in metrics.values() for t in result.get("by_query_type", {})})
+    lines = ["| query type | n | " + " | ".join(names[s] for s in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for query_type in types:
+        rows = [result.get("by_query_type", {}).get(query_type, {}) for result in metrics.values()]
+        n = next((row.get("n") for row in rows if row.get("n")), 0)
+        lines.append(f"| {query_type} | {n} | " + " | ".join(_pct(row.get(key)) for row in rows) + " |")
+    return "\n".join(lines)
+
+
+def pass_at_k_table(pass_at_k: dict) -> str:
+    ks = sorted(int(k.split("@")[1]) for k in pass_at_k["overall"] if k.startswith("pass@"))
+    lines = ["| query type | prompts | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    groups = {"all": {"prompts": pass_at_k.get("prompts"), **pass_at_k["overall"]}, **pass_at_k.get("by_query_type", {})}
+    for name, row in groups.items():
+        lines.append(f"| {name} | {row.get('prompts') or ''} | " + " | ".join(_pct(row.get(f"pass@{k}")) for k in ks) + " |")
+    return "\n".join(lines)
+
+
+def timings_table(run: Path) -> str:
+    lines = ["| stage | seconds | finished |", "|---|---|---|"]
+    import datetime
+
+    for stage in PIPELINE:
+        manifest = _read_json(run / stage / "manifest.json")
+        if manifest:
+            when = datetime.datetime.fromtimestamp(manifest["finished_at"], datetime.timezone.utc)
+            lines.append(f"| {stage} | {manifest['seconds']:.0f} | {when:%Y-%m-%d %H:%M} UTC |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def training_logs(run: Path) -> dict[str, list[dict]]:
+    """{stage (or srpo curriculum stage): metrics.jsonl rows}."""
+    logs = {}
+    for stage in ("sft", "dpo", "grpo"):
+        rows = _read_jsonl(run / stage / "metrics.jsonl")
+        if rows:
+            logs[stage] = rows
+    for folder in sorted((run / "srpo").glob("stage-*")):
+        rows = _read_jsonl(folder / "metrics.jsonl")
+        if rows:
+            logs[f"srpo/{folder.name[len('stage-'):]}"] = rows
+    return logs
+
+
+# --------------------------------------------------------------------------- plots
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(logs: dict[str, list[dict]], folder: Path) -> list[Path]:
+    plt = _pyplot()
+    written = []
+    for stage, rows in logs.items():
+        keys = [k for k in CURVES[stage.split("/")[0]] if any(isinstance(r.get(k), (int, float)) for r in rows)]
+        if not keys:
+            continue
+        figure, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
+        for axis, key in zip(axes[0], keys):
+            points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 40 else None)
+            axis.set_title(key)
+            axis.set_xlabel("step")
+        figure.suptitle(f"{stage} training")
+        figure.tight_layout()
+        path = folder / f"curves-{stage.replace('/', '-')}.png"
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def plot_confusions(metrics: dict[str, dict], folder: Path) -> Path | None:
+    """Gold level (rows) against predicted level (columns; 0 = unparseable) per stage."""
+    import numpy as np
+
+    plt = _pyplot()
+    with_confusion = {slug: m["confusion"] for slug, m in metrics.items() if m.get("confusion")}
+    if not with_confusion:
+        return None
+    names = dict(STAGE_ROWS)
+    figure, axes = plt.subplots(1, len(with_confusion), figsize=(3.4 * len(with_confusion), 3.4), squeeze=False)
+    predicted = sorted({int(p) for c in with_confusion.values() for row in c.values() for p in row}, reverse=True)
+    for axis, (slug, confusion) in zip(axes[0], with_confusion.items()):
+        grid = np.array([[confusion.get(str(g), {}).get(str(p), 0) for p in predicted] for g in LEVELS])
+        axis.imshow(grid, cmap="Blues")
+        for (i, j), count in np.ndenumerate(grid):
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=8)
+        axis.set_xticks(range(len(predicted)), [str(p) for p in predicted])
+        axis.set_yticks(range(len(LEVELS)), [str(g) for g in LEVELS])
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("gold")
+        axis.set_title(names[slug])
+    figure.tight_layout()
+    path = folder / "confusion.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_pass_at_k(pass_at_k: dict, folder: Path) -> Path:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for name, row in {"all": pass_at_k["overall"], **pass_at_k.get("by_query_type", {})}.items():
+        ks = sorted(int(k.split("@")[1]) for k in row if k.startswith("pass@"))
+        axis.plot(ks, [row[f"pass@{k}"] for k in ks], marker="o", linewidth=2.5 if name == "all" else 1, label=name)
+    axis.set_xlabel("k")
+    axis.set_ylabel("pass@k")
+    axis.set_title("pass@k of the SFT model (stage 2 sampling)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = folder / "pass_at_k.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_cumpt(sweep: dict, folder: Path) -> Path:
+    plt = _pyplot()
+    rows = sweep["sweep"]
+    betas = [row["beta"] for row in rows]
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for key in ("macro_f1", "accuracy", "good_f1", "tier_accuracy"):
+        if key in rows[0]:
+            axis.plot(betas, [row[key] for row in rows], label=key)
+    axis.axvline(sweep["best_beta"], color="grey", linestyle="--", label=f"chosen beta {sweep['best_beta']:g}")
+    axis.set_xlabel("beta")
+    axis.set_title("CumPT sweep (exported model, validation split)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = folder / "cumpt_sweep.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+# --------------------------------------------------------------------------- the report
+
+def build_report(run_dir: str, out_dir: str | None = None) -> dict:
+    """Write report.md, report.html and the plots; returns their paths and what was missing."""
+    import markdown
+
+    if "://" in run_dir:
+        raise ValueError(f"report reads a local run directory; copy {run_dir} locally first (e.g. aws s3 sync)")
+    run = Path(run_dir)
+    metrics = stage_metrics(run)
+    if not metrics:
+        raise FileNotFoundError(f"{run}/eval holds no <stage>/metrics.json: run the eval stage first")
+    out = Path(out_dir) if out_dir else run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    missing = []
+    first = next(iter(metrics.values()))
+    parts = [f"# taosr run report: `{run}`\n",
+             f"All models are scored on the same held-out split (`{first.get('split', '?')}`, "
+             f"n = {first['overall'].get('n')}) by their first-token level distribution. Scores in %. "
+             "Hallucination and format-error rates come from the decoded sample of each CoT model.\n",
+             "## Stage table\n", stage_table(metrics), "\n",
+             "## Macro-F1 by query type\n", query_type_table(metrics), "\n",
+             "## Accuracy by query type\n", query_type_table(metrics, "accuracy"), "\n"]
+    confusion = plot_confusions(metrics, out)
+    if confusion:
+        parts += ["## Confusion matrices\n", f"![confusion]({confusion.name})\n"]
+    pass_at_k = _read_json(run / "sample" / "pass_at_k.json")
+    if pass_at_k:
+        plot = plot_pass_at_k(pass_at_k, out)
+        parts += ["## pass@k (stage 2)\n", pass_at_k_table(pass_at_k), "\n", f"![pass@k]({plot.name})\n"]
+    else:
+        missing.append("pass@k (no sample/pass_at_k.json)")
+    pairs = _read_json(run / "dpo" / "pairs.json")
+    if pairs:
+        parts += ["## DPO pairs\n", "```json\n" + json.dumps(pairs, indent=2) + "\n```\n"]
+    logs = training_logs(run)
+    curves = plot_curves(logs, out)
+    if curves:
+        parts += ["## Training curves\n"] + [f"![{path.stem}]({path.name})\n" for path in curves]
+    else:
+        missing.append("training curves (no metrics.jsonl)")
+    sweep = _read_json(run / "export" / "beta" / "cumpt_sweep.json")
+    if sweep:
+        plot = plot_cumpt(sweep, out)
+        best = next(row for row in sweep["sweep"] if row["beta"] == sweep["best_beta"])
+        parts += ["## CumPT\n", f"Chosen beta {sweep['best_beta']:g} (maximises {sweep['metric']}: "
+                  f"{_pct(best[sweep['metric']])}; tier accuracy {_pct(best.get('tier_accuracy'))}).\n",
+                  f"![cumpt]({plot.name})\n"]
+    else:
+        missing.append("CumPT sweep (no export/beta/cumpt_sweep.json)")
+    served = _read_json(run / "serve" / "sample.json")
+    if served:
+        lines = [f"- {r['label']} ({r['tier']}, p4 = {r['probs']['4']:.2f}): {i['title']}"
+                 for i, r in zip(served["request"]["items"], served["response"]["results"])]
+        parts += ["## Serving check\n", f"Query `{served['request']['query']}`, answered in "
+                  f"{served['latency_s'] * 1000:.0f} ms:\n", "\n".join(lines) + "\n"]
+    timings = timings_table(run)
+    if timings:
+        parts += ["## Stage timings\n", timings, "\n"]
+    if missing:
+        parts += ["## Not in this run\n", "\n".join(f"- {m}" for m in missing) + "\n"]
+    text = "\n".join(parts)
+    (out / "report.md").write_text(text)
+    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    (out / "report.html").write_text("<!doctype html><meta charset='utf-8'><title>taosr report</title>"
+                                     "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+                                     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+                                     "</style>\n" + body)
+    return {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
+            "plots": [str(p) for p in [confusion, *curves] if p] + sorted(str(p) for p in out.glob("pass_at_k.png")),
+            "missing": missing}

@@ -1,0 +1,98 @@
+"""The pipeline as one resumable job, on the tiny model: killed with SIGKILL during SFT and
+rerun, it skips the finished stages, resumes SFT from its last checkpoint (taken exactly at an
+epoch boundary, the easiest place to get the data position wrong) with no step repeated or
+skipped, and ends with the same metrics as an uninterrupted run of the same seed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = ["data.rows=160", "model.name=tiny", "sft.num_workers=1", "sft.cpus_per_worker=1", "sft.micro_batch_size=4",
+             "sft.lr=3e-3", "sft.epochs=4", "sft.bf16=false", "sft.log_every_steps=1",
+             "sft.max_seq_len=384", "eval.engine=hf", "eval.batch_size=32"]
+STAGES = "data,cot,sft,eval"
+
+
+def pipeline(run_dir, address, model_cache, *extra):
+    command = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", STAGES,
+               f"run_dir={run_dir}", f"ray.address={address}", f"model.cache_dir={model_cache}", *OVERRIDES, *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def finish(process, timeout=900) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def resumable_checkpoint(run_dir) -> bool:
+    """Ray Train has registered a checkpoint (its snapshot names it) and it is not the final one."""
+    snapshot = run_dir / "sft" / "ray_train" / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return False
+    states = [os.path.join(root, "train_state.json") for root, _, files in os.walk(snapshot.parent)
+              if "train_state.json" in files]
+    return bool(states) and not any('"final": true' in open(path).read() for path in states)
+
+
+def wait_for_free_cpus(ray, wanted, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and ray.available_resources().get("CPU", 0) < wanted:
+        time.sleep(1)
+
+
+def test_sigkill_during_sft_then_rerun_matches_uninterrupted(ray_cluster, tiny_model, tmp_path):
+    from tests.conftest import MODEL_CACHE
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    straight = tmp_path / "straight"
+    finish(pipeline(straight, address, MODEL_CACHE))
+    logged = [json.loads(line) for line in (straight / "sft" / "metrics.jsonl").read_text().splitlines()]
+    steps_per_epoch = max(row["step"] for row in logged if row["epoch"] == 0)
+    assert steps_per_epoch < logged[-1]["step"]
+
+    killed = tmp_path / "killed"
+    every = f"sft.checkpoint_every_steps={steps_per_epoch}"  # resumable checkpoints only at epoch ends
+    process = pipeline(killed, address, MODEL_CACHE, every)
+    deadline = time.time() + 600
+    while not resumable_checkpoint(killed) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, "the run finished before SFT wrote a checkpoint; nothing was interrupted"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "sft" / "manifest.json").exists()
+    before = {stage: json.loads((killed / stage / "manifest.json").read_text()) for stage in ("data", "cot")}
+    wait_for_free_cpus(ray_cluster, 3)
+
+    output = finish(pipeline(killed, address, MODEL_CACHE, every))
+    shown = "\n".join(line for line in output.splitlines() if line.startswith("[") or "resumed" in line)
+    assert "[data] skip" in output and "[cot] skip" in output, shown
+    assert "[sft] resume" in output, shown
+    resumed_after = json.loads((killed / "sft" / "summary.json").read_text())["resumed_after_step"]
+    assert resumed_after > 0 and resumed_after % steps_per_epoch == 0 and resumed_after < logged[-1]["step"]
+    assert json.loads((straight / "sft" / "summary.json").read_text())["resumed_after_step"] == 0
+    for stage, manifest in before.items():  # not re-run: their manifests are untouched
+        assert json.loads((killed / stage / "manifest.json").read_text()) == manifest
+
+    steps = [json.loads(line)["step"] for line in (killed / "sft" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line)["step"] for line in (straight / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == expected  # each step logged once: none repeated, none skipped
+    resumed_loss = [json.loads(line)["loss"] for line in (killed / "sft" / "metrics.jsonl").read_text().splitlines()]
+    straight_loss = [json.loads(line)["loss"] for line in (straight / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert resumed_loss == pytest.approx(straight_loss, abs=1e-3)
+    for slug in ("base", "sft"):
+        a = json.loads((straight / "eval" / slug / "metrics.json").read_text())["overall"]
+        b = json.loads((killed / "eval" / slug / "metrics.json").read_text())["overall"]
+        assert b["macro_f1"] == pytest.approx(a["macro_f1"], abs=0.02) and b["n"] == a["n"]
+
+    # A third run has nothing to do.
+    output = finish(pipeline(killed, address, MODEL_CACHE, every))
+    assert all(f"[{stage}] skip" in output for stage in STAGES.split(","))

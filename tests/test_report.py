@@ -1,0 +1,56 @@
+"""The run report from a constructed run directory: tables with the right numbers, plots
+written, missing parts named."""
+
+import json
+
+import pytest
+
+from taosr.report import build_report, pass_at_k_table, stage_table
+
+
+def metrics(f1_4, acc, confusion_4_4):
+    overall = {"n": 10, "f1_1": 0.0, "f1_2": 0.5, "f1_3": None, "f1_4": f1_4, "macro_f1": (0.5 + f1_4) / 3,
+               "accuracy": acc, "good_f1": 0.8, "hallucination_rate": 0.25, "format_error_rate": 0.0}
+    return {"split": "test", "overall": overall,
+            "by_query_type": {"negation": {**overall, "n": 4}, "plain": {**overall, "n": 6, "macro_f1": 0.1}},
+            "confusion": {"4": {"4": confusion_4_4, "2": 1}, "2": {"2": 3}, "1": {"4": 2}}}
+
+
+@pytest.fixture
+def run(tmp_path):
+    for slug, f1 in (("base", 0.1), ("sft", 0.6), ("dpo", 0.7)):
+        folder = tmp_path / "eval" / slug
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics(f1, f1 + 0.05, 4)))
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "sample" / "pass_at_k.json").write_text(json.dumps(
+        {"prompts": 12, "overall": {"pass@1": 0.4, "pass@2": 0.6},
+         "by_query_type": {"plain": {"prompts": 12, "pass@1": 0.4, "pass@2": 0.6}}}))
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 3 - s / 10}) for s in range(1, 6)))
+    (tmp_path / "sft" / "manifest.json").write_text(json.dumps({"seconds": 61.2, "finished_at": 1.8e9}))
+    return tmp_path
+
+
+def test_report_tables_and_plots(run):
+    result = build_report(str(run))
+    text = (run / "report" / "report.md").read_text()
+    assert "| SFT | 10 | 0.00 | 50.00 | – | 60.00 | 36.67 | 65.00 | 80.00 | 25.00 | 0.00 |" in text
+    assert "| negation | 4 | 20.00 | 36.67 | 40.00 |" in text  # macro-F1 by query type, one column per stage
+    assert "| all | 12 | 40.00 | 60.00 |" in text
+    assert "| sft | 61 |" in text
+    assert {p.split("/")[-1] for p in result["plots"]} == {"confusion.png", "curves-sft.png", "pass_at_k.png"}
+    for plot in result["plots"]:
+        assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "<table>" in (run / "report" / "report.html").read_text()
+    assert result["missing"] == ["CumPT sweep (no export/beta/cumpt_sweep.json)"]
+
+
+def test_report_needs_an_evaluation(tmp_path):
+    with pytest.raises(FileNotFoundError, match="eval stage"):
+        build_report(str(tmp_path))
+
+
+def test_tables_leave_absent_values_blank():
+    assert "| untrained | 0 | – |" in stage_table({"base": {"overall": {}}})
+    assert pass_at_k_table({"overall": {"pass@1": 0.5}}).splitlines()[-1] == "| all |  | 50.00 |"
