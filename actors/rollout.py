@@ -57,6 +57,10 @@ class RolloutEngine:
     def ready(self) -> bool:
         return True
 
+    def held_version(self) -> int:
+        """The weight version this engine serves (0 after a restart: the start model's)."""
+        return self.weight_version
+
     def generate(self, prompts: Sequence[str] | Sequence[list[int]], spec: SamplingSpec) -> list[list[Rollout]]:
         """For each prompt (text, or token ids), ``spec.n`` rollouts.
 

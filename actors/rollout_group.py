@@ -2,8 +2,11 @@
 verify the push, each with a timeout so a hung engine is an error and never a hang.
 
 An engine whose process died is restarted by Ray (``max_restarts``) with the start model's
-weights; the group notices the error, re-sends the weights it last pushed, and retries the call
-once, so a lost engine costs a retry, not the run.
+weights. Before every generation the group checks each engine's weight version and re-sends the
+weights it last pushed to any engine that came back with the start model's (a call queued
+during a restart would otherwise sample silently from stale weights); a call that fails because
+its engine died mid-way is retried once after that repair. A lost engine costs a retry, not the
+run; ``recoveries`` counts them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class RolloutGroup:
         self.engines = engines
         self._weights_ref = None
         self._version = 0
+        self.recoveries = 0  # engines found restarted and given the current weights again
 
     @classmethod
     def create(cls, count: int, model_path: str, num_cpus: float = 1.0, num_gpus: float = 0.0,
@@ -40,6 +44,7 @@ class RolloutGroup:
         """Contiguous chunks of the prompts to each engine; groups come back in prompt order."""
         if not prompt_ids:
             return []
+        self._restore_restarted(timeout_s)
         chunks = _split(list(prompt_ids), len(self.engines))
         return [group for chunk_groups in self._call_all("generate", chunks, spec, timeout_s=timeout_s)
                 for group in chunk_groups]
@@ -76,12 +81,28 @@ class RolloutGroup:
             return ray.get(futures, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError as error:
             raise TimeoutError(f"rollout engines did not answer {method} within {timeout_s}s") from error
-        except ray.exceptions.RayActorError:
-            # An engine died and Ray restarted it with the start weights: restore ours, retry once.
-            if self._weights_ref is not None:
-                ray.get([e.update_weights.remote(self._weights_ref, self._version) for e in self.engines],
-                        timeout=timeout_s)
+        except ray.exceptions.RayActorError:  # ActorUnavailableError (restarting) included
+            # An engine died during the call and Ray restarted it: restore our weights, retry once.
+            self._restore_restarted(timeout_s)
             return ray.get([launch(engine, arg) for engine, arg in pairs], timeout=timeout_s)
+
+    def _restore_restarted(self, timeout_s: float) -> None:
+        """Re-send the last pushed weights to every engine that no longer holds them. An engine
+        in the middle of its restart answers ActorUnavailableError: asked again until it is up."""
+        import ray
+        from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+        if self._weights_ref is None:
+            return  # nothing pushed yet: every engine, restarted or not, holds the start model
+        for attempt in Retrying(retry=retry_if_exception_type(ray.exceptions.ActorUnavailableError),
+                                stop=stop_after_delay(timeout_s), wait=wait_fixed(1.0), reraise=True):
+            with attempt:
+                held = ray.get([e.held_version.remote() for e in self.engines], timeout=timeout_s)
+                stale = [engine for engine, version in zip(self.engines, held) if version != self._version]
+                if stale:
+                    ray.get([e.update_weights.remote(self._weights_ref, self._version) for e in stale],
+                            timeout=timeout_s)
+                    self.recoveries += len(stale)
 
     def shutdown(self) -> None:
         import ray

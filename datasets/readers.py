@@ -138,6 +138,9 @@ def detect_format(path: str, declared: str = "auto") -> str:
     raise ValueError(f"cannot tell the format of {path!r} from its name; pass format=jsonl or format=parquet")
 
 
+S3_MAX_ATTEMPTS = 8  # per request; TAOSR_S3_MAX_ATTEMPTS overrides
+
+
 def filesystem_for(path: str, s3_endpoint: str = ""):
     """A pyarrow filesystem for s3:// paths (honouring an endpoint override), else None."""
     if not path.startswith("s3://"):
@@ -154,7 +157,10 @@ def filesystem_for(path: str, s3_endpoint: str = ""):
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    return fs.S3FileSystem(**kwargs)
+    # Transient errors (5xx, throttling, dropped connections) are retried by the AWS SDK's
+    # standard strategy with backoff; the strategy travels with the pickled filesystem.
+    attempts = int(os.environ.get("TAOSR_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS))
+    return fs.S3FileSystem(retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=attempts), **kwargs)
 
 
 def read_raw_records(path: str, fmt: str = "auto", s3_endpoint: str = ""):

@@ -15,17 +15,15 @@ first-token distribution, sweeps CumPT's beta there and writes:
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig
 from taosr.datasets.storage import absolute, copy_tree, exists, join, remove_tree
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 
 TRAINED_STAGES = ("sft", "dpo", "grpo", "srpo")  # in pipeline order
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve" / "config.yaml"
@@ -83,10 +81,7 @@ def run(config: TaosrConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    print(json.dumps(run(config), default=str))
-    return 0
+    return run_job(run, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from taosr.config import load_config
 
@@ -17,3 +18,13 @@ def job_parser(description: str | None) -> argparse.ArgumentParser:
 def parse_job_args(argv, description: str | None = None):
     args = job_parser(description).parse_args(argv)
     return load_config(args.config, args.overrides)
+
+
+def run_job(run, argv, description: str | None) -> int:
+    """The body of a stage's ``main``: parse, join Ray, run, print the summary as JSON."""
+    from taosr.actors.runtime import init_ray
+
+    config = parse_job_args(argv, description)
+    init_ray(config.ray)
+    print(json.dumps(run(config), default=str))
+    return 0

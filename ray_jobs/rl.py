@@ -291,13 +291,16 @@ def rl_train_loop(loop_config: dict) -> None:
 
     sequences_per_rank = rl["prompts_per_step"] * rl["group_size"] // world
     metrics: dict = {}
-    first_entropy = None
+    first_entropy, stalled = None, 0
     for step in range(start_step + 1, rl["steps"] + 1):
         payload = [None]
         if rank == 0:
+            if step == rl["fault_kill_engine_before_step"]:
+                ray.kill(group.engines[0], no_restart=False)  # testing only: Ray restarts it
             collected = collect_batch(rl, prompts, sampler, group)
             rows, advantage_metrics = advantage_rows(rl, collected["groups"], context) if collected["groups"] else ([], {})
-            payload = [{"rows": rows, "stats": {**collected["stats"], **advantage_metrics},
+            payload = [{"rows": rows, "stats": {**collected["stats"], **advantage_metrics,
+                                                "engine_recoveries": group.recoveries},
                         "rollout_s": collected["rollout_s"], "reward_s": collected["reward_s"]}]
         dist.broadcast_object_list(payload, src=0)
         batch = payload[0]
@@ -319,6 +322,13 @@ def rl_train_loop(loop_config: dict) -> None:
         metrics = {"step": step, **batch["stats"], **trained, "lr": scheduler.get_last_lr()[0], "sync_gap": gap,
                    "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
                    "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
+        stalled = stalled + 1 if metrics["skipped_update"] else 0
+        metrics["stall_alarm"] = stalled >= rl["stall_alarm_steps"]
+        if metrics["stall_alarm"] and rank == 0:
+            print(json.dumps({stage: {"step": step, "alarm": f"dynamic sampling kept no group for {stalled} steps",
+                                      "hint": "every group is all-right or all-wrong: widen the pass-rate window "
+                                              "or the prompt pre-filter, or raise group_size or temperature"}}),
+                  flush=True)
         if trained.get("entropy"):
             first_entropy = first_entropy or trained["entropy"]
             metrics["entropy_alarm"] = trained["entropy"] < rl["entropy_alarm_ratio"] * first_entropy

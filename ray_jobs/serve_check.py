@@ -17,10 +17,9 @@ import time
 
 import yaml
 
-from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig
 from taosr.datasets.storage import join, read_text, write_json
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 
 
 def sample_request(config: TaosrConfig) -> dict:
@@ -98,10 +97,7 @@ def run(config: TaosrConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    print(json.dumps(run(config), default=str))
-    return 0
+    return run_job(run, argv, __doc__)
 
 
 if __name__ == "__main__":

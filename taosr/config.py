@@ -196,8 +196,10 @@ class GrpoConfig(LearnerConfig):
     rollout_timeout_s: float = option(900.0, "a rollout call slower than this is an error")
     log_every_steps: int = option(1, "print and log every this many steps")
     checkpoint_every_steps: int = option(4, "save learner state (model, optimizer, scheduler, RNG, prompt cursor) every this many steps")
+    stall_alarm_steps: int = option(3, "log a dynamic-sampling alarm after this many consecutive steps that kept no group (the policy answers every prompt all-right or all-wrong)")
     entropy_alarm_ratio: float = option(0.5, "log an entropy-collapse alarm when policy entropy falls below this share of its first measured value")
     fault_skip_sync_step: int = option(0, "testing only: skip the weight push after this step, to prove the sync check stops the run")
+    fault_kill_engine_before_step: int = option(0, "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and the loop restores its weights")
     fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")
 
 
@@ -211,6 +213,7 @@ def _default_curriculum() -> list:
 class SrpoConfig(GrpoConfig):
     """Stage 4 (TaoSR-SHE): the GRPO loop with step-level advantages and a curriculum."""
 
+    steps: int = option(0, "not used: each curriculum stage sets its own step budget (their sum is the stage's budget)")
     advantage: str = option("srpo", "advantage estimator by name (taosr.advantages registry)")
     lam: float = option(0.5, "weight of the step term in A_ik = A_i + lam * w_ik * (s_ik - mean_j s_jk); 0 is GRPO")
     critical_weight: float = option(2.0, "w_ik for critical steps (a step whose reward differs from its group's majority)")

@@ -36,13 +36,13 @@ def sweep_and_plot(predictions: str, out_dir: str, metric: str = "macro_f1", ste
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cumpt_sweep.json").write_text(json.dumps({"metric": metric, "best_beta": chosen, "sweep": rows}, indent=2))
-    _plot(rows, chosen, out / "cumpt_sweep.png")
+    plot_sweep(rows, chosen, out / "cumpt_sweep.png")
     best = next(row for row in rows if row["beta"] == chosen)
     return {"best_beta": chosen, metric: best[metric], "tier_accuracy": best["tier_accuracy"], "n": len(gold),
             "plot": str(out / "cumpt_sweep.png")}
 
 
-def _plot(rows: list[dict], chosen: float, path: Path) -> None:
+def plot_sweep(rows: list[dict], chosen: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from taosr.cumpt_sweep import plot_sweep
 from taosr.labels import LEVELS
 
 STAGE_ROWS = (("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
@@ -121,6 +122,13 @@ def _pyplot():
     return plt
 
 
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    _pyplot().close(figure)
+    return path
+
+
 def plot_curves(logs: dict[str, list[dict]], folder: Path) -> list[Path]:
     plt = _pyplot()
     written = []
@@ -135,11 +143,7 @@ def plot_curves(logs: dict[str, list[dict]], folder: Path) -> list[Path]:
             axis.set_title(key)
             axis.set_xlabel("step")
         figure.suptitle(f"{stage} training")
-        figure.tight_layout()
-        path = folder / f"curves-{stage.replace('/', '-')}.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(figure, folder / f"curves-{stage.replace('/', '-')}.png"))
     return written
 
 
@@ -164,11 +168,7 @@ def plot_confusions(metrics: dict[str, dict], folder: Path) -> Path | None:
         axis.set_xlabel("predicted")
         axis.set_ylabel("gold")
         axis.set_title(names[slug])
-    figure.tight_layout()
-    path = folder / "confusion.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, folder / "confusion.png")
 
 
 def plot_pass_at_k(pass_at_k: dict, folder: Path) -> Path:
@@ -181,30 +181,7 @@ def plot_pass_at_k(pass_at_k: dict, folder: Path) -> Path:
     axis.set_ylabel("pass@k")
     axis.set_title("pass@k of the SFT model (stage 2 sampling)")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    path = folder / "pass_at_k.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
-
-
-def plot_cumpt(sweep: dict, folder: Path) -> Path:
-    plt = _pyplot()
-    rows = sweep["sweep"]
-    betas = [row["beta"] for row in rows]
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    for key in ("macro_f1", "accuracy", "good_f1", "tier_accuracy"):
-        if key in rows[0]:
-            axis.plot(betas, [row[key] for row in rows], label=key)
-    axis.axvline(sweep["best_beta"], color="grey", linestyle="--", label=f"chosen beta {sweep['best_beta']:g}")
-    axis.set_xlabel("beta")
-    axis.set_title("CumPT sweep (exported model, validation split)")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    path = folder / "cumpt_sweep.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, folder / "pass_at_k.png")
 
 
 # --------------------------------------------------------------------------- the report
@@ -250,7 +227,8 @@ def build_report(run_dir: str, out_dir: str | None = None) -> dict:
         missing.append("training curves (no metrics.jsonl)")
     sweep = _read_json(run / "export" / "beta" / "cumpt_sweep.json")
     if sweep:
-        plot = plot_cumpt(sweep, out)
+        plot = out / "cumpt_sweep.png"
+        plot_sweep(sweep["sweep"], sweep["best_beta"], plot)
         best = next(row for row in sweep["sweep"] if row["beta"] == sweep["best_beta"])
         parts += ["## CumPT\n", f"Chosen beta {sweep['best_beta']:g} (maximises {sweep['metric']}: "
                   f"{_pct(best[sweep['metric']])}; tier accuracy {_pct(best.get('tier_accuracy'))}).\n",
@@ -276,5 +254,5 @@ def build_report(run_dir: str, out_dir: str | None = None) -> dict:
                                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
                                      "</style>\n" + body)
     return {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
-            "plots": [str(p) for p in [confusion, *curves] if p] + sorted(str(p) for p in out.glob("pass_at_k.png")),
+            "plots": sorted(str(p) for p in out.glob("*.png")),
             "missing": missing}

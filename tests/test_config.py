@@ -38,3 +38,10 @@ def test_saved_config_reloads_to_the_same_hash(tmp_path):
     path = save_config(config, tmp_path)
     assert config_hash(load_config(path)) == config_hash(config)
     assert config_hash(load_config(None, ["seed=4"])) != config_hash(config)
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_profile_loads_and_gives_srpo_the_grpo_budget(profile):
+    """SRPO is compared with GRPO on the same budget: its curriculum's steps add up to GRPO's."""
+    config = load_config(ROOT / "configs" / profile)
+    assert sum(stage["steps"] for stage in config.srpo.curriculum) == config.grpo.steps

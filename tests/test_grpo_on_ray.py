@@ -86,6 +86,25 @@ def test_a_crashed_run_resumes_from_its_checkpoint_without_repeating_or_skipping
         cursor = s["prompt_cursor"]
 
 
+def test_a_killed_rollout_actor_is_restarted_and_given_the_current_weights(learnable):
+    """Ray restarts the engine with the start model; the group must notice before sampling from
+    it (stale weights would make the rollouts off-policy without any error) and the run must
+    finish every step once."""
+    from taosr.ray_jobs import grpo
+
+    config, start = learnable
+    config = copy.deepcopy(config)
+    config.grpo.steps, config.grpo.checkpoint_every_steps, config.grpo.fault_kill_engine_before_step = 4, 10, 3
+    out = f"{config.run_dir}/grpo-engine-killed"
+    grpo.train(config, start, out)
+    steps = _logged(out)
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]
+    assert [s["engine_recoveries"] for s in steps] == [0, 0, 1, 1]
+    assert all(s["sync_gap"] < 1e-3 for s in steps)
+    # Rollouts of step 3 came from the learner's weights: importance ratios stay at 1.
+    assert abs(steps[2]["ratio_mean"] - 1.0) < 0.05, steps[2]["ratio_mean"]
+
+
 def test_srpo_reuses_the_loop_and_runs_its_curriculum_stages_in_order(learnable):
     from dataclasses import asdict
 

@@ -32,6 +32,14 @@ def run(tmp_path):
     return tmp_path
 
 
+def add_sweep(run):
+    (run / "export" / "beta").mkdir(parents=True)
+    sweep = [{"beta": b, "macro_f1": 0.3 + b / 10, "accuracy": 0.5, "good_f1": 0.6, "tier_accuracy": 0.7 - b / 10}
+             for b in (0.25, 0.5, 0.75)]
+    (run / "export" / "beta" / "cumpt_sweep.json").write_text(
+        json.dumps({"metric": "macro_f1", "best_beta": 0.75, "sweep": sweep}))
+
+
 def test_report_tables_and_plots(run):
     result = build_report(str(run))
     text = (run / "report" / "report.md").read_text()
@@ -44,6 +52,14 @@ def test_report_tables_and_plots(run):
         assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "<table>" in (run / "report" / "report.html").read_text()
     assert result["missing"] == ["CumPT sweep (no export/beta/cumpt_sweep.json)"]
+
+
+def test_report_shows_the_cumpt_choice(run):
+    add_sweep(run)
+    result = build_report(str(run))
+    text = (run / "report" / "report.md").read_text()
+    assert "Chosen beta 0.75 (maximises macro_f1: 37.50; tier accuracy 62.50)" in text
+    assert str(run / "report" / "cumpt_sweep.png") in result["plots"] and result["missing"] == []
 
 
 def test_report_needs_an_evaluation(tmp_path):

@@ -27,6 +27,7 @@ def endpoint(ray_cluster, tiny_model, tmp_path_factory):
     from ray import serve
 
     from taosr.models import export_model
+    from taosr.ray_jobs.serve_check import wait_until_healthy
     from taosr.serve.app import run
 
     model = export_model(tiny_model, str(tmp_path_factory.mktemp("served") / "model"))
@@ -35,14 +36,7 @@ def endpoint(ray_cluster, tiny_model, tmp_path_factory):
         port = sock.getsockname()[1]
     url = run(model, port=port, engine="vllm", dtype="float32", beta=0.5,
               limits={"max_items": 50, "max_explain_items": 2})
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
+    wait_until_healthy(url, timeout_s=180)
     yield url, model
     serve.shutdown()
 
