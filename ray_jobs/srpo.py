@@ -23,7 +23,7 @@ import sys
 
 from taosr.actors.runtime import init_ray
 from taosr.config import SrpoConfig, TaosrConfig, to_yaml
-from taosr.datasets.storage import exists, join, read_text, write_json, write_text
+from taosr.datasets.storage import join, write_json, write_text
 from taosr.ray_jobs import grpo
 from taosr.ray_jobs.job_args import parse_job_args
 
@@ -45,12 +45,10 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
     model, stages = start_model, {}
     for stage in config.srpo.curriculum:
         rl = stage_config(config.srpo, stage)
-        stage_dir = join(out_dir, f"stage-{stage['name']}")
-        done = join(stage_dir, "summary.json")
-        if exists(done, config.data.s3_endpoint):  # finished before an interruption: keep it
-            result = {"model": join(stage_dir, "model"), **json.loads(read_text(done, config.data.s3_endpoint))}
-        else:
-            result = grpo.train(config, model, stage_dir, rl=rl, stage="srpo")
+        # An interrupted run resumes each stage from its own Ray Train checkpoints (a finished
+        # stage's final checkpoint is re-reported without training); the pipeline's manifest
+        # decides whether the folder is reused at all.
+        result = grpo.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo")
         stages[stage["name"]] = {k: v for k, v in result.items() if k != "model"}
         model = result["model"]
     final = join(out_dir, "model")
