@@ -22,17 +22,17 @@ from taosr.labels import LEVELS
 PROB_COLUMNS = tuple(f"p_{level}" for level in LEVELS)
 
 
-class LevelScorer:
+class ChoiceScorer:
+    """P(choice | prompt) over a fixed set of answers at the first generated position, each
+    answer identified by its first token; subclasses name the tokens (``choice_token_ids``)."""
+
     def __init__(self, model_path: str, engine: str = "vllm", dtype: str = "bfloat16",
                  max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot",
                  enable_prefix_caching: bool = True):
         from transformers import AutoTokenizer
 
-        from taosr.models import level_token_ids
-
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.level_ids = level_token_ids(self.tokenizer)
-        self.ids_in_order = [self.level_ids[level] for level in LEVELS]
+        self.ids_in_order = self.choice_token_ids(self.tokenizer)
         self.engine = engine
         self.prompt_format = prompt_format
         if engine == "vllm":
@@ -42,7 +42,7 @@ class LevelScorer:
 
             self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
                            max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed)
-            self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(LEVELS),
+            self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(self.ids_in_order),
                                          allowed_token_ids=self.ids_in_order)
         elif engine == "hf":
             import torch
@@ -53,15 +53,13 @@ class LevelScorer:
         else:
             raise ValueError(f"unknown scoring engine {engine!r}; use vllm or hf")
 
-    def prompts_for(self, queries: Sequence[str], items: Sequence) -> list[str]:
-        from taosr.prompts import build_prompt
-
-        return [build_prompt(self.tokenizer, q, item, self.prompt_format) for q, item in zip(queries, items)]
+    def choice_token_ids(self, tokenizer) -> list[int]:
+        raise NotImplementedError
 
     def score_prompts(self, prompts: Sequence[str]) -> np.ndarray:
-        """[N, 4] probabilities, columns in LEVELS order (4, 3, 2, 1)."""
+        """[N, choices] probabilities, columns in ``choice_token_ids`` order."""
         if not prompts:
-            return np.zeros((0, len(LEVELS)))
+            return np.zeros((0, len(self.ids_in_order)))
         if self.engine == "vllm":
             outputs = self.llm.generate(list(prompts), self.params, use_tqdm=False)
             rows = []
@@ -85,6 +83,21 @@ class LevelScorer:
                 logits = self.model(**encoded).logits[:, -1, self.ids_in_order].float()
                 out.append(torch.softmax(logits, dim=-1).double().numpy())
         return np.concatenate(out)
+
+
+class LevelScorer(ChoiceScorer):
+    """The relevance level's distribution: the four level digits, in LEVELS order (4, 3, 2, 1)."""
+
+    def choice_token_ids(self, tokenizer) -> list[int]:
+        from taosr.models import level_token_ids
+
+        ids = level_token_ids(tokenizer)
+        return [ids[level] for level in LEVELS]
+
+    def prompts_for(self, queries: Sequence[str], items: Sequence) -> list[str]:
+        from taosr.prompts import build_prompt
+
+        return [build_prompt(self.tokenizer, q, item, self.prompt_format) for q, item in zip(queries, items)]
 
     def __call__(self, batch: dict) -> dict:
         """Ray Data batch (numpy format) of accepted log rows -> the same rows plus p_4..p_1, pred."""

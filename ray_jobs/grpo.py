@@ -22,7 +22,7 @@ from taosr.datasets.storage import absolute, exists, join, write_json, write_tex
 from taosr.formats import ResponseFormat
 from taosr.labels import label_text
 from taosr.models import model_info
-from taosr.prompts import build_prompt, item_from_row
+from taosr.prompts import build_prompt, item_from_row, render_item
 from taosr.ray_jobs.job_args import parse_job_args
 from taosr.ray_jobs.training import fit
 from taosr.verifier import OfflineVerifier, annotation_key
@@ -43,9 +43,11 @@ class PromptTokenizer:
         import pyarrow as pa
 
         rows = batch.to_pylist()
-        prompts = [build_prompt(self.tokenizer, r["query"], item_from_row(r), ResponseFormat.POST_COT) for r in rows]
+        items = [item_from_row(r) for r in rows]
+        prompts = [build_prompt(self.tokenizer, r["query"], item, ResponseFormat.POST_COT) for r, item in zip(rows, items)]
         return pa.table({
             "id": [r["id"] for r in rows], "query": [r["query"] for r in rows],
+            "item_text": [render_item(item) for item in items],  # what the GenRM reads
             "label": [int(r["label"]) for r in rows], "query_type": [r.get("query_type") or "unknown" for r in rows],
             "annotation_key": [annotation_key(r["query"], str(r.get("item_id") or r["title"])) for r in rows],
             "prompt_ids": pa.array([self.tokenizer.encode(p, add_special_tokens=False) for p in prompts],
@@ -120,23 +122,47 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     prompts, counts = training_prompts(config, start_model, rl)
     annotations = verifier_annotations(config, rl.verifier_coverage) if rl.advantage == "srpo" else {}
     counts["verifier_annotations"] = len(annotations)
+    judge_model = genrm_model_for(config, rl)
+    counts["genrm"] = judge_model
+    judge = None
     group = RolloutGroup.create(rl.num_engines, start_model, num_cpus=rl.cpus_per_engine, num_gpus=rl.gpus_per_engine,
                                 dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
                                 kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size)
     try:
+        if judge_model:
+            from taosr.actors.step_judge import step_judge_actor
+
+            judge = step_judge_actor(absolute(judge_model), num_cpus=rl.genrm_cpus, num_gpus=rl.genrm_gpus,
+                                     dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
+                                     kv_cache_gib=rl.kv_cache_gib, seed=config.seed)
         info = model_info(AutoTokenizer.from_pretrained(start_model), ResponseFormat.POST_COT.value,
                           base_model=start_model, stage=stage)
         loop_config = {"rl": asdict(rl), "stage": stage, "seed": config.seed, "model_path": start_model,
                        "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),
-                       "annotations_ref": ray.put(annotations),
+                       "annotations_ref": ray.put(annotations), "genrm": judge,
                        "engines": group.engines, "engine_dtype": config.model.dtype, "model_info": info}
         metrics = fit(rl_train_loop, loop_config, rl, None, out_dir, config.data.s3_endpoint, max_failures=max_failures)
     finally:
         group.shutdown()
+        if judge is not None:
+            ray.kill(judge)
     summary = {"prompts": counts, **metrics}
     write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)
     write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
     return {"model": join(out_dir, "model"), **summary}
+
+
+def genrm_model_for(config: TaosrConfig, rl: GrpoConfig) -> str | None:
+    """The GenRM an SRPO run scores unverified steps with (``srpo.genrm``), or None."""
+    choice = getattr(rl, "genrm", "none") if rl.advantage == "srpo" else "none"
+    if choice == "none":
+        return None
+    if choice == "auto":
+        path = join(config.run_dir, "genrm", "model")
+        return path if exists(join(path, "config.json"), config.data.s3_endpoint) else None
+    if not exists(join(choice, "config.json"), config.data.s3_endpoint):
+        raise FileNotFoundError(f"srpo.genrm={choice!r} is not a model folder (use auto, none or a trained GenRM)")
+    return choice
 
 
 def start_model_for(config: TaosrConfig) -> str:

@@ -1,6 +1,6 @@
 """The whole pipeline as one resumable Ray job:
 
-    data -> cot -> sft -> sample -> dpo -> grpo -> srpo -> eval -> export -> serve
+    data -> cot -> sft -> sample -> dpo -> grpo -> genrm -> srpo -> eval -> export -> serve
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.pipeline --config configs/tiny.yaml
 
@@ -36,7 +36,8 @@ SPECS = (
     StageSpec("sample", ("sample",), ("cot", "sft")),
     StageSpec("dpo", ("dpo",), ("sample", "sft")),
     StageSpec("grpo", ("grpo",), ("data", "sample", "sft", "dpo")),
-    StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo")),
+    StageSpec("genrm", ("genrm",), ("cot",)),
+    StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo", "genrm")),
     StageSpec("eval", ("eval",), ("data", *TRAINED)),
     StageSpec("export", ("export", "eval"), ("data", *TRAINED)),
     StageSpec("serve", ("serve",), ("export",), always_run=True),
@@ -46,7 +47,7 @@ STAGES = tuple(spec.name for spec in SPECS)
 
 def run_stage(name: str, config: TaosrConfig, base_model: str) -> dict:
     """Run one stage; returns the short summary its manifest keeps."""
-    from taosr.ray_jobs import cot, data, dpo, export, grpo, sample, serve_check, sft, srpo
+    from taosr.ray_jobs import cot, data, dpo, export, genrm, grpo, sample, serve_check, sft, srpo
 
     out = join(config.run_dir, name)
     if name == "data":
@@ -61,6 +62,8 @@ def run_stage(name: str, config: TaosrConfig, base_model: str) -> dict:
         return dpo.train(config, join(config.run_dir, "sft", "model"), out)
     if name == "grpo":
         return grpo.train(config, grpo.start_model_for(config), out)
+    if name == "genrm":
+        return genrm.train(config, genrm.base_model_for(config), out)
     if name == "srpo":
         return srpo.train(config, grpo.start_model_for(config), out)
     if name == "eval":

@@ -27,7 +27,7 @@ import numpy as np
 from taosr.actors.rollout import SamplingSpec
 from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
 from taosr.advantages import AdvantageInputs, get_estimator
-from taosr.dynamic_sampling import DynamicBatch
+from taosr.dynamic_sampling import DynamicBatch, distinct_paths
 from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
@@ -52,7 +52,8 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
     """Roll out, score and filter until ``prompts_per_step`` groups with signal are in."""
     spec = SamplingSpec(n=rl["group_size"], temperature=rl["temperature"], top_p=rl["top_p"], top_k=rl["top_k"],
                         max_new_tokens=rl["max_new_tokens"])
-    batch = DynamicBatch(rl["prompts_per_step"], rl["min_pass_rate"], rl["max_pass_rate"])
+    batch = DynamicBatch(rl["prompts_per_step"], rl["min_pass_rate"], rl["max_pass_rate"], diverse=rl["diverse"],
+                         min_paths=rl["min_distinct_paths"], type_cap=rl["query_type_cap"])
     scored_all, started, requested = [], time.time(), 0
     reward_seconds = 0.0
     while not batch.full and batch.rounds < rl["max_refill_rounds"]:
@@ -69,7 +70,9 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
             groups.append({"prompt": prompt, "rollouts": prompt_rollouts, "scored": scored})
             rewards.append([s.reward for s in scored])
             correct.append([s.correct for s in scored])
-        batch.add_round(groups, rewards, correct)
+        batch.add_round(groups, rewards, correct,
+                        paths=[distinct_paths([r.text for r in g["rollouts"]]) for g in groups] if rl["diverse"] else None,
+                        query_types=[g["prompt"]["query_type"] for g in groups])
         reward_seconds += time.time() - scoring_started
     stats = batch.stats()
     stats.update(
@@ -88,27 +91,44 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
 
 def srpo_inputs(rl: dict, groups: list[dict], context: dict) -> tuple[dict, dict]:
     """Step spans and hybrid step rewards for the ``srpo`` estimator: the offline verifier where
-    it has an annotation, the generative stepwise reward model elsewhere (when one is given)."""
+    it has an annotation, the generative stepwise reward model (one batched call per step, for
+    every step of a parseable response the verifier cannot judge) elsewhere, when one is given."""
+    import ray
     import torch
 
-    tokenizer, verifier, genrm = context["tokenizer"], context["verifier"], context.get("genrm")
-    spans, step_rewards, sources = [], [], {"verifier": 0, "genrm": 0, "none": 0}
+    tokenizer, verifier, judge = context["tokenizer"], context["verifier"], context.get("genrm")
+    spans, verified, requests = [], [], {}
     for group in groups:
-        group_rewards = []
         for rollout in group["rollouts"]:
             spans.append(segment(tokenizer, rollout.text, rollout.token_ids))
             reasoning = parse(ResponseFormat.POST_COT, rollout.text).reasoning
             judged = verifier.step_rewards(group["prompt"]["annotation_key"], reasoning)
-            generative = genrm(group["prompt"], rollout.text) if genrm is not None and reasoning is not None else None
-            combined, where = hybrid(judged, generative)
-            for source in where:
-                sources[source] += 1
-            group_rewards.append(combined)
-        step_rewards.append(group_rewards)
+            verified.append(judged)
+            unjudged = [step + 1 for step, value in enumerate(judged) if math.isnan(value)]
+            if judge is not None and reasoning is not None and unjudged:
+                requests[len(verified) - 1] = {"query": group["prompt"]["query"],
+                                               "item_text": group["prompt"]["item_text"],
+                                               "step_lines": reasoning.step_lines(), "steps": unjudged}
+    started, generative = time.time(), {}
+    if requests:
+        scored = ray.get(judge.step_rewards.remote(list(requests.values())), timeout=rl["genrm_timeout_s"])
+        generative = dict(zip(requests, scored))
+    sources, step_rewards, genrm_values = {"verifier": 0, "genrm": 0, "none": 0}, [], []
+    for index, judged in enumerate(verified):
+        combined, where = hybrid(judged, generative.get(index))
+        for source in where:
+            sources[source] += 1
+        genrm_values.extend(v for v, s in zip(combined, where) if s == "genrm")
+        step_rewards.append(combined)
+    ends = np.cumsum([len(g["rollouts"]) for g in groups]).tolist()
+    step_rewards = [step_rewards[end - len(g["rollouts"]):end] for g, end in zip(groups, ends)]
     total = max(sum(sources.values()), 1)
     extras = {"step_rewards": torch.tensor(step_rewards), "step_spans": spans, "lam": rl["lam"],
               "critical_weight": rl["critical_weight"]}
-    return extras, {f"step_reward_from_{k}": v / total for k, v in sources.items()}
+    metrics = {f"step_reward_from_{k}": v / total for k, v in sources.items()}
+    metrics.update(genrm_s=time.time() - started, genrm_questions=sum(len(r["steps"]) for r in requests.values()),
+                   genrm_yes_mean=float(np.mean(genrm_values)) if genrm_values else None)
+    return extras, metrics
 
 
 # Estimators that need more than outcome rewards name the function that gathers their inputs.
@@ -273,7 +293,7 @@ def rl_train_loop(loop_config: dict) -> None:
     prompts = ray.get(loop_config["prompts_ref"]) if rank == 0 else []
     sampler = BalancedSampler([p["label"] for p in prompts], rl["label_cv"], loop_config["seed"]) if rank == 0 else None
     group = RolloutGroup(loop_config["engines"]) if rank == 0 else None
-    context = {"tokenizer": tokenizer,
+    context = {"tokenizer": tokenizer, "genrm": loop_config.get("genrm"),
                "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"]) if rank == 0 else {})}
     resumed = load_state(engine)
     if resumed.get("final"):

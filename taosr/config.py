@@ -183,6 +183,9 @@ class GrpoConfig(LearnerConfig):
     prefilter_min: float = option(0.0, "skip prompts whose offline pass@N rate (stage 2) is below this")
     prefilter_max: float = option(1.0, "skip prompts whose offline pass@N rate is above this (1.0 keeps all)")
     label_cv: float = option(0.0, "target coefficient of variation of the prompts' label mix (0 = balanced)")
+    diverse: bool = option(False, "diversified filtering (TaoSR-SHE): take groups with more distinct step-verdict paths first, drop those below min_distinct_paths, cap each query type's share")
+    min_distinct_paths: int = option(2, "diversified filtering: drop groups whose rollouts take fewer distinct step-verdict paths")
+    query_type_cap: float = option(0.5, "diversified filtering: most of a batch's groups one query type may fill (share; at least one group)")
     lr: float = option(2e-6, "peak learning rate (the paper: 1e-6 at 42B)")
     warmup_ratio: float = option(0.0, "share of steps spent warming up, then cosine decay")
     micro_batch_size: int = option(8, "sequences per worker per forward pass")
@@ -218,7 +221,23 @@ class SrpoConfig(GrpoConfig):
     lam: float = option(0.5, "weight of the step term in A_ik = A_i + lam * w_ik * (s_ik - mean_j s_jk); 0 is GRPO")
     critical_weight: float = option(2.0, "w_ik for critical steps (a step whose reward differs from its group's majority)")
     verifier_coverage: float = option(0.3, "share of annotated prompts the offline verifier keeps (the GenRM scores the rest)")
+    genrm: str = option("auto", "generative stepwise reward model for the steps the verifier cannot judge: auto (<run_dir>/genrm/model when it exists), a model folder, or none")
+    genrm_cpus: float = option(1.0, "Ray CPUs of the GenRM actor")
+    genrm_gpus: float = option(0.0, "GPUs of the GenRM actor (a fraction to share one)")
+    genrm_timeout_s: float = option(600.0, "a GenRM scoring call slower than this is an error")
+    diverse: bool = option(True, "diversified filtering (see grpo.diverse)")
     curriculum: list = option(None, "stages run in order, each {name, prefilter_min, prefilter_max, steps}: the offline pass-rate window that selects its prompts and its step budget", factory=_default_curriculum)
+
+
+@dataclass
+class GenrmConfig(TrainerConfig):
+    """The generative stepwise reward model SRPO uses (METHOD.md section 6), trained with SFT's
+    machinery on Yes/No questions about correct and corrupted annotated steps."""
+
+    base_model: str = option("", "model the GenRM is fine-tuned from (empty: the run's model.name)")
+    eval_split: str = option("val", "split whose annotated steps measure the GenRM's step accuracy")
+    eval_rows: int = option(60, "annotated rows of eval_split asked about (every judged step, correct and corrupted; 0 = all)")
+    kv_cache_gib: int = option(1, "vLLM CPU KV cache of the evaluation engine in GiB")
 
 
 @dataclass
@@ -254,6 +273,7 @@ class TaosrConfig:
     dpo: DpoConfig = option(factory=DpoConfig)
     grpo: GrpoConfig = option(factory=GrpoConfig)
     srpo: SrpoConfig = option(factory=SrpoConfig)
+    genrm: GenrmConfig = option(factory=GenrmConfig)
     eval: EvalConfig = option(factory=EvalConfig)
     export: ExportConfig = option(factory=ExportConfig)
     serve: ServeCheckConfig = option(factory=ServeCheckConfig)

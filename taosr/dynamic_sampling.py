@@ -5,16 +5,40 @@ its advantages are all zero. Such groups are dropped, and so are groups whose pa
 outside the configured window (``0 < correct < gamma * G``); the batch is refilled from further
 prompts until it holds the target number of groups. The filter is on the reward *variance*,
 not its mean: with partial credit, a group can be all wrong and still vary.
+
+Diversified filtering (TaoSR-SHE, METHOD.md section 6), on when ``diverse`` is set: among the
+groups that pass, those whose rollouts take more distinct step-verdict paths (the verdicts of
+steps 3-5) are taken first, groups with fewer than ``min_paths`` are dropped, and no query type
+may fill more than ``type_cap`` of the batch. Policies that collapse onto one way of reasoning
+then stop feeding the update with more of the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
+from taosr.formats import ResponseFormat, parse
+
 KEPT, ZERO_VARIANCE, OUT_OF_WINDOW = "kept", "zero_variance", "out_of_window"
+FEW_PATHS, TYPE_CAPPED = "few_paths", "type_capped"
+DROPPED = (ZERO_VARIANCE, OUT_OF_WINDOW, FEW_PATHS, TYPE_CAPPED)
+
+
+def verdict_path(text: str) -> tuple:
+    """The step-verdict path of a post-CoT response: its verdicts of steps 3-5, or the format
+    error's kind when the steps do not parse (every broken response takes the same path)."""
+    reasoning = parse(ResponseFormat.POST_COT, text).reasoning
+    if reasoning is None:
+        return ("unparsed",)
+    return reasoning.category_verdict, reasoning.attribute_verdict, reasoning.decision
+
+
+def distinct_paths(texts: Sequence[str]) -> int:
+    return len({verdict_path(text) for text in texts})
 
 
 def group_verdict(rewards: Sequence[float], correct: Sequence[bool], min_pass_rate: float,
@@ -34,9 +58,14 @@ class DynamicBatch:
     target: int
     min_pass_rate: float = 0.01
     max_pass_rate: float = 0.9
+    diverse: bool = False
+    min_paths: int = 1
+    type_cap: float = 1.0
     groups: list[Any] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: {KEPT: 0, ZERO_VARIANCE: 0, OUT_OF_WINDOW: 0})
+    counts: dict[str, int] = field(default_factory=lambda: {verdict: 0 for verdict in (KEPT, *DROPPED)})
     rounds: int = 0
+    kept_paths: list[int] = field(default_factory=list)
+    kept_types: list[str] = field(default_factory=list)
 
     @property
     def full(self) -> bool:
@@ -46,19 +75,51 @@ class DynamicBatch:
     def missing(self) -> int:
         return max(0, self.target - len(self.groups))
 
+    @property
+    def type_limit(self) -> int:
+        return max(1, math.floor(self.type_cap * self.target))
+
     def add_round(self, groups: Sequence[Any], rewards: Sequence[Sequence[float]],
-                  correct: Sequence[Sequence[bool]]) -> None:
-        """One round of rollouts; kept groups beyond the target are surplus and not used."""
+                  correct: Sequence[Sequence[bool]], paths: Sequence[int] | None = None,
+                  query_types: Sequence[str] | None = None) -> None:
+        """One round of rollouts; kept groups beyond the target are surplus and not used.
+        ``paths`` (distinct step-verdict paths per group) and ``query_types`` are needed when
+        ``diverse`` is set."""
         self.rounds += 1
-        for group, group_rewards, group_correct in zip(groups, rewards, correct):
+        paths = list(paths) if paths is not None else [1] * len(groups)
+        query_types = list(query_types) if query_types is not None else [""] * len(groups)
+        if self.diverse and (len(paths) != len(groups) or len(query_types) != len(groups)):
+            raise ValueError("diversified filtering needs the paths and the query type of every group")
+        passing = []
+        for index, (group_rewards, group_correct) in enumerate(zip(rewards, correct)):
             verdict = group_verdict(group_rewards, group_correct, self.min_pass_rate, self.max_pass_rate)
-            self.counts[verdict] += 1
-            if verdict == KEPT and not self.full:
-                self.groups.append(group)
+            if verdict == KEPT and self.diverse and paths[index] < self.min_paths:
+                verdict = FEW_PATHS
+            if verdict == KEPT:
+                passing.append(index)
+            else:
+                self.counts[verdict] += 1
+        if self.diverse:  # most distinct reasoning paths first (stable: ties keep rollout order)
+            passing.sort(key=lambda i: -paths[i])
+        for index in passing:
+            if self.diverse and not self.full and self.kept_types.count(query_types[index]) >= self.type_limit:
+                self.counts[TYPE_CAPPED] += 1
+                continue
+            self.counts[KEPT] += 1
+            if not self.full:
+                self.groups.append(groups[index])
+                self.kept_paths.append(paths[index])
+                self.kept_types.append(query_types[index])
 
     def stats(self) -> dict:
         seen = sum(self.counts.values())
-        dropped = self.counts[ZERO_VARIANCE] + self.counts[OUT_OF_WINDOW]
-        return {"groups_seen": seen, "groups_kept": len(self.groups), "rounds": self.rounds,
-                "dropped_fraction": dropped / seen if seen else 0.0,
-                "dropped_zero_variance": self.counts[ZERO_VARIANCE], "dropped_out_of_window": self.counts[OUT_OF_WINDOW]}
+        dropped = sum(self.counts[verdict] for verdict in DROPPED)
+        stats = {"groups_seen": seen, "groups_kept": len(self.groups), "rounds": self.rounds,
+                 "dropped_fraction": dropped / seen if seen else 0.0,
+                 "dropped_zero_variance": self.counts[ZERO_VARIANCE], "dropped_out_of_window": self.counts[OUT_OF_WINDOW]}
+        if self.diverse:
+            stats.update(dropped_few_paths=self.counts[FEW_PATHS], dropped_type_capped=self.counts[TYPE_CAPPED],
+                         distinct_paths_mean=float(np.mean(self.kept_paths)) if self.kept_paths else 0.0,
+                         top_query_type_share=max(self.kept_types.count(t) for t in set(self.kept_types)) / len(self.kept_types)
+                         if self.kept_types else 0.0)
+        return stats

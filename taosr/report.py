@@ -21,7 +21,7 @@ STAGE_ROWS = (("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), (
               ("srpo", "+ SRPO (TaoSR-SHE)"))
 PIPELINE = ("data", "cot", "sft", "sample", "dpo", "grpo", "srpo", "eval", "export", "serve")
 # Curves drawn per training stage, when the stage logged them.
-CURVES = {"sft": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
+CURVES = {"sft": ("loss",), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
           "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
           "srpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction")}
 
@@ -68,7 +68,7 @@ def stage_table(metrics: dict[str, dict]) -> str:
 def query_type_table(metrics: dict[str, dict], key: str = "macro_f1") -> str:
     names = dict(STAGE_ROWS)
     types = sorted({t for result in metrics.values() for t in result.get("by_query_type", {})})
-    lines = ["| query type | n | " + " | ".join(names[s] for s in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines = ["| query type | n | " + " | ".join(names.get(s, s) for s in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for query_type in types:
         rows = [result.get("by_query_type", {}).get(query_type, {}) for result in metrics.values()]
         n = next((row.get("n") for row in rows if row.get("n")), 0)
@@ -97,10 +97,26 @@ def timings_table(run: Path) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def genrm_table(summary: dict) -> str:
+    """Step accuracy of the trained GenRM and of its untrained base on the held-out steps."""
+    rows = {"GenRM": summary.get("step_accuracy"), "base (untrained)": summary.get("base_step_accuracy")}
+    rows = {name: row for name, row in rows.items() if row}
+    if not rows:
+        return ""
+    steps = sorted({step for row in rows.values() for step in row["per_step"]}, key=int)
+    lines = ["| judge | n | accuracy | correct steps | corrupted steps | says Yes | " +
+             " | ".join(f"step {s}" for s in steps) + " |", "|" + "---|" * (6 + len(steps))]
+    for name, row in rows.items():
+        cells = [_pct(row["accuracy"]), _pct(row["correct_steps"]), _pct(row["corrupted_steps"]), _pct(row["yes_rate"])]
+        cells += [_pct(row["per_step"].get(s)) for s in steps]
+        lines.append(f"| {name} | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def training_logs(run: Path) -> dict[str, list[dict]]:
     """{stage (or srpo curriculum stage): metrics.jsonl rows}."""
     logs = {}
-    for stage in ("sft", "dpo", "grpo"):
+    for stage in ("sft", "dpo", "grpo", "genrm"):
         rows = _read_jsonl(run / stage / "metrics.jsonl")
         if rows:
             logs[stage] = rows
@@ -219,6 +235,16 @@ def build_report(run_dir: str, out_dir: str | None = None) -> dict:
     pairs = _read_json(run / "dpo" / "pairs.json")
     if pairs:
         parts += ["## DPO pairs\n", "```json\n" + json.dumps(pairs, indent=2) + "\n```\n"]
+    genrm = _read_json(run / "genrm" / "summary.json")
+    if genrm and genrm_table(genrm):
+        parts += ["## GenRM step accuracy (held-out annotated steps)\n",
+                  f"Trained on {genrm['examples']} Yes/No step questions ({_pct(genrm['yes_share'])}% Yes).\n",
+                  genrm_table(genrm), "\n"]
+    else:
+        missing.append("GenRM step accuracy (no genrm/summary.json)")
+    ablation = run / "ablation" / "srpo_step_rewards.md"
+    if ablation.is_file():
+        parts += ["## SRPO step-reward ablation\n", ablation.read_text(), "\n"]
     logs = training_logs(run)
     curves = plot_curves(logs, out)
     if curves:

@@ -40,6 +40,15 @@ def add_sweep(run):
         json.dumps({"metric": "macro_f1", "best_beta": 0.75, "sweep": sweep}))
 
 
+def add_genrm(run):
+    (run / "genrm").mkdir()
+    accuracy = {"n": 20, "accuracy": 0.75, "correct_steps": 0.9, "corrupted_steps": 0.6, "yes_rate": 0.65,
+                "per_step": {"1": 1.0, "3": 0.5}}
+    (run / "genrm" / "summary.json").write_text(json.dumps(
+        {"examples": 40, "yes_share": 0.5, "step_accuracy": accuracy,
+         "base_step_accuracy": {**accuracy, "accuracy": 0.5, "per_step": {"1": 0.5}}}))
+
+
 def test_report_tables_and_plots(run):
     result = build_report(str(run))
     text = (run / "report" / "report.md").read_text()
@@ -51,13 +60,17 @@ def test_report_tables_and_plots(run):
     for plot in result["plots"]:
         assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "<table>" in (run / "report" / "report.html").read_text()
-    assert result["missing"] == ["CumPT sweep (no export/beta/cumpt_sweep.json)"]
+    assert result["missing"] == ["GenRM step accuracy (no genrm/summary.json)",
+                                 "CumPT sweep (no export/beta/cumpt_sweep.json)"]
 
 
-def test_report_shows_the_cumpt_choice(run):
+def test_report_shows_the_cumpt_choice_and_the_genrm(run):
     add_sweep(run)
+    add_genrm(run)
     result = build_report(str(run))
     text = (run / "report" / "report.md").read_text()
+    assert "| GenRM | 20 | 75.00 | 90.00 | 60.00 | 65.00 | 100.00 | 50.00 |" in text
+    assert "| base (untrained) | 20 | 50.00 | 90.00 | 60.00 | 65.00 | 50.00 | – |" in text
     assert "Chosen beta 0.75 (maximises macro_f1: 37.50; tier accuracy 62.50)" in text
     assert str(run / "report" / "cumpt_sweep.png") in result["plots"] and result["missing"] == []
 

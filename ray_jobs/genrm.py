@@ -1,0 +1,147 @@
+"""Stage 4's generative stepwise reward model (GenRM, METHOD.md section 6).
+
+    ray job submit --working-dir . -- python -m taosr.ray_jobs.genrm --config configs/tiny.yaml
+
+Builds Yes/No questions about correct and corrupted steps of the training split's annotated rows
+(``taosr.genrm``; rows come from <run_dir>/cot/kept, whose CoT reasoning fills in what a partial
+annotation leaves out), fine-tunes ``genrm.base_model`` on them with the SFT job's training
+loop, and measures step accuracy on ``genrm.eval_split``'s annotated rows with the trained GenRM
+(and the untrained base, for comparison) on vLLM, asking about every judged step, correct and
+corrupted. Writes <run_dir>/genrm/model and summary.json. SRPO loads the model into a
+``StepJudge`` actor.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+import numpy as np
+
+from taosr.actors.runtime import init_ray
+from taosr.config import TaosrConfig, to_dict, to_yaml
+from taosr.datasets.storage import join, write_json, write_text
+from taosr.formats import Reasoning
+from taosr.genrm import AnnotatedRow, annotated_reasoning, judge_examples, judge_prompt
+from taosr.models import model_info
+from taosr.prompts import item_from_row, render_item
+from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.training import fit, require_examples
+
+ROW_COLUMNS = ("query", "item_id", "title", "category", "attributes", "price", "description", "step_annotations",
+               "reasoning", "split")
+
+
+def annotated_rows(config: TaosrConfig, split: str, limit: int = 0) -> tuple[list[AnnotatedRow], dict]:
+    """The split's rows whose annotation gives a usable reasoning; also counts what was left out."""
+    import ray
+
+    kept = ray.data.read_parquet(join(config.run_dir, "cot", "kept")).select_columns(list(ROW_COLUMNS))
+    rows, counts = [], {"rows": 0, "unannotated": 0, "unusable_annotation": 0}
+    for row in kept.filter(expr=f"split == '{split}'").iter_rows():
+        counts["rows"] += 1
+        if not row.get("step_annotations"):
+            counts["unannotated"] += 1
+            continue
+        teacher = Reasoning(**json.loads(row["reasoning"])) if row.get("reasoning") else None
+        found = annotated_reasoning(row["step_annotations"], teacher)
+        if found is None:
+            counts["unusable_annotation"] += 1
+            continue
+        reasoning, judged = found
+        rows.append(AnnotatedRow(row["query"], render_item(item_from_row(row)), reasoning, judged))
+    random.Random(config.seed).shuffle(rows)  # rows arrive grouped by query
+    if limit:
+        rows = rows[:limit]
+    counts["annotated"] = len(rows)
+    return rows, counts
+
+
+def tokenized_examples(examples, model_path: str, max_seq_len: int):
+    import pyarrow as pa
+    import ray
+    from transformers import AutoTokenizer
+
+    from taosr.sft_examples import tokenize_example
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenized = [tokenize_example(tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer,
+                                  max_seq_len) for e in examples]
+    tokenized = [t for t in tokenized if t is not None]
+    table = pa.table({"input_ids": pa.array([t.input_ids for t in tokenized], pa.list_(pa.int32())),
+                      "labels": pa.array([t.labels for t in tokenized], pa.list_(pa.int32()))})
+    return ray.data.from_arrow(table), len(examples) - len(tokenized)
+
+
+def step_accuracy(config: TaosrConfig, model_path: str, examples) -> dict:
+    """Accuracy of P("Yes") > 0.5 against the examples' answers: overall, per step, and on the
+    correct and the corrupted steps apart (a judge that always says Yes gets 1.0 and 0.0)."""
+    import ray
+
+    from taosr.actors.step_judge import step_judge_actor
+
+    judge = step_judge_actor(model_path, num_cpus=1.0, num_gpus=1.0 if config.genrm.use_gpu else 0.0, dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
+                             kv_cache_gib=config.genrm.kv_cache_gib, seed=config.seed)
+    try:
+        probs = ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
+    finally:
+        ray.kill(judge)
+    right = np.asarray([(p > 0.5) == (e.answer == "Yes") for p, e in zip(probs, examples)], dtype=float)
+    steps = np.asarray([e.step for e in examples])
+    clean = np.asarray([e.answer == "Yes" for e in examples])
+    return {"n": len(examples), "accuracy": float(right.mean()),
+            "correct_steps": float(right[clean].mean()), "corrupted_steps": float(right[~clean].mean()),
+            "yes_rate": float(np.mean(np.asarray(probs) > 0.5)),
+            "per_step": {str(step): float(right[steps == step].mean()) for step in sorted(set(steps.tolist()))}}
+
+
+def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
+    from transformers import AutoTokenizer
+
+    from taosr.ray_jobs.sft import train_loop
+
+    cfg = config.genrm
+    rng = random.Random(config.seed)
+    rows, train_counts = annotated_rows(config, "train")
+    examples = judge_examples(rows, rng)
+    if cfg.max_examples:
+        examples = examples[:cfg.max_examples]
+    data, too_long = tokenized_examples(examples, base_model, cfg.max_seq_len)
+    num_examples = len(examples) - too_long
+    require_examples(num_examples, cfg, "GenRM examples",
+                     hint="the GenRM learns from rows with step_annotations; logs without any can run SRPO with "
+                          "srpo.genrm=none (outcome and verifier rewards only) and --skip genrm")
+    info = model_info(AutoTokenizer.from_pretrained(base_model), "genrm", base_model=base_model, stage="genrm")
+    loop_config = {"trainer": to_dict(config)["genrm"], "seed": config.seed, "model_path": base_model,
+                   "num_examples": num_examples, "model_info": info}
+    metrics = fit(train_loop, loop_config, cfg, data, out_dir, config.data.s3_endpoint)
+    model = join(out_dir, "model")
+
+    held_out_rows, held_out_counts = annotated_rows(config, cfg.eval_split, cfg.eval_rows)
+    held_out = judge_examples(held_out_rows, random.Random(config.seed + 1), every_step=True)
+    summary = {"examples": num_examples, "too_long": too_long, "yes_share": float(np.mean([e.answer == "Yes" for e in examples])),
+               "train_rows": train_counts, "held_out_rows": held_out_counts, **metrics}
+    if held_out:
+        summary["step_accuracy"] = step_accuracy(config, model, held_out)
+        summary["base_step_accuracy"] = step_accuracy(config, base_model, held_out)
+    write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)
+    write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
+    return {"model": model, **summary}
+
+
+def base_model_for(config: TaosrConfig) -> str:
+    from taosr.models import resolve_model
+
+    return resolve_model(config.genrm.base_model or config.model.name, config.model.cache_dir)
+
+
+def main(argv=None) -> int:
+    config = parse_job_args(argv, __doc__)
+    init_ray(config.ray)
+    print(json.dumps(train(config, base_model_for(config), join(config.run_dir, "genrm")), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
