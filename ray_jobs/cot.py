@@ -6,14 +6,12 @@ accepted row's gold label; writes cot/kept/ and cot/dropped/ (Parquet) and cot/c
 
 from __future__ import annotations
 
-import json
 import sys
 
-from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.cot import synthesize
 from taosr.datasets.storage import join, write_dataset, write_json, write_text
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 
 
 def run(config: TaosrConfig) -> dict:
@@ -31,10 +29,7 @@ def run(config: TaosrConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    print(json.dumps(run(config)))
-    return 0
+    return run_job(run, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,14 @@ Data, and write accepted rows (with their split) and quarantined rows with reaso
 
 from __future__ import annotations
 
-import json
 import sys
 
-from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.readers import read_raw_records
 from taosr.datasets.storage import join, write_dataset, write_json, write_jsonl, write_text
 from taosr.datasets.synthetic import LogGenerator
 from taosr.datasets.validate import ValidationResult, validate_records
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 
 
 def generate_logs(out_dir: str, rows: int, seed: int, data_config=None, s3_endpoint: str = "") -> str:
@@ -52,11 +50,7 @@ def run(config: TaosrConfig) -> ValidationResult:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    result = run(config)
-    print(json.dumps(result.counts))
-    return 0
+    return run_job(lambda config: run(config).counts, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ import json
 import random
 import sys
 
-from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict, to_yaml
 from taosr.datasets.storage import absolute, join, write_dataset, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.models import model_info
 from taosr.preferences import Sample, build_pairs, pair_counts
 from taosr.prompts import build_prompt, item_from_row
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 from taosr.ray_jobs.training import fit, require_examples, run_training
 from taosr.sft_examples import pad_batch, tokenize_example
 
@@ -178,10 +177,8 @@ def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    print(json.dumps(train(config, join(config.run_dir, "sft", "model"), join(config.run_dir, "dpo")), default=str))
-    return 0
+    return run_job(lambda config: train(config, join(config.run_dir, "sft", "model"), join(config.run_dir, "dpo")),
+                   argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ import sys
 
 import numpy as np
 
-from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict, to_yaml
 from taosr.datasets.storage import join, write_json, write_text
 from taosr.formats import Reasoning
 from taosr.genrm import AnnotatedRow, annotated_reasoning, judge_examples, judge_prompt
 from taosr.models import model_info
 from taosr.prompts import item_from_row, render_item
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 from taosr.ray_jobs.training import fit, require_examples
 
 ROW_COLUMNS = ("query", "item_id", "title", "category", "attributes", "price", "description", "step_annotations",
@@ -137,10 +136,7 @@ def base_model_for(config: TaosrConfig) -> str:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    print(json.dumps(train(config, base_model_for(config), join(config.run_dir, "genrm")), default=str))
-    return 0
+    return run_job(lambda config: train(config, base_model_for(config), join(config.run_dir, "genrm")), argv, __doc__)
 
 
 if __name__ == "__main__":

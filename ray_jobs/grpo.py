@@ -12,18 +12,16 @@ entrypoint code with another advantage estimator.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 
-from taosr.actors.runtime import init_ray
 from taosr.config import GrpoConfig, TaosrConfig, to_yaml
 from taosr.datasets.storage import absolute, exists, join, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.labels import label_text
 from taosr.models import model_info
 from taosr.prompts import build_prompt, item_from_row, render_item
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 from taosr.ray_jobs.training import fit
 from taosr.verifier import OfflineVerifier, annotation_key
 
@@ -175,10 +173,7 @@ def start_model_for(config: TaosrConfig) -> str:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    print(json.dumps(train(config, start_model_for(config), join(config.run_dir, "grpo")), default=str))
-    return 0
+    return run_job(lambda config: train(config, start_model_for(config), join(config.run_dir, "grpo")), argv, __doc__)
 
 
 if __name__ == "__main__":

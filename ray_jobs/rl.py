@@ -54,13 +54,14 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
                         max_new_tokens=rl["max_new_tokens"])
     batch = DynamicBatch(rl["prompts_per_step"], rl["min_pass_rate"], rl["max_pass_rate"], diverse=rl["diverse"],
                          min_paths=rl["min_distinct_paths"], type_cap=rl["query_type_cap"])
-    scored_all, started, requested = [], time.time(), 0
+    scored_all, started, requested, generated_tokens = [], time.time(), 0, 0
     reward_seconds = 0.0
     while not batch.full and batch.rounds < rl["max_refill_rounds"]:
         count = math.ceil(batch.missing * rl["oversample"])
         chosen = [prompts[i] for i in sampler.take(count)]
         requested += count
         rollouts = group.generate([p["prompt_ids"] for p in chosen], spec, timeout_s=rl["rollout_timeout_s"])
+        generated_tokens += sum(len(r.token_ids) for prompt_rollouts in rollouts for r in prompt_rollouts)
         scoring_started = time.time()
         groups, rewards, correct = [], [], []
         for prompt, prompt_rollouts in zip(chosen, rollouts):
@@ -76,7 +77,7 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
         reward_seconds += time.time() - scoring_started
     stats = batch.stats()
     stats.update(
-        prompt_cursor=sum(sampler.drawn.values()), prompts_requested=requested,
+        prompt_cursor=sum(sampler.drawn.values()), prompts_requested=requested, generated_tokens=generated_tokens,
         reward_mean=float(np.mean([s.reward for s in scored_all])),
         accuracy=float(np.mean([s.correct for s in scored_all])),
         format_error_rate=float(np.mean([not s.format_ok for s in scored_all])),
@@ -335,6 +336,7 @@ def rl_train_loop(loop_config: dict) -> None:
             dist.all_reduce(reduced)
             trained = {k: float(v) for k, v in zip(sorted(trained), reduced)}
             trained["loss"] /= world * gas
+            trained["trained_tokens"] = global_tokens
         train_s = time.time() - train_started
         sync_started = time.time()
         gap = sync_engines(engine, group, rl, loop_config, step, probe) if rank == 0 and batch["rows"] else None

@@ -16,16 +16,14 @@ stage's model is <run_dir>/srpo/model.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import sys
 
-from taosr.actors.runtime import init_ray
 from taosr.config import SrpoConfig, TaosrConfig, to_yaml
 from taosr.datasets.storage import join, write_json, write_text
 from taosr.ray_jobs import grpo
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.ray_jobs.job_args import run_job
 
 
 def stage_config(srpo: SrpoConfig, stage: dict) -> SrpoConfig:
@@ -64,10 +62,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
 
 
 def main(argv=None) -> int:
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
-    print(json.dumps(train(config, grpo.start_model_for(config), join(config.run_dir, "srpo")), default=str))
-    return 0
+    return run_job(lambda config: train(config, grpo.start_model_for(config), join(config.run_dir, "srpo")), argv, __doc__)
 
 
 if __name__ == "__main__":

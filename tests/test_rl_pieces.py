@@ -144,6 +144,19 @@ def test_balanced_sampler_balances_and_resumes_exactly():
     assert part + fresh.take(13) == uninterrupted
 
 
+def test_balanced_sampler_resumes_exactly_at_an_epoch_boundary():
+    labels = [4, 3, 2, 1] * 3  # three prompts per level: 12 draws end every level's first epoch together
+    uninterrupted = BalancedSampler(labels, seed=5).take(24)
+    first_epoch, second_epoch = uninterrupted[:12], uninterrupted[12:]
+    assert sorted(first_epoch) == sorted(second_epoch) == list(range(12))  # each epoch: every prompt once
+    assert first_epoch != second_epoch  # ...in a fresh order
+    stopped = BalancedSampler(labels, seed=5)
+    assert stopped.take(12) == first_epoch
+    restarted = BalancedSampler(labels, seed=5)
+    restarted.load_state_dict(stopped.state_dict())
+    assert restarted.take(12) == second_epoch
+
+
 def test_prefilter_keeps_prompts_inside_the_offline_pass_rate_window():
     assert prefilter_by_pass_rate({"a": 0.0, "b": 0.4, "c": 1.0, "d": 0.8}, 0.2, 0.8) == {"b", "d"}
 
@@ -168,3 +181,16 @@ def test_response_window_gives_the_full_grid_values_on_response_tokens(tiny_mode
         full = token_logprobs(logits, packed["targets"], 0.7)
     mask = packed["response_mask"].bool()
     assert torch.allclose(windowed[view["response_mask"].bool()], full[mask], atol=1e-5)
+
+
+def test_rl_layouts_the_weight_sync_cannot_serve_are_refused_before_any_actor_starts():
+    from taosr.config import GrpoConfig
+    from taosr.ray_jobs.grpo import check_layout
+
+    with pytest.raises(ValueError, match="zero_stage <= 2"):
+        check_layout(GrpoConfig(zero_stage=3))
+    with pytest.raises(ValueError, match="group_size must be at least 2"):
+        check_layout(GrpoConfig(group_size=1, prompts_per_step=8, micro_batch_size=8))
+    with pytest.raises(ValueError, match="divide evenly"):
+        check_layout(GrpoConfig(prompts_per_step=3, group_size=3, micro_batch_size=8))
+    check_layout(GrpoConfig())  # the defaults are a valid layout
