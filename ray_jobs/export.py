@@ -22,25 +22,19 @@ from pathlib import Path
 import yaml
 
 from taosr.config import TaosrConfig
-from taosr.datasets.storage import absolute, copy_tree, exists, join, remove_tree
+from taosr.datasets.storage import absolute, copy_tree, join, remove_tree
 from taosr.ray_jobs.job_args import run_job
+from taosr.ray_jobs.policies import POLICY_STAGES, latest_policy
 
-TRAINED_STAGES = ("sft", "dpo", "grpo", "srpo")  # in pipeline order
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve" / "config.yaml"
 
 
 def chosen_model(config: TaosrConfig) -> tuple[str, str]:
     """(stage, model folder) of ``export.model_stage``."""
-    endpoint = config.data.s3_endpoint
     wanted = config.export.model_stage
-    if wanted != "last" and wanted not in TRAINED_STAGES:
-        raise ValueError(f"export.model_stage must be one of last, {', '.join(TRAINED_STAGES)}; got {wanted!r}")
-    candidates = reversed(TRAINED_STAGES) if wanted == "last" else (wanted,)
-    for stage in candidates:
-        path = join(config.run_dir, stage, "model")
-        if exists(join(path, "config.json"), endpoint):
-            return stage, path
-    raise FileNotFoundError(f"no trained model for export.model_stage={wanted!r} under {config.run_dir}")
+    if wanted != "last" and wanted not in POLICY_STAGES:
+        raise ValueError(f"export.model_stage must be one of last, {', '.join(POLICY_STAGES)}; got {wanted!r}")
+    return latest_policy(config.run_dir, config.data.s3_endpoint, POLICY_STAGES if wanted == "last" else (wanted,))
 
 
 def serve_config(model_path: str, beta: float, port: int) -> dict:

@@ -22,6 +22,7 @@ from taosr.labels import label_text
 from taosr.models import model_info
 from taosr.prompts import build_prompt, item_from_row, render_item
 from taosr.ray_jobs.job_args import run_job
+from taosr.ray_jobs.policies import latest_policy
 from taosr.ray_jobs.training import fit
 from taosr.verifier import OfflineVerifier, annotation_key
 
@@ -165,11 +166,7 @@ def genrm_model_for(config: TaosrConfig, rl: GrpoConfig) -> str | None:
 
 def start_model_for(config: TaosrConfig) -> str:
     """The latest trained policy before RL: DPO if it exists, else SFT."""
-    for stage in ("dpo", "sft"):
-        path = join(config.run_dir, stage, "model")
-        if exists(join(path, "config.json"), config.data.s3_endpoint):
-            return path
-    raise FileNotFoundError(f"no DPO or SFT model under {config.run_dir}; run those stages first")
+    return latest_policy(config.run_dir, config.data.s3_endpoint, ("sft", "dpo"))[1]
 
 
 def main(argv=None) -> int:

@@ -27,8 +27,9 @@ from taosr.models import resolve_model
 from taosr.ray_jobs import manifest as manifests
 from taosr.ray_jobs.job_args import job_parser
 from taosr.ray_jobs.manifest import StageSpec
+from taosr.ray_jobs.policies import POLICY_STAGES
 
-TRAINED = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO", "srpo": "SRPO"}  # stage -> its row in the table
+
 SPECS = (
     StageSpec("data", (), ()),
     StageSpec("cot", ("cot",), ("data",)),
@@ -38,8 +39,8 @@ SPECS = (
     StageSpec("grpo", ("grpo",), ("data", "sample", "sft", "dpo")),
     StageSpec("genrm", ("genrm",), ("cot",)),
     StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo", "genrm")),
-    StageSpec("eval", ("eval",), ("data", *TRAINED)),
-    StageSpec("export", ("export", "eval"), ("data", *TRAINED)),
+    StageSpec("eval", ("eval",), ("data", *POLICY_STAGES)),
+    StageSpec("export", ("export", "eval"), ("data", *POLICY_STAGES)),
     StageSpec("serve", ("serve",), ("export",), always_run=True),
 )
 STAGES = tuple(spec.name for spec in SPECS)
@@ -80,7 +81,7 @@ def evaluate_all(config: TaosrConfig, base_model: str) -> dict:
     from taosr.ray_jobs.eval import evaluate_model
 
     models = {"base": (f"{config.model.name} (untrained)", base_model)}
-    for stage, title in TRAINED.items():
+    for stage, title in POLICY_STAGES.items():
         path = join(config.run_dir, stage, "model")
         if exists(join(path, "config.json"), config.data.s3_endpoint):
             models[stage] = (f"{title} ({config.sft.format})" if stage == "sft" else title, path)

@@ -96,3 +96,21 @@ def test_without_diversity_the_batch_ignores_paths():
     batch = DynamicBatch(target=2, min_pass_rate=0.0, max_pass_rate=1.0)
     batch.add_round(["a", "b"], [[1, 0]] * 2, [[True, False]] * 2, paths=[1, 1], query_types=["x", "x"])
     assert batch.groups == ["a", "b"] and "distinct_paths_mean" not in batch.stats()
+
+
+def test_which_genrm_an_rl_stage_uses(tmp_path):
+    from taosr.config import load_config
+    from taosr.ray_jobs.grpo import genrm_model_for
+
+    config = load_config(None, [f"run_dir={tmp_path}"])
+    assert genrm_model_for(config, config.srpo) is None  # auto, and no genrm stage ran
+    trained = tmp_path / "genrm" / "model"
+    trained.mkdir(parents=True)
+    (trained / "config.json").write_text("{}")
+    assert genrm_model_for(config, config.srpo) == str(trained)
+    assert genrm_model_for(config, config.grpo) is None  # GRPO has outcome rewards only
+    config.srpo.genrm = "none"
+    assert genrm_model_for(config, config.srpo) is None
+    config.srpo.genrm = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        genrm_model_for(config, config.srpo)
