@@ -150,6 +150,35 @@ class DecodingScorer(LevelScorer):
         return batch
 
 
+class SampledDecodingScorer(DecodingScorer):
+    """First-token scoring of every row, and the decoded, parsed response of the rows whose id is
+    in ``decode_ids`` (None elsewhere): one engine for both, since starting an engine costs more
+    on CPU than first-token scoring a whole evaluation split."""
+
+    def __init__(self, *args, decode_ids: Sequence[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decode_ids = {str(i) for i in decode_ids}
+
+    def __call__(self, batch: dict) -> dict:
+        from taosr.formats import parse
+        from taosr.prompts import item_from_row
+
+        batch = LevelScorer.__call__(self, batch)
+        size = len(batch["id"])
+        chosen = [i for i in range(size) if str(_plain(batch["id"][i])) in self.decode_ids]
+        columns = {"format_ok": [None] * size, "hallucinated": [None] * size, "response": [None] * size}
+        if chosen:
+            rows = [{key: _plain(batch[key][i]) for key in batch} for i in chosen]
+            texts = self.generate(self.prompts_for([r["query"] for r in rows], [item_from_row(r) for r in rows]))
+            for i, text in zip(chosen, texts):
+                parsed = parse(self.prompt_format, text)
+                columns["format_ok"][i], columns["hallucinated"][i], columns["response"][i] = \
+                    parsed.format_ok, parsed.hallucinated, text
+        for key, values in columns.items():
+            batch[key] = np.asarray(values, dtype=object)
+        return batch
+
+
 def _plain(value):
     if isinstance(value, np.generic):
         return value.item()

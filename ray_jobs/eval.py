@@ -16,7 +16,7 @@ import os
 import sys
 
 from taosr.actors.runtime import init_ray
-from taosr.actors.scorer import PROB_COLUMNS, DecodingScorer, LevelScorer
+from taosr.actors.scorer import PROB_COLUMNS, DecodingScorer, LevelScorer, SampledDecodingScorer
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.storage import join, write_json, write_text
 from taosr.formats import ResponseFormat
@@ -63,20 +63,18 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | N
     decode = dict(max_new_tokens=config.eval.max_new_tokens)
     if fmt is ResponseFormat.PRE_COT:
         predictions = _run(rows, DecodingScorer, model_path, fmt, config, DECODED_ROW_COLUMNS, **decode)
+    elif config.eval.decode_samples and fmt is ResponseFormat.POST_COT:
+        sample = [row["id"] for row in rows.limit(config.eval.decode_samples).select_columns(["id"]).take_all()]
+        predictions = _run(rows, SampledDecodingScorer, model_path, fmt, config,
+                           SCORED_COLUMNS + ("format_ok", "hallucinated", "response"), decode_ids=sample, **decode)
     else:
         predictions = _run(rows, LevelScorer, model_path, fmt, config, SCORED_COLUMNS)
-        if config.eval.decode_samples and fmt is ResponseFormat.POST_COT:
-            decoded = _run(rows.limit(config.eval.decode_samples), DecodingScorer, model_path, fmt, config,
-                           ("id", "format_ok", "hallucinated", "response"), **decode)
-            by_id = {row["id"]: row for row in decoded}
-            for row in predictions:
-                row.update({k: v for k, v in by_id.get(row["id"], {}).items() if k != "id"})
     if not predictions:
         raise ValueError(f"split {config.eval.split!r} of {config.run_dir} has no rows to evaluate")
     records = []
     for row in predictions:
         record = {"gold": int(row["label"]), "pred": int(row["pred"]), "query_type": row["query_type"]}
-        if "format_ok" in row:
+        if row.get("format_ok") is not None:  # a decoded row
             record.update(format_ok=bool(row["format_ok"]), hallucinated=row["hallucinated"])
         records.append(record)
     metrics = evaluate_records(records)

@@ -107,8 +107,22 @@ def check_layout(rl: GrpoConfig) -> None:
         raise ValueError("group_size must be at least 2: advantages are relative to the group")
 
 
+def start_judge(config: TaosrConfig, rl: GrpoConfig):
+    """The GenRM actor an SRPO run scores steps with, or None (see ``genrm_model_for``)."""
+    judge_model = genrm_model_for(config, rl)
+    if not judge_model:
+        return None
+    from taosr.actors.step_judge import step_judge_actor
+
+    return step_judge_actor(absolute(judge_model), num_cpus=rl.genrm_cpus, num_gpus=rl.genrm_gpus,
+                            dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
+                            kv_cache_gib=rl.kv_cache_gib, seed=config.seed)
+
+
 def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | None = None, stage: str = "grpo",
-          max_failures: int = 0) -> dict:
+          max_failures: int = 0, judge=None) -> dict:
+    """``judge``: a started GenRM actor to use (SRPO's curriculum shares one across its stages);
+    otherwise one is started here when the run needs it, and stopped at the end."""
     import ray
     from transformers import AutoTokenizer
 
@@ -121,19 +135,14 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     prompts, counts = training_prompts(config, start_model, rl)
     annotations = verifier_annotations(config, rl.verifier_coverage) if rl.advantage == "srpo" else {}
     counts["verifier_annotations"] = len(annotations)
-    judge_model = genrm_model_for(config, rl)
-    counts["genrm"] = judge_model
-    judge = None
+    counts["genrm"] = genrm_model_for(config, rl)
+    owns_judge = judge is None
     group = RolloutGroup.create(rl.num_engines, start_model, num_cpus=rl.cpus_per_engine, num_gpus=rl.gpus_per_engine,
                                 dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
                                 kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size)
     try:
-        if judge_model:
-            from taosr.actors.step_judge import step_judge_actor
-
-            judge = step_judge_actor(absolute(judge_model), num_cpus=rl.genrm_cpus, num_gpus=rl.genrm_gpus,
-                                     dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
-                                     kv_cache_gib=rl.kv_cache_gib, seed=config.seed)
+        if owns_judge:
+            judge = start_judge(config, rl)
         info = model_info(AutoTokenizer.from_pretrained(start_model), ResponseFormat.POST_COT.value,
                           base_model=start_model, stage=stage)
         loop_config = {"rl": asdict(rl), "stage": stage, "seed": config.seed, "model_path": start_model,
@@ -143,7 +152,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
         metrics = fit(rl_train_loop, loop_config, rl, None, out_dir, config.data.s3_endpoint, max_failures=max_failures)
     finally:
         group.shutdown()
-        if judge is not None:
+        if owns_judge and judge is not None:
             ray.kill(judge)
     summary = {"prompts": counts, **metrics}
     write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)

@@ -40,15 +40,23 @@ def stage_config(srpo: SrpoConfig, stage: dict) -> SrpoConfig:
 def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
     if not config.srpo.curriculum:
         raise ValueError("srpo.curriculum is empty: give at least one {name, steps} stage")
+    import ray
+
     model, stages = start_model, {}
-    for stage in config.srpo.curriculum:
-        rl = stage_config(config.srpo, stage)
-        # An interrupted run resumes each stage from its own Ray Train checkpoints (a finished
-        # stage's final checkpoint is re-reported without training); the pipeline's manifest
-        # decides whether the folder is reused at all.
-        result = grpo.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo")
-        stages[stage["name"]] = {k: v for k, v in result.items() if k != "model"}
-        model = result["model"]
+    judge = grpo.start_judge(config, config.srpo)  # one GenRM actor for every curriculum stage
+    try:
+        for stage in config.srpo.curriculum:
+            rl = stage_config(config.srpo, stage)
+            # An interrupted run resumes each stage from its own Ray Train checkpoints (a finished
+            # stage's final checkpoint is re-reported without training); the pipeline's manifest
+            # decides whether the folder is reused at all.
+            result = grpo.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo",
+                                judge=judge)
+            stages[stage["name"]] = {k: v for k, v in result.items() if k != "model"}
+            model = result["model"]
+    finally:
+        if judge is not None:
+            ray.kill(judge)
     final = join(out_dir, "model")
     if "://" not in final:  # the last stage's model is the stage's output
         if os.path.exists(final):

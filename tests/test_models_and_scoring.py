@@ -73,7 +73,7 @@ def test_eval_job_on_ray_data_with_a_vllm_actor(ray_cluster, tiny_model, tmp_pat
     from taosr.ray_jobs import eval as eval_stage
 
     config = load_config(None, [f"run_dir={tmp_path}", "data.rows=150", "model.name=tiny", "model.dtype=float32",
-                                "eval.batch_size=16", "eval.split=test"])
+                                "eval.batch_size=16", "eval.split=test", "eval.decode_samples=5", "eval.max_new_tokens=12"])
     counts = data_stage.run(config).counts
     assert counts["accepted"] == 150
     metrics = eval_stage.evaluate_model(config, "tiny", tiny_model)
@@ -84,5 +84,9 @@ def test_eval_job_on_ray_data_with_a_vllm_actor(ray_cluster, tiny_model, tmp_pat
         assert sum(probs) == pytest.approx(1.0) and row["pred"] == (4, 3, 2, 1)[int(np.argmax(probs))]
     recomputed = classification_metrics([r["label"] for r in predictions], [r["pred"] for r in predictions])
     assert metrics["overall"]["accuracy"] == pytest.approx(recomputed["accuracy"])
+    # the same engine decoded the first 5 rows: format errors come from those alone
+    decoded = [r for r in predictions if r["format_ok"] is not None]
+    assert [r["id"] for r in decoded] == [r["id"] for r in predictions[:5]] and len(predictions) > 16
+    assert metrics["overall"]["format_error_rate"] == pytest.approx(sum(not r["format_ok"] for r in decoded) / 5)
     assert (tmp_path / "eval" / "tiny" / "metrics.md").read_text().startswith("## tiny: overall")
     assert (tmp_path / "data" / "config.yaml").is_file()
