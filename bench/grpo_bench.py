@@ -58,10 +58,8 @@ def bench_config(args):
 
 
 def run_taosr(config, out_dir: str) -> list[dict]:
-    from taosr.actors.runtime import init_ray
     from taosr.ray_jobs import grpo
 
-    init_ray(config.ray)
     grpo.train(config, grpo.start_model_for(config), out_dir)
     steps = [json.loads(line) for line in open(Path(out_dir) / "metrics.jsonl")]
     return [{"step_s": s["rollout_s"] + s["reward_s"] + s["train_s"] + s["sync_s"], "rollout_s": s["rollout_s"] + s["reward_s"],
@@ -129,7 +127,10 @@ def main() -> int:
     if args.setup_trl:
         setup_trl()
         return 0
+    from taosr.actors.runtime import init_ray
+
     config = bench_config(args)
+    init_ray(config.ray)  # before any Ray Data call, which would start a default-sized cluster
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as scratch:
         prompts = Path(scratch) / "prompts.jsonl"
         write_prompts(config, prompts)
