@@ -101,10 +101,15 @@ def run_trl(config, args, prompts: Path, out_dir: str) -> list[dict]:
              "trained_sequences": sequences} for s in steps]
 
 
-def summarise(name: str, steps: list[dict]) -> dict:
+def summarise(name: str, steps: list[dict], sequences: int) -> dict:
+    """Means over the counted steps. ``equal_work_step_s`` scales the non-rollout part of each
+    step to ``sequences`` trained sequences: an estimate of the step had dynamic sampling kept
+    every group (TRL trains all of them)."""
     counted = steps[1:]  # the first step is warm-up
     step_s = statistics.mean(s["step_s"] for s in counted)
-    return {"name": name, "steps": len(counted), "step_s": step_s,
+    equal = statistics.mean(s["rollout_s"] + (s["step_s"] - s["rollout_s"]) * sequences / s["trained_sequences"]
+                            for s in counted)
+    return {"name": name, "steps": len(counted), "step_s": step_s, "equal_work_step_s": equal,
             "rollout_share": statistics.mean(s["rollout_s"] / s["step_s"] for s in counted),
             "generated_tokens_per_s": sum(s["generated_tokens"] for s in counted) / sum(s["step_s"] for s in counted),
             "trained_sequences_per_step": statistics.mean(s["trained_sequences"] for s in counted), "raw": steps}
@@ -134,23 +139,29 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as scratch:
         prompts = Path(scratch) / "prompts.jsonl"
         write_prompts(config, prompts)
-        taosr_side = summarise("taosr (vLLM actor + DeepSpeed on Ray)", run_taosr(copy.deepcopy(config), f"{scratch}/taosr"))
+        sequences = args.prompts_per_step * args.group_size
+        taosr_side = summarise("taosr (vLLM actor + DeepSpeed on Ray)", run_taosr(copy.deepcopy(config), f"{scratch}/taosr"),
+                               sequences)
         import ray
 
         ray.shutdown()  # the TRL side gets the whole box
-        trl_side = summarise("TRL GRPOTrainer (transformers generate)", run_trl(config, args, prompts, f"{scratch}/trl"))
+        trl_side = summarise("TRL GRPOTrainer (transformers generate)", run_trl(config, args, prompts, f"{scratch}/trl"),
+                             sequences)
     ratio = trl_side["step_s"] / taosr_side["step_s"]
     token_ratio = taosr_side["generated_tokens_per_s"] / trl_side["generated_tokens_per_s"]
+    equal_ratio = trl_side["equal_work_step_s"] / taosr_side["equal_work_step_s"]
     print("| side | s/step | rollout share | generated tok/s | trained seq/step |\n|---|---|---|---|---|")
     for side in (taosr_side, trl_side):
         print(f"| {side['name']} | {side['step_s']:.1f} | {100 * side['rollout_share']:.0f}% | "
               f"{side['generated_tokens_per_s']:.1f} | {side['trained_sequences_per_step']:.1f} |")
     print(f"\nstep time ratio (TRL / taosr): {ratio:.2f}x (target >= 2x: {'met' if ratio >= 2 else 'not met'}); "
-          f"generated tokens/s ratio (taosr / TRL): {token_ratio:.2f}x")
+          f"generated tokens/s ratio (taosr / TRL): {token_ratio:.2f}x; at equal trained sequences (estimate): "
+          f"{equal_ratio:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "taosr": taosr_side, "trl": trl_side,
                                           "step_time_ratio": ratio,
-                                          "generated_tokens_per_s_ratio": token_ratio}, indent=2))
+                                          "generated_tokens_per_s_ratio": token_ratio,
+                                          "equal_work_step_time_ratio": equal_ratio}, indent=2))
     return 0
 
 
