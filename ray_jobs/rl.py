@@ -17,6 +17,7 @@ prompt sampler's cursor; a restarted run (same run_dir) resumes from the latest 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -48,18 +49,22 @@ def micro_steps_per_step(rl: dict, world: int) -> int:
 
 # --------------------------------------------------------------------------- rollout (rank 0)
 
+def prompts_digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+
+
 def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group: RolloutGroup) -> dict:
     """Roll out, score and filter until ``prompts_per_step`` groups with signal are in."""
     spec = SamplingSpec(n=rl["group_size"], temperature=rl["temperature"], top_p=rl["top_p"], top_k=rl["top_k"],
                         max_new_tokens=rl["max_new_tokens"])
     batch = DynamicBatch(rl["prompts_per_step"], rl["min_pass_rate"], rl["max_pass_rate"], diverse=rl["diverse"],
                          min_paths=rl["min_distinct_paths"], type_cap=rl["query_type_cap"])
-    scored_all, started, requested, generated_tokens = [], time.time(), 0, 0
+    scored_all, started, generated_tokens, drawn_ids = [], time.time(), 0, []
     reward_seconds = 0.0
     while not batch.full and batch.rounds < rl["max_refill_rounds"]:
         count = math.ceil(batch.missing * rl["oversample"])
         chosen = [prompts[i] for i in sampler.take(count)]
-        requested += count
+        drawn_ids.extend(str(p["id"]) for p in chosen)
         rollouts = group.generate([p["prompt_ids"] for p in chosen], spec, timeout_s=rl["rollout_timeout_s"])
         generated_tokens += sum(len(r.token_ids) for prompt_rollouts in rollouts for r in prompt_rollouts)
         scoring_started = time.time()
@@ -77,7 +82,10 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
         reward_seconds += time.time() - scoring_started
     stats = batch.stats()
     stats.update(
-        prompt_cursor=sum(sampler.drawn.values()), prompts_requested=requested, generated_tokens=generated_tokens,
+        prompt_cursor=sum(sampler.drawn.values()), prompts_requested=len(drawn_ids), generated_tokens=generated_tokens,
+        # which prompts this step drew, in order: a resumed run must draw exactly what an
+        # uninterrupted one would (tests compare it with a fresh sampler's stream)
+        prompts_digest=prompts_digest(drawn_ids),
         reward_mean=float(np.mean([s.reward for s in scored_all])),
         accuracy=float(np.mean([s.correct for s in scored_all])),
         format_error_rate=float(np.mean([not s.format_ok for s in scored_all])),

@@ -70,20 +70,46 @@ def test_sync_probe_stops_a_run_whose_weights_were_not_pushed(learnable):
         grpo.train(config, start, f"{config.run_dir}/grpo-skipped-sync")
 
 
-def test_a_crashed_run_resumes_from_its_checkpoint_without_repeating_or_skipping(learnable):
+def _with_train_prompts(config, count, run_dir):
+    """A copy of the run's accepted logs keeping only ``count`` training rows (others untouched)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(f"{config.run_dir}/data/accepted")
+    rows = table.to_pylist()
+    train = [r for r in rows if r["split"] == "train"][:count]
+    (run_dir / "data" / "accepted").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(train + [r for r in rows if r["split"] != "train"], schema=table.schema),
+                   run_dir / "data" / "accepted" / "part-0.parquet")
+    config = copy.deepcopy(config)
+    config.run_dir = str(run_dir)
+    return config
+
+
+def test_a_run_crashed_right_after_an_epoch_boundary_resumes_without_repeating_or_skipping(learnable, tmp_path):
+    """8 training prompts, exactly 4 drawn per step (one round): the checkpoint after step 2
+    falls exactly at the end of the prompt stream's first epoch. The run crashes after step 3
+    and resumes from that checkpoint; every step must draw exactly the prompts an uninterrupted
+    sampler would."""
+    from taosr.label_balance import BalancedSampler
     from taosr.ray_jobs import grpo
+    from taosr.ray_jobs.rl import prompts_digest
 
     config, start = learnable
-    config = copy.deepcopy(config)
-    config.grpo.steps, config.grpo.checkpoint_every_steps, config.grpo.fault_crash_after_step = 5, 2, 3
+    config = _with_train_prompts(config, 8, tmp_path)
+    rl = config.grpo
+    rl.steps, rl.checkpoint_every_steps, rl.fault_crash_after_step = 5, 2, 3
+    rl.oversample, rl.max_refill_rounds = 1.0, 1
     out = f"{config.run_dir}/grpo-resumed"
     grpo.train(config, start, out, max_failures=1)
     steps = _logged(out)
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]
-    cursor = 0
-    for s in steps:  # the prompt stream continues exactly where the checkpoint left it
-        assert s["prompt_cursor"] == cursor + s["prompts_requested"]
-        cursor = s["prompt_cursor"]
+    assert [s["prompt_cursor"] for s in steps] == [4, 8, 12, 16, 20]  # the checkpoint (step 2) ends epoch 1
+    prompts, _ = grpo.training_prompts(config, start, rl)
+    assert len(prompts) == 8
+    sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, config.seed)
+    expected = [prompts_digest([str(prompts[i]["id"]) for i in sampler.take(4)]) for _ in steps]
+    assert [s["prompts_digest"] for s in steps] == expected
 
 
 def test_a_killed_rollout_actor_is_restarted_and_given_the_current_weights(learnable):
