@@ -122,6 +122,14 @@ def build_pair_dataset(config: TaosrConfig, reference_path: str):
     return unique, counts
 
 
+def _with_training_order(batch, seed: int):
+    """Ray Data batch (pyarrow) -> the same rows with a sort key that is a seeded hash of each pair."""
+    import pyarrow as pa
+
+    keys = [hashlib.sha256(f"{seed}:{key}".encode()).hexdigest() for key in batch.column("pair_key").to_pylist()]
+    return batch.append_column("training_order", pa.array(keys))
+
+
 def dpo_step_loss(beta: float, label_smoothing: float):
     """The loss_fn for ``run_training``: chosen and rejected go through the policy as one batch."""
 
@@ -160,9 +168,13 @@ def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
     pairs, counts = build_pair_dataset(config, reference_path)
     write_dataset(pairs, join(out_dir, "pairs"), endpoint)
     write_json(join(out_dir, "pairs.json"), counts, endpoint)
-    data = pairs.select_columns(["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels",
-                                 "reference_chosen", "reference_rejected"])
-    data = data.random_shuffle(seed=config.seed).materialize()
+    # A seeded permutation keyed on each pair's content: Ray Data does not keep the pairs' order
+    # from one run to the next (two same-seed runs fed DPO the same 128 pairs in different
+    # orders and ended at different models), and random_shuffle depends on that order.
+    data = pairs.map_batches(_with_training_order, fn_kwargs={"seed": config.seed}, batch_format="pyarrow")
+    data = data.sort("training_order").select_columns(
+        ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels", "reference_chosen",
+         "reference_rejected"]).materialize()
     num_pairs = data.count()
     require_examples(num_pairs, config.dpo, f"preference pairs ({counts})", "; sample more prompts")
     info = model_info(AutoTokenizer.from_pretrained(reference_path), ResponseFormat.POST_COT.value,

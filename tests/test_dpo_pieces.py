@@ -74,3 +74,18 @@ def test_pair_choice_is_seeded():
     first = build_pairs("p", SAMPLES, 4, None, max_pairs=1, rng=random.Random(7))
     again = build_pairs("p", SAMPLES, 4, None, max_pairs=1, rng=random.Random(7))
     assert first == again and len(first) == 1
+
+
+def test_dpo_training_order_depends_on_the_pairs_and_seed_not_on_how_they_arrived():
+    import pyarrow as pa
+
+    from taosr.ray_jobs.dpo import _with_training_order
+
+    keys = [f"pair-{i}" for i in range(20)]
+
+    def order(pair_keys, seed):
+        table = _with_training_order(pa.table({"pair_key": pair_keys}), seed=seed)
+        return [k for _, k in sorted(zip(table.column("training_order").to_pylist(), pair_keys))]
+
+    assert order(keys, 0) == order(list(reversed(keys)), 0)  # same pairs in another order: same training order
+    assert order(keys, 0) != order(keys, 1) and sorted(order(keys, 0)) == sorted(keys)  # a seeded permutation
