@@ -107,9 +107,10 @@ def check_layout(rl: GrpoConfig) -> None:
         raise ValueError("group_size must be at least 2: advantages are relative to the group")
 
 
-def start_judge(config: TaosrConfig, rl: GrpoConfig):
-    """The GenRM actor an SRPO run scores steps with, or None (see ``genrm_model_for``)."""
-    judge_model = genrm_model_for(config, rl)
+def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = None):
+    """The GenRM actor an SRPO run scores steps with (``judge_model``, by default
+    ``genrm_model_for``), or None when it has none."""
+    judge_model = judge_model if judge_model is not None else genrm_model_for(config, rl)
     if not judge_model:
         return None
     from taosr.actors.step_judge import step_judge_actor
@@ -141,8 +142,8 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
                                 dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
                                 kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size)
     try:
-        if owns_judge:
-            judge = start_judge(config, rl)
+        if owns_judge and counts["genrm"]:
+            judge = start_judge(config, rl, counts["genrm"])
         info = model_info(AutoTokenizer.from_pretrained(start_model), ResponseFormat.POST_COT.value,
                           base_model=start_model, stage=stage)
         loop_config = {"rl": asdict(rl), "stage": stage, "seed": config.seed, "model_path": start_model,
