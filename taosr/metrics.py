@@ -7,6 +7,9 @@ Conventions, fixed here so numbers are comparable across runs:
 - Good-F1 is the F1 of the binary task {4, 3} ("Good") versus {2, 1}.
 - pass@k uses the unbiased estimator 1 - C(n-c, k) / C(n, k) averaged over prompts.
 - Rates are over the responses they can be measured on and report that denominator.
+- Two models scored on the same examples are compared by a paired bootstrap: the examples are
+  resampled with replacement and both models' metric is recomputed on each resample, so the
+  interval of the difference accounts for their shared examples.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from math import comb
 from typing import Iterable, Mapping, Sequence
+
+import numpy as np
 
 LEVEL_ORDER = (1, 2, 3, 4)
 
@@ -61,6 +66,45 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int]) -> dict:
         "accuracy": sum(1 for g, p in zip(gold, pred) if g == p) / n,
         "good_f1": f1(tp, fp, fn),
     }
+
+
+def _resampled_macro_f1_and_accuracy(gold: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Macro-F1 and accuracy of each row of (resamples, n) arrays, with classification_metrics'
+    conventions (a level counts where it occurs in that resample's gold or predictions)."""
+    f1_sum = np.zeros(gold.shape[0])
+    levels_present = np.zeros(gold.shape[0])
+    for level in LEVEL_ORDER:
+        is_gold, is_pred = gold == level, pred == level
+        tp = (is_gold & is_pred).sum(axis=1)
+        fp = (~is_gold & is_pred).sum(axis=1)
+        fn = (is_gold & ~is_pred).sum(axis=1)
+        present = (is_gold | is_pred).any(axis=1)
+        denominator = 2 * tp + fp + fn
+        f1_sum += np.where(present, 2 * tp / np.maximum(denominator, 1), 0.0)
+        levels_present += present
+    return f1_sum / np.maximum(levels_present, 1), (gold == pred).mean(axis=1)
+
+
+def paired_bootstrap(gold: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int],
+                     resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Difference b - a in macro-F1 and accuracy on the same examples, with percentile intervals
+    from a paired bootstrap. ``beyond_noise`` says whether the macro-F1 interval excludes 0."""
+    gold, pred_a, pred_b = (np.asarray(x) for x in (gold, pred_a, pred_b))
+    if not (len(gold) == len(pred_a) == len(pred_b)) or len(gold) == 0:
+        raise ValueError(f"paired bootstrap needs the same non-empty examples: {len(gold)} gold, "
+                         f"{len(pred_a)} and {len(pred_b)} predictions")
+    picks = np.random.default_rng(seed).integers(0, len(gold), size=(resamples, len(gold)))
+    f1_a, acc_a = _resampled_macro_f1_and_accuracy(gold[picks], pred_a[picks])
+    f1_b, acc_b = _resampled_macro_f1_and_accuracy(gold[picks], pred_b[picks])
+    tail = 100 * (1 - confidence) / 2
+    point_a = classification_metrics(gold.tolist(), pred_a.tolist())
+    point_b = classification_metrics(gold.tolist(), pred_b.tolist())
+    out = {"n": len(gold), "resamples": resamples, "confidence": confidence}
+    for name, deltas in (("macro_f1", f1_b - f1_a), ("accuracy", acc_b - acc_a)):
+        low, high = np.percentile(deltas, [tail, 100 - tail])
+        out[name] = {"delta": point_b[name] - point_a[name], "low": float(low), "high": float(high)}
+    out["beyond_noise"] = out["macro_f1"]["low"] > 0 or out["macro_f1"]["high"] < 0
+    return out
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:

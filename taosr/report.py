@@ -16,6 +16,7 @@ from pathlib import Path
 
 from taosr.cumpt_sweep import plot_sweep
 from taosr.labels import LEVELS
+from taosr.metrics import paired_bootstrap
 
 STAGE_ROWS = (("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
               ("srpo", "+ SRPO (TaoSR-SHE)"))
@@ -111,6 +112,38 @@ def genrm_table(summary: dict) -> str:
         cells += [_pct(row["per_step"].get(s)) for s in steps]
         lines.append(f"| {name} | {row['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def stage_predictions(run: Path, slug: str) -> dict[str, tuple[int, int]]:
+    """{example id: (gold level, predicted level)} from eval/<slug>/predictions.jsonl."""
+    return {row["id"]: (row["label"], row["pred"]) for row in _read_jsonl(run / "eval" / slug / "predictions.jsonl")}
+
+
+def stage_comparisons(slugs: list[str]) -> list[tuple[str, str]]:
+    """Each stage against the one before it in the table, and the last RL stage against SFT."""
+    pairs = list(zip(slugs, slugs[1:]))
+    if "sft" in slugs and slugs[-1] not in ("base", "sft") and ("sft", slugs[-1]) not in pairs:
+        pairs.append(("sft", slugs[-1]))
+    return pairs
+
+
+def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
+    """Paired-bootstrap 95% intervals of the change in macro-F1 and accuracy between stages, on
+    the examples both were scored on."""
+    names = dict(STAGE_ROWS)
+    predictions = {slug: stage_predictions(run, slug) for slug in slugs}
+    lines = ["| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | beyond noise? |", "|---|---|---|---|---|"]
+    for before, after in stage_comparisons([s for s in slugs if predictions[s]]):
+        shared = sorted(predictions[before].keys() & predictions[after].keys())
+        if not shared:
+            continue
+        result = paired_bootstrap([predictions[before][i][0] for i in shared], [predictions[before][i][1] for i in shared],
+                                  [predictions[after][i][1] for i in shared], seed=seed)
+        cells = [f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
+                 for m in ("macro_f1", "accuracy")]
+        lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {cells[0]} | {cells[1]} | "
+                     f"{'yes' if result['beyond_noise'] else 'no'} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def training_logs(run: Path) -> dict[str, list[dict]]:
@@ -223,6 +256,13 @@ def build_report(run_dir: str, out_dir: str | None = None) -> dict:
              "## Stage table\n", stage_table(metrics), "\n",
              "## Macro-F1 by query type\n", query_type_table(metrics), "\n",
              "## Accuracy by query type\n", query_type_table(metrics, "accuracy"), "\n"]
+    differences = differences_table(run, list(metrics))
+    if differences:
+        parts += ["## Stage differences against noise\n",
+                  "Paired bootstrap over the held-out examples (2,000 resamples): a change is beyond noise "
+                  "when the 95% interval of its macro-F1 difference excludes 0.\n", differences, "\n"]
+    else:
+        missing.append("stage differences (no eval/<stage>/predictions.jsonl)")
     confusion = plot_confusions(metrics, out)
     if confusion:
         parts += ["## Confusion matrices\n", f"![confusion]({confusion.name})\n"]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from taosr.cumpt import best_beta, cumpt_level, cumpt_levels, level_probs_matrix, sweep_beta
-from taosr.metrics import classification_metrics, evaluate_records, markdown_table, pass_at_k, pass_at_k_table, rate
+from taosr.metrics import (_resampled_macro_f1_and_accuracy, classification_metrics, evaluate_records, markdown_table,
+                           paired_bootstrap, pass_at_k, pass_at_k_table, rate)
 
 GOLD = [4, 4, 4, 3, 2, 1]
 PRED = [4, 4, 2, 4, 2, 2]
@@ -38,6 +39,41 @@ def test_no_answer_counts_as_wrong_for_its_gold_level():
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError):
         classification_metrics([4], [4, 3])
+
+
+def test_vectorised_resample_metrics_match_classification_metrics():
+    rng = np.random.default_rng(3)
+    gold = rng.integers(1, 5, size=(50, 7))
+    pred = rng.integers(0, 5, size=(50, 7))  # 0: no answer
+    gold[:5] = 4  # rows where some levels are absent from gold and predictions
+    pred[:5] = rng.choice([3, 4], size=(5, 7))
+    macro, accuracy = _resampled_macro_f1_and_accuracy(gold, pred)
+    for row in range(50):
+        expected = classification_metrics(gold[row].tolist(), pred[row].tolist())
+        assert macro[row] == pytest.approx(expected["macro_f1"]) and accuracy[row] == pytest.approx(expected["accuracy"])
+
+
+def test_paired_bootstrap_by_hand():
+    gold, always_1, perfect = [1, 1, 2, 2], [1, 1, 1, 1], [1, 1, 2, 2]
+    # always_1: F1(1) = 2*2 / (2*2 + 2 + 0) = 2/3, F1(2) = 0 -> macro 1/3, accuracy 1/2
+    result = paired_bootstrap(gold, always_1, perfect, resamples=500)
+    assert result["macro_f1"]["delta"] == pytest.approx(2 / 3) and result["accuracy"]["delta"] == pytest.approx(0.5)
+    assert 0 <= result["accuracy"]["low"] <= 0.5 <= result["accuracy"]["high"] <= 1  # perfect is never worse on a resample
+    same = paired_bootstrap(gold, perfect, perfect)
+    assert same["macro_f1"] == {"delta": 0.0, "low": 0.0, "high": 0.0} and not same["beyond_noise"]
+
+
+def test_paired_bootstrap_separates_a_real_gain_from_a_coin_flip():
+    rng = np.random.default_rng(0)
+    gold = rng.integers(1, 5, size=400)
+    coin_a = np.where(rng.random(400) < 0.5, gold, 1 + gold % 4)  # right half the time
+    coin_b = np.where(rng.random(400) < 0.5, gold, 1 + gold % 4)  # another draw of the same model
+    better = np.where(rng.random(400) < 0.8, gold, 1 + gold % 4)
+    assert paired_bootstrap(gold, coin_a, better)["beyond_noise"]
+    noise = paired_bootstrap(gold, coin_a, coin_b)
+    assert not noise["beyond_noise"] and noise["macro_f1"]["low"] < noise["macro_f1"]["delta"] < noise["macro_f1"]["high"]
+    with pytest.raises(ValueError, match="same non-empty examples"):
+        paired_bootstrap([1, 2], [1], [1, 2])
 
 
 def test_pass_at_k_by_hand():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from taosr.report import build_report, pass_at_k_table, stage_table
+from taosr.report import build_report, pass_at_k_table, stage_comparisons, stage_table
 
 
 def metrics(f1_4, acc, confusion_4_4):
@@ -22,6 +22,10 @@ def run(tmp_path):
         folder = tmp_path / "eval" / slug
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(metrics(f1, f1 + 0.05, 4)))
+        # 10 shared examples: the untrained model says 1 for all, SFT and DPO are always right
+        gold = [4] * 5 + [2] * 5
+        rows = [{"id": f"x{i}", "label": g, "pred": 1 if slug == "base" else g} for i, g in enumerate(gold)]
+        (folder / "predictions.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     (tmp_path / "sample").mkdir()
     (tmp_path / "sample" / "pass_at_k.json").write_text(json.dumps(
         {"prompts": 12, "overall": {"pass@1": 0.4, "pass@2": 0.6},
@@ -56,6 +60,8 @@ def test_report_tables_and_plots(run):
     assert "| negation | 4 | 20.00 | 36.67 | 40.00 |" in text  # macro-F1 by query type, one column per stage
     assert "| all | 12 | 40.00 | 60.00 |" in text
     assert "| sft | 61 |" in text
+    assert "| untrained → SFT | 10 | +100.00 [+100.00, +100.00] | +100.00 [+100.00, +100.00] | yes |" in text
+    assert "| SFT → CoT SFT + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | no |" in text
     assert {p.split("/")[-1] for p in result["plots"]} == {"confusion.png", "curves-sft.png", "pass_at_k.png"}
     for plot in result["plots"]:
         assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -78,6 +84,12 @@ def test_report_shows_the_cumpt_choice_and_the_genrm(run):
 def test_report_needs_an_evaluation(tmp_path):
     with pytest.raises(FileNotFoundError, match="eval stage"):
         build_report(str(tmp_path))
+
+
+def test_each_stage_is_compared_with_the_one_before_and_the_last_with_sft():
+    assert stage_comparisons(["base", "sft", "dpo", "grpo"]) == [("base", "sft"), ("sft", "dpo"), ("dpo", "grpo"), ("sft", "grpo")]
+    assert stage_comparisons(["base", "sft", "dpo"]) == [("base", "sft"), ("sft", "dpo")]
+    assert stage_comparisons(["base", "sft"]) == [("base", "sft")]
 
 
 def test_tables_leave_absent_values_blank():
