@@ -28,7 +28,7 @@ import numpy as np
 from taosr.actors.rollout import SamplingSpec
 from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
 from taosr.advantages import AdvantageInputs, get_estimator
-from taosr.dynamic_sampling import DynamicBatch, distinct_paths
+from taosr.dynamic_sampling import DynamicBatch, distinct_paths, lost_format_error
 from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
@@ -354,6 +354,9 @@ def rl_train_loop(loop_config: dict) -> None:
                    "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
         stalled = stalled + 1 if metrics["skipped_update"] else 0
         metrics["stall_alarm"] = stalled >= rl["stall_alarm_steps"]
+        lost_format = lost_format_error(stage, step, stalled, batch["stats"].get("format_error_rate", 0.0), rl)
+        if lost_format:  # every rank saw the same broadcast stats, so all stop together
+            raise RuntimeError(lost_format)
         if metrics["stall_alarm"] and rank == 0:
             print(json.dumps({stage: {"step": step, "alarm": f"dynamic sampling kept no group for {stalled} steps",
                                       "hint": "every group is all-right or all-wrong: widen the pass-rate window "

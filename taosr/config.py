@@ -200,6 +200,7 @@ class GrpoConfig(LearnerConfig):
     log_every_steps: int = option(1, "print and log every this many steps")
     checkpoint_every_steps: int = option(4, "save learner state (model, optimizer, scheduler, RNG, prompt cursor) every this many steps")
     stall_alarm_steps: int = option(3, "log a dynamic-sampling alarm after this many consecutive steps that kept no group (the policy answers every prompt all-right or all-wrong)")
+    lost_format_abort: float = option(0.95, "with format_gate on, stop the job once stall_alarm_steps steps in a row kept no group and at least this share of a step's rollouts broke the format: the start model has lost the output format and no reward can vary (above 1: never stop)")
     entropy_alarm_ratio: float = option(0.5, "log an entropy-collapse alarm when policy entropy falls below this share of its first measured value")
     fault_skip_sync_step: int = option(0, "testing only: skip the weight push after this step, to prove the sync check stops the run")
     fault_kill_engine_before_step: int = option(0, "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and the loop restores its weights")

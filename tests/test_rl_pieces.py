@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from taosr.advantages import AdvantageInputs, get_estimator, group_zscore
-from taosr.dynamic_sampling import KEPT, OUT_OF_WINDOW, ZERO_VARIANCE, DynamicBatch, group_verdict
+from taosr.dynamic_sampling import KEPT, OUT_OF_WINDOW, ZERO_VARIANCE, DynamicBatch, group_verdict, lost_format_error
 from taosr.formats import Reasoning, ResponseFormat, render
 from taosr.label_balance import BalancedSampler, label_cv, prefilter_by_pass_rate, target_mix
 from taosr.losses import clipped_policy_loss, kl_k3, token_logprobs
@@ -194,3 +194,19 @@ def test_rl_layouts_the_weight_sync_cannot_serve_are_refused_before_any_actor_st
     with pytest.raises(ValueError, match="divide evenly"):
         check_layout(GrpoConfig(prompts_per_step=3, group_size=3, micro_batch_size=8))
     check_layout(GrpoConfig())  # the defaults are a valid layout
+
+
+def test_the_loop_stops_only_when_stalled_by_a_lost_format():
+    from dataclasses import asdict
+
+    from taosr.config import GrpoConfig
+
+    rl = asdict(GrpoConfig())  # format_gate on, stall alarm after 3 steps, abort at 95% format errors
+    assert rl["format_gate"] and rl["stall_alarm_steps"] == 3 and rl["lost_format_abort"] == 0.95
+    message = lost_format_error("grpo", 7, 3, 1.0, rl)
+    assert message.startswith("grpo: 3 steps in a row kept no group, and 100% of step 7's rollouts broke")
+    assert "grpo.lost_format_abort=1.1" in message
+    assert lost_format_error("grpo", 7, 2, 1.0, rl) is None  # not stalled long enough yet
+    assert lost_format_error("grpo", 7, 3, 0.94, rl) is None  # stalled for another reason (all right / all wrong)
+    assert lost_format_error("grpo", 7, 3, 1.0, {**rl, "format_gate": False}) is None  # label alone decides the reward
+    assert lost_format_error("grpo", 7, 3, 1.0, {**rl, "lost_format_abort": 1.1}) is None
