@@ -25,7 +25,7 @@ from taosr.preferences import Sample, build_pairs, pair_counts
 from taosr.prompts import build_prompt, item_from_row
 from taosr.ray_jobs.job_args import run_job
 from taosr.ray_jobs.training import fit, require_examples, run_training
-from taosr.sft_examples import pad_batch, tokenize_example
+from taosr.sft_examples import IGNORE_INDEX, pad_batch, tokenize_example
 
 PAIR_COLUMNS = ("pair_key", "prompt_id", "query_type", "label", "kind", "chosen", "rejected",
                 "chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels",
@@ -130,7 +130,7 @@ def _with_training_order(batch, seed: int):
     return batch.append_column("training_order", pa.array(keys))
 
 
-def dpo_step_loss(beta: float, label_smoothing: float):
+def dpo_step_loss(beta: float, label_smoothing: float, nll_weight: float = 0.0):
     """The loss_fn for ``run_training``: chosen and rejected go through the policy as one batch."""
 
     def loss_fn(engine, rows: list[dict]):
@@ -146,8 +146,10 @@ def dpo_step_loss(beta: float, label_smoothing: float):
         reference = torch.tensor([r["reference_chosen"] for r in rows] + [r["reference_rejected"] for r in rows],
                                  device=policy.device, dtype=policy.dtype)
         half = len(rows)
+        chosen_tokens = (padded["labels"][:half, 1:] != IGNORE_INDEX).sum(dim=1)
         loss, metrics = dpo_loss(policy[:half], policy[half:], reference[:half], reference[half:],
-                                 beta=beta, label_smoothing=label_smoothing)
+                                 beta=beta, label_smoothing=label_smoothing, nll_weight=nll_weight,
+                                 chosen_tokens=chosen_tokens)
         return loss, metrics, int(padded["attention_mask"].sum())
 
     return loss_fn
@@ -156,7 +158,7 @@ def dpo_step_loss(beta: float, label_smoothing: float):
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
     cfg = loop_config["trainer"]
-    run_training(loop_config, "dpo", dpo_step_loss(cfg["beta"], cfg["label_smoothing"]))
+    run_training(loop_config, "dpo", dpo_step_loss(cfg["beta"], cfg["label_smoothing"], cfg["nll_weight"]))
 
 
 def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:

@@ -153,6 +153,7 @@ class SampleConfig:
 class DpoConfig(TrainerConfig):
     beta: float = option(0.1, "DPO temperature: strength of the pull towards the reference")
     label_smoothing: float = option(0.0, "conservative DPO: assumed share of flipped preferences")
+    nll_weight: float = option(0.0, "weight of the chosen responses' per-token NLL added to the DPO loss (RPO; 0 = standard DPO as in the paper). Try 1.0 when DPO breaks the output format")
     lr: float = option(5e-6, "peak learning rate")
     micro_batch_size: int = option(2, "pairs per worker per forward pass (each pair is two sequences)")
     pairs_per_prompt: int = option(1, "at most this many distinct pairs per prompt")

@@ -40,24 +40,36 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float = 0.1, label_smoothing: float = 0.0):
+             reference_rejected: torch.Tensor, beta: float = 0.1, label_smoothing: float = 0.0,
+             nll_weight: float = 0.0, chosen_tokens: torch.Tensor | None = None):
     """Direct preference optimisation on sequence log-probabilities (all [B]).
 
     Implicit rewards r = beta * (log pi - log pi_ref); loss = -log sigmoid(r_chosen - r_rejected),
-    optionally smoothed for noisy preferences (conservative DPO). Returns (mean loss, metrics).
+    optionally smoothed for noisy preferences (conservative DPO). ``nll_weight`` adds the chosen
+    responses' per-token negative log-likelihood (``chosen_tokens`` long each), as in RPO (Pang
+    et al., 2024): plain DPO can lower the chosen responses' likelihood along with the rejected
+    ones until the model stops writing the format. Returns (mean loss, metrics).
     """
     chosen_rewards = beta * (policy_chosen - reference_chosen)
     rejected_rewards = beta * (policy_rejected - reference_rejected)
     margin = chosen_rewards - rejected_rewards
     losses = -(1.0 - label_smoothing) * torch.nn.functional.logsigmoid(margin) \
         - label_smoothing * torch.nn.functional.logsigmoid(-margin)
-    metrics = {
+    loss = losses.mean()
+    metrics = {}
+    if nll_weight:
+        if chosen_tokens is None:
+            raise ValueError("nll_weight needs chosen_tokens, the number of response tokens of each chosen sequence")
+        chosen_nll = (-policy_chosen / chosen_tokens.clamp(min=1)).mean()
+        loss = loss + nll_weight * chosen_nll
+        metrics["chosen_nll"] = chosen_nll.detach()
+    metrics.update({
         "reward_chosen": chosen_rewards.detach().mean(),
         "reward_rejected": rejected_rewards.detach().mean(),
         "reward_margin": margin.detach().mean(),
         "reward_accuracy": (margin.detach() > 0).float().mean(),
-    }
-    return losses.mean(), metrics
+    })
+    return loss, metrics
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

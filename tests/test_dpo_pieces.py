@@ -37,6 +37,22 @@ def test_dpo_at_the_reference_is_log_two_and_pushes_chosen_up():
     assert rejected.grad.tolist() == pytest.approx([0.125, 0.125])
 
 
+def test_the_chosen_nll_term_by_hand():
+    chosen = torch.tensor([-6.0, -2.0], requires_grad=True)
+    rejected = torch.tensor([-5.0, -5.0])
+    plain, _ = dpo_loss(chosen, rejected, chosen.detach().clone(), rejected.clone(), beta=0.5)
+    loss, metrics = dpo_loss(chosen, rejected, chosen.detach().clone(), rejected.clone(), beta=0.5,
+                             nll_weight=2.0, chosen_tokens=torch.tensor([3, 4]))
+    # per-token NLL: 6/3 = 2 and 2/4 = 0.5, mean 1.25; loss = log 2 + 2 * 1.25
+    assert float(metrics["chosen_nll"]) == pytest.approx(1.25)
+    assert loss.item() == pytest.approx(plain.item() + 2.5)
+    loss.backward()
+    # DPO part -beta/2 per pair averaged over 2 = -0.125; NLL part -2 / tokens / 2 pairs
+    assert chosen.grad.tolist() == pytest.approx([-0.125 - 1 / 3, -0.125 - 0.25])
+    with pytest.raises(ValueError, match="chosen_tokens"):
+        dpo_loss(chosen, rejected, chosen, rejected, nll_weight=1.0)
+
+
 def test_label_smoothing_is_symmetric():
     m = torch.tensor([0.0])
     loss, _ = dpo_loss(m + 1, m, m, m, beta=1.0, label_smoothing=0.5)
@@ -89,3 +105,20 @@ def test_dpo_training_order_depends_on_the_pairs_and_seed_not_on_how_they_arrive
 
     assert order(keys, 0) == order(list(reversed(keys)), 0)  # same pairs in another order: same training order
     assert order(keys, 0) != order(keys, 1) and sorted(order(keys, 0)) == sorted(keys)  # a seeded permutation
+
+
+def test_the_dpo_step_counts_only_chosen_response_tokens_for_its_nll(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from taosr.ray_jobs.dpo import dpo_step_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    # chosen: 2 prompt tokens then 3 response tokens; rejected: 2 prompt tokens then 1 response token
+    row = {"chosen_input_ids": [5, 6, 7, 8, 9], "chosen_labels": [IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9],
+           "rejected_input_ids": [5, 6, 10], "rejected_labels": [IGNORE_INDEX, IGNORE_INDEX, 10]}
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([row["chosen_input_ids"]])).logits
+        chosen = float(sequence_logprobs(logits, torch.tensor([row["chosen_labels"]]))[0])
+    row.update(reference_chosen=chosen, reference_rejected=-3.0)
+    _, metrics, _ = dpo_step_loss(beta=0.1, label_smoothing=0.0, nll_weight=1.0)(model, [row])
+    assert float(metrics["chosen_nll"]) == pytest.approx(-chosen / 3, rel=1e-5)
