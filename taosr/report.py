@@ -20,7 +20,7 @@ from taosr.metrics import paired_bootstrap
 
 STAGE_ROWS = (("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
               ("srpo", "+ SRPO (TaoSR-SHE)"))
-PIPELINE = ("data", "cot", "sft", "sample", "dpo", "grpo", "srpo", "eval", "export", "serve")
+PIPELINE = ("data", "cot", "sft", "sample", "dpo", "grpo", "genrm", "srpo", "eval", "export", "serve")
 # Curves drawn per training stage, when the stage logged them.
 CURVES = {"sft": ("loss",), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
           "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
