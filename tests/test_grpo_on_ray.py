@@ -70,6 +70,19 @@ def test_sync_probe_stops_a_run_whose_weights_were_not_pushed(learnable):
         grpo.train(config, start, f"{config.run_dir}/grpo-skipped-sync")
 
 
+def test_a_policy_that_lost_the_format_stops_the_run_with_the_cause(learnable):
+    """The label-only start model never writes the five steps: with the format gate on, every
+    rollout earns 0, every group is dropped, and after stall_alarm_steps the job stops."""
+    from taosr.ray_jobs import grpo
+
+    config, start = learnable
+    config = copy.deepcopy(config)
+    config.grpo.steps, config.grpo.format_gate, config.grpo.stall_alarm_steps = 6, True, 2
+    config.grpo.max_refill_rounds = 1
+    with pytest.raises(Exception, match="2 steps in a row kept no group, and 100% of step 2's rollouts broke"):
+        grpo.train(config, start, f"{config.run_dir}/grpo-lost-format")
+
+
 def _with_train_prompts(config, count, run_dir):
     """A copy of the run's accepted logs keeping only ``count`` training rows (others untouched)."""
     import pyarrow as pa
