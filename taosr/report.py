@@ -21,6 +21,7 @@ from taosr.metrics import paired_bootstrap
 STAGE_ROWS = (("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
               ("srpo", "+ SRPO (TaoSR-SHE)"))
 PIPELINE = ("data", "cot", "sft", "sample", "dpo", "grpo", "genrm", "srpo", "eval", "export", "serve")
+BOOTSTRAP_RESAMPLES = 2000  # of the held-out examples, for the stage-difference intervals
 # Curves drawn per training stage, when the stage logged them.
 CURVES = {"sft": ("loss",), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
           "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
@@ -138,7 +139,7 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
         if not shared:
             continue
         result = paired_bootstrap([predictions[before][i][0] for i in shared], [predictions[before][i][1] for i in shared],
-                                  [predictions[after][i][1] for i in shared], seed=seed)
+                                  [predictions[after][i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
         cells = [f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
                  for m in ("macro_f1", "accuracy")]
         lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {cells[0]} | {cells[1]} | "
@@ -259,7 +260,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> dict:
     differences = differences_table(run, list(metrics))
     if differences:
         parts += ["## Stage differences against noise\n",
-                  "Paired bootstrap over the held-out examples (2,000 resamples): a change is beyond noise "
+                  f"Paired bootstrap over the held-out examples ({BOOTSTRAP_RESAMPLES:,} resamples): a change is beyond noise "
                   "when the 95% interval of its macro-F1 difference excludes 0.\n", differences, "\n"]
     else:
         missing.append("stage differences (no eval/<stage>/predictions.jsonl)")
