@@ -81,7 +81,7 @@ class PairsWithReference:
         return pa.Table.from_pylist(out, schema=schema)
 
     def sequence_logprobs(self, sequences: list[tuple[list[int], list[int]]]) -> list[float]:
-        from taosr.losses import sequence_logprobs
+        from taosr.losses import labelled_logits, sequence_logprobs
 
         torch = self.torch
         out: list[float] = []
@@ -89,8 +89,8 @@ class PairsWithReference:
             for start in range(0, len(sequences), self.batch_size):
                 chunk = [{"input_ids": ids, "labels": labels} for ids, labels in sequences[start:start + self.batch_size]]
                 padded = {k: torch.tensor(v) for k, v in pad_batch(chunk, pad_id=0).items()}
-                logits = self.model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
-                out.extend(sequence_logprobs(logits, padded["labels"]).tolist())
+                out.extend(sequence_logprobs(*labelled_logits(self.model, padded["input_ids"], padded["attention_mask"],
+                                                              padded["labels"])).tolist())
         return out
 
 
@@ -136,13 +136,12 @@ def dpo_step_loss(beta: float, label_smoothing: float, nll_weight: float = 0.0):
     def loss_fn(engine, rows: list[dict]):
         import torch
 
-        from taosr.losses import dpo_loss, sequence_logprobs
+        from taosr.losses import dpo_loss, labelled_logits, sequence_logprobs
 
         sequences = [{"input_ids": r["chosen_input_ids"], "labels": r["chosen_labels"]} for r in rows] + \
                     [{"input_ids": r["rejected_input_ids"], "labels": r["rejected_labels"]} for r in rows]
         padded = {k: torch.tensor(v, device=engine.device) for k, v in pad_batch(sequences, pad_id=0).items()}
-        logits = engine(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
-        policy = sequence_logprobs(logits, padded["labels"])
+        policy = sequence_logprobs(*labelled_logits(engine, padded["input_ids"], padded["attention_mask"], padded["labels"]))
         reference = torch.tensor([r["reference_chosen"] for r in rows] + [r["reference_rejected"] for r in rows],
                                  device=policy.device, dtype=policy.dtype)
         half = len(rows)

@@ -55,12 +55,12 @@ def sft_loss(engine, rows: list[dict]):
     """Next-token cross-entropy on the assistant turn of a micro-batch."""
     import torch
 
-    from taosr.losses import masked_token_nll
+    from taosr.losses import labelled_logits, masked_token_nll
 
     padded = pad_batch(rows, pad_id=0)  # any valid id: padding is masked out and right of every real token
     tensors = {key: torch.tensor(value, device=engine.device) for key, value in padded.items()}
-    logits = engine(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
-    loss, _ = masked_token_nll(logits, tensors["labels"])
+    loss, _ = masked_token_nll(*labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"],
+                                                tensors["labels"]))
     return loss, {}, int(tensors["attention_mask"].sum())
 
 

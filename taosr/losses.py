@@ -7,6 +7,25 @@ import torch
 from taosr.sft_examples import IGNORE_INDEX
 
 
+def label_window_start(labels: torch.Tensor) -> int:
+    """The first column whose logits a loss reads: the one that predicts the batch's earliest
+    labelled token (0 when no token is labelled). Every column before it is prompt."""
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    return max(int(labelled[0]) - 1, 0) if len(labelled) else 0
+
+
+def labelled_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) over the columns from ``label_window_start`` on, for ``masked_token_nll``
+    and ``sequence_logprobs``, which give the same values as on the whole sequence. The model
+    still reads every token; only the vocabulary projection and the float32 softmax skip the
+    prompt columns, which are most of each sequence (a [B, T, 49152] tensor for SmolLM2)."""
+    start = label_window_start(labels)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   logits_to_keep=input_ids.shape[1] - start).logits
+    return logits, labels[:, start:]
+
+
 def masked_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token negative log-likelihood over the labelled (unmasked) tokens.
 

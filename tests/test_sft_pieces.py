@@ -13,7 +13,7 @@ from taosr.datasets.knowledge import RULES
 from taosr.datasets.retrieval import RuleRetriever, load_rules
 from taosr.datasets.synthetic import generate_rows
 from taosr.formats import Reasoning, ResponseFormat, render
-from taosr.losses import masked_token_nll
+from taosr.losses import label_window_start, labelled_logits, masked_token_nll, sequence_logprobs
 from taosr.prompts import Item, build_prompt
 from taosr.sft_examples import IGNORE_INDEX, pad_batch, tokenize_example
 
@@ -69,6 +69,47 @@ def test_masked_nll_by_hand():
     assert float(loss) == pytest.approx((math.log(2) + math.log(4 / 3)) / 2, rel=1e-6)
     zero, none = masked_token_nll(logits, torch.full((1, 3), IGNORE_INDEX))
     assert int(none) == 0 and float(zero) == 0.0
+
+
+def test_label_window_starts_where_the_earliest_label_is_predicted():
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 5, 6],
+                           [IGNORE_INDEX, IGNORE_INDEX, 7, 8, IGNORE_INDEX]])
+    assert label_window_start(labels) == 1  # column 2 is the first labelled one; column 1 predicts it
+    assert label_window_start(torch.tensor([[4, 5]])) == 0
+    assert label_window_start(torch.full((2, 3), IGNORE_INDEX)) == 0
+
+
+def test_losses_on_the_label_window_equal_the_whole_sequence(tiny_model, tokenizer):
+    """The window only skips the vocabulary projection of prompt columns: the SFT loss, its
+    gradient and DPO's sequence log-probabilities must not change."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    examples = [tokenize_example(tokenizer, build_prompt(tokenizer, query, Item(title)),
+                                 render(ResponseFormat.POST_COT, 2, REASONING), max_len=1024)
+                for query, title in [("charger for iphone 15", "Anker 20W Charger, Lightning"),
+                                     ("usb-c charger for a long trip with a laptop", "Anker 65W Charger")]]
+    batch = {k: torch.tensor(v) for k, v in pad_batch([vars(e) for e in examples], pad_id=0).items()}
+    assert label_window_start(batch["labels"]) > 10  # the prompts are most of each row
+
+    def loss_and_grads(window: bool):
+        model.zero_grad()
+        if window:
+            logits, labels = labelled_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            labels = batch["labels"]
+        loss, count = masked_token_nll(logits, labels)
+        loss.backward()
+        return loss.detach(), count, [p.grad.clone() for p in model.parameters()], sequence_logprobs(logits, labels).detach()
+
+    whole, window = loss_and_grads(False), loss_and_grads(True)
+    assert int(whole[1]) == int(window[1]) == sum(e.num_response_tokens for e in examples)
+    assert float(window[0]) == pytest.approx(float(whole[0]), rel=1e-5)
+    for a, b in zip(whole[2], window[2]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(window[3], whole[3], rtol=1e-5, atol=1e-4)
 
 
 def test_retrieval_finds_the_fact_a_knowledge_query_needs():
