@@ -93,7 +93,7 @@ def test_losses_on_the_label_window_equal_the_whole_sequence(tiny_model, tokeniz
     batch = {k: torch.tensor(v) for k, v in pad_batch([vars(e) for e in examples], pad_id=0).items()}
     assert label_window_start(batch["labels"]) > 10  # the prompts are most of each row
 
-    def loss_and_grads(window: bool):
+    def run(window: bool) -> dict:
         model.zero_grad()
         if window:
             logits, labels = labelled_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
@@ -102,14 +102,15 @@ def test_losses_on_the_label_window_equal_the_whole_sequence(tiny_model, tokeniz
             labels = batch["labels"]
         loss, count = masked_token_nll(logits, labels)
         loss.backward()
-        return loss.detach(), count, [p.grad.clone() for p in model.parameters()], sequence_logprobs(logits, labels).detach()
+        return {"loss": float(loss), "count": int(count), "grads": [p.grad.clone() for p in model.parameters()],
+                "sequence_logprobs": sequence_logprobs(logits, labels).detach()}
 
-    whole, window = loss_and_grads(False), loss_and_grads(True)
-    assert int(whole[1]) == int(window[1]) == sum(e.num_response_tokens for e in examples)
-    assert float(window[0]) == pytest.approx(float(whole[0]), rel=1e-5)
-    for a, b in zip(whole[2], window[2]):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(window[3], whole[3], rtol=1e-5, atol=1e-4)
+    whole, window = run(window=False), run(window=True)
+    assert whole["count"] == window["count"] == sum(e.num_response_tokens for e in examples)
+    assert window["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    for expected, got in zip(whole["grads"], window["grads"]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(window["sequence_logprobs"], whole["sequence_logprobs"], rtol=1e-5, atol=1e-4)
 
 
 def test_retrieval_finds_the_fact_a_knowledge_query_needs():
