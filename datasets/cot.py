@@ -5,8 +5,10 @@ actors; every dropped row is kept, with its reason, next to the kept ones.
 
 Teachers (all return the five step lines as text, one string per row):
 - ``rule``: the embedded default; writes the steps from the knowledge base's trace (the
-  ``step_annotations`` of generated logs). Rows without a trace get a label-conditioned
-  template citing the retrieved rules: adequate to learn the format, weak as reasoning.
+  ``step_annotations`` of generated logs). Rows without a trace (a user's logs) get steps
+  grounded in the row's own text (``taosr.grounded``): the query's terms, what the item is,
+  which terms it covers, misses or contradicts; a retrieved rule is cited only when its BM25
+  score is above ``cot.min_rule_score``.
 - ``openai``: any OpenAI-compatible chat endpoint (httpx, with tenacity retries).
 - ``vllm``: a Hugging Face model on a vLLM engine inside the actor (``actors/teacher.py``).
 """
@@ -22,6 +24,7 @@ import pyarrow as pa
 from taosr.datasets.knowledge import Rule
 from taosr.datasets.retrieval import RuleRetriever, load_rules, retrieval_text
 from taosr.formats import Reasoning, parse_steps
+from taosr.grounded import grounded_reasoning
 from taosr.labels import label_text
 from taosr.prompts import item_from_row, teacher_messages
 
@@ -64,19 +67,9 @@ class RuleTeacher:
         return out
 
     def _template(self, row: Mapping, rule_ids: Sequence[str]) -> Reasoning:
-        level = int(row["label"])
-        cited = self.rules[rule_ids[0]].text.rstrip(".") if rule_ids else "the annotation guide"
-        category, attributes = {4: ("match", "match"), 3: ("match", "partial"), 2: ("match", "violated"),
-                                1: ("mismatch", "unknown")}[level]
-        return Reasoning(
-            query=f"what the shopper searched for: {row['query']}",
-            item=row["title"],
-            category_verdict=category,
-            category_reason=f"judged against the rule: {cited}",
-            attribute_verdict=attributes,
-            attribute_reason="as the human judgement records for this pair",
-            decision=level,
-        )
+        item = item_from_row(row)
+        return grounded_reasoning(row["query"], item.title, item.category, item.attributes, int(row["label"]),
+                                  self.rules[rule_ids[0]].text if rule_ids else None)
 
 
 class OpenAITeacher:
@@ -151,12 +144,13 @@ class CotWriter:
         self.teacher = make_teacher(cot_config, self.rules)
         self.retriever = RuleRetriever(self.rules)
         self.top_k = cot_config.top_k_rules
+        self.min_score = cot_config.min_rule_score
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         texts = [retrieval_text(r["query"], r["title"], r.get("category"), json.loads(r.get("attributes") or "{}"))
                  for r in rows]
-        retrieved = self.retriever.retrieve(texts, self.top_k)
+        retrieved = self.retriever.retrieve(texts, self.top_k, self.min_score)
         written = self.teacher.write(rows, retrieved)
         for row, rule_ids, text in zip(rows, retrieved, written):
             reasoning, drop = judge_rationale(text, int(row["label"]))

@@ -1,14 +1,18 @@
-"""Ray Data readers for query-item logs: JSONL and Parquet, local paths or s3:// URIs.
+"""Ray Data readers for query-item logs: JSONL, Parquet, CSV and TSV, local paths or s3:// URIs.
 
 Both produce the same *raw record* per input row: ``source`` (file path), ``line`` (1-based line
 or row number in that file), ``raw`` (the row as JSON text) and ``error`` (a reason code when the
-row could not even be decoded, else None). Nothing is dropped here: a line that is not UTF-8 or
-not JSON becomes a record with an error, so validation can count and quarantine it. Ray's own
-``read_json`` would fail the whole read on such a line.
+row could not even be decoded, else None). Nothing is dropped here: a line that does not decode
+in the configured encoding, is not JSON, or (CSV) has the wrong number of fields becomes a record
+with an error, so validation can count and quarantine it. Ray's own ``read_json`` and
+``read_csv`` would fail the whole read on such a line. A CSV/TSV row becomes an object keyed by
+the header, with empty fields left out (missing, as in JSON).
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 import os
 from typing import TYPE_CHECKING, Iterator
@@ -23,6 +27,9 @@ RAW_COLUMNS = ("source", "line", "raw", "error")
 _BLOCK_ROWS = 4096
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+_CSV_SUFFIXES = (".csv", ".csv.gz")
+_TSV_SUFFIXES = (".tsv", ".tsv.gz", ".tab")
+FORMATS = ("jsonl", "parquet", "csv", "tsv")
 
 
 def _block(rows: list[dict]) -> Block:
@@ -38,6 +45,11 @@ class JsonLinesRecords(FileBasedDatasource):
 
     _FILE_EXTENSIONS = ["jsonl", "json", "ndjson", "gz"]
 
+    def __init__(self, paths, encoding: str = "utf-8", **kwargs):
+        super().__init__(paths, **kwargs)
+        codecs.lookup(encoding)  # an unknown encoding fails here, in the driver, with its name
+        self.encoding = encoding
+
     def _read_stream(self, f: "pyarrow.NativeFile", path: str) -> Iterator[Block]:
         rows: list[dict] = []
         pending = b""
@@ -50,26 +62,26 @@ class JsonLinesRecords(FileBasedDatasource):
             *complete, pending = pending.split(b"\n")
             for line in complete:
                 number += 1
-                record = _line_record(path, number, line)
+                record = _line_record(path, number, line, self.encoding)
                 if record:
                     rows.append(record)
             if len(rows) >= _BLOCK_ROWS:
                 yield _block(rows)
                 rows = []
         if pending:
-            record = _line_record(path, number + 1, pending)
+            record = _line_record(path, number + 1, pending, self.encoding)
             if record:
                 rows.append(record)
         if rows:
             yield _block(rows)
 
 
-def _line_record(path: str, number: int, line: bytes) -> dict | None:
+def _line_record(path: str, number: int, line: bytes, encoding: str = "utf-8") -> dict | None:
     line = line.rstrip(b"\r")
     if not line.strip():
         return None
     try:
-        text = line.decode("utf-8")
+        text = line.decode(encoding)
     except UnicodeDecodeError:
         return {"source": path, "line": number, "raw": line.decode("utf-8", "replace")[:4000], "error": "bad_encoding:line"}
     try:
@@ -77,6 +89,73 @@ def _line_record(path: str, number: int, line: bytes) -> dict | None:
     except json.JSONDecodeError:
         return {"source": path, "line": number, "raw": text[:4000], "error": "malformed_json"}
     return {"source": path, "line": number, "raw": text, "error": None}
+
+
+class CsvRecords(FileBasedDatasource):
+    """One raw record per data row of each CSV/TSV file (the first row is the header), read as a
+    stream in the configured encoding. ``line`` is the 1-based data row (the header is row 0)."""
+
+    _FILE_EXTENSIONS = ["csv", "tsv", "tab", "gz"]
+
+    def __init__(self, paths, delimiter: str = ",", encoding: str = "utf-8", **kwargs):
+        super().__init__(paths, **kwargs)
+        codecs.lookup(encoding)
+        self.delimiter, self.encoding = delimiter, encoding
+
+    def _read_stream(self, f: "pyarrow.NativeFile", path: str) -> Iterator[Block]:
+        # Undecodable bytes become lone surrogates, so one bad field quarantines its row only.
+        reader = csv.reader(_decoded_lines(f, self.encoding), delimiter=self.delimiter)
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [name.strip().lstrip("\ufeff") for name in header]
+        if len(set(header)) != len(header) or not all(header):
+            raise ValueError(f"{path}: the header row must name every column once; got {header}")
+        rows: list[dict] = []
+        for number, fields in enumerate(reader, start=1):
+            if not any(field.strip() for field in fields):
+                continue
+            rows.append(_csv_record(path, number, header, fields))
+            if len(rows) >= _BLOCK_ROWS:
+                yield _block(rows)
+                rows = []
+        if rows:
+            yield _block(rows)
+
+
+def _decoded_lines(f, encoding: str) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
+    pending = ""
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        pending += decoder.decode(chunk)
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            yield line + "\n"
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+def _csv_record(path: str, number: int, header: list[str], fields: list[str]) -> dict:
+    if len(fields) != len(header):
+        raw = json.dumps(fields, ensure_ascii=True)[:4000]
+        return {"source": path, "line": number, "raw": raw,
+                "error": f"malformed_csv:{len(fields)}_fields_for_{len(header)}_columns"}
+    row = {}
+    for name, value in zip(header, fields):
+        value = value.strip()
+        if not value:
+            continue  # an empty field is a missing value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(dict(zip(header, fields)), ensure_ascii=True)[:4000]
+            return {"source": path, "line": number, "raw": text, "error": f"bad_encoding:{name}"}
+        row[name] = value
+    return {"source": path, "line": number, "raw": json.dumps(row, ensure_ascii=False), "error": None}
 
 
 class ParquetRecords(FileBasedDatasource):
@@ -125,17 +204,19 @@ def _json_default(value):
 
 
 def detect_format(path: str, declared: str = "auto") -> str:
-    """'jsonl' or 'parquet', from ``declared`` or the path's suffix."""
-    if declared in ("jsonl", "parquet"):
+    """'jsonl', 'parquet', 'csv' or 'tsv', from ``declared`` or the path's suffix."""
+    if declared in FORMATS:
         return declared
     if declared != "auto":
-        raise ValueError(f"unknown log format {declared!r}; use auto, jsonl or parquet")
+        raise ValueError(f"unknown log format {declared!r}; use auto, {', '.join(FORMATS)}")
     lowered = path.rstrip("/").lower()
-    if lowered.endswith(_PARQUET_SUFFIXES):
-        return "parquet"
-    if lowered.endswith(_JSONL_SUFFIXES):
-        return "jsonl"
-    raise ValueError(f"cannot tell the format of {path!r} from its name; pass format=jsonl or format=parquet")
+    for fmt, suffixes in (("parquet", _PARQUET_SUFFIXES), ("jsonl", _JSONL_SUFFIXES), ("csv", _CSV_SUFFIXES),
+                          ("tsv", _TSV_SUFFIXES)):
+        if lowered.endswith(suffixes):
+            return fmt
+    if lowered.endswith(".zip"):
+        raise ValueError(f"{path!r} is a zip archive: unzip it first (Ray reads .gz logs as they are)")
+    raise ValueError(f"cannot tell the format of {path!r} from its name; pass format= one of {', '.join(FORMATS)}")
 
 
 S3_MAX_ATTEMPTS = 8  # per request; TAOSR_S3_MAX_ATTEMPTS overrides
@@ -163,7 +244,7 @@ def filesystem_for(path: str, s3_endpoint: str = ""):
     return fs.S3FileSystem(retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=attempts), **kwargs)
 
 
-def read_raw_records(path: str, fmt: str = "auto", s3_endpoint: str = ""):
+def read_raw_records(path: str, fmt: str = "auto", s3_endpoint: str = "", encoding: str = "utf-8"):
     """A Ray Dataset of raw records (see module doc) from a file or a folder of logs."""
     import ray
 
@@ -175,8 +256,14 @@ def read_raw_records(path: str, fmt: str = "auto", s3_endpoint: str = ""):
             resolved = _format_of_folder(path, filesystem)
     else:
         resolved = detect_format(path, fmt)
-    source_cls = ParquetRecords if resolved == "parquet" else JsonLinesRecords
-    datasource = source_cls(path, filesystem=filesystem, file_extensions=source_cls._FILE_EXTENSIONS)
+    if resolved == "parquet":
+        datasource = ParquetRecords(path, filesystem=filesystem, file_extensions=ParquetRecords._FILE_EXTENSIONS)
+    elif resolved in ("csv", "tsv"):
+        datasource = CsvRecords(path, delimiter="," if resolved == "csv" else "\t", encoding=encoding,
+                                filesystem=filesystem, file_extensions=CsvRecords._FILE_EXTENSIONS)
+    else:
+        datasource = JsonLinesRecords(path, encoding=encoding, filesystem=filesystem,
+                                      file_extensions=JsonLinesRecords._FILE_EXTENSIONS)
     return ray.data.read_datasource(datasource)
 
 
@@ -195,5 +282,5 @@ def _format_of_folder(path: str, filesystem) -> str:
             except ValueError:
                 continue
     if len(formats) != 1:
-        raise ValueError(f"{path!r} holds {sorted(formats) or 'no'} log files; it needs exactly one format (jsonl or parquet)")
+        raise ValueError(f"{path!r} holds {sorted(formats) or 'no'} log files; it needs exactly one format ({', '.join(FORMATS)})")
     return formats.pop()

@@ -48,10 +48,16 @@ class RuleRetriever:
         self.index.index(bm25s.tokenize([self.rules[i].text for i in self.ids], stopwords="en", show_progress=False),
                          show_progress=False)
 
-    def retrieve(self, texts: Sequence[str], k: int = 4) -> list[list[str]]:
+    def retrieve(self, texts: Sequence[str], k: int = 4, min_score: float = 0.0) -> list[list[str]]:
+        """Ids of the top ``k`` rules per text whose BM25 score is above ``min_score``: no rule
+        at all rather than an unrelated one (see ``scored`` to measure the threshold)."""
+        return [[rule_id for rule_id, score in row if score > min_score] for row in self.scored(texts, k)]
+
+    def scored(self, texts: Sequence[str], k: int = 4) -> list[list[tuple[str, float]]]:
+        """(rule id, BM25 score) of the top ``k`` rules per text, best first."""
         if not texts:
             return []
         k = min(k, len(self.ids))
         tokens = self._bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
         documents, scores = self.index.retrieve(tokens, k=k, show_progress=False)
-        return [[self.ids[d] for d, s in zip(row, row_scores) if s > 0] for row, row_scores in zip(documents, scores)]
+        return [[(self.ids[d], float(s)) for d, s in zip(row, row_scores)] for row, row_scores in zip(documents, scores)]

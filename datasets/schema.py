@@ -35,7 +35,9 @@ ACCEPTED_COLUMNS = (
 )
 QUARANTINE_COLUMNS = ("source", "line", "reason", "detail", "raw")
 
-_PRICE_RE = re.compile(r"^\s*[$€£¥]?\s*(\d+(?:\.\d+)?)\s*$")
+# A price as shops write it: an optional currency symbol or code on either side, then digits
+# with ',' or '.' (or spaces, apostrophes) as thousands or decimal separators.
+_PRICE_RE = re.compile(r"^\s*(?:[$€£¥₹]|[A-Za-z]{1,3}\$?)?\s*(?P<number>\d[\d.,' \u00a0]*)\s*(?:[$€£¥₹]|[A-Za-z]{1,4})?\s*$")
 
 
 class RowError(ValueError):
@@ -69,8 +71,15 @@ def rename_columns(raw: Mapping[str, Any], columns: Mapping[str, str]) -> dict:
 
 
 def normalise_row(raw: Mapping[str, Any], limits: Limits = Limits(),
-                  label_aliases: Mapping[str, int] | None = None) -> dict:
-    """Validate and clean one raw row (already renamed to our field names)."""
+                  label_aliases: Mapping[str, int] | None = None,
+                  label_bins: Mapping[str, float] | None = None, require_label: bool = True) -> dict:
+    """Validate and clean one raw row (already renamed to our field names).
+
+    ``label_aliases`` map label spellings (text or numbers) to levels; ``label_bins`` map each
+    level to the lowest graded score it takes ({"4": 2.75, "3": 2.25, "2": 1.5, "1": 1.0} for a
+    mean rating on 1-3): a numeric label becomes the highest level whose bound it reaches, and
+    the original grade is kept in ``extra`` as ``label_raw``. A price that is text but not a
+    number is kept in ``extra`` as ``price_raw`` (the row is accepted without a price)."""
     if not isinstance(raw, Mapping):
         raise RowError("not_an_object", f"a row must be a JSON object, got {type(raw).__name__}")
     row: dict[str, Any] = {}
@@ -81,14 +90,24 @@ def normalise_row(raw: Mapping[str, Any], limits: Limits = Limits(),
     row["title"] = _text(raw, "title", limits.max_title_chars, required=True)
     row["category"] = _category(raw.get("category"))
     row["attributes"] = json.dumps(_attributes(raw.get("attributes"), limits), ensure_ascii=False)
-    row["price"] = _price(raw.get("price"))
+    unparsed: dict[str, Any] = {}
+    try:
+        row["price"] = _price(raw.get("price"))
+    except _UnreadablePrice:
+        row["price"] = None
+        unparsed["price_raw"] = raw.get("price")
     row["description"] = _text(raw, "description", limits.max_description_chars, required=False)
-    row["label"] = _label(raw.get("label"), label_aliases or {})
+    if require_label or not _missing(raw.get("label")):
+        row["label"] = _label(raw.get("label"), label_aliases or {}, label_bins or {})
+    else:
+        row["label"] = None  # prediction on unlabelled logs
+    if label_bins and _number(raw.get("label")) is not None and _alias(raw.get("label"), label_aliases or {}) is None:
+        unparsed["label_raw"] = raw.get("label")
     query_type = _text(raw, "query_type", 64, required=False)
     row["query_type"] = re.sub(r"[\s-]+", "_", query_type.lower()) if query_type else "unknown"
     row["rule_ids"] = _string_list(raw.get("rule_ids"), "rule_ids")
     row["step_annotations"] = _json_object(raw.get("step_annotations"), "step_annotations")
-    extra = {k: v for k, v in raw.items() if k not in KNOWN_FIELDS and not k.startswith("_")}
+    extra = {**{k: v for k, v in raw.items() if k not in KNOWN_FIELDS and not k.startswith("_")}, **unparsed}
     row["extra"] = json.dumps(extra, ensure_ascii=False, default=str) if extra else None
     return row
 
@@ -195,6 +214,33 @@ def _attributes(value: Any, limits: Limits) -> dict[str, str]:
     return clean
 
 
+class _UnreadablePrice(ValueError):
+    """Price text that is not a number: the row is kept, the text moves to ``extra``."""
+
+
+def parse_price_text(text: str) -> float:
+    """'19.99', '$5', '1,299.00', '19,99 EUR', 'EUR 1.299,50', "1'299.00" -> a number; raises
+    _UnreadablePrice otherwise. With both ',' and '.', the last one is the decimal mark; a lone
+    ',' or '.' followed by exactly three digits separates thousands, else it is the decimal mark."""
+    match = _PRICE_RE.match(text)
+    if not match:
+        raise _UnreadablePrice(text)
+    number = re.sub(r"[' \u00a0]", "", match.group("number")).rstrip(".,")
+    marks = [c for c in number if c in ",."]
+    if len(set(marks)) == 2:
+        decimal = number[max(number.rfind(","), number.rfind("."))]
+        number = number.replace("," if decimal == "." else ".", "").replace(decimal, ".")
+    elif marks:
+        mark = marks[0]
+        groups = number.split(mark)
+        thousands = len(groups) > 2 or len(groups[-1]) == 3
+        number = number.replace(mark, "") if thousands else number.replace(mark, ".")
+    try:
+        return float(number)
+    except ValueError as error:
+        raise _UnreadablePrice(text) from error
+
+
 def _price(value: Any) -> float | None:
     if value is None or value == "":
         return None
@@ -205,10 +251,9 @@ def _price(value: Any) -> float | None:
         if math.isnan(price):
             return None
     elif isinstance(value, str):
-        match = _PRICE_RE.match(value)
-        if not match:
-            raise RowError("wrong_type:price", f"not a price: {value[:40]!r}")
-        price = float(match.group(1))
+        if not value.strip():
+            return None
+        price = parse_price_text(value)
     else:
         raise RowError("wrong_type:price", f"expected a number, got {type(value).__name__}")
     if not math.isfinite(price) or price < 0:
@@ -216,14 +261,57 @@ def _price(value: Any) -> float | None:
     return price
 
 
-def _label(value: Any, aliases: Mapping[str, int]) -> int:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise RowError("missing_field:label", "'label' is required")
+def _alias(value: Any, aliases: Mapping) -> int | None:
+    """The level an alias gives ``value``: text is matched case-insensitively, numbers by their
+    value (an alias key "5" matches 5, 5.0 and "5")."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    folded = {str(k).strip().lower(): v for k, v in aliases.items()}
+    keys = [str(value).strip().lower()]
+    number = _number(value)
+    if number is not None and number.is_integer():
+        keys.append(str(int(number)))
+    for key in keys:
+        if key in folded:
+            return int(folded[key])
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
-        folded = {str(k).strip().lower(): v for k, v in aliases.items()}
-        alias = folded.get(value.strip().lower())
-        if alias is not None:
-            return parse_level(int(alias))
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def _label(value: Any, aliases: Mapping, bins: Mapping | None = None) -> int:
+    if _missing(value):
+        raise RowError("missing_field:label", "'label' is required")
+    alias = _alias(value, aliases)
+    if alias is not None:
+        try:
+            return parse_level(alias)
+        except ValueError as error:
+            raise RowError("unknown_label", f"alias of {value!r} names no level: {error}"[:120]) from error
+    if bins:
+        grade = _number(value)
+        if grade is None:
+            raise RowError("unknown_label", f"{str(value)[:40]!r} is not a graded score for label_bins")
+        reached = [int(level) for level, bound in bins.items() if grade >= float(bound)]
+        if not reached:
+            raise RowError("unknown_label", f"grade {grade} is below every bound of label_bins")
+        return max(reached)
     try:
         return parse_level(value)
     except ValueError as error:

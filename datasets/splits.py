@@ -28,3 +28,10 @@ def assign_split(query: str, fractions: Mapping[str, float], seed: int = 0) -> s
         if point < cumulative:
             return name
     return names[-1]
+
+
+def query_sampled(query: str, share: float, seed: int = 0) -> bool:
+    """Whether ``query`` is in a seeded sample of about ``share`` of all queries (whole queries,
+    independent of the split hash, so every split keeps its share)."""
+    digest = hashlib.sha256(f"sample\x00{seed}\x00{normalise_query(query)}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share

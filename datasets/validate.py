@@ -14,7 +14,7 @@ from typing import Mapping
 import pyarrow as pa
 
 from taosr.datasets.schema import ACCEPTED_COLUMNS, QUARANTINE_COLUMNS, Limits, RowError, normalise_row, rename_columns
-from taosr.datasets.splits import assign_split
+from taosr.datasets.splits import assign_split, query_sampled
 
 _RAW_KEEP = 4000  # characters of the raw row kept in quarantine
 
@@ -42,9 +42,12 @@ class ValidationResult:
 class RowValidator:
     """Batch function: raw records in, parsed rows (ok or with a reason) out."""
 
-    def __init__(self, limits: Limits, label_aliases: Mapping, columns: Mapping, split_fractions: Mapping, seed: int):
+    def __init__(self, limits: Limits, label_aliases: Mapping, columns: Mapping, split_fractions: Mapping, seed: int,
+                 label_bins: Mapping | None = None, require_label: bool = True):
         self.limits = limits
         self.label_aliases = dict(label_aliases)
+        self.label_bins = dict(label_bins or {})
+        self.require_label = require_label
         self.columns = dict(columns)
         self.split_fractions = dict(split_fractions)
         self.seed = seed
@@ -62,7 +65,7 @@ class RowValidator:
         try:
             raw = json.loads(record["raw"])
             row = normalise_row(rename_columns(raw, self.columns) if isinstance(raw, dict) else raw,
-                                self.limits, self.label_aliases)
+                                self.limits, self.label_aliases, self.label_bins, self.require_label)
         except RowError as error:
             return {**base, "reason": error.reason, "detail": error.detail[:500], "raw": record["raw"][:_RAW_KEEP]}
         row.update(base, ok=True, reason=None, detail=None)
@@ -70,11 +73,12 @@ class RowValidator:
         return row
 
 
-def validate_records(raw_ds, data_config) -> ValidationResult:
-    """Validate a dataset of raw records (from ``readers.read_raw_records``)."""
+def validate_records(raw_ds, data_config, require_label: bool = True) -> ValidationResult:
+    """Validate a dataset of raw records (from ``readers.read_raw_records``); ``require_label``
+    False accepts unlabelled rows (label None), for prediction."""
     validator = RowValidator(
         Limits.from_config(data_config), data_config.label_aliases, data_config.columns,
-        data_config.split_fractions, data_config.seed,
+        data_config.split_fractions, data_config.seed, data_config.label_bins, require_label,
     )
     parsed = raw_ds.map_batches(validator, batch_format="pyarrow").materialize()
     total = parsed.count()
@@ -90,13 +94,21 @@ def validate_records(raw_ds, data_config) -> ValidationResult:
         bad = bad.union(marked.filter(expr="not ok"))
     accepted = good.select_columns(list(ACCEPTED_COLUMNS) + ["split"]).materialize()
     quarantined = bad.select_columns(list(QUARANTINE_COLUMNS)).materialize()
+    sampled_out = 0
+    if data_config.max_rows and accepted.count() > data_config.max_rows:
+        before = accepted.count()
+        share = data_config.max_rows / before
+        accepted = accepted.filter(lambda row: query_sampled(row["query"], share, data_config.seed)).materialize()
+        sampled_out = before - accepted.count()
 
     counts = {"input": total, "accepted": accepted.count(), "quarantined": quarantined.count()}
+    if sampled_out:
+        counts["sampled_out"] = sampled_out
     reasons = Counter()
     for row in quarantined.groupby("reason", num_partitions=1).count().take_all():
         reasons[row["reason"]] = row["count()"]
     counts["reasons"] = dict(sorted(reasons.items()))
-    if counts["accepted"] + counts["quarantined"] != total:
+    if counts["accepted"] + counts["quarantined"] + sampled_out != total:
         raise DataLossError(f"row counts do not add up: {counts}")
     return ValidationResult(accepted, quarantined, counts)
 

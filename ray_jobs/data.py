@@ -6,6 +6,7 @@ Data, and write accepted rows (with their split) and quarantined rows with reaso
 
 from __future__ import annotations
 
+import os
 import sys
 
 from taosr.config import TaosrConfig, to_yaml
@@ -30,7 +31,8 @@ def generate_logs(out_dir: str, rows: int, seed: int, data_config=None, s3_endpo
 def validate_to(input_path: str, out_dir: str, data_config) -> ValidationResult:
     """Validate logs and write ``accepted/``, ``quarantine/`` and ``counts.json`` under out_dir."""
     endpoint = data_config.s3_endpoint
-    result = validate_records(read_raw_records(input_path, data_config.format, endpoint), data_config)
+    result = validate_records(read_raw_records(input_path, data_config.format, endpoint, data_config.encoding),
+                              data_config)
     write_dataset(result.accepted, join(out_dir, "accepted"), endpoint)
     write_dataset(result.quarantined, join(out_dir, "quarantine"), endpoint)
     write_json(join(out_dir, "counts.json"), result.counts, endpoint)
@@ -44,6 +46,11 @@ def run(config: TaosrConfig) -> ValidationResult:
         source = generate_logs(join(data_dir, "generated"), config.data.rows, config.data.seed, config.data, endpoint)
     else:
         source = config.data.source
+        if not source:
+            raise ValueError("data.source is empty: set it to your logs (a file or folder, local or s3://), "
+                             "or to 'generate' for the built-in synthetic logs")
+        if "://" not in source and not os.path.exists(source):
+            raise FileNotFoundError(f"data.source {source!r} does not exist")
     result = validate_to(source, data_dir, config.data)
     write_text(join(data_dir, "config.yaml"), to_yaml(config), endpoint)
     return result

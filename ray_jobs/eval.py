@@ -74,14 +74,48 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | N
     records = []
     for row in predictions:
         record = {"gold": int(row["label"]), "pred": int(row["pred"]), "query_type": row["query_type"]}
+        if all(row.get(column) is not None for column in PROB_COLUMNS):  # first-token scores
+            record["probs"] = [float(row[column]) for column in PROB_COLUMNS]
         if row.get("format_ok") is not None:  # a decoded row
             record.update(format_ok=bool(row["format_ok"]), hallucinated=row["hallucinated"])
         records.append(record)
+    return _write_results(config, name, out, {"model": model_path, "format": fmt.value}, records, predictions)
+
+
+def evaluate_lexical(config: TaosrConfig, name: str = "lexical", out: str | None = None) -> dict:
+    """The lexical baseline (``taosr.lexical``): fitted on the training split, scored on the
+    split the models are scored on, written like a model's results."""
+    import ray
+    import numpy as np
+
+    from taosr.lexical import LexicalBaseline
+    from taosr.metrics import LEVEL_ORDER
+
+    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    train_rows = accepted.filter(expr="split == 'train'").select_columns(list(MODEL_INPUT_COLUMNS)).take_all()
+    rows = _split_rows(config).take_all()
+    if not rows:
+        raise ValueError(f"split {config.eval.split!r} of {config.run_dir} has no rows to evaluate")
+    probs = LexicalBaseline(seed=config.seed).fit(train_rows).predict_proba(rows)
+    predictions, records = [], []
+    for row, p in zip(rows, probs):
+        pred = LEVEL_ORDER[int(np.argmax(p))]
+        predictions.append({"id": row["id"], "query": row["query"], "query_type": row["query_type"],
+                            "label": int(row["label"]), "pred": pred,
+                            **{column: float(v) for column, v in zip(PROB_COLUMNS, p)}})
+        records.append({"gold": int(row["label"]), "pred": pred, "query_type": row["query_type"],
+                        "probs": [float(v) for v in p]})
+    about = {"model": "tf-idf word 1-2 grams + query overlap, logistic regression (class-balanced)",
+             "format": "lexical", "train_rows": len(train_rows)}
+    return _write_results(config, name, out, about, records, predictions)
+
+
+def _write_results(config: TaosrConfig, name: str, out: str | None, about: dict, records: list, predictions: list) -> dict:
+    """metrics.json, metrics.md, predictions.jsonl and config.yaml under ``out`` (eval/<name>/)."""
     metrics = evaluate_records(records)
     out = out or join(config.run_dir, "eval", name)
     endpoint = config.data.s3_endpoint
-    write_json(join(out, "metrics.json"), {"model": model_path, "format": fmt.value, "split": config.eval.split,
-                                           **metrics}, endpoint)
+    write_json(join(out, "metrics.json"), {**about, "split": config.eval.split, **metrics}, endpoint)
     write_text(join(out, "metrics.md"), render_markdown(name, metrics), endpoint)
     write_text(join(out, "predictions.jsonl"),
                "\n".join(json.dumps(r, default=_json_value) for r in predictions) + "\n", endpoint)

@@ -46,6 +46,18 @@ def serve_config(model_path: str, beta: float, port: int) -> dict:
     return config
 
 
+def record_beta(model_dir: str, beta: float, split: str) -> None:
+    """Write the chosen beta into the model's record, so batch prediction tiers like serving."""
+    import json
+
+    from taosr.models import MODEL_INFO
+
+    path = Path(model_dir, MODEL_INFO)
+    record = json.loads(path.read_text())
+    record.update(cumpt_beta=float(beta), cumpt_beta_split=split)
+    path.write_text(json.dumps(record, indent=2))
+
+
 def run(config: TaosrConfig) -> dict:
     from taosr.cumpt_sweep import sweep_and_plot
     from taosr.models import export_model
@@ -65,6 +77,7 @@ def run(config: TaosrConfig) -> dict:
         beta_dir = str(Path(scratch, "export", "beta"))
         metrics = evaluate_model(held_out, f"export-{stage}", local_model, out=beta_dir)
         sweep = sweep_and_plot(join(beta_dir, "predictions.jsonl"), beta_dir, metric=config.export.beta_metric)
+        record_beta(local_model, sweep["best_beta"], config.export.beta_split)
         served = serve_config(join(out, "model"), sweep["best_beta"], config.serve.port)
         Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
         remove_tree(out, endpoint)

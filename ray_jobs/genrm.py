@@ -95,10 +95,16 @@ def step_accuracy(config: TaosrConfig, model_path: str, examples) -> dict:
             "per_step": {str(step): float(right[steps == step].mean()) for step in sorted(set(steps.tolist()))}}
 
 
+def train_loop(loop_config: dict) -> None:
+    """Runs on every Ray Train worker: SFT's loop and its plain token-mean loss."""
+    from taosr.ray_jobs.sft import sft_loss
+    from taosr.ray_jobs.training import run_training
+
+    run_training(loop_config, "genrm", sft_loss)
+
+
 def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
     from transformers import AutoTokenizer
-
-    from taosr.ray_jobs.sft import train_loop
 
     cfg = config.genrm
     rng = random.Random(config.seed)

@@ -78,18 +78,19 @@ def run_stage(name: str, config: TaosrConfig, base_model: str) -> dict:
 
 def evaluate_all(config: TaosrConfig, base_model: str) -> dict:
     """Every model that exists, side by side on the same held-out split."""
-    from taosr.ray_jobs.eval import evaluate_model
+    from taosr.ray_jobs.eval import evaluate_lexical, evaluate_model
 
+    table = {"lexical baseline (TF-IDF + LR)": evaluate_lexical(config)["overall"]}
     models = {"base": (f"{config.model.name} (untrained)", base_model)}
     for stage, title in POLICY_STAGES.items():
         path = join(config.run_dir, stage, "model")
         if exists(join(path, "config.json"), config.data.s3_endpoint):
             models[stage] = (f"{title} ({config.sft.format})" if stage == "sft" else title, path)
-    table = {name: evaluate_model(config, slug, path)["overall"] for slug, (name, path) in models.items()}
+    table.update({name: evaluate_model(config, slug, path)["overall"] for slug, (name, path) in models.items()})
     rendered = markdown_table(table)
     write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
     print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n", flush=True)
-    return {name: {k: row.get(k) for k in ("n", "macro_f1", "accuracy")} for name, row in table.items()}
+    return {name: {k: row.get(k) for k in ("n", "macro_f1", "accuracy", "qwk")} for name, row in table.items()}
 
 
 def selected_stages(stages: str, skip: str) -> list[str]:

@@ -2,8 +2,11 @@
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.sft --config configs/tiny.yaml
 
-Rows stream from Ray Data (each worker reads its shard with ``get_dataset_shard``); the loss is
-next-token cross-entropy on the assistant turn only; checkpoints are reported to Ray Train every
+Rows stream from Ray Data (each worker reads its shard with ``get_dataset_shard``) in a seeded
+order, reshuffled every epoch; the loss is next-token cross-entropy on the assistant turn, with
+the level token carrying ``sft.decision_weight`` of it (``taosr.losses.decision_weighted_nll``);
+every ``sft.eval_every_steps`` the model's first-token level distribution is scored on a
+validation sample and the best step is kept; checkpoints are reported to Ray Train every
 ``sft.checkpoint_every_steps`` and at the end; the final checkpoint becomes a Hugging Face
 folder (weights, tokenizer, and ``taosr-model.json`` naming the response format) that
 transformers, vLLM and the later stages load.
@@ -11,15 +14,18 @@ transformers, vLLM and the later stages load.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import sys
 
 from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict, to_yaml
+from taosr.datasets.readers import filesystem_for
 from taosr.datasets.storage import join, write_json, write_text
-from taosr.formats import Reasoning, ResponseFormat, render
-from taosr.models import model_info
-from taosr.prompts import build_prompt, item_from_row
+from taosr.formats import Reasoning, ResponseFormat, decision_offset, render
+from taosr.models import level_token_ids, model_info
+from taosr.prompts import PROMPT_COLUMNS, build_prompt, item_from_row
 from taosr.ray_jobs.job_args import parse_job_args
 from taosr.ray_jobs.training import fit, require_examples, run_training
 from taosr.sft_examples import pad_batch, tokenize_example
@@ -28,31 +34,40 @@ from taosr.sft_examples import pad_batch, tokenize_example
 class SftTokenizer:
     """Ray Data batch function: CoT rows -> input_ids and prompt-masked labels in ``fmt``."""
 
-    def __init__(self, model_path: str, fmt: str, max_seq_len: int):
+    def __init__(self, model_path: str, fmt: str, max_seq_len: int, seed: int = 0):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.fmt = ResponseFormat(fmt)
         self.max_seq_len = max_seq_len
+        self.seed = seed
 
     def __call__(self, batch):
         import pyarrow as pa
 
-        out = {"input_ids": [], "labels": []}
+        out = {"input_ids": [], "labels": [], "decision_index": [], "level": [], "training_order": []}
         for row in batch.to_pylist():
             reasoning = Reasoning(**json.loads(row["reasoning"])) if row.get("reasoning") else None
             prompt = build_prompt(self.tokenizer, row["query"], item_from_row(row), self.fmt)
-            example = tokenize_example(self.tokenizer, prompt, render(self.fmt, int(row["label"]), reasoning),
-                                       self.max_seq_len)
+            response = render(self.fmt, int(row["label"]), reasoning)
+            example = tokenize_example(self.tokenizer, prompt, response, self.max_seq_len,
+                                       decision_char=decision_offset(self.fmt, response))
             if example is not None:
                 out["input_ids"].append(example.input_ids)
                 out["labels"].append(example.labels)
+                out["decision_index"].append(example.decision_index)
+                out["level"].append(int(row["label"]))
+                out["training_order"].append(hashlib.sha256(f"{self.seed}:{row['id']}".encode()).hexdigest())
         return pa.table({"input_ids": pa.array(out["input_ids"], pa.list_(pa.int32())),
-                         "labels": pa.array(out["labels"], pa.list_(pa.int32()))})
+                         "labels": pa.array(out["labels"], pa.list_(pa.int32())),
+                         "decision_index": pa.array(out["decision_index"], pa.int32()),
+                         "level": pa.array(out["level"], pa.int8()),
+                         "training_order": pa.array(out["training_order"], pa.string())})
 
 
 def sft_loss(engine, rows: list[dict]):
-    """Next-token cross-entropy on the assistant turn of a micro-batch."""
+    """Plain next-token cross-entropy on the assistant turn (the GenRM's loss: its answer is
+    one Yes/No token, so there is nothing to weigh apart)."""
     import torch
 
     from taosr.losses import labelled_logits, masked_token_nll
@@ -64,17 +79,83 @@ def sft_loss(engine, rows: list[dict]):
     return loss, {}, int(tensors["attention_mask"].sum())
 
 
+def class_weights(levels: list[int], power: float) -> dict[int, float]:
+    """{level: count^-power}, scaled so the mean weight over ``levels`` is 1 (power 0: all 1)."""
+    counts = {level: levels.count(level) for level in set(levels)}
+    raw = {level: count ** -power for level, count in counts.items()}
+    mean = sum(raw[level] for level in levels) / len(levels)
+    return {level: weight / mean for level, weight in raw.items()}
+
+
+def sft_step_loss(decision_weight: float, level_weights: dict | None = None):
+    """The loss_fn for ``run_training``: decision-weighted cross-entropy on the assistant turn."""
+
+    def loss_fn(engine, rows: list[dict]):
+        import torch
+
+        from taosr.losses import decision_weighted_nll, label_window_start, labelled_logits
+
+        padded = pad_batch(rows, pad_id=0)  # any valid id: padding is masked out and right of every real token
+        tensors = {key: torch.tensor(value, device=engine.device) for key, value in padded.items()}
+        start = label_window_start(tensors["labels"])
+        logits, labels = labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
+        decision = torch.tensor([r["decision_index"] for r in rows], device=engine.device)
+        decision = torch.where(decision >= 0, decision - start, decision)
+        weights = None
+        if level_weights:
+            weights = torch.tensor([level_weights[str(r["level"])] for r in rows], device=engine.device)
+        loss, parts = decision_weighted_nll(logits, labels, decision, decision_weight, weights)
+        return loss, parts, int(tensors["attention_mask"].sum())
+
+    return loss_fn
+
+
+def first_token_validator(validation: dict, batch_size: int = 16):
+    """validate(module) -> metrics, over the prompts the driver tokenised (see ``validation_set``)."""
+    from taosr.first_token import first_token_scores, validation_metrics
+
+    def validate(module) -> dict:
+        probs, logprobs = first_token_scores(module, validation["prompts"], validation["level_ids"],
+                                             validation["pad_id"], batch_size)
+        return validation_metrics(probs, logprobs, validation["gold"])
+
+    return validate
+
+
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
-    run_training(loop_config, "sft", sft_loss)
+    cfg = loop_config["trainer"]
+    validation = loop_config.get("validation")
+    run_training(loop_config, "sft", sft_step_loss(cfg["decision_weight"], loop_config.get("level_weights")),
+                 first_token_validator(validation) if validation else None)
 
 
-def tokenized_dataset(cot_ds, model_path: str, sft_config):
-    ds = cot_ds
+def validation_set(rows: list[dict], tokenizer, fmt: ResponseFormat, count: int, seed: int) -> dict | None:
+    """A seeded sample of ``count`` rows as prompt token ids and gold levels, with the level
+    tokens' ids: what SFT scores while training. None for pre-CoT (its answer comes last, so
+    the first token says nothing) or when there are no rows."""
+    if fmt is ResponseFormat.PRE_COT or not rows or count <= 0:
+        return None
+    rows = sorted(rows, key=lambda r: r["id"])
+    random.Random(seed).shuffle(rows)
+    rows = rows[:count]
+    ids = level_token_ids(tokenizer)
+    return {"prompts": [tokenizer.encode(build_prompt(tokenizer, r["query"], item_from_row(r), fmt),
+                                         add_special_tokens=False) for r in rows],
+            "gold": [int(r["label"]) for r in rows], "level_ids": [ids[level] for level in sorted(ids)],
+            "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
+
+
+def tokenized_dataset(cot_ds, model_path: str, sft_config, seed: int = 0):
+    """Tokenised examples in a seeded order keyed on each row's id (Ray Data does not keep the
+    arrival order from run to run, and the logs arrive grouped by query); ``max_examples`` takes
+    a seeded sample, not the first rows."""
+    ds = cot_ds.map_batches(SftTokenizer, fn_constructor_args=(model_path, sft_config.format, sft_config.max_seq_len, seed),
+                            batch_format="pyarrow", batch_size=256, concurrency=1)
+    ds = ds.sort("training_order")
     if sft_config.max_examples:
         ds = ds.limit(sft_config.max_examples)
-    return ds.map_batches(SftTokenizer, fn_constructor_args=(model_path, sft_config.format, sft_config.max_seq_len),
-                          batch_format="pyarrow", batch_size=256, concurrency=1).materialize()
+    return ds.drop_columns(["training_order"]).materialize()
 
 
 def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) -> dict:
@@ -85,15 +166,26 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     if cot_ds is None:
         cot_ds = ray.data.read_parquet(join(config.run_dir, "cot", "kept"))
     train_rows = cot_ds.filter(expr="split == 'train'")
-    data = tokenized_dataset(train_rows, base_model_path, config.sft)
+    data = tokenized_dataset(train_rows, base_model_path, config.sft, config.seed)
     num_examples = data.count()
     require_examples(num_examples, config.sft, "training examples")
-    info = model_info(AutoTokenizer.from_pretrained(base_model_path), config.sft.format,
-                      base_model=base_model_path, stage="sft")
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+    info = model_info(tokenizer, config.sft.format, base_model=base_model_path, stage="sft")
+    levels = [int(row["level"]) for row in data.select_columns(["level"]).take_all()]
+    label_counts = {str(level): levels.count(level) for level in sorted(set(levels))}
     loop_config = {"trainer": to_dict(config)["sft"], "seed": config.seed, "model_path": base_model_path,
                    "num_examples": num_examples, "model_info": info}
+    if config.sft.class_balance:
+        loop_config["level_weights"] = {str(k): v for k, v in class_weights(levels, config.sft.class_balance).items()}
+    if config.sft.eval_every_steps:
+        val_rows = ray.data.read_parquet(join(config.run_dir, "data", "accepted"),
+                                         filesystem=filesystem_for(config.run_dir, config.data.s3_endpoint))
+        val_rows = val_rows.filter(expr="split == 'val'").select_columns(["id", "label", *PROMPT_COLUMNS]).take_all()
+        loop_config["validation"] = validation_set(val_rows, tokenizer, ResponseFormat(config.sft.format),
+                                                   config.sft.eval_examples, config.seed)
     metrics = fit(train_loop, loop_config, config.sft, data, out_dir, config.data.s3_endpoint)
-    summary = {"examples": num_examples, "format": config.sft.format, **metrics}
+    summary = {"examples": num_examples, "label_counts": label_counts, "format": config.sft.format,
+               "validation_rows": len((loop_config.get("validation") or {}).get("gold", [])), **metrics}
     write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)
     write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
     return {"model": join(out_dir, "model"), **summary}

@@ -50,15 +50,39 @@ def build_engine(model_path: str, cfg: dict, total_steps: int):
     """fp32 master weights in a DeepSpeed engine with client AdamW and cosine warm-up."""
     import deepspeed
     import torch
-    from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+    from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
 
+    # float32 here, bf16 in the engine: DeepSpeed's bf16 mode keeps these float32 copies as the
+    # optimizer's master weights. Updating bf16 weights directly would round most small AdamW
+    # steps away (a bf16 weight has 8 bits of mantissa).
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     model.config.use_cache = False
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg["warmup_ratio"] * total_steps), total_steps)
+    trainable = train_top_layers(model, cfg.get("train_layers", 0))
+    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, math.ceil(cfg["warmup_ratio"] * total_steps), total_steps, min_lr_rate=cfg["min_lr_ratio"])
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg), dist_init_required=False)
     return engine, scheduler
+
+
+def train_top_layers(model, count: int) -> list:
+    """The parameters to train: all of them (``count`` 0), or only the top ``count`` decoder
+    blocks and the final norm, the rest frozen. Frozen blocks below the trained ones need no
+    backward pass, so a step costs far less, and the optimizer holds fewer states."""
+    if count <= 0:
+        return list(model.parameters())
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None or count > len(layers):
+        raise ValueError(f"train_layers={count}: the model has {len(layers) if layers is not None else 'no'} decoder layers")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    kept = [*layers[len(layers) - count:], getattr(decoder, "norm", None)]
+    trainable = [p for module in kept if module is not None for p in module.parameters()]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    return trainable
 
 
 class MetricsLog:
@@ -106,12 +130,16 @@ def _keep_lines_up_to(path: str, step: int) -> None:
         handle.writelines(kept)
 
 
-def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
+def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Callable | None = None) -> None:
     """The body of a Ray Train ``train_func``: every rank runs the same number of micro-steps
     (uneven shards would otherwise hang the collectives), logs on rank 0, and saves a resumable
     checkpoint every ``checkpoint_every_steps``. A run restarted on the same storage (a failed
     worker, or the pipeline killed and rerun) continues after the last checkpointed step: the
-    micro-batches already consumed in that epoch are skipped, so no step is repeated."""
+    micro-batches already consumed in that epoch are skipped, so no step is repeated: each
+    epoch's order is a seeded shuffle of the shard (``shuffle``), the same on every attempt.
+
+    ``validate(module) -> metrics`` (rank 0, every ``eval_every_steps``) scores the model while
+    it trains; with ``keep_best`` the saved model is the step whose ``macro_f1`` was best."""
     import ray.train
     import torch
     from transformers import AutoTokenizer
@@ -137,14 +165,23 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
     tokens, started = 0, time.time()
     window: list[dict] = []  # the micro-steps of the current optimizer step
     metrics: dict = resumed.get("metrics", {})
+    # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
+    best = BestWeights(enabled=rank == 0 and validate is not None and cfg.get("keep_best", False)
+                       and cfg["zero_stage"] != 3)
+    every = cfg.get("eval_every_steps", 0) if validate is not None else 0
     for epoch in range(start_epoch, cfg["epochs"]):
-        batches = shard.iter_batches(batch_size=cfg["micro_batch_size"], batch_format="pyarrow", drop_last=True)
-        for micro_step, batch in enumerate(batches):
+        shuffled = {"local_shuffle_buffer_size": cfg["shuffle_buffer"],
+                    "local_shuffle_seed": loop_config["seed"] * 1000 + epoch * 10 + rank} if cfg.get("shuffle") else {}
+        group = max(1, cfg.get("length_group", 1))
+        batches = shard.iter_batches(batch_size=cfg["micro_batch_size"] * group, batch_format="pyarrow",
+                                     drop_last=group == 1, **shuffled)
+        micro_batches = length_grouped(batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch))
+        for micro_step, rows in enumerate(micro_batches):
             if micro_step >= micro_steps_per_epoch or step >= total_steps:
                 break
             if epoch == start_epoch and micro_step < skip:
                 continue  # consumed before the checkpoint this run resumed from
-            loss, micro_metrics, micro_tokens = loss_fn(engine, batch.to_pylist())
+            loss, micro_metrics, micro_tokens = loss_fn(engine, rows)
             engine.backward(loss)
             engine.step()
             tokens += micro_tokens
@@ -156,7 +193,13 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
                        "lr": scheduler.get_last_lr()[0], "examples": step * per_step,
                        "tokens_per_s": tokens * world / max(time.time() - started, 1e-9)}
             window = []
-            if step % cfg["log_every_steps"] == 0 or step == 1 or step == total_steps:
+            if rank == 0 and every and (step % every == 0 or step == total_steps):
+                checked = validate(engine.module)
+                metrics.update({f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))})
+                best.offer(step, checked.get("macro_f1"), engine.module)
+                metrics["val_best_step"] = best.step
+                log.log(step, {**metrics, "val_predicted_levels": checked.get("predicted_levels")})
+            elif step % cfg["log_every_steps"] == 0 or step == 1 or step == total_steps:
                 log.log(step, metrics)
             if step % cfg["checkpoint_every_steps"] == 0 and step < total_steps:
                 save_state(engine, rank, {"step": step, "epoch": epoch, "next_micro_step": micro_step + 1}, metrics)
@@ -164,8 +207,51 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable) -> None:
             break
     final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
              "train_seconds": time.time() - started, "resumed_after_step": resumed.get("step", 0)}
+    if best.restore(engine.module):
+        final.update({"saved_step": best.step, **{f"saved_val_{k}": v for k, v in best.metrics.items()}})
     report_final(engine, tokenizer, loop_config, rank, final)
     log.close()
+
+
+def length_grouped(batches, micro_batch_size: int, rng: random.Random):
+    """Micro-batches (lists of rows) from larger shuffled batches: each large batch is sorted by
+    sequence length, cut into micro-batches and those are put back in a seeded random order, so
+    a micro-batch pads its rows to similar lengths (less compute spent on padding) while the
+    stream stays shuffled. A batch of exactly one micro-batch passes through unchanged. A last
+    part shorter than a micro-batch is dropped, as ``drop_last`` would: every rank then runs
+    ``shard rows // micro_batch_size`` micro-steps."""
+    for batch in batches:
+        rows = batch.to_pylist()
+        if len(rows) > micro_batch_size:
+            rows.sort(key=lambda row: len(row.get("input_ids") or ()))
+        chunks = [rows[i:i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
+        chunks = [chunk for chunk in chunks if len(chunk) == micro_batch_size]
+        if len(chunks) > 1:
+            rng.shuffle(chunks)
+        yield from chunks
+
+
+class BestWeights:
+    """Rank 0's copy of the weights of the best validated step (by macro-F1; ties keep the
+    earlier step), put back into the module before the final save. A CPU copy of the module's
+    own (bf16) weights: what the saved folder would have held at that step."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.step, self.score, self.state, self.metrics = enabled, None, None, None, {}
+
+    def offer(self, step: int, score: float | None, module) -> None:
+        if not self.enabled or score is None or (self.score is not None and score <= self.score):
+            return
+        self.step, self.score = step, score
+        self.metrics = {"macro_f1": score}
+        self.state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()}
+
+    def restore(self, module) -> bool:
+        """Load the best weights; False when there is nothing to restore (off, or none seen)."""
+        if not self.enabled or self.state is None:
+            return False
+        module.load_state_dict(self.state)
+        return True
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -35,6 +35,24 @@ from taosr.prompts import PROMPT_VERSION, Item, template_fingerprint
 from taosr.serve.validation import RelevanceRequest, RequestError, RequestLimits, parse_request
 from taosr.text import clean_text
 
+def prompt_inputs(request: RelevanceRequest) -> tuple[str, list[Item]]:
+    """The query and items as the model saw them in training: each item goes through the log
+    schema's own cleaning (``normalise_row``: HTML stripped, the same text rules) and then
+    ``item_from_row``, exactly as a logged row does, so a served prompt equals the trained one."""
+    from taosr.datasets.schema import RowError, normalise_row
+    from taosr.prompts import item_from_row
+
+    rows = []
+    for index, item in enumerate(request.items):
+        try:
+            rows.append(normalise_row({"id": item.id, "query": request.query, "title": item.title,
+                                       "category": item.category, "attributes": item.attributes,
+                                       "price": item.price, "description": item.description}, require_label=False))
+        except RowError as error:
+            raise RequestError(422, f"items.{index}: {error}") from error
+    return (rows[0]["query"] if rows else clean_text(request.query)), [item_from_row(row) for row in rows]
+
+
 class ModelExportError(RuntimeError):
     """The model folder was not exported for serving, or with another prompt template."""
 
@@ -151,10 +169,11 @@ class RelevanceAPI:
         except RequestError as error:
             self.requests.inc(tags={"status": str(error.status)})
             return JSONResponse({"detail": error.message}, status_code=error.status)
-        query = clean_text(parsed.query)
-        items = [Item(title=clean_text(i.title), category=clean_text(i.category) if i.category else None,
-                      attributes={clean_text(k): clean_text(v) for k, v in (i.attributes or {}).items()},
-                      price=None if i.price is None else float(i.price)) for i in parsed.items]
+        try:
+            query, items = prompt_inputs(parsed)
+        except RequestError as error:
+            self.requests.inc(tags={"status": str(error.status)})
+            return JSONResponse({"detail": error.message}, status_code=error.status)
         probs = await self.model.score.remote((query, items))
         levels = cumpt_levels(probs, self.beta)
         expected = probs @ np.asarray(LEVELS, dtype=np.float64)

@@ -19,6 +19,7 @@ class ItemIn(BaseModel):
     category: Optional[StrictStr] = None
     attributes: Optional[dict[StrictStr, StrictStr]] = None
     price: Optional[StrictFloat | StrictInt] = Field(default=None, ge=0)
+    description: Optional[StrictStr] = None
 
 
 class RelevanceRequest(BaseModel):
@@ -37,6 +38,7 @@ class RequestLimits:
     max_title_chars: int = 1024
     max_field_chars: int = 512
     max_attributes: int = 64
+    max_description_chars: int = 20000
     max_explain_items: int = 4
 
 
@@ -93,6 +95,8 @@ def _check_limits(request: RelevanceRequest, limits: RequestLimits) -> None:
         for key, value in attributes.items():
             _check_text(f"{where}.attributes key", key, limits.max_field_chars)
             _check_text(f"{where}.attributes.{key[:40]}", value, limits.max_field_chars, allow_empty=True)
+        if item.description is not None:
+            _check_text(f"{where}.description", item.description, limits.max_description_chars, allow_empty=True)
         if item.price is not None and item.price != item.price:
             raise RequestError(422, f"{where}.price: not a number")
 

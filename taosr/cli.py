@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = data.add_parser("validate", help="validate logs; write accepted/ and quarantine/ under --out")
     validate.add_argument("input", help="a JSONL or Parquet file or folder (local or s3://)")
     validate.add_argument("--out", required=True)
-    validate.add_argument("--format", default="auto", choices=("auto", "jsonl", "parquet"))
+    validate.add_argument("--format", default="auto", choices=("auto", "jsonl", "parquet", "csv", "tsv"))
     validate.add_argument("--config", default=None, help="YAML profile whose data section applies")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="data config override, e.g. --set columns.query=search_term (repeatable)")

@@ -25,8 +25,10 @@ def option(default: Any = None, help: str = "", *, factory=None):  # noqa: A002 
 
 @dataclass
 class DataConfig:
-    source: str = option("generate", "'generate' for the built-in synthetic logs, else a path or s3:// URI of JSONL/Parquet logs")
-    format: str = option("auto", "input format: auto (from the file suffix), jsonl or parquet")
+    source: str = option("generate", "'generate' for the built-in synthetic logs, else a path or s3:// URI of JSONL, Parquet, CSV or TSV logs (a file or a folder)")
+    format: str = option("auto", "input format: auto (from the file suffix), jsonl, parquet, csv or tsv")
+    encoding: str = option("utf-8", "text encoding of JSONL/CSV/TSV logs (e.g. latin-1, cp1252); rows that do not decode are quarantined as bad_encoding")
+    max_rows: int = option(0, "use a seeded sample of about this many accepted rows, whole queries at a time (0 = all); the rest are counted as sampled_out, never silently dropped")
     rows: int = option(1200, "rows to generate when source is 'generate'")
     seed: int = option(0, "seed of the generator and of the splits")
     items_per_query: int = option(6, "items generated per query (a search log shows several items per query)")
@@ -53,6 +55,11 @@ class DataConfig:
         None,
         "extra label spellings to levels; ESCI's E/S/C/I are understood by default",
         factory=lambda: {"E": 4, "S": 3, "C": 2, "I": 1, "exact": 4, "substitute": 3, "complement": 2, "irrelevant": 1},
+    )
+    label_bins: dict = option(
+        None,
+        "graded labels to levels: each level's lowest score, e.g. {'4': 2.75, '3': 2.25, '2': 1.5, '1': 1.0} for a mean rating on 1-3; empty: labels are levels or aliases",
+        factory=dict,
     )
     max_query_chars: int = option(512, "longer queries are quarantined as oversized")
     max_title_chars: int = option(1024, "longer titles are quarantined as oversized")
@@ -94,6 +101,7 @@ class CotConfig:
     max_new_tokens: int = option(320, "longest rationale a teacher may write")
     rules_path: str = option("", "JSONL of {id, text} atomic rules; empty uses the built-in knowledge base")
     top_k_rules: int = option(4, "rules retrieved (BM25) per (query, item) and given to the teacher")
+    min_rule_score: float = option(0.0, "BM25 score a rule must exceed to be retrieved at all; below it the teacher gets no rule rather than an unrelated one (measured: see README)")
     num_teachers: int = option(1, "teacher actors")
     num_cpus_per_teacher: float = option(1.0, "Ray CPUs per teacher actor")
     batch_size: int = option(64, "rows per teacher call")
@@ -104,7 +112,9 @@ class LearnerConfig:
     """The optimizer and the Ray Train + DeepSpeed workers: what every training stage shares."""
 
     lr: float = option(1e-4, "peak learning rate (small models need far more than the paper's 1e-6 at 42B)")
-    warmup_ratio: float = option(0.05, "share of steps spent warming up, then cosine decay to 0")
+    warmup_ratio: float = option(0.05, "share of steps spent warming up, then cosine decay to min_lr_ratio * lr")
+    min_lr_ratio: float = option(0.1, "the cosine schedule ends at this share of the peak lr instead of 0, so the last steps still learn")
+    train_layers: int = option(0, "train only the top N decoder blocks and the final norm, the rest (embeddings and tied output head included) frozen: a step needs no backward pass below them; 0 = train every weight")
     weight_decay: float = option(0.0, "AdamW weight decay")
     micro_batch_size: int = option(4, "examples per worker per forward pass")
     grad_clip: float = option(1.0, "gradient norm clip")
@@ -124,13 +134,25 @@ class TrainerConfig(LearnerConfig):
     max_steps: int = option(0, "stop after this many optimizer steps (0 = the epochs decide)")
     grad_accum: int = option(1, "micro-batches per optimizer step")
     max_seq_len: int = option(512, "prompt plus response tokens; longer responses are cut at the end")
+    shuffle: bool = option(True, "train in a seeded random order, reshuffled every epoch (rows arrive grouped by query otherwise)")
+    shuffle_buffer: int = option(100000, "rows each worker shuffles at once (Ray Data's local shuffle buffer); at least the shard size gives a full permutation")
+    length_group: int = option(1, "sort each run of this many shuffled micro-batches by length before batching them, so rows of similar length share a micro-batch (less padding); 1 = off")
     log_every_steps: int = option(5, "print and log the metrics every this many steps")
     checkpoint_every_steps: int = option(100, "report a checkpoint to Ray Train every this many steps (and at the end)")
 
 
 @dataclass
 class SftConfig(TrainerConfig):
+    length_group: int = option(16, "sort each run of this many shuffled micro-batches by length before batching them (less padding); 1 = off")
     format: str = option("post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only")
+    decision_weight: float = option(0.5, "share of the loss carried by the level token's cross-entropy (the rest: the mean over the other response tokens). In a CoT response the decision is ~1 token of ~90; 0 = a plain token mean, 1 = the decision alone")
+    class_balance: float = option(0.0, "weigh each example's decision term by (count of its level)^-class_balance, normalised to mean 1: 0 = off, 1 = inverse frequency, 0.5 = its square root")
+    lr: float = option(2e-4, "peak learning rate")
+    micro_batch_size: int = option(8, "examples per worker per forward pass")
+    epochs: int = option(2, "passes over the training examples")
+    eval_every_steps: int = option(50, "every this many steps, score eval_examples validation rows by their first-token level distribution (macro-F1, QWK, the decision's cross-entropy); 0 = off. Post-CoT and label-only only")
+    eval_examples: int = option(256, "validation rows scored while training (a seeded sample of the val split)")
+    keep_best: bool = option(True, "the saved model is the validated step with the best macro-F1 (the last step when validation is off). A resumed run tracks the best from its restart on")
 
 
 @dataclass

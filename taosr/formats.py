@@ -99,6 +99,19 @@ def render(fmt: ResponseFormat | str, level: int, reasoning: Reasoning | None = 
     return f"{steps}\nAnswer: {head}"
 
 
+def decision_offset(fmt: ResponseFormat | str, response: str) -> int:
+    """Character offset of the level digit that carries the decision in a rendered response:
+    the first character for post-CoT and label-only, the digit after ``Answer:`` for pre-CoT."""
+    fmt = ResponseFormat(fmt)
+    if fmt is not ResponseFormat.PRE_COT:
+        return 0
+    marker = "\nAnswer: "
+    at = response.rfind(marker)
+    if at < 0:
+        raise ValueError("a pre-CoT response must end with 'Answer: <label>'")
+    return at + len(marker)
+
+
 _STEP_RE = {
     1: re.compile(r"^1\.\s*Query:\s*(?P<text>.*)$"),
     2: re.compile(r"^2\.\s*Item:\s*(?P<text>.*)$"),

@@ -43,6 +43,47 @@ def masked_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     return -(picked * mask).sum() / count, count
 
 
+def decision_weighted_nll(logits: torch.Tensor, labels: torch.Tensor, decision_index: torch.Tensor,
+                          decision_weight: float, example_weight: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, dict]:
+    """SFT's loss with the level token weighed on its own (METHOD.md section 3).
+
+    In a CoT response the decision is one token of ~90, and the others are predictable without
+    deciding anything, so a plain token mean spends ~1% of the gradient on the decision. Here
+
+        loss = w * decision_nll + (1 - w) * rest_nll
+
+    where decision_nll is the (``example_weight``-weighted) mean NLL of each example's level
+    token, at column ``decision_index`` of ``labels`` (-1: the example has none, e.g. a cut
+    pre-CoT answer), and rest_nll the mean NLL of every other labelled token. ``w = 0`` falls
+    back to ``masked_token_nll`` (the decision weighs as one token). ``logits`` and ``labels``
+    are [B, T(, V)] and aligned (``labelled_logits`` output, indices shifted to its window).
+    Returns (loss, {decision_nll, rest_nll}) with the parts detached.
+    """
+    if not 0.0 <= decision_weight <= 1.0:
+        raise ValueError(f"decision_weight is a share of the loss, in [0, 1]; got {decision_weight}")
+    shifted = logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    nll = -torch.log_softmax(shifted, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    has_decision = decision_index >= 1
+    rows = has_decision.nonzero(as_tuple=True)[0]
+    columns = decision_index[rows] - 1  # the logits at t-1 predict the token at t
+    decision_mask = torch.zeros_like(mask)
+    decision_mask[rows, columns] = True
+    if bool((decision_mask & ~mask).any()):
+        raise ValueError("a decision_index points at a token that carries no label")
+    rest_mask = mask & ~decision_mask
+    rest = (nll * rest_mask).sum() / rest_mask.sum().clamp(min=1)
+    decision_nll = nll[rows, columns]
+    weights = torch.ones_like(decision_nll) if example_weight is None else example_weight[rows].to(nll.dtype)
+    decision = (weights * decision_nll).sum() / weights.sum().clamp(min=1e-12) if len(rows) else nll.sum() * 0.0
+    parts = {"decision_nll": decision.detach(), "rest_nll": rest.detach()}
+    if decision_weight == 0.0:
+        return (nll * mask).sum() / mask.sum().clamp(min=1), parts
+    return decision_weight * decision + (1.0 - decision_weight) * rest, parts
+
+
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum of the log-probabilities of the labelled tokens of each sequence: [B, T, V] -> [B].
 

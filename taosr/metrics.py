@@ -65,7 +65,37 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int]) -> dict:
         "macro_f1": sum(scored) / len(scored),
         "accuracy": sum(1 for g, p in zip(gold, pred) if g == p) / n,
         "good_f1": f1(tp, fp, fn),
+        "qwk": quadratic_weighted_kappa(gold, pred),
     }
+
+
+def quadratic_weighted_kappa(gold: Sequence[int], pred: Sequence[int]) -> float | None:
+    """Cohen's kappa with quadratic weights over levels 1-4 (0 = chance agreement, 1 = perfect):
+    an ordinal score, so predicting 3 for a 4 costs less than predicting 1. Examples without an
+    answer are left out; None when fewer than two examples remain. A constant prediction scores 0."""
+    from sklearn.metrics import cohen_kappa_score
+
+    answered = [(g, p) for g, p in zip(gold, pred) if p in LEVEL_ORDER]
+    if len(answered) < 2:
+        return None
+    g, p = zip(*answered)
+    if len(set(g)) == 1 and len(set(p)) == 1:
+        return 0.0  # sklearn divides 0 by 0 here
+    return float(cohen_kappa_score(g, p, labels=list(LEVEL_ORDER), weights="quadratic"))
+
+
+def expected_level(probs: Sequence[float]) -> float:
+    """sum_k k * P(k) over levels 1-4: the ranking score whose Spearman correlation we report."""
+    return float(sum(level * p for level, p in zip(LEVEL_ORDER, probs)))
+
+
+def spearman(scores: Sequence[float], gold: Sequence[float]) -> float | None:
+    """Spearman rank correlation (ties averaged); None when either side is constant or n < 2."""
+    from scipy.stats import spearmanr
+
+    if len(scores) < 2 or len(set(scores)) < 2 or len(set(gold)) < 2:
+        return None
+    return float(spearmanr(scores, gold).statistic)
 
 
 def _resampled_macro_f1_and_accuracy(gold: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +171,8 @@ def evaluate_records(records: Sequence[Mapping]) -> dict:
 
     def summarise(rows: Sequence[Mapping]) -> dict:
         out = classification_metrics([r["gold"] for r in rows], [r["pred"] for r in rows])
+        if rows and all(r.get("probs") for r in rows):
+            out["spearman"] = spearman([expected_level(r["probs"]) for r in rows], [r["gold"] for r in rows])
         if any("format_ok" in r for r in rows):
             decoded = [r for r in rows if "format_ok" in r]
             out["format_error_rate"] = rate(not r["format_ok"] for r in decoded)["rate"]
@@ -159,7 +191,8 @@ def evaluate_records(records: Sequence[Mapping]) -> dict:
     }
 
 
-TABLE_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1")
+TABLE_COLUMNS = ("f1_1", "f1_2", "f1_3", "f1_4", "macro_f1", "accuracy", "good_f1", "qwk", "spearman")
+UNIT_SCALE_COLUMNS = ("qwk", "spearman")  # correlations: printed on their own -1..1 scale, not as %
 DECODED_COLUMNS = ("format_error_rate", "hallucination_rate")  # present when responses were decoded
 
 
@@ -168,10 +201,15 @@ def markdown_table(rows: Mapping[str, Mapping], columns: Sequence[str] = TABLE_C
     header = "| name | n | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     for name, metrics in rows.items():
-        cells = [_percent(metrics.get(column)) for column in columns]
+        cells = [_unit(metrics.get(column)) if column in UNIT_SCALE_COLUMNS else _percent(metrics.get(column))
+                 for column in columns]
         lines.append(f"| {name} | {metrics.get('n', 0)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _percent(value) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _unit(value) -> str:
+    return "–" if value is None else f"{value:.3f}"

@@ -10,25 +10,21 @@ from typing import Mapping
 from taosr.formats import ResponseFormat
 from taosr.labels import LABEL_TEXT
 
-PROMPT_VERSION = "taosr-prompt-v1"
+PROMPT_VERSION = "taosr-prompt-v2"
 
-_LEVEL_LINES = "\n".join([
-    f"{LABEL_TEXT[4]}: the item is exactly what the query asks for.",
-    f"{LABEL_TEXT[3]}: the right kind of item, but a secondary requirement differs or is unknown.",
-    f"{LABEL_TEXT[2]}: the same broad category, but a key requirement of the query is violated.",
-    f"{LABEL_TEXT[1]}: the wrong kind of item.",
-])
-
+# One short instruction: the prompt is most of every training sequence, so each token of it is
+# paid for on every example and every served item (v1's level definitions were ~95 tokens; a
+# fine-tuned model learns the levels from the labels, not from their definitions). The same
+# reasoning caps the description: on CPU every prompt token costs training time.
 _FORMAT_HINT = {
-    ResponseFormat.POST_COT: "Answer with the label on the first line, then the five reasoning steps.",
-    ResponseFormat.PRE_COT: "Write the five reasoning steps, then 'Answer: <label>' on the last line.",
-    ResponseFormat.LABEL_ONLY: "Answer with the label only.",
+    ResponseFormat.POST_COT: "Answer with the level, then five reasoning steps.",
+    ResponseFormat.PRE_COT: "Write five reasoning steps, then 'Answer: <level>'.",
+    ResponseFormat.LABEL_ONLY: "Answer with the level only.",
 }
 
-SYSTEM_PROMPT = (
-    "You judge how relevant an e-commerce item is to a shopper's search query.\n"
-    f"Relevance levels:\n{_LEVEL_LINES}"
-)
+SYSTEM_PROMPT = "Rate the item's relevance to the search query, from 4 (exact) to 1 (irrelevant)."
+
+MAX_DESCRIPTION_CHARS = 120  # of the cleaned description shown to the model, cut at a word
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,7 @@ class Item:
     description: str | None = None
 
 
-def render_item(item: Item, max_description_chars: int = 300) -> str:
+def render_item(item: Item, max_description_chars: int = MAX_DESCRIPTION_CHARS) -> str:
     lines = [f"Title: {item.title}"]
     if item.category:
         lines.append(f"Category: {item.category}")
@@ -62,7 +58,7 @@ def render_item(item: Item, max_description_chars: int = 300) -> str:
 def build_messages(query: str, item: Item, fmt: ResponseFormat | str = ResponseFormat.POST_COT) -> list[dict]:
     """Chat messages for one (query, item): system instructions, then the query, then the item."""
     fmt = ResponseFormat(fmt)
-    system = f"{SYSTEM_PROMPT}\n{_FORMAT_HINT[fmt]}"
+    system = f"{SYSTEM_PROMPT} {_FORMAT_HINT[fmt]}"
     user = f"Query: {query}\n\nItem:\n{render_item(item)}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -86,6 +82,9 @@ def template_fingerprint(tokenizer) -> str:
     return digest.hexdigest()[:16]
 
 
+PROMPT_COLUMNS = ("query", "title", "category", "attributes", "price", "description")  # what a prompt reads of a row
+
+
 def item_from_row(row: Mapping) -> Item:
     """The model-facing item of an accepted log row (attributes arrive as JSON text)."""
     attributes = row.get("attributes") or {}
@@ -97,7 +96,8 @@ def item_from_row(row: Mapping) -> Item:
     return Item(
         title=row["title"],
         category=row.get("category"),
-        attributes=dict(attributes),
+        # Ray Data turns dict attributes into a struct of every row's keys, the missing ones None.
+        attributes={key: value for key, value in dict(attributes).items() if value is not None},
         price=None if price is None or price != price else float(price),  # NaN from pandas means missing
         description=row.get("description"),
     )

@@ -18,18 +18,22 @@ from taosr.cumpt_sweep import plot_sweep
 from taosr.labels import LEVELS
 from taosr.metrics import paired_bootstrap
 
-STAGE_ROWS = (("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
+STAGE_ROWS = (("lexical", "lexical baseline (TF-IDF + LR)"), ("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
               ("srpo", "+ SRPO (TaoSR-SHE)"))
 PIPELINE = ("data", "cot", "sft", "sample", "dpo", "grpo", "genrm", "srpo", "eval", "export", "serve")
 BOOTSTRAP_RESAMPLES = 2000  # of the held-out examples, for the stage-difference intervals
 # Curves drawn per training stage, when the stage logged them.
-CURVES = {"sft": ("loss",), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
+CURVES = {"sft": ("loss", "decision_nll", "val_macro_f1", "val_qwk"), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
           "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
           "srpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction")}
 
 
 def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _unit(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _read_json(path: Path):
@@ -56,13 +60,13 @@ def stage_table(metrics: dict[str, dict]) -> str:
     """METHOD.md section 8's layout (C1..C4 F1, macro-F1, accuracy) plus Good-F1, hallucination
     and format-error rates on the decoded sample, and n."""
     names = dict(STAGE_ROWS)
-    lines = ["| model | n | C1 F1 | C2 F1 | C3 F1 | C4 F1 | macro-F1 | acc | Good F1 | halluc. | format err. |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | n | C1 F1 | C2 F1 | C3 F1 | C4 F1 | macro-F1 | acc | Good F1 | QWK | Spearman | halluc. | format err. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for slug, result in metrics.items():
         o = result["overall"]
         cells = [_pct(o.get(f"f1_{level}")) for level in (1, 2, 3, 4)]
-        cells += [_pct(o.get("macro_f1")), _pct(o.get("accuracy")), _pct(o.get("good_f1")),
-                  _pct(o.get("hallucination_rate")), _pct(o.get("format_error_rate"))]
+        cells += [_pct(o.get("macro_f1")), _pct(o.get("accuracy")), _pct(o.get("good_f1")), _unit(o.get("qwk")),
+                  _unit(o.get("spearman")), _pct(o.get("hallucination_rate")), _pct(o.get("format_error_rate"))]
         lines.append(f"| {names[slug]} | {o.get('n', 0)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -121,10 +125,14 @@ def stage_predictions(run: Path, slug: str) -> dict[str, tuple[int, int]]:
 
 
 def stage_comparisons(slugs: list[str]) -> list[tuple[str, str]]:
-    """Each stage against the one before it in the table, and the last RL stage against SFT."""
-    pairs = list(zip(slugs, slugs[1:]))
-    if "sft" in slugs and slugs[-1] not in ("base", "sft") and ("sft", slugs[-1]) not in pairs:
-        pairs.append(("sft", slugs[-1]))
+    """Each stage against the one before it in the table, the last RL stage against SFT, and
+    every trained stage against the lexical baseline (does the LLM earn its cost?)."""
+    trained = [s for s in slugs if s != "lexical"]
+    pairs = list(zip(trained, trained[1:]))
+    if "lexical" in slugs:
+        pairs += [("lexical", s) for s in trained if s != "base"]
+    if "sft" in trained and trained[-1] not in ("base", "sft") and ("sft", trained[-1]) not in pairs:
+        pairs.append(("sft", trained[-1]))
     return pairs
 
 
@@ -145,6 +153,25 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
         lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {cells[0]} | {cells[1]} | "
                      f"{'yes' if result['beyond_noise'] else 'no'} |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def cot_examples(run: Path, count: int = 4) -> str:
+    """A few training rows with the reasoning the teacher wrote for them (first by id)."""
+    import pyarrow.parquet as pq
+
+    folder = run / "cot" / "kept"
+    if not folder.is_dir():
+        return ""
+    table = pq.read_table(folder, columns=["id", "query", "title", "label", "reasoning", "split", "teacher"])
+    rows = sorted((r for r in table.to_pylist() if r["split"] == "train" and r["reasoning"]), key=lambda r: r["id"])
+    from taosr.formats import Reasoning
+
+    blocks = []
+    for row in rows[:: max(1, len(rows) // count)][:count]:
+        steps = "\n".join(Reasoning(**json.loads(row["reasoning"])).step_lines())
+        blocks.append(f"Query `{row['query']}`, item `{row['title']}`, gold level {row['label']} "
+                      f"(teacher: {row['teacher']}):\n\n```\n{steps}\n```\n")
+    return "\n".join(blocks)
 
 
 def training_logs(run: Path) -> dict[str, list[dict]]:
@@ -273,6 +300,9 @@ def build_report(run_dir: str, out_dir: str | None = None) -> dict:
         parts += ["## pass@k (stage 2)\n", pass_at_k_table(pass_at_k), "\n", f"![pass@k]({plot.name})\n"]
     else:
         missing.append("pass@k (no sample/pass_at_k.json)")
+    cot_sample = cot_examples(run)
+    if cot_sample:
+        parts += ["## What SFT was trained on: a sample of the CoT\n", cot_sample, "\n"]
     pairs = _read_json(run / "dpo" / "pairs.json")
     if pairs:
         parts += ["## DPO pairs\n", "```json\n" + json.dumps(pairs, indent=2) + "\n```\n"]

@@ -16,25 +16,42 @@ IGNORE_INDEX = -100
 class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
+    decision_index: int = -1  # position in input_ids of the level token (-1: cut off or absent)
 
     @property
     def num_response_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
-def tokenize_example(tokenizer, prompt: str, response: str, max_len: int) -> TokenizedExample | None:
+def tokenize_example(tokenizer, prompt: str, response: str, max_len: int,
+                     decision_char: int | None = 0) -> TokenizedExample | None:
     """Prompt tokens (masked) + response tokens + end-of-turn token. A response that does not
     fit is cut at its end (post-CoT keeps its label, which comes first); returns None when the
-    prompt alone leaves no room for the label."""
+    prompt alone leaves no room for the label.
+
+    ``decision_char`` is the character offset in ``response`` of the level digit (0 for
+    post-CoT and label-only, where the answer comes first; see ``decision_offset``). The token
+    covering it becomes ``decision_index``, so the loss can weigh the decision on its own."""
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    response_ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
+    if decision_char is None or decision_char == 0:
+        response_ids = tokenizer.encode(response, add_special_tokens=False)
+        decision_token = 0 if decision_char == 0 else -1
+    else:
+        encoded = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+        response_ids = list(encoded["input_ids"])
+        decision_token = next((i for i, (start, end) in enumerate(encoded["offset_mapping"])
+                               if start <= decision_char < end), -1)
+    response_ids = response_ids + [tokenizer.eos_token_id]
     room = max_len - len(prompt_ids)
     if room < 2:
         return None
     response_ids = response_ids[:room]
+    if decision_token >= len(response_ids):
+        decision_token = -1  # the answer was cut off (a long pre-CoT response)
     return TokenizedExample(
         input_ids=prompt_ids + response_ids,
         labels=[IGNORE_INDEX] * len(prompt_ids) + response_ids,
+        decision_index=len(prompt_ids) + decision_token if decision_token >= 0 else -1,
     )
 
 

@@ -31,7 +31,7 @@ def _malformed(i: int, good: list[dict]) -> tuple[bytes, str]:
     if kind == 3:
         return json.dumps(dict(base, label="Great")).encode(), "unknown_label"
     if kind == 4:
-        return json.dumps(dict(base, price="about ten")).encode(), "wrong_type:price"
+        return json.dumps(dict(base, price=-10)).encode(), "wrong_type:price"
     if kind == 5:
         return json.dumps(dict(base, query="q" * 5000)).encode(), "oversized_text:query"
     if kind == 6:
@@ -166,3 +166,45 @@ def test_exists_on_local_and_s3(s3_endpoint, tmp_path):
     assert not exists("s3://runs/sft/model/config.json", s3_endpoint)
     write_text("s3://runs/sft/model/config.json", "{}", s3_endpoint)
     assert exists("s3://runs/sft/model/config.json", s3_endpoint)
+
+
+def test_csv_in_latin_1_with_graded_labels_and_a_column_mapping(ray_cluster, tmp_path):
+    """A Home Depot-shaped file: latin-1, quoted fields, a mean rating on 1-3, titles only."""
+    lines = ['"id","product_uid","product_title","search_term","relevance"',
+             '2,100001,"Simpson Strong-Tie 12-Gauge Angle","angle bracket",3',
+             '3,100001,"Simpson Strong-Tie 12-Gauge Angle","l bracket",2.5',
+             '9,100002,"BEHR Premium Textured DeckOver 1-gal. Tan, 2 \u00b0F","deck over",2.33',
+             '16,100005,"Delta Vero 1-Handle Shower Faucet Trim Kit in Caf\u00e9","rain shower head",1.33',
+             '17,100005,"a row with a missing field","shower only faucet"',
+             '18,100006,"Whirlpool 1.9 cu. ft. Over the Range Microwave","microwave over stove",great']
+    (tmp_path / "train.csv").write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    config = DataConfig(encoding="latin-1", label_bins={"4": 2.75, "3": 2.25, "2": 1.5, "1": 1.0},
+                        columns={"query": "search_term", "title": "product_title", "item_id": "product_uid",
+                                 "label": "relevance"})
+    result = validate_records(read_raw_records(str(tmp_path / "train.csv"), encoding="latin-1"), config)
+    assert result.counts["input"] == 6 and result.counts["accepted"] == 4
+    assert result.counts["reasons"] == {"malformed_csv:4_fields_for_5_columns": 1, "unknown_label": 1}
+    accepted = {r["id"]: r for r in result.accepted.take_all()}
+    assert {i: r["label"] for i, r in accepted.items()} == {"2": 4, "3": 3, "9": 3, "16": 1}
+    assert accepted["16"]["title"].endswith("Café") and "°F" in accepted["9"]["title"]
+    assert json.loads(accepted["3"]["extra"]) == {"label_raw": "2.5"}
+    assert accepted["2"]["item_id"] == "100001"
+
+
+def test_tsv_in_utf_8_quarantines_a_row_that_does_not_decode(ray_cluster, tmp_path):
+    body = "id\tquery\ttitle\tlabel\tprice\n1\tphone case\tSpigen case\tE\t1,299.00\n".encode()
+    body += b"2\tphone case\tbad \xff title\tI\t\n3\tcase\tESR case\tS\t19,99 EUR\n"
+    (tmp_path / "logs.tsv").write_bytes(body)
+    result = validate_records(read_raw_records(str(tmp_path / "logs.tsv")), DataConfig())
+    assert result.counts == {"input": 3, "accepted": 2, "quarantined": 1, "reasons": {"bad_encoding:title": 1}}
+    assert sorted(r["price"] for r in result.accepted.take_all()) == [19.99, 1299.0]
+
+
+def test_max_rows_samples_whole_queries_and_counts_the_rest(ray_cluster, tmp_path):
+    rows = generate_rows(300, seed=6)
+    (tmp_path / "logs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    result = validate_records(read_raw_records(str(tmp_path / "logs.jsonl")), DataConfig(max_rows=100))
+    counts = result.counts
+    assert counts["accepted"] + counts["sampled_out"] == 300 and 40 < counts["accepted"] < 180
+    kept = {r["query"] for r in result.accepted.take_all()}
+    assert all(r["query"] not in kept for r in rows if r["id"] not in {a["id"] for a in result.accepted.take_all()})

@@ -10,7 +10,8 @@ from taosr.report import build_report, pass_at_k_table, stage_comparisons, stage
 
 def metrics(f1_4, acc, confusion_4_4):
     overall = {"n": 10, "f1_1": 0.0, "f1_2": 0.5, "f1_3": None, "f1_4": f1_4, "macro_f1": (0.5 + f1_4) / 3,
-               "accuracy": acc, "good_f1": 0.8, "hallucination_rate": 0.25, "format_error_rate": 0.0}
+               "accuracy": acc, "good_f1": 0.8, "qwk": 0.5, "spearman": None, "hallucination_rate": 0.25,
+               "format_error_rate": 0.0}
     return {"split": "test", "overall": overall,
             "by_query_type": {"negation": {**overall, "n": 4}, "plain": {**overall, "n": 6, "macro_f1": 0.1}},
             "confusion": {"4": {"4": confusion_4_4, "2": 1}, "2": {"2": 3}, "1": {"4": 2}}}
@@ -56,7 +57,7 @@ def add_genrm(run):
 def test_report_tables_and_plots(run):
     result = build_report(str(run))
     text = (run / "report" / "report.md").read_text()
-    assert "| SFT | 10 | 0.00 | 50.00 | – | 60.00 | 36.67 | 65.00 | 80.00 | 25.00 | 0.00 |" in text
+    assert "| SFT | 10 | 0.00 | 50.00 | – | 60.00 | 36.67 | 65.00 | 80.00 | 0.500 | – | 25.00 | 0.00 |" in text
     assert "| negation | 4 | 20.00 | 36.67 | 40.00 |" in text  # macro-F1 by query type, one column per stage
     assert "| all | 12 | 40.00 | 60.00 |" in text
     assert "| sft | 61 |" in text
@@ -88,6 +89,8 @@ def test_report_needs_an_evaluation(tmp_path):
 
 def test_each_stage_is_compared_with_the_one_before_and_the_last_with_sft():
     assert stage_comparisons(["base", "sft", "dpo", "grpo"]) == [("base", "sft"), ("sft", "dpo"), ("dpo", "grpo"), ("sft", "grpo")]
+    assert stage_comparisons(["lexical", "base", "sft", "dpo"]) == [("base", "sft"), ("sft", "dpo"), ("lexical", "sft"),
+                                                                    ("lexical", "dpo")]
     assert stage_comparisons(["base", "sft", "dpo"]) == [("base", "sft"), ("sft", "dpo")]
     assert stage_comparisons(["base", "sft"]) == [("base", "sft")]
 
