@@ -34,13 +34,14 @@ from taosr.sft_examples import pad_batch, tokenize_example
 class SftTokenizer:
     """Ray Data batch function: CoT rows -> input_ids and prompt-masked labels in ``fmt``."""
 
-    def __init__(self, model_path: str, fmt: str, max_seq_len: int, seed: int = 0):
+    def __init__(self, model_path: str, fmt: str, max_seq_len: int, seed: int = 0, reasoning_share: float = 1.0):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.fmt = ResponseFormat(fmt)
         self.max_seq_len = max_seq_len
         self.seed = seed
+        self.reasoning_share = reasoning_share if self.fmt is ResponseFormat.POST_COT else 1.0
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -51,7 +52,8 @@ class SftTokenizer:
             prompt = build_prompt(self.tokenizer, row["query"], item_from_row(row), self.fmt)
             response = render(self.fmt, int(row["label"]), reasoning)
             example = tokenize_example(self.tokenizer, prompt, response, self.max_seq_len,
-                                       decision_char=decision_offset(self.fmt, response))
+                                       decision_char=decision_offset(self.fmt, response),
+                                       decision_only=not carries_reasoning(row["id"], self.seed, self.reasoning_share))
             if example is not None:
                 out["input_ids"].append(example.input_ids)
                 out["labels"].append(example.labels)
@@ -63,6 +65,15 @@ class SftTokenizer:
                          "decision_index": pa.array(out["decision_index"], pa.int32()),
                          "level": pa.array(out["level"], pa.int8()),
                          "training_order": pa.array(out["training_order"], pa.string())})
+
+
+def carries_reasoning(row_id: str, seed: int, share: float) -> bool:
+    """Whether a training row keeps its reasoning (a seeded draw keyed on its id, so reruns and
+    epochs agree): the others are trained on the decision alone."""
+    if share >= 1.0:
+        return True
+    digest = hashlib.sha256(f"reasoning:{seed}:{row_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 def sft_loss(engine, rows: list[dict]):
@@ -150,7 +161,8 @@ def tokenized_dataset(cot_ds, model_path: str, sft_config, seed: int = 0):
     """Tokenised examples in a seeded order keyed on each row's id (Ray Data does not keep the
     arrival order from run to run, and the logs arrive grouped by query); ``max_examples`` takes
     a seeded sample, not the first rows."""
-    ds = cot_ds.map_batches(SftTokenizer, fn_constructor_args=(model_path, sft_config.format, sft_config.max_seq_len, seed),
+    ds = cot_ds.map_batches(SftTokenizer, fn_constructor_args=(model_path, sft_config.format, sft_config.max_seq_len, seed,
+                                                               sft_config.reasoning_share),
                             batch_format="pyarrow", batch_size=256, concurrency=1)
     ds = ds.sort("training_order")
     if sft_config.max_examples:

@@ -24,7 +24,7 @@ class TokenizedExample:
 
 
 def tokenize_example(tokenizer, prompt: str, response: str, max_len: int,
-                     decision_char: int | None = 0) -> TokenizedExample | None:
+                     decision_char: int | None = 0, decision_only: bool = False) -> TokenizedExample | None:
     """Prompt tokens (masked) + response tokens + end-of-turn token. A response that does not
     fit is cut at its end (post-CoT keeps its label, which comes first); returns None when the
     prompt alone leaves no room for the label.
@@ -41,9 +41,14 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_len: int,
         response_ids = list(encoded["input_ids"])
         decision_token = next((i for i, (start, end) in enumerate(encoded["offset_mapping"])
                                if start <= decision_char < end), -1)
-    response_ids = response_ids + [tokenizer.eos_token_id]
+    if decision_only:
+        if decision_token != 0:
+            raise ValueError("decision_only needs the level token first (post-CoT or label-only)")
+        response_ids = response_ids[:1]
+    else:
+        response_ids = response_ids + [tokenizer.eos_token_id]
     room = max_len - len(prompt_ids)
-    if room < 2:
+    if room < len(response_ids[:2]):
         return None
     response_ids = response_ids[:room]
     if decision_token >= len(response_ids):

@@ -181,3 +181,25 @@ def test_length_grouped_micro_batches_keep_every_full_batch_and_pad_less():
     single = [pa.Table.from_pylist(rows[i:i + 4]) for i in range(0, 36, 4)]
     assert [[r["n"] for r in c] for c in length_grouped(single, 4, random.Random(0))] == \
         [[r["n"] for r in rows[i:i + 4]] for i in range(0, 36, 4)]
+
+
+def test_decision_only_examples_keep_the_level_token_alone(tokenizer):
+    prompt = build_prompt(tokenizer, "charger for iphone 15", Item("Anker 20W Charger, Lightning"))
+    response = render(ResponseFormat.POST_COT, 2, REASONING)
+    short = tokenize_example(tokenizer, prompt, response, 1024, decision_char=0, decision_only=True)
+    n = len(tokenizer.encode(prompt, add_special_tokens=False))
+    assert len(short.input_ids) == n + 1 and short.decision_index == n and short.num_response_tokens == 1
+    assert short.input_ids[n] == tokenizer.encode("2", add_special_tokens=False)[0]
+    with pytest.raises(ValueError, match="level token first"):
+        tokenize_example(tokenizer, prompt, render(ResponseFormat.PRE_COT, 2, REASONING), 1024,
+                         decision_char=decision_offset(ResponseFormat.PRE_COT, render(ResponseFormat.PRE_COT, 2, REASONING)),
+                         decision_only=True)
+
+
+def test_the_reasoning_share_is_a_seeded_draw_per_row():
+    from taosr.ray_jobs.sft import carries_reasoning
+
+    drawn = [carries_reasoning(f"row-{i}", 0, 0.3) for i in range(2000)]
+    assert 0.26 < sum(drawn) / len(drawn) < 0.34
+    assert drawn == [carries_reasoning(f"row-{i}", 0, 0.3) for i in range(2000)]
+    assert all(carries_reasoning(f"row-{i}", 0, 1.0) for i in range(50))
