@@ -26,6 +26,8 @@ DS_TAG = "learner"
 
 
 def deepspeed_config(cfg: dict) -> dict:
+    if cfg.get("autocast") and cfg["bf16"]:
+        raise ValueError("autocast keeps float32 weights: set bf16 to false with it")
     return {
         "train_micro_batch_size_per_gpu": cfg["micro_batch_size"],
         "gradient_accumulation_steps": cfg["grad_accum"],
@@ -64,6 +66,15 @@ def build_engine(model_path: str, cfg: dict, total_steps: int):
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg), dist_init_required=False)
     return engine, scheduler
+
+
+def autocast(cfg: dict):
+    """bfloat16 matmuls over float32 weights and gradients (``autocast``), or nothing: DeepSpeed's
+    own bf16 mode (``bf16``) or plain float32."""
+    import torch
+
+    device = "cuda" if cfg.get("use_gpu") else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=bool(cfg.get("autocast")))
 
 
 def train_top_layers(model, count: int) -> list:
@@ -181,7 +192,8 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
                 break
             if epoch == start_epoch and micro_step < skip:
                 continue  # consumed before the checkpoint this run resumed from
-            loss, micro_metrics, micro_tokens = loss_fn(engine, rows)
+            with autocast(cfg):
+                loss, micro_metrics, micro_tokens = loss_fn(engine, rows)
             engine.backward(loss)
             engine.step()
             tokens += micro_tokens
@@ -194,7 +206,8 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
                        "tokens_per_s": tokens * world / max(time.time() - started, 1e-9)}
             window = []
             if rank == 0 and every and (step % every == 0 or step == total_steps):
-                checked = validate(engine.module)
+                with autocast(cfg):
+                    checked = validate(engine.module)
                 metrics.update({f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))})
                 best.offer(step, checked.get("macro_f1"), engine.module)
                 metrics["val_best_step"] = best.step

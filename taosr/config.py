@@ -120,6 +120,7 @@ class LearnerConfig:
     grad_clip: float = option(1.0, "gradient norm clip")
     zero_stage: int = option(2, "DeepSpeed ZeRO stage (0-3)")
     bf16: bool = option(True, "train in bfloat16 with fp32 master weights (3-4x faster on CPU)")
+    autocast: bool = option(False, "supervised stages: float32 weights, activations' reductions and gradients with bfloat16 matmuls (torch.autocast) instead of DeepSpeed's bf16 mode; set bf16 to false with it")
     num_workers: int = option(1, "Ray Train workers (one process each)")
     cpus_per_worker: int = option(2, "CPUs (and torch threads) per worker")
     use_gpu: bool = option(False, "one GPU per worker")
