@@ -141,7 +141,7 @@ def _decoded_lines(f, encoding: str) -> Iterator[str]:
 
 def _csv_record(path: str, number: int, header: list[str], fields: list[str]) -> dict:
     if len(fields) != len(header):
-        raw = json.dumps(fields, ensure_ascii=True)[:4000]
+        raw = json.dumps({**dict(zip(header, fields)), "_fields": fields}, ensure_ascii=True)[:4000]
         return {"source": path, "line": number, "raw": raw,
                 "error": f"malformed_csv:{len(fields)}_fields_for_{len(header)}_columns"}
     row = {}

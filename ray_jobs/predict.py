@@ -43,7 +43,8 @@ def exported_beta(model_path: str) -> float | None:
         return json.load(handle).get("cumpt_beta")
 
 
-def prediction_lines(scored: list[dict], quarantined: list[dict], beta: float | None) -> list[dict]:
+def prediction_lines(scored: list[dict], quarantined: list[dict], beta: float | None,
+                     columns: dict | None = None) -> list[dict]:
     """One output line per input row, in input order; scored rows carry probs over levels 1..4."""
     from taosr.cumpt import cumpt_level
 
@@ -53,21 +54,23 @@ def prediction_lines(scored: list[dict], quarantined: list[dict], beta: float | 
         by_level = dict(zip(LEVEL_ORDER, probs))
         level = cumpt_level(by_level, beta) if beta is not None else LEVEL_ORDER[int(np.argmax(probs))]
         line = {"id": row["id"], "probs": probs, "level": level}
-        if row.get("label") is not None:
-            line["label"] = int(row["label"])
+        label = row.get("label")
+        if label is not None and label == label:  # unlabelled rows come back from numpy as NaN
+            line["label"] = int(label)
         lines.append(((row["source"], int(row["line"])), line))
     for row in quarantined:
-        lines.append(((row["source"], int(row["line"])), {"id": _raw_id(row["raw"]), "error": row["reason"],
+        lines.append(((row["source"], int(row["line"])), {"id": _raw_id(row["raw"], columns or {}), "error": row["reason"],
                                                           "detail": row["detail"]}))
     return [line for _, line in sorted(lines, key=lambda pair: pair[0])]
 
 
-def _raw_id(raw: str | None):
+def _raw_id(raw: str | None, columns: dict):
+    """The id of a quarantined row, when its raw text still shows one (under the log's column name)."""
     try:
         value = json.loads(raw or "")
-        return value.get("id") if isinstance(value, dict) else None
     except json.JSONDecodeError:
         return None
+    return value.get(columns.get("id", "id")) if isinstance(value, dict) else None
 
 
 def label_metrics(lines: list[dict]) -> dict | None:
@@ -104,7 +107,7 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
     scored = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).take_all()
     quarantined = result.quarantined.take_all()
     beta = exported_beta(model_path)
-    lines = prediction_lines(scored, quarantined, beta)
+    lines = prediction_lines(scored, quarantined, beta, config.data.columns)
     if len(lines) != result.counts["input"] - result.counts.get("sampled_out", 0):
         raise RuntimeError(f"{len(lines)} prediction lines for {result.counts} input rows")
     write_text(join(out_dir, "predictions.jsonl"), "".join(json.dumps(line) + "\n" for line in lines), endpoint)

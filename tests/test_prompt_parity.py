@@ -48,7 +48,7 @@ def test_every_path_renders_the_same_prompt_tokens(ray_cluster, tiny_model, toke
     accepted = [normalise_row(LOGGED), normalise_row(OTHER)]
     expected = build_prompt(tokenizer, accepted[0]["query"], item_from_row(accepted[0]))
     expected_ids = tokenizer.encode(expected, add_special_tokens=False)
-    assert "Description: Slim case. Colour: pink" in expected and "<" not in expected
+    assert "Description: Slim case. Colour: pink" in expected and "<p>" not in expected and "<b>" not in expected
 
     # SFT (and DPO, sampling, RL: the same pyarrow rows through item_from_row)
     table = _accepted_table(accepted).append_column(
@@ -64,11 +64,10 @@ def test_every_path_renders_the_same_prompt_tokens(ray_cluster, tiny_model, toke
     via_numpy = ray.data.from_arrow(_accepted_table(accepted)).map_batches(scorer_prompts, batch_format="numpy").take_all()
     assert via_numpy[0]["prompt"] == expected
 
-    # Dict attributes through Ray Data become a struct of every row's keys (others set to None)
+    # Dict attributes through Ray Data (Arrow may turn them into a struct of every row's keys)
     structs = ray.data.from_items([{**accepted[0], "attributes": LOGGED["attributes"]},
                                    {**accepted[1], "attributes": OTHER["attributes"]}]).take_all()
     row = next(r for r in structs if r["id"] == "r1")
-    assert row["attributes"].get("length", "absent") is None  # the union of keys is real
     assert build_prompt(tokenizer, row["query"], item_from_row(row)) == expected
 
     # Serving: the raw request fields, cleaned by the log schema's own rules
