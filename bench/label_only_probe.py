@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-layers", type=int, default=0, help="train only the top N blocks (0 = all weights)")
+    parser.add_argument("--eval-every", type=int, default=25)
     args = parser.parse_args(argv)
 
     import pyarrow.parquet as pq
@@ -50,7 +52,10 @@ def main(argv=None) -> int:
     ids = level_token_ids(tokenizer)
     levels = [ids[level] for level in (1, 2, 3, 4)]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    if args.train_layers:
+        from taosr.ray_jobs.training import train_top_layers
+        train_top_layers(model, args.train_layers)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     schedule = get_cosine_schedule_with_warmup(optimizer, 10, args.steps)
 
     def last_logits(batch):
@@ -73,14 +78,14 @@ def main(argv=None) -> int:
         schedule.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-        if step % 25 == 0:
+        if step % args.eval_every == 0:
             model.eval()
             with torch.no_grad():
                 pred = [int(i) + 1 for start in range(0, len(val), 32)
                         for i in last_logits(val[start:start + 32])[:, levels].argmax(-1)]
             model.train()
             metrics = classification_metrics([r["label"] for r in val], pred)
-            print(json.dumps({"step": step, "train_nll_25": round(sum(losses[-25:]) / 25, 4),
+            print(json.dumps({"step": step, "train_nll_25": round(sum(losses[-args.eval_every:]) / args.eval_every, 4),
                               "val_f1": round(metrics["macro_f1"], 3), "val_qwk": metrics["qwk"] and round(metrics["qwk"], 3),
                               "pred": {level: pred.count(level) for level in (1, 2, 3, 4)},
                               "s": round(time.time() - started)}), flush=True)
