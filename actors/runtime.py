@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # Set for this process and shipped to every worker (STACK.md: the traps of a CPU box).
@@ -31,20 +32,46 @@ def check_single_vllm_build() -> None:
                            "'.[cpu]' on CPU machines, '.[gpu]' on GPU machines")
 
 
-def init_ray(ray_config=None, cpu: bool = True):
+def job_env_vars() -> dict:
+    """The env_vars of the runtime env a submitted job runs under (``ray job submit
+    --runtime-env``), read from the variable Ray sets for the driver; {} outside a job."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "")
+    if not raw:
+        return {}
+    try:
+        runtime_env = (json.loads(raw) or {}).get("runtime_env") or {}
+    except json.JSONDecodeError as error:
+        raise RuntimeError(f"RAY_JOB_CONFIG_JSON_ENV_VAR is not JSON ({error}); was this driver started by Ray?") from error
+    return dict(runtime_env.get("env_vars") or {})
+
+
+def worker_env(device: str) -> dict:
+    """The env vars this run ships to every worker: the CPU traps' settings on ``device: cpu``,
+    only the telemetry switch on ``gpu`` (a GPU node keeps its own threads, accelerator, hub
+    access and vLLM memory settings). Keys the submitted job's runtime env already sets are left
+    out: the job's value wins, and Ray refuses to merge two runtime envs that set the same key."""
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"ray.device must be cpu or gpu; got {device!r}")
+    env = dict(CPU_ENV) if device == "cpu" else {"RAY_USAGE_STATS_ENABLED": "0"}
+    from_job = job_env_vars()
+    return {key: value for key, value in env.items() if key not in from_job}
+
+
+def init_ray(ray_config=None):
     """Join the cluster named in the config (or the one `ray job submit` runs in), else start a
     local one. Returns the ray module."""
     import ray
 
     check_single_vllm_build()
-    env = dict(CPU_ENV) if cpu else {"RAY_USAGE_STATS_ENABLED": "0"}
+    env = worker_env(getattr(ray_config, "device", "cpu"))
     for key, value in env.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         return ray
     address = getattr(ray_config, "address", "") or os.environ.get("RAY_ADDRESS") or None
     num_cpus = getattr(ray_config, "num_cpus", 0) or None
-    kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
+    kwargs = {"runtime_env": {"env_vars": env}} if env else {}
+    kwargs["log_to_driver"] = True
     if address:
         ray.init(address=address, **kwargs)
     else:

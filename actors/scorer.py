@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from taosr.datasets.storage import local_dir
 from taosr.labels import LEVELS
 
 PROB_COLUMNS = tuple(f"p_{level}" for level in LEVELS)
@@ -31,6 +32,7 @@ class ChoiceScorer:
                  enable_prefix_caching: bool = True):
         from transformers import AutoTokenizer
 
+        model_path = local_dir(model_path)  # an s3:// export is fetched to this node once
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.ids_in_order = self.choice_token_ids(self.tokenizer)
         self.engine = engine

@@ -18,6 +18,10 @@ class VLLMTeacher:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM, SamplingParams
 
+        from taosr.datasets.storage import local_dir
+
+        model_path = local_dir(model_path)
+
         self.rules = rules
         self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=True,
                        tensor_parallel_size=tensor_parallel_size, seed=seed)

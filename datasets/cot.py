@@ -72,27 +72,43 @@ class RuleTeacher:
                                   self.rules[rule_ids[0]].text if rule_ids else None)
 
 
+class TeacherRefused(RuntimeError):
+    """The endpoint refuses every request (bad key, unknown model, wrong URL): the stage stops."""
+
+
 class OpenAITeacher:
-    """Any OpenAI-compatible /chat/completions endpoint."""
+    """Any OpenAI-compatible /chat/completions endpoint, ``concurrency`` requests in flight.
+
+    Transient errors (timeouts, 408/409/429, 5xx) are retried with backoff and a row that still
+    fails is counted as ``teacher_error``; an answer that says the endpoint will refuse every row
+    (401, 403, 404) stops the stage at once with the cause instead of dropping the whole split."""
 
     name = "openai"
+    FATAL_STATUS = {401: "the API key was refused", 403: "the API key lacks access", 404: "no such model or route"}
 
     def __init__(self, rules: Mapping[str, Rule], base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 temperature: float = 0.3, max_new_tokens: int = 320, timeout_s: float = 60.0, max_attempts: int = 4):
+                 temperature: float = 0.3, max_new_tokens: int = 320, timeout_s: float = 60.0, max_attempts: int = 4,
+                 concurrency: int = 8):
         import httpx
 
         if not base_url or not model:
             raise ValueError("the openai teacher needs cot.openai_base_url and cot.teacher_model")
+        if concurrency < 1:
+            raise ValueError(f"cot.concurrency must be at least 1; got {concurrency}")
         headers = {}
         if os.environ.get(api_key_env):
             headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
-        self.rules = rules
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.rules, self.api_key_env, self.base_url = rules, api_key_env, base_url.rstrip("/")
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s,
+                                   limits=httpx.Limits(max_connections=concurrency))
         self.body = {"model": model, "temperature": temperature, "max_tokens": max_new_tokens}
-        self.max_attempts = max_attempts
+        self.max_attempts, self.concurrency = max_attempts, concurrency
 
     def write(self, rows: Sequence[Mapping], retrieved: Sequence[Sequence[str]]) -> list[str | None]:
-        return [self._one(row, rule_ids) for row, rule_ids in zip(rows, retrieved)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(self._one, rows, retrieved))  # results in row order; a refusal re-raises here
 
     def _one(self, row: Mapping, rule_ids: Sequence[str]) -> str | None:
         import httpx
@@ -112,6 +128,13 @@ class OpenAITeacher:
                     response = self.client.post("/chat/completions", json={**self.body, "messages": messages})
                     response.raise_for_status()
             return response.json()["choices"][0]["message"]["content"]
+        except httpx.HTTPStatusError as error:
+            status = error.response.status_code
+            if status in self.FATAL_STATUS:
+                hint = f"; is {self.api_key_env} set?" if status in (401, 403) and not os.environ.get(self.api_key_env) else ""
+                raise TeacherRefused(f"the teacher endpoint {self.base_url} answered {status} "
+                                     f"({self.FATAL_STATUS[status]}{hint}): {error.response.text[:300]}") from error
+            return None  # counted as teacher_error
         except (httpx.HTTPError, KeyError, IndexError, ValueError):
             return None  # counted as teacher_error
 
@@ -121,7 +144,7 @@ def make_teacher(cot_config, rules: Mapping[str, Rule]):
         return RuleTeacher(rules)
     if cot_config.teacher == "openai":
         return OpenAITeacher(rules, cot_config.openai_base_url, cot_config.teacher_model, cot_config.api_key_env,
-                             cot_config.temperature, cot_config.max_new_tokens)
+                             cot_config.temperature, cot_config.max_new_tokens, concurrency=cot_config.concurrency)
     if cot_config.teacher == "vllm":
         from taosr.actors.teacher import VLLMTeacher
         from taosr.models import resolve_model

@@ -84,3 +84,41 @@ def copy_tree(source: str, target: str, s3_endpoint: str = "") -> None:
     target_fs, target_path = filesystem_and_path(target, s3_endpoint)
     target_fs.create_dir(target_path, recursive=True)
     fs.copy_files(source_path, target_path, source_filesystem=source_fs, destination_filesystem=target_fs)
+
+
+def local_dir(path: str, s3_endpoint: str = "") -> str:
+    """A local folder holding ``path``: the path itself when it is local, else a copy of the
+    s3:// folder in this node's cache (``TAOSR_S3_CACHE``, default ~/.cache/taosr/s3), fetched
+    once per version of the folder (its files' names, sizes and modification times). What loads
+    a model (transformers, vLLM, DeepSpeed) reads local folders only; each actor calls this on
+    the node it runs on. The endpoint defaults to AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL."""
+    if not path.startswith("s3://"):
+        return path
+    import hashlib
+    import tempfile
+
+    from pyarrow import fs
+
+    filesystem, root = filesystem_and_path(path, s3_endpoint)
+    files = [info for info in filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+             if info.type == fs.FileType.File]
+    if not files:
+        raise FileNotFoundError(f"no files under {path}")
+    listing = sorted(f"{info.path[len(root):]}\0{info.size}\0{info.mtime_ns}" for info in files)
+    version = hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+    cache = Path(os.path.expanduser(os.environ.get("TAOSR_S3_CACHE", "~/.cache/taosr/s3")))
+    target = cache / hashlib.sha256(path.rstrip("/").encode()).hexdigest()[:16] / version
+    marker = target / ".taosr-complete"
+    if marker.is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=target.parent, prefix=".partial-")
+    fs.copy_files(root, staging, source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
+    Path(staging, ".taosr-complete").write_text(path)
+    try:
+        os.rename(staging, target)  # atomic: a reader sees no folder or a whole one
+    except OSError:  # another process on this node finished first
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)

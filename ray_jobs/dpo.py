@@ -18,7 +18,7 @@ import random
 import sys
 
 from taosr.config import TaosrConfig, to_dict, to_yaml
-from taosr.datasets.storage import absolute, join, write_dataset, write_json, write_text
+from taosr.datasets.storage import absolute, join, local_dir, write_dataset, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.models import model_info
 from taosr.preferences import Sample, build_pairs, pair_counts
@@ -41,9 +41,9 @@ class PairsWithReference:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(reference_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(local_dir(reference_path))
         # The policy's training dtype, so that before the first update policy == reference exactly.
-        self.model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=getattr(torch, dtype)).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(local_dir(reference_path), dtype=getattr(torch, dtype)).eval()
         self.pairs_per_prompt, self.max_seq_len, self.batch_size = pairs_per_prompt, max_seq_len, batch_size
         self.seed = seed
 
@@ -178,7 +178,7 @@ def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
          "reference_rejected"]).materialize()
     num_pairs = data.count()
     require_examples(num_pairs, config.dpo, f"preference pairs ({counts})", "; sample more prompts")
-    info = model_info(AutoTokenizer.from_pretrained(reference_path), ResponseFormat.POST_COT.value,
+    info = model_info(AutoTokenizer.from_pretrained(local_dir(reference_path)), ResponseFormat.POST_COT.value,
                       base_model=reference_path, stage="dpo")
     loop_config = {"trainer": to_dict(config)["dpo"], "seed": config.seed, "model_path": reference_path,
                    "num_examples": num_pairs, "model_info": info}

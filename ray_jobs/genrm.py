@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from taosr.config import TaosrConfig, to_dict, to_yaml
-from taosr.datasets.storage import join, write_json, write_text
+from taosr.datasets.storage import join, local_dir, write_json, write_text
 from taosr.formats import Reasoning
 from taosr.genrm import AnnotatedRow, annotated_reasoning, judge_examples, judge_prompt
 from taosr.models import model_info
@@ -64,7 +64,7 @@ def tokenized_examples(examples, model_path: str, max_seq_len: int):
 
     from taosr.sft_examples import tokenize_example
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(model_path))
     tokenized = [tokenize_example(tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer,
                                   max_seq_len) for e in examples]
     tokenized = [t for t in tokenized if t is not None]
@@ -117,7 +117,7 @@ def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
     require_examples(num_examples, cfg, "GenRM examples",
                      hint="the GenRM learns from rows with step_annotations; logs without any can run SRPO with "
                           "srpo.genrm=none (outcome and verifier rewards only) and --skip genrm")
-    info = model_info(AutoTokenizer.from_pretrained(base_model), "genrm", base_model=base_model, stage="genrm")
+    info = model_info(AutoTokenizer.from_pretrained(local_dir(base_model)), "genrm", base_model=base_model, stage="genrm")
     loop_config = {"trainer": to_dict(config)["genrm"], "seed": config.seed, "model_path": base_model,
                    "num_examples": num_examples, "model_info": info}
     metrics = fit(train_loop, loop_config, cfg, data, out_dir, config.data.s3_endpoint)

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict
 
 from taosr.config import GrpoConfig, TaosrConfig, to_yaml
-from taosr.datasets.storage import absolute, exists, join, write_json, write_text
+from taosr.datasets.storage import absolute, exists, join, local_dir, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.labels import label_text
 from taosr.models import model_info
@@ -36,7 +36,7 @@ class PromptTokenizer:
     def __init__(self, model_path: str):
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(local_dir(model_path))
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -91,7 +91,7 @@ def probe_for(prompts: list[dict], model_path: str) -> dict:
     """A fixed (prompt, response) whose log-probs learner and engines must agree on after a sync."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(model_path))
     first = prompts[0]
     response = f"{label_text(first['label'])}\n1. Query: {first['query']}"
     return {"prompt_ids": first["prompt_ids"], "response_ids": tokenizer.encode(response, add_special_tokens=False)}
@@ -144,7 +144,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     try:
         if owns_judge and counts["genrm"]:
             judge = start_judge(config, rl, counts["genrm"])
-        info = model_info(AutoTokenizer.from_pretrained(start_model), ResponseFormat.POST_COT.value,
+        info = model_info(AutoTokenizer.from_pretrained(local_dir(start_model)), ResponseFormat.POST_COT.value,
                           base_model=start_model, stage=stage)
         loop_config = {"rl": asdict(rl), "stage": stage, "seed": config.seed, "model_path": start_model,
                        "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),

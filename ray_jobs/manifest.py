@@ -38,6 +38,7 @@ class StageSpec:
     sections: tuple[str, ...]  # config sections it reads besides SHARED_SECTIONS
     inputs: tuple[str, ...]  # stages whose outputs it reads (those without a manifest are ignored)
     always_run: bool = False  # a side effect (serving check), never skipped
+    reads_logs: bool = False  # reads data.source: new or changed log files make it run again
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,32 @@ def input_hashes(run_dir: str, spec: StageSpec, s3_endpoint: str = "") -> dict:
     return hashes
 
 
+def logs_hash(source: str, s3_endpoint: str = "") -> str:
+    """A hash of the log files under ``source`` (a file or a folder, local or s3://): every
+    file's path, size and modification time. New logs written to the same path, or a file
+    replaced in place, change it; reading the bytes of terabytes of logs would not be cheap."""
+    from pyarrow import fs
+
+    from taosr.datasets.storage import filesystem_and_path
+
+    filesystem, root = filesystem_and_path(source, s3_endpoint)
+    info = filesystem.get_file_info(root)
+    if info.type == fs.FileType.NotFound:
+        raise FileNotFoundError(f"data.source not found: {source}")
+    infos = [info] if info.type == fs.FileType.File else [
+        i for i in filesystem.get_file_info(fs.FileSelector(root, recursive=True)) if i.type == fs.FileType.File]
+    digest = hashlib.sha256()
+    for entry in sorted(f"{i.path}\0{i.size}\0{i.mtime_ns}" for i in infos):
+        digest.update(entry.encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
 def decide(run_dir: str, spec: StageSpec, config_dict: dict, s3_endpoint: str = "", force: bool = False) -> Decision:
-    expected = {"config_hash": config_hash(config_dict, spec.sections),
-                "inputs": input_hashes(run_dir, spec, s3_endpoint)}
+    inputs = input_hashes(run_dir, spec, s3_endpoint)
+    source = (config_dict.get("data") or {}).get("source", "generate")
+    if spec.reads_logs and source != "generate":
+        inputs["logs"] = logs_hash(source, s3_endpoint)
+    expected = {"config_hash": config_hash(config_dict, spec.sections), "inputs": inputs}
     folder = join(run_dir, spec.name)
     manifest = read_json_or_none(join(folder, MANIFEST), s3_endpoint)
     started = read_json_or_none(join(folder, STARTED), s3_endpoint)

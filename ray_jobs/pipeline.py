@@ -31,7 +31,7 @@ from taosr.ray_jobs.policies import POLICY_STAGES
 
 
 SPECS = (
-    StageSpec("data", (), ()),
+    StageSpec("data", (), (), reads_logs=True),
     StageSpec("cot", ("cot",), ("data",)),
     StageSpec("sft", ("sft",), ("cot",)),
     StageSpec("sample", ("sample",), ("cot", "sft")),

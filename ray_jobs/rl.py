@@ -28,6 +28,7 @@ import numpy as np
 from taosr.actors.rollout import SamplingSpec
 from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
 from taosr.advantages import AdvantageInputs, get_estimator
+from taosr.datasets.storage import local_dir
 from taosr.dynamic_sampling import DynamicBatch, distinct_paths, lost_format_error
 from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
@@ -290,13 +291,13 @@ def rl_train_loop(loop_config: dict) -> None:
     torch.manual_seed(loop_config["seed"] + rank)
     torch.set_num_threads(rl["cpus_per_worker"])
     gas = micro_steps_per_step(rl, world)
-    tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(loop_config["model_path"]))
     trainer_cfg = {**rl, "grad_accum": gas}
     engine, scheduler = build_engine(loop_config["model_path"], trainer_cfg, rl["steps"])
     reference = None
     if rl["kl_coef"] > 0:
         dtype = torch.bfloat16 if rl["bf16"] else torch.float32
-        reference = AutoModelForCausalLM.from_pretrained(loop_config["model_path"], dtype=dtype).eval()
+        reference = AutoModelForCausalLM.from_pretrained(local_dir(loop_config["model_path"]), dtype=dtype).eval()
         reference.requires_grad_(False)
 
     prompts = ray.get(loop_config["prompts_ref"]) if rank == 0 else []

@@ -22,7 +22,7 @@ import sys
 from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict, to_yaml
 from taosr.datasets.readers import filesystem_for
-from taosr.datasets.storage import join, write_json, write_text
+from taosr.datasets.storage import join, local_dir, write_json, write_text
 from taosr.formats import Reasoning, ResponseFormat, decision_offset, render
 from taosr.models import level_token_ids, model_info
 from taosr.prompts import PROMPT_COLUMNS, build_prompt, item_from_row
@@ -37,7 +37,7 @@ class SftTokenizer:
     def __init__(self, model_path: str, fmt: str, max_seq_len: int, seed: int = 0, reasoning_share: float = 1.0):
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(local_dir(model_path))
         self.fmt = ResponseFormat(fmt)
         self.max_seq_len = max_seq_len
         self.seed = seed
@@ -181,7 +181,7 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     data = tokenized_dataset(train_rows, base_model_path, config.sft, config.seed)
     num_examples = data.count()
     require_examples(num_examples, config.sft, "training examples")
-    tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(base_model_path))
     info = model_info(tokenizer, config.sft.format, base_model=base_model_path, stage="sft")
     levels = [int(row["level"]) for row in data.select_columns(["level"]).take_all()]
     label_counts = {str(level): levels.count(level) for level in sorted(set(levels))}

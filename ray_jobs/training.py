@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from taosr.datasets.storage import absolute, copy_tree, join
+from taosr.datasets.storage import absolute, copy_tree, join, local_dir
 from taosr.models import MODEL_INFO
 
 STATE_FILE = "train_state.json"  # in every checkpoint: where to resume, or that the run finished
@@ -57,7 +57,7 @@ def build_engine(model_path: str, cfg: dict, total_steps: int):
     # float32 here, bf16 in the engine: DeepSpeed's bf16 mode keeps these float32 copies as the
     # optimizer's master weights. Updating bf16 weights directly would round most small AdamW
     # steps away (a bf16 weight has 8 bits of mantissa).
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(local_dir(model_path), dtype=torch.float32)
     model.config.use_cache = False
     trainable = train_top_layers(model, cfg.get("train_layers", 0))
     optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
@@ -160,7 +160,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(loop_config["seed"] + rank)
     torch.set_num_threads(cfg["cpus_per_worker"])
-    tokenizer = AutoTokenizer.from_pretrained(loop_config["model_path"])
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(loop_config["model_path"]))
     micro_steps_per_epoch, total_steps = total_optimizer_steps(cfg, loop_config["num_examples"], world)
     engine, scheduler = build_engine(loop_config["model_path"], cfg, total_steps)
     resumed = load_state(engine)

@@ -28,12 +28,14 @@ from ray import serve
 from ray.serve import metrics
 
 from taosr.cumpt import cumpt_levels
+from taosr.datasets.storage import local_dir
 from taosr.formats import ResponseFormat
 from taosr.labels import DEFAULT_TIERS, LABEL_TEXT, LEVELS
 from taosr.models import MODEL_INFO
 from taosr.prompts import PROMPT_VERSION, Item, template_fingerprint
 from taosr.serve.validation import RelevanceRequest, RequestError, RequestLimits, parse_request
 from taosr.text import clean_text
+
 
 def prompt_inputs(request: RelevanceRequest) -> tuple[str, list[Item]]:
     """The query and items as the model saw them in training: each item goes through the log
@@ -100,8 +102,9 @@ class LevelModel:
 
         config = ServeArgs(**args)
         # Refuse before loading the engine: a template mismatch must fail fast and loudly.
-        self.info = check_export(config.model_path, AutoTokenizer.from_pretrained(config.model_path))
-        self.scorer = DecodingScorer(config.model_path, engine=config.engine, dtype=config.dtype,
+        model_path = local_dir(config.model_path)  # an s3:// export is fetched to this replica's node once
+        self.info = check_export(model_path, AutoTokenizer.from_pretrained(model_path))
+        self.scorer = DecodingScorer(model_path, engine=config.engine, dtype=config.dtype,
                                      max_seq_len=config.max_seq_len, kv_cache_gib=config.kv_cache_gib,
                                      enable_prefix_caching=config.enable_prefix_caching,
                                      prompt_format=self.info.get("format", "post_cot"),

@@ -97,6 +97,7 @@ class CotConfig:
     teacher_dtype: str = option("bfloat16", "dtype of a vLLM teacher")
     openai_base_url: str = option("", "base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the endpoint's API key")
+    concurrency: int = option(8, "openai: requests in flight per teacher actor")
     temperature: float = option(0.3, "teacher sampling temperature")
     max_new_tokens: int = option(320, "longest rationale a teacher may write")
     rules_path: str = option("", "JSONL of {id, text} atomic rules; empty uses the built-in knowledge base")
@@ -285,6 +286,11 @@ class ServeCheckConfig:
 class RayConfig:
     address: str = option("", "Ray cluster address; empty starts a local cluster (or joins the one `ray job submit` runs in)")
     num_cpus: int = option(0, "logical CPUs of a local cluster (0 = physical count); may exceed the cores so actors fit")
+    device: str = option("cpu", "cpu or gpu: on cpu every worker gets the CPU settings (DS_ACCELERATOR=cpu, 2 OpenMP threads, vLLM's CPU KV cache, an offline hub); on gpu none of them")
+
+    def __post_init__(self):
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"ray.device must be cpu or gpu; got {self.device!r}")
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """An HTTP proxy in front of the moto S3 server that answers every ``fail_every``-th request
-with 503 SlowDown instead of forwarding it: the transient errors a real object store gives."""
+(and the next ``fail_next`` requests, whatever their number) with 503 SlowDown instead of
+forwarding it: the transient errors a real object store gives."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 class FlakyProxy:
     def __init__(self, upstream: str, fail_every: int = 3):
-        self.upstream, self.fail_every = upstream, fail_every
+        self.upstream, self.fail_every, self.fail_next = upstream, fail_every, 0
         self.requests = self.failed = 0
         self.lock = threading.Lock()
         self.client = httpx.Client(base_url=upstream, timeout=60)
@@ -30,7 +31,8 @@ class FlakyProxy:
     def _should_fail(self) -> bool:
         with self.lock:
             self.requests += 1
-            fail = self.fail_every > 0 and self.requests % self.fail_every == 0
+            fail = self.fail_next > 0 or (self.fail_every > 0 and self.requests % self.fail_every == 0)
+            self.fail_next = max(self.fail_next - 1, 0)
             self.failed += fail
             return fail
 

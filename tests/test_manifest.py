@@ -102,3 +102,22 @@ def test_stage_selection_rejects_unknown_names():
     assert selected_stages(",".join(STAGES), "grpo,srpo,serve") == [s for s in STAGES if s not in ("grpo", "srpo", "serve")]
     with pytest.raises(ValueError, match="unknown stages"):
         selected_stages("data,tarin", "")
+
+
+def test_new_logs_at_the_same_path_rerun_the_stage_that_reads_them(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "day1.jsonl").write_text('{"id": 1}\n')
+    reader = StageSpec("reader", (), (), reads_logs=True)
+    config = {**CONFIG, "data": {"source": str(logs)}}
+    run = tmp_path / "run"
+    finish(run, reader, config, {"accepted.parquet": "rows"})
+    assert m.decide(str(run), reader, config).action == "skip"
+    (logs / "day2.jsonl").write_text('{"id": 2}\n')
+    decision = m.decide(str(run), reader, config)
+    assert (decision.action, decision.reason) == ("fresh", "inputs changed: logs")
+    finish(run, reader, config, {"accepted.parquet": "more rows"})
+    (logs / "day1.jsonl").write_text('{"id": 1}\n{"id": 3}\n')  # a file replaced in place
+    assert m.decide(str(run), reader, config).action == "fresh"
+    with pytest.raises(FileNotFoundError, match="data.source not found"):
+        m.decide(str(run), reader, {**CONFIG, "data": {"source": str(tmp_path / "missing")}})

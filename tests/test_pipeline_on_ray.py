@@ -44,8 +44,12 @@ def resumable_checkpoint(run_dir) -> bool:
 
 
 def wait_for_free_cpus(ray, wanted, timeout=120):
+    """Earlier tests' actors release their CPUs asynchronously; a stage started before that would
+    queue behind them and time out somewhere less clear than here."""
     deadline = time.time() + timeout
-    while time.time() < deadline and ray.available_resources().get("CPU", 0) < wanted:
+    while ray.available_resources().get("CPU", 0) < wanted:
+        if time.time() > deadline:
+            raise TimeoutError(f"{wanted} CPUs still not free after {timeout} s: {ray.available_resources()}")
         time.sleep(1)
 
 

@@ -36,8 +36,16 @@ def test_storage_completes_through_transient_errors(flaky, ray_cluster):
     assert flaky.failed >= 3, f"the proxy injected only {flaky.failed} errors in {flaky.requests} requests"
 
 
-def test_without_retries_the_same_call_fails(flaky, monkeypatch):
-    monkeypatch.setenv("TAOSR_S3_MAX_ATTEMPTS", "1")
-    flaky.fail_every = 1  # every request fails: with one attempt, the error must surface
-    with pytest.raises(OSError, match="503|SlowDown|reduce your request rate"):
+@pytest.mark.parametrize("attempts, fails", [(1, True), (2, False)])
+def test_the_attempt_count_is_read_from_the_environment(flaky, monkeypatch, attempts, fails):
+    """One injected error: one attempt surfaces it, two ride it out. Were TAOSR_S3_MAX_ATTEMPTS
+    not read, the default 8 attempts would make the first case pass too."""
+    monkeypatch.setenv("TAOSR_S3_MAX_ATTEMPTS", str(attempts))
+    flaky.fail_every, flaky.fail_next = 0, 1
+    if fails:
+        with pytest.raises(OSError, match="503|SlowDown|reduce your request rate"):
+            write_json("s3://flaky/run/x.json", {"a": 1}, flaky.url)
+    else:
         write_json("s3://flaky/run/x.json", {"a": 1}, flaky.url)
+        assert '"a": 1' in read_text("s3://flaky/run/x.json", flaky.url)
+    assert flaky.failed == 1

@@ -75,12 +75,32 @@ def test_explain_decodes_for_a_few_items(endpoint):
     assert [("explanation" in r) for r in results] == [True, True, False]
 
 
-def test_health_docs_and_metrics_routes(endpoint):
+def test_health_and_docs_routes(endpoint):
     url, _ = endpoint
     health = httpx.get(f"{url}/healthz", timeout=10).json()
     assert health["status"] == "ok" and health["beta"] == 0.5 and health["model"]["format"] == "post_cot"
     spec = httpx.get(f"{url}/openapi.json", timeout=10).json()
     assert "/v1/relevance" in spec["paths"] and httpx.get(f"{url}/docs", timeout=10).status_code == 200
+
+
+def test_request_metrics_reach_ray_prometheus_endpoint(endpoint, ray_cluster):
+    """The app's counters are exported where an operator scrapes them: the node's Prometheus
+    endpoint counts the requests this test makes (the export runs every few seconds)."""
+    url, _ = endpoint
+    port = ray_cluster._private.worker.global_worker.node.metrics_export_port
+
+    def scraped() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("ray_taosr_items_total") or line.startswith("ray_taosr_items{"))
+
+    before = scraped()
+    for _ in range(3):
+        assert post(url, {"query": "phone case", "items": ITEMS[:2]}).status_code == 200
+    deadline = time.time() + 60
+    while scraped() < before + 6 and time.time() < deadline:
+        time.sleep(2)
+    assert scraped() >= before + 6, "six scored items never showed up in taosr_items on the metrics endpoint"
 
 
 @pytest.mark.parametrize("body, status", [

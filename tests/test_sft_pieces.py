@@ -171,6 +171,8 @@ def openai_server():
         calls["n"] += 1
         if calls["n"] == 1:
             return JSONResponse({"error": "busy"}, status_code=503)
+        if body["model"] == "locked":
+            return JSONResponse({"error": "invalid api key"}, status_code=401)
         label = body["messages"][-1]["content"].rsplit("Label: ", 1)[1]
         decision = label if "Mismatch" in label else "1-Irrelevant"  # wrong for any other gold label
         text = "\n".join(REASONING.step_lines()[:4] + [f"5. Decision: {decision}"])
@@ -200,3 +202,14 @@ def test_openai_teacher_over_http_with_a_retry(openai_server):
     assert calls["n"] == 3  # one 503, then one call per row
     assert judge_rationale(texts[0], 2)[1] is None
     assert judge_rationale(texts[1], 4)[1] == "disagrees_with_gold"
+
+
+def test_a_refused_api_key_stops_the_teacher_with_the_cause(openai_server, monkeypatch):
+    from taosr.datasets.cot import OpenAITeacher, TeacherRefused
+
+    url, _ = openai_server
+    monkeypatch.delenv("TAOSR_TEST_TEACHER_KEY", raising=False)
+    teacher = OpenAITeacher(RULES, url, "locked", api_key_env="TAOSR_TEST_TEACHER_KEY")
+    rows = [{"query": "charger for iphone 15", "title": "Anker Charger", "label": 2}] * 3
+    with pytest.raises(TeacherRefused, match="401.*TAOSR_TEST_TEACHER_KEY set"):
+        teacher.write(rows, [["KN-01"]] * 3)
