@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-# Set for this process and shipped to every worker (STACK.md: the traps of a CPU box).
+# Set for this process and shipped to every worker (docs/cpu.md: the traps of a CPU box).
 CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # in-process engine: starts in seconds, not tens
     "VLLM_CPU_KVCACHE_SPACE": "1",

@@ -1,5 +1,5 @@
 """First-token level scoring: P(level | query, item) = softmax over the logits of the four level
-tokens at the first generated position (METHOD.md section 7). No reasoning is decoded.
+tokens at the first generated position (docs/method.md section 7). No reasoning is decoded.
 
 ``LevelScorer`` is a callable class for Ray Data's ``map_batches`` (one engine per actor) and
 is used directly by the serving replica. Two engines give identical probabilities:

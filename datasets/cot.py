@@ -1,4 +1,4 @@
-"""Chain-of-thought synthesis (METHOD.md section 3): retrieve atomic rules for each (query,
+"""Chain-of-thought synthesis (docs/method.md section 3): retrieve atomic rules for each (query,
 item), have a teacher write the five reasoning steps for the *gold* label, and keep only
 rationales whose step-5 decision agrees with the gold label. Runs as Ray Data over teacher
 actors; every dropped row is kept, with its reason, next to the kept ones.

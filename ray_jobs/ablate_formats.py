@@ -1,4 +1,4 @@
-"""The format ablation of METHOD.md section 3: label-only vs pre-CoT vs post-CoT SFT from the
+"""The format ablation of docs/method.md section 3: label-only vs pre-CoT vs post-CoT SFT from the
 same base model, on the same CoT examples, evaluated on the same held-out split. Needs the data
 and cot stages' outputs under run_dir; writes ablation/<format>/ and ablation/formats.md.
 

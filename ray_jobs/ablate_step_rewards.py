@@ -1,4 +1,4 @@
-"""The step-reward ablation of METHOD.md section 6: SRPO with the hybrid step rewards against
+"""The step-reward ablation of docs/method.md section 6: SRPO with the hybrid step rewards against
 SRPO without the offline verifier (the GenRM scores every step) and, on request, without the
 GenRM (the verifier alone), each from the same start model with the same curriculum and budget,
 evaluated on the same held-out split next to the pipeline's GRPO and SRPO models.

@@ -3,7 +3,7 @@
     ray job submit --working-dir . -- python -m taosr.ray_jobs.dpo --config configs/tiny.yaml
 
 Reads the pass@N samples of <run_dir>/sample/samples. In one Ray Data pass with the frozen SFT
-model (the reference), it builds each prompt's preference pairs (METHOD.md section 4), tokenises
+model (the reference), it builds each prompt's preference pairs (docs/method.md section 4), tokenises
 them, and stores the reference log-probabilities of chosen and rejected with the pair: the
 trainer then holds only the policy. Identical (prompt, chosen, rejected) triples are kept once.
 Writes <run_dir>/dpo/pairs/ (Parquet), dpo/pairs.json (counts), and the trained model in

@@ -1,4 +1,4 @@
-"""Stage 4's generative stepwise reward model (GenRM, METHOD.md section 6).
+"""Stage 4's generative stepwise reward model (GenRM, docs/method.md section 6).
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.genrm --config configs/tiny.yaml
 

@@ -1,4 +1,4 @@
-"""Stage 3: GRPO with difficulty-based dynamic sampling (METHOD.md section 5).
+"""Stage 3: GRPO with difficulty-based dynamic sampling (docs/method.md section 5).
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.grpo --config configs/tiny.yaml
 

@@ -1,4 +1,4 @@
-"""The RL loop of stages 3 (GRPO) and 4 (SRPO) on Ray (ARCHITECTURE.md, "The RL loop on Ray").
+"""The RL loop of stages 3 (GRPO) and 4 (SRPO) on Ray (docs/architecture.md, "The RL loop on Ray").
 
 A Ray Train ``TorchTrainer`` runs ``rl_train_loop`` on every learner rank with DeepSpeed ZeRO.
 Each step:

@@ -1,5 +1,5 @@
 """Stage 4 (TaoSR-SHE): SRPO, the GRPO loop with step-level advantages, run as a multi-stage
-curriculum (METHOD.md section 6).
+curriculum (docs/method.md section 6).
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.srpo --config configs/tiny.yaml
 

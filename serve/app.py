@@ -1,4 +1,4 @@
-"""The Ray Serve relevance application (METHOD.md section 7).
+"""The Ray Serve relevance application (docs/method.md section 7).
 
 ``POST /v1/relevance`` scores one query against many items by the first-token distribution over
 the four level tokens (prefill only; the reasoning is decoded only for ``explain``), then tiers

@@ -56,7 +56,7 @@ def grpo_advantages(inputs: AdvantageInputs) -> tuple[torch.Tensor, dict]:
 
 @register("srpo")
 def srpo_advantages(inputs: AdvantageInputs) -> tuple[torch.Tensor, dict]:
-    """Step-level advantages (METHOD.md section 6) on top of GRPO's.
+    """Step-level advantages (docs/method.md section 6) on top of GRPO's.
 
     For the tokens of step k of rollout i: A_ik = A_i + lam * w_ik * (s_ik - mean_j s_jk), with
     s the hybrid step reward, the mean over the group's rollouts that have a reward for step k,

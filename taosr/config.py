@@ -258,7 +258,7 @@ class SrpoConfig(GrpoConfig):
 
 @dataclass
 class GenrmConfig(TrainerConfig):
-    """The generative stepwise reward model SRPO uses (METHOD.md section 6), trained with SFT's
+    """The generative stepwise reward model SRPO uses (docs/method.md section 6), trained with SFT's
     machinery on Yes/No questions about correct and corrupted annotated steps."""
 
     base_model: str = option("", "model the GenRM is fine-tuned from (empty: the run's model.name)")

@@ -1,4 +1,4 @@
-"""Cumulative-probability tiering (CumPT, METHOD.md section 7).
+"""Cumulative-probability tiering (CumPT, docs/method.md section 7).
 
 One threshold beta replaces per-class thresholds: the predicted level is the highest k whose
 upper tail reaches beta, k* = max{k : sum_{j>=k} P(j) >= beta}. beta near 1 is permissive

@@ -1,4 +1,4 @@
-"""Choosing CumPT's beta on a validation set: sweep, pick, plot (METHOD.md section 7)."""
+"""Choosing CumPT's beta on a validation set: sweep, pick, plot (docs/method.md section 7)."""
 
 from __future__ import annotations
 

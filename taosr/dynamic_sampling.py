@@ -1,4 +1,4 @@
-"""Difficulty-based dynamic sampling (METHOD.md section 5).
+"""Difficulty-based dynamic sampling (docs/method.md section 5).
 
 A group of G rollouts of one prompt teaches nothing when every rollout earns the same reward:
 its advantages are all zero. Such groups are dropped, and so are groups whose pass rate lies
@@ -6,7 +6,7 @@ outside the configured window (``0 < correct < gamma * G``); the batch is refill
 prompts until it holds the target number of groups. The filter is on the reward *variance*,
 not its mean: with partial credit, a group can be all wrong and still vary.
 
-Diversified filtering (TaoSR-SHE, METHOD.md section 6), on when ``diverse`` is set: among the
+Diversified filtering (TaoSR-SHE, docs/method.md section 6), on when ``diverse`` is set: among the
 groups that pass, those whose rollouts take more distinct step-verdict paths (the verdicts of
 steps 3-5) are taken first, groups with fewer than ``min_paths`` are dropped, and no query type
 may fill more than ``type_cap`` of the batch. Policies that collapse onto one way of reasoning

@@ -1,7 +1,7 @@
 """First-token scoring with a plain torch model: what SFT's validation reads while training.
 
 The level distribution is the softmax over the four level tokens' logits at the position right
-after the prompt, the same quantity the vLLM scorer and serving compute (METHOD.md section 7).
+after the prompt, the same quantity the vLLM scorer and serving compute (docs/method.md section 7).
 Prompts are left-padded so that position is the last column of every row, and only that
 column's logits are computed.
 """

@@ -1,6 +1,6 @@
 """Response formats: post-CoT (label first, then five reasoning steps), pre-CoT and label-only.
 
-The post-CoT assistant turn (METHOD.md section 2) is exactly::
+The post-CoT assistant turn (docs/method.md section 2) is exactly::
 
     <label text>
     1. Query: <what the query asks for>

@@ -1,4 +1,4 @@
-"""The generative stepwise reward model's text side (METHOD.md section 6): the question it is
+"""The generative stepwise reward model's text side (docs/method.md section 6): the question it is
 asked about one step of a response, and its training examples built from annotated steps.
 
 The GenRM reads the query, the item and a response's steps 1..k, and answers "Yes" or "No" to

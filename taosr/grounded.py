@@ -5,7 +5,7 @@ trace of which rules fired, so every step is built from what the row says: the q
 (and what it excludes), what the item is, which query terms the item covers, misses or
 contradicts. A business rule is cited only when retrieval scored it above a measured threshold
 (``cot.min_rule_score``); otherwise no rule is named. The verdict words follow the gold label
-with the same mapping the synthetic knowledge base uses (METHOD.md section 1):
+with the same mapping the synthetic knowledge base uses (docs/method.md section 1):
 
     level 4: category match,    attributes match
     level 3: category match,    attributes partial

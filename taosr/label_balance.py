@@ -1,4 +1,4 @@
-"""Label-balanced prompt order for RL (METHOD.md section 5).
+"""Label-balanced prompt order for RL (docs/method.md section 5).
 
 TaoSR1 found the coefficient of variation (CV) of the training label mix strongly
 anti-correlated with the final score, and a balanced mix (CV = 0) best. ``BalancedSampler``

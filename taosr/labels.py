@@ -1,4 +1,4 @@
-"""The four relevance levels, their label texts and default serving tiers (METHOD.md section 1)."""
+"""The four relevance levels, their label texts and default serving tiers (docs/method.md section 1)."""
 
 from __future__ import annotations
 

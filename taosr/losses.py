@@ -46,7 +46,7 @@ def masked_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
 def decision_weighted_nll(logits: torch.Tensor, labels: torch.Tensor, decision_index: torch.Tensor,
                           decision_weight: float, example_weight: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, dict]:
-    """SFT's loss with the level token weighed on its own (METHOD.md section 3).
+    """SFT's loss with the level token weighed on its own (docs/method.md section 3).
 
     In a CoT response the decision is one token of ~90, and the others are predictable without
     deciding anything, so a plain token mean spends ~1% of the gradient on the decision. Here

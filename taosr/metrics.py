@@ -1,4 +1,4 @@
-"""Evaluation metrics (METHOD.md section 8): per-class F1, macro-F1, accuracy, Good-F1, pass@k,
+"""Evaluation metrics (docs/method.md section 8): per-class F1, macro-F1, accuracy, Good-F1, pass@k,
 discriminative-hallucination rate and format-error rate, overall and per query type.
 
 Conventions, fixed here so numbers are comparable across runs:
@@ -197,7 +197,7 @@ DECODED_COLUMNS = ("format_error_rate", "hallucination_rate")  # present when re
 
 
 def markdown_table(rows: Mapping[str, Mapping], columns: Sequence[str] = TABLE_COLUMNS) -> str:
-    """A Markdown table, one row per named metrics dict; scores as percentages like METHOD.md."""
+    """A Markdown table, one row per named metrics dict; scores as percentages like docs/method.md."""
     header = "| name | n | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     for name, metrics in rows.items():

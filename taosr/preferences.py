@@ -1,4 +1,4 @@
-"""Preference pairs from pass@N samples (METHOD.md section 4).
+"""Preference pairs from pass@N samples (docs/method.md section 4).
 
 A sample is correct when its first-token label equals the gold label. Per prompt:
 - some sample correct (pass@N > 0): self-correction pairs, a correct own sample over a wrong one;

@@ -57,7 +57,7 @@ def stage_metrics(run: Path) -> dict[str, dict]:
 
 
 def stage_table(metrics: dict[str, dict]) -> str:
-    """METHOD.md section 8's layout (C1..C4 F1, macro-F1, accuracy) plus Good-F1, hallucination
+    """docs/method.md section 8's layout (C1..C4 F1, macro-F1, accuracy) plus Good-F1, hallucination
     and format-error rates on the decoded sample, and n."""
     names = dict(STAGE_ROWS)
     lines = ["| model | n | C1 F1 | C2 F1 | C3 F1 | C4 F1 | macro-F1 | acc | Good F1 | QWK | Spearman | halluc. | format err. |",

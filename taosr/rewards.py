@@ -1,4 +1,4 @@
-"""Outcome rewards for the RL stages (METHOD.md section 5). Pure functions of a response's text.
+"""Outcome rewards for the RL stages (docs/method.md section 5). Pure functions of a response's text.
 
 A response earns 1 when its first-token label equals the gold label, else 0. A response that
 breaks the post-CoT format earns 0 whatever its label, and is counted as a format error.

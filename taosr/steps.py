@@ -1,4 +1,4 @@
-"""Step segmentation for stepwise rewards (METHOD.md section 6): which tokens of a post-CoT
+"""Step segmentation for stepwise rewards (docs/method.md section 6): which tokens of a post-CoT
 response belong to each of its five numbered steps.
 
 A response is the label line, then five step lines with fixed headers. A response whose steps

@@ -1,4 +1,4 @@
-"""The offline verifier (METHOD.md section 6): step-level annotations keyed by (query, item)
+"""The offline verifier (docs/method.md section 6): step-level annotations keyed by (query, item)
 judge the verdict words of steps 3 to 5 of a response.
 
 Annotations come from people in real use (the log's ``step_annotations`` column) and, for the

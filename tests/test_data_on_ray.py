@@ -208,3 +208,30 @@ def test_max_rows_samples_whole_queries_and_counts_the_rest(ray_cluster, tmp_pat
     assert counts["accepted"] + counts["sampled_out"] == 300 and 40 < counts["accepted"] < 180
     kept = {r["query"] for r in result.accepted.take_all()}
     assert all(r["query"] not in kept for r in rows if r["id"] not in {a["id"] for a in result.accepted.take_all()})
+
+
+def test_a_model_folder_on_s3_loads_where_a_scorer_starts(s3_endpoint, tiny_model, tmp_path, monkeypatch):
+    """An s3:// model (a run's sft/model on S3) is fetched once per node and scores exactly like
+    the local folder; a changed folder on S3 is fetched again."""
+    import boto3
+
+    from taosr.actors.scorer import LevelScorer
+    from taosr.datasets.storage import copy_tree, local_dir, write_text
+    from taosr.prompts import Item
+
+    monkeypatch.setenv("TAOSR_S3_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="models")
+    copy_tree(tiny_model, "s3://models/run/sft/model", s3_endpoint)
+    first = local_dir("s3://models/run/sft/model")
+    assert first.startswith(str(tmp_path / "cache")) and local_dir("s3://models/run/sft/model") == first
+    items = [Item("Anker USB-C Charger", None, {}, None)]
+    remote = LevelScorer("s3://models/run/sft/model", engine="hf", dtype="float32")
+    local = LevelScorer(tiny_model, engine="hf", dtype="float32")
+    prompts = local.prompts_for(["charger"], items)
+    assert remote.prompts_for(["charger"], items) == prompts
+    assert (remote.score_prompts(prompts) == local.score_prompts(prompts)).all()
+    write_text("s3://models/run/sft/model/notes.txt", "retrained", s3_endpoint)
+    assert local_dir("s3://models/run/sft/model") != first
+    with pytest.raises(FileNotFoundError, match="no files under"):
+        local_dir("s3://models/run/none")

@@ -1,4 +1,4 @@
-"""The layout promise of ARCHITECTURE.md: the user's folders import as taosr.*, and our
+"""The layout promise of docs/architecture.md: the user's folders import as taosr.*, and our
 datasets/ folder never shadows Hugging Face's `datasets`."""
 
 import subprocess
