@@ -232,6 +232,13 @@ class GrpoConfig(LearnerConfig):
     fault_kill_engine_before_step: int = option(0, "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and the loop restores its weights")
     fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")
 
+    def __post_init__(self):
+        # A misspelled estimator fails when the config loads, not after the engines, DeepSpeed
+        # and the reference model have started.
+        from taosr.advantages import get_estimator
+
+        get_estimator(self.advantage)
+
 
 def _default_curriculum() -> list:
     return [{"name": "easy", "prefilter_min": 0.6, "prefilter_max": 1.0, "steps": 4},

@@ -45,3 +45,12 @@ def test_every_shipped_profile_loads_and_gives_srpo_the_grpo_budget(profile):
     """SRPO is compared with GRPO on the same budget: its curriculum's steps add up to GRPO's."""
     config = load_config(ROOT / "configs" / profile)
     assert sum(stage["steps"] for stage in config.srpo.curriculum) == config.grpo.steps
+
+
+def test_an_unknown_advantage_estimator_fails_when_the_config_loads():
+    from taosr.config import load_config
+
+    with pytest.raises(ValueError, match="unknown advantage estimator 'srp'; known: \\['grpo', 'srpo'\\]"):
+        load_config("configs/tiny.yaml", ["srpo.advantage=srp"])
+    with pytest.raises(ValueError, match="ray.device must be cpu or gpu"):
+        load_config("configs/tiny.yaml", ["ray.device=tpu"])
