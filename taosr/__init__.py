@@ -2,16 +2,37 @@
 
 The user-facing folders ``actors/``, ``datasets/``, ``ray_jobs/`` and ``serve/`` sit at the
 repository root and are importable as ``taosr.actors`` and so on. An install maps them through
-``package-dir`` in pyproject.toml; from a source checkout we add the root to this package's
-search path so ``python -m taosr.ray_jobs.<stage>`` and ``ray job submit --working-dir .`` work
-without installing.
+``package-dir`` in pyproject.toml; from a source checkout a finder maps exactly those four names
+to their folders, so ``python -m taosr.ray_jobs.<stage>`` and ``ray job submit --working-dir .``
+work without installing, and nothing else at the root (tests, bench, this folder itself)
+becomes part of the package.
 """
 
+import importlib.machinery as _machinery
+import sys as _sys
 from pathlib import Path as _Path
 
 __version__ = "0.1.0"
 
+_FOLDERS = ("actors", "datasets", "ray_jobs", "serve")
 _root = _Path(__file__).resolve().parent.parent
+
+
+class _SourceFolders:
+    """Finds ``taosr.<folder>`` in the source checkout's root, and nothing else; consulted only
+    after the normal import system (an installed taosr) found nothing."""
+
+    names = frozenset(f"{__name__}.{folder}" for folder in _FOLDERS)
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname not in cls.names:
+            return None
+        # PathFinder looks for the last part of the name ("datasets") in the given folder and
+        # keeps the full name: a namespace folder (datasets/, no __init__.py) works as well.
+        return _machinery.PathFinder.find_spec(fullname, [str(_root)])
+
+
 if (_root / "pyproject.toml").is_file() and (_root / "ray_jobs").is_dir():
-    if str(_root) not in __path__:
-        __path__.append(str(_root))
+    if not any(finder is _SourceFolders for finder in _sys.meta_path):
+        _sys.meta_path.append(_SourceFolders)

@@ -60,3 +60,16 @@ def test_both_vllm_builds_at_once_are_refused(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.32.0")
     with pytest.raises(RuntimeError, match="both vLLM builds"):
         check_single_vllm_build()
+
+
+def test_only_the_layout_folders_become_taosr_subpackages():
+    """From a source checkout exactly actors/, datasets/, ray_jobs/ and serve/ map to taosr.*:
+    the root's other folders (tests, bench) and the core itself never import a second time."""
+    out = _run("import importlib\n"
+               "for name in ('taosr.taosr', 'taosr.tests', 'taosr.bench', 'taosr.configs'):\n"
+               "    try:\n"
+               "        importlib.import_module(name); print('imported', name)\n"
+               "    except ImportError:\n"
+               "        pass\n"
+               "import taosr.serve.validation, taosr.ray_jobs.manifest; print('ok')")
+    assert out == "ok"
