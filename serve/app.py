@@ -4,7 +4,9 @@
 the four level tokens (prefill only; the reasoning is decoded only for ``explain``), then tiers
 each item with CumPT. Two deployments:
 
-- ``RelevanceAPI``: the FastAPI ingress; validation, CumPT, metrics. Cheap; scale for HTTP.
+- ``RelevanceAPI``: the FastAPI ingress; API keys, validation, CumPT, metrics. Cheap; scale for
+  HTTP. Past ``max_queued_requests`` waiting requests it sheds load with 503 instead of letting
+  latency grow without bound.
 - ``LevelModel``: one engine per replica; ``@serve.batch`` merges the items of concurrent
   requests into one engine call, and prompts put instructions and query first so each request's
   items share a cached prefix.
@@ -16,6 +18,7 @@ or from Python with ``taosr.serve.app.run(model_path)``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import time
@@ -91,6 +94,42 @@ class ServeArgs:
     explain_max_new_tokens: int = 256
     limits: dict = field(default_factory=dict)
     tiers: dict = field(default_factory=lambda: {str(k): v for k, v in DEFAULT_TIERS.items()})
+    # Name of an environment variable (on the ingress replicas) holding comma-separated API keys;
+    # when set, /v1/relevance needs `Authorization: Bearer KEY` or `X-API-Key: KEY`. /healthz
+    # stays open for load balancers. Empty: no authentication (a private network only).
+    api_keys_env: str = ""
+    # Requests one ingress replica works on at once, and requests it lets wait for a free slot;
+    # beyond both, Serve answers 503 at once (-1: no bound on the wait).
+    max_ongoing_requests: int = 256
+    max_queued_requests: int = 256
+
+
+def api_keys(env_name: str) -> tuple[bytes, ...]:
+    """The accepted keys, read where the ingress runs. A configured variable that is missing or
+    empty refuses to start: an endpoint meant to be closed must never come up open."""
+    if not env_name:
+        return ()
+    keys = tuple(key.strip().encode() for key in os.environ.get(env_name, "").split(",") if key.strip())
+    if not keys:
+        raise RuntimeError(f"api_keys_env={env_name!r} but ${env_name} is empty or unset on this replica")
+    return keys
+
+
+def presented_key(headers) -> bytes | None:
+    bearer = headers.get("authorization", "")
+    if bearer.lower().startswith("bearer "):
+        return bearer[7:].strip().encode()
+    key = headers.get("x-api-key")
+    return key.strip().encode() if key else None
+
+
+def key_accepted(presented: bytes | None, keys: tuple[bytes, ...]) -> bool:
+    """Constant-time comparison against every key (no early exit on the first match)."""
+    if not keys:
+        return True
+    if presented is None:
+        return False
+    return sum(hmac.compare_digest(presented, key) for key in keys) > 0
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
@@ -149,6 +188,7 @@ class RelevanceAPI:
         if not 0 < self.beta <= 1:
             raise ValueError(f"beta must be in (0, 1]; got {self.beta}")
         self.limits = RequestLimits(**config.limits)
+        self.keys = api_keys(config.api_keys_env)
         self.tiers = {int(k): v for k, v in config.tiers.items()}
         self.requests = metrics.Counter("taosr_requests", description="relevance requests", tag_keys=("status",))
         self.items = metrics.Counter("taosr_items", description="items scored")
@@ -164,6 +204,10 @@ class RelevanceAPI:
         "application/json": {"schema": RelevanceRequest.model_json_schema()}}}})
     async def relevance(self, request: Request):
         started = time.perf_counter()
+        if not key_accepted(presented_key(request.headers), self.keys):
+            self.requests.inc(tags={"status": "401"})
+            return JSONResponse({"detail": "missing or unknown API key: send Authorization: Bearer KEY or X-API-Key"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
         try:
             declared = int(request.headers.get("content-length") or 0)
             if declared > self.limits.max_body_bytes:
@@ -205,7 +249,14 @@ def build_app(args: dict):
         # Replicas may run in another working directory than the one the config was read from.
         config.model_path = os.path.abspath(os.path.expanduser(config.model_path))
     plain = asdict(config)
-    return RelevanceAPI.bind(LevelModel.bind(plain), plain)
+    ingress = RelevanceAPI.options(max_ongoing_requests=config.max_ongoing_requests,
+                                   max_queued_requests=config.max_queued_requests)
+    if config.api_keys_env and os.environ.get(config.api_keys_env):
+        # Started from a process that holds the keys (taosr.serve.app.run, serve_check): hand them
+        # to the ingress replicas. With `serve deploy`, set the variable in the config's runtime_env.
+        ingress = ingress.options(ray_actor_options={
+            "num_cpus": 0.5, "runtime_env": {"env_vars": {config.api_keys_env: os.environ[config.api_keys_env]}}})
+    return ingress.bind(LevelModel.bind(plain), plain)
 
 
 def run(model_path: str, host: str = "127.0.0.1", port: int = 8000, request_timeout_s: float = 30.0, **args):

@@ -22,8 +22,13 @@ ITEMS = [
 ]
 
 
+API_KEY = "test-key-7f3a"
+
+
 @pytest.fixture(scope="module")
 def endpoint(ray_cluster, tiny_model, tmp_path_factory):
+    import os
+
     from ray import serve
 
     from taosr.models import export_model
@@ -34,16 +39,20 @@ def endpoint(ray_cluster, tiny_model, tmp_path_factory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    os.environ["TAOSR_TEST_API_KEYS"] = f"old-key,{API_KEY}"
     url = run(model, port=port, engine="vllm", dtype="float32", beta=0.5,
-              limits={"max_items": 50, "max_explain_items": 2})
+              limits={"max_items": 50, "max_explain_items": 2}, api_keys_env="TAOSR_TEST_API_KEYS")
     wait_until_healthy(url, timeout_s=180)
     yield url, model
     serve.shutdown()
 
 
-def post(url, body, **kwargs):
+def post(url, body, key=API_KEY, **kwargs):
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
     return httpx.post(f"{url}/v1/relevance", content=body if isinstance(body, bytes) else json.dumps(body),
-                      headers={"content-type": "application/json"}, timeout=60, **kwargs)
+                      headers=headers, timeout=60, **kwargs)
 
 
 def test_scores_match_a_transformers_forward_and_tiers_follow_cumpt(endpoint):
@@ -130,7 +139,8 @@ def test_bounded_load_sixteen_clients_no_errors(endpoint):
         ok = errors = 0
         with httpx.Client(timeout=60) as session:
             while time.time() < deadline:
-                response = session.post(f"{url}/v1/relevance", content=body, headers={"content-type": "application/json"})
+                response = session.post(f"{url}/v1/relevance", content=body,
+                                        headers={"content-type": "application/json", "x-api-key": API_KEY})
                 if response.status_code == 200 and len(response.json()["results"]) == 12:
                     ok += 1
                 else:
@@ -142,3 +152,43 @@ def test_bounded_load_sixteen_clients_no_errors(endpoint):
     assert sum(e for _, e in outcomes) == 0
     assert sum(o for o, _ in outcomes) >= 16
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_relevance_needs_a_known_api_key_and_health_does_not(endpoint):
+    url, _ = endpoint
+    body = {"query": "phone case", "items": ITEMS[:1]}
+    missing = post(url, body, key=None)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert post(url, body, key="not-a-key").status_code == 401
+    assert post(url, body, key="old-key").status_code == 200  # every listed key works (rotation)
+    assert httpx.post(f"{url}/v1/relevance", json=body, headers={"x-api-key": API_KEY}, timeout=60).status_code == 200
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_an_overloaded_ingress_sheds_load_with_503(endpoint, tiny_model):
+    """A second app with room for one request in progress and one waiting: of twelve
+    simultaneous requests some are turned away at once with 503, the rest are answered."""
+    from ray import serve
+
+    from taosr.serve.app import build_app
+
+    url, model = endpoint
+    app = build_app({"model_path": model, "engine": "hf", "dtype": "float32", "max_ongoing_requests": 1,
+                     "max_queued_requests": 1, "limits": {"max_items": 200}})
+    serve.run(app, name="overload", route_prefix="/overload", blocking=False)
+    items = [dict(ITEMS[0], id=str(n)) for n in range(200)]
+    deadline = time.time() + 180
+    while httpx.get(f"{url}/overload/healthz", timeout=10).status_code != 200:
+        assert time.time() < deadline, "the overload app never became healthy"
+        time.sleep(2)
+
+    def call(_):
+        return httpx.post(f"{url}/overload/v1/relevance", json={"query": "phone case", "items": items},
+                          timeout=120).status_code
+
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(call, range(12)))
+    finally:
+        serve.delete("overload")
+    assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses

@@ -98,3 +98,21 @@ def test_cumpt_sweep_tool_picks_beta_and_plots(tmp_path):
     sweep = json.loads((tmp_path / "out" / "cumpt_sweep.json").read_text())["sweep"]
     assert result["macro_f1"] == max(row["macro_f1"] for row in sweep)
     assert 0 < result["best_beta"] <= 1 and (tmp_path / "out" / "cumpt_sweep.png").stat().st_size > 1000
+
+
+def test_api_keys_are_read_where_the_ingress_runs_and_fail_closed(monkeypatch):
+    from taosr.serve.app import api_keys, key_accepted, presented_key
+
+    assert api_keys("") == ()  # authentication off
+    monkeypatch.setenv("TAOSR_KEYS", " k1 , k2,,")
+    keys = api_keys("TAOSR_KEYS")
+    assert keys == (b"k1", b"k2")
+    monkeypatch.setenv("TAOSR_KEYS", " ")
+    with pytest.raises(RuntimeError, match="TAOSR_KEYS is empty or unset"):
+        api_keys("TAOSR_KEYS")
+    assert presented_key({"authorization": "Bearer k2"}) == b"k2"
+    assert presented_key({"authorization": "bearer  k1 "}) == b"k1"
+    assert presented_key({"x-api-key": "k1"}) == b"k1"
+    assert presented_key({"authorization": "Basic abc"}) is None and presented_key({}) is None
+    assert key_accepted(b"k2", keys) and not key_accepted(b"k3", keys) and not key_accepted(None, keys)
+    assert key_accepted(None, ())
