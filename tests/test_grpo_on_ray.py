@@ -3,6 +3,7 @@ Train, weight sync verified every step, checkpoints and resume."""
 
 import copy
 import json
+import math
 
 import pytest
 
@@ -53,9 +54,15 @@ def test_grpo_learns_a_learnable_reward_with_verified_syncs(learnable):
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.08, rewards
     for s in steps:
         assert s["sync_gap"] is not None and s["sync_gap"] < 1e-3
-        for key in ("kl", "clip_fraction", "entropy", "dropped_fraction", "batch_label_cv", "response_length",
-                    "format_error_rate", "rollout_s", "reward_s", "train_s", "sync_s"):
-            assert key in s, key
+        # Each logged quantity in its range, not merely present.
+        assert math.isfinite(s["kl"]) and s["kl"] >= -1e-6, s["kl"]
+        for share in ("clip_fraction", "dropped_fraction", "format_error_rate"):
+            assert 0.0 <= s[share] <= 1.0, (share, s[share])
+        # Every prompt here is level 4: shares (0, 0, 0, 1) have a coefficient of variation of sqrt(3).
+        assert s["entropy"] > 0 and s["batch_label_cv"] == pytest.approx(math.sqrt(3))
+        assert 1 <= s["response_length"] <= config.grpo.max_new_tokens
+        for phase in ("rollout_s", "reward_s", "train_s", "sync_s"):
+            assert s[phase] > 0, (phase, s[phase])
     assert summary["model"].endswith("grpo/model")
 
 
