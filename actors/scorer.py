@@ -29,7 +29,7 @@ class ChoiceScorer:
 
     def __init__(self, model_path: str, engine: str = "vllm", dtype: str = "bfloat16",
                  max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot",
-                 enable_prefix_caching: bool = True):
+                 enable_prefix_caching: bool = True, tensor_parallel_size: int = 1):
         from transformers import AutoTokenizer
 
         model_path = local_dir(model_path)  # an s3:// export is fetched to this node once
@@ -46,7 +46,8 @@ class ChoiceScorer:
             check_in_process_engine()
 
             self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
-                           max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed)
+                           max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed,
+                           tensor_parallel_size=tensor_parallel_size)
             self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(self.ids_in_order),
                                          allowed_token_ids=self.ids_in_order)
         elif engine == "hf":

@@ -149,8 +149,10 @@ def make_teacher(cot_config, rules: Mapping[str, Rule]):
         from taosr.actors.teacher import VLLMTeacher
         from taosr.models import resolve_model
 
-        return VLLMTeacher(rules, resolve_model(cot_config.teacher_model), cot_config.temperature,
-                           cot_config.max_new_tokens, cot_config.teacher_dtype)
+        model = cot_config.teacher_model  # an s3:// folder is fetched on the teacher's node
+        return VLLMTeacher(rules, model if model.startswith("s3://") else resolve_model(model), cot_config.temperature,
+                           cot_config.max_new_tokens, cot_config.teacher_dtype,
+                           tensor_parallel_size=cot_config.tensor_parallel_size)
     raise ValueError(f"unknown teacher {cot_config.teacher!r}; use rule, openai or vllm")
 
 
@@ -192,7 +194,8 @@ def synthesize(accepted_ds, cot_config):
     """(kept, dropped, counts) Ray Datasets of rows with their rationale or drop reason."""
     written = accepted_ds.map_batches(CotWriter, fn_constructor_args=(cot_config,), batch_format="pyarrow",
                                       batch_size=cot_config.batch_size, concurrency=cot_config.num_teachers,
-                                      num_cpus=cot_config.num_cpus_per_teacher).materialize()
+                                      num_cpus=cot_config.num_cpus_per_teacher,
+                                      num_gpus=cot_config.num_gpus_per_teacher or None).materialize()
     kept = written.filter(lambda row: row["cot_drop_reason"] is None)
     dropped = written.filter(lambda row: row["cot_drop_reason"] is not None)
     counts = {"input": written.count(), "kept": kept.count()}

@@ -37,12 +37,19 @@ def chosen_model(config: TaosrConfig) -> tuple[str, str]:
     return latest_policy(config.run_dir, config.data.s3_endpoint, POLICY_STAGES if wanted == "last" else (wanted,))
 
 
-def serve_config(model_path: str, beta: float, port: int) -> dict:
-    """The repo's Serve config with this model and threshold."""
+def serve_config(model_path: str, beta: float, port: int, gpus_per_replica: float = 0.0,
+                 tensor_parallel_size: int = 1) -> dict:
+    """The repo's Serve config with this model and threshold; on a GPU profile each model
+    replica asks Ray for its GPUs (the eval engines' share)."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = port
-    args = config["applications"][0]["args"]
+    application = config["applications"][0]
+    args = application["args"]
     args["model_path"], args["beta"] = absolute(model_path), float(beta)
+    if gpus_per_replica:
+        model = next(d for d in application["deployments"] if d["name"] == "LevelModel")
+        model["ray_actor_options"]["num_gpus"] = float(gpus_per_replica)
+        args["tensor_parallel_size"] = int(tensor_parallel_size)
     return config
 
 
@@ -78,7 +85,8 @@ def run(config: TaosrConfig) -> dict:
         metrics = evaluate_model(held_out, f"export-{stage}", local_model, out=beta_dir)
         sweep = sweep_and_plot(join(beta_dir, "predictions.jsonl"), beta_dir, metric=config.export.beta_metric)
         record_beta(local_model, sweep["best_beta"], config.export.beta_split)
-        served = serve_config(join(out, "model"), sweep["best_beta"], config.serve.port)
+        served = serve_config(join(out, "model"), sweep["best_beta"], config.serve.port,
+                              config.eval.num_gpus_per_engine, config.eval.tensor_parallel_size)
         Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
         remove_tree(out, endpoint)
         copy_tree(str(Path(scratch, "export")), out, endpoint)

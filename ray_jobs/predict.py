@@ -99,11 +99,12 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
     fmt = model_format(model_path)
     kwargs = dict(model_path=model_path, engine=config.eval.engine, dtype=config.model.dtype,
                   max_seq_len=config.model.max_seq_len, kv_cache_gib=config.eval.kv_cache_gib, seed=config.seed,
-                  prompt_format=fmt.value)
+                  prompt_format=fmt.value, tensor_parallel_size=config.eval.tensor_parallel_size)
     accepted = result.accepted.select_columns(list(MODEL_INPUT_COLUMNS) + ["source", "line"])
     scored = accepted.map_batches(LevelScorer, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,
                                   batch_format="numpy", concurrency=config.eval.num_engines,
-                                  num_cpus=config.eval.num_cpus_per_engine)
+                                  num_cpus=config.eval.num_cpus_per_engine,
+                                  num_gpus=config.eval.num_gpus_per_engine or None)
     scored = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).take_all()
     quarantined = result.quarantined.take_all()
     beta = exported_beta(model_path)

@@ -89,6 +89,7 @@ class ServeArgs:
     max_seq_len: int = 1024
     kv_cache_gib: int = 1
     enable_prefix_caching: bool = True
+    tensor_parallel_size: int = 1  # give the LevelModel deployment as many GPUs (ray_actor_options.num_gpus)
     max_batch_size: int = 512
     batch_wait_timeout_s: float = 0.002
     explain_max_new_tokens: int = 256
@@ -146,6 +147,7 @@ class LevelModel:
         self.scorer = DecodingScorer(model_path, engine=config.engine, dtype=config.dtype,
                                      max_seq_len=config.max_seq_len, kv_cache_gib=config.kv_cache_gib,
                                      enable_prefix_caching=config.enable_prefix_caching,
+                                     tensor_parallel_size=config.tensor_parallel_size,
                                      prompt_format=self.info.get("format", "post_cot"),
                                      max_new_tokens=config.explain_max_new_tokens)
         self.batch_items = metrics.Histogram("taosr_batch_items", description="items per engine call",

@@ -85,6 +85,8 @@ class EvalConfig:
     batch_size: int = option(64, "prompts per scoring batch")
     num_engines: int = option(1, "scoring actors (one engine each)")
     num_cpus_per_engine: float = option(1.0, "Ray CPUs reserved by each scoring actor")
+    num_gpus_per_engine: float = option(0.0, "GPUs per scoring actor (tensor_parallel_size of them on a GPU cluster; 0 on CPU)")
+    tensor_parallel_size: int = option(1, "vLLM tensor parallelism of each scoring engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache size per engine in GiB")
     decode_samples: int = option(0, "also decode the full reasoning for this many examples to measure format errors and hallucination (pre-CoT models are always decoded)")
     max_new_tokens: int = option(256, "longest decoded response")
@@ -105,6 +107,8 @@ class CotConfig:
     min_rule_score: float = option(4.0, "BM25 score a rule must exceed to be retrieved at all; below it the teacher gets no rule rather than an unrelated one. At 4.0 (bench/retrieval_threshold.py) 0.7% of real Home Depot rows still get a built-in rule, against 40% at 0, and the precision on the built-in logs rises from 19% to 35%")
     num_teachers: int = option(1, "teacher actors")
     num_cpus_per_teacher: float = option(1.0, "Ray CPUs per teacher actor")
+    num_gpus_per_teacher: float = option(0.0, "vllm: GPUs per teacher actor (its tensor_parallel_size of them; 0 on CPU)")
+    tensor_parallel_size: int = option(1, "vllm: tensor parallelism of the teacher's engine (a 30B teacher needs several GPUs)")
     batch_size: int = option(64, "rows per teacher call")
 
 

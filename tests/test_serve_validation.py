@@ -116,3 +116,15 @@ def test_api_keys_are_read_where_the_ingress_runs_and_fail_closed(monkeypatch):
     assert presented_key({"authorization": "Basic abc"}) is None and presented_key({}) is None
     assert key_accepted(b"k2", keys) and not key_accepted(b"k3", keys) and not key_accepted(None, keys)
     assert key_accepted(None, ())
+
+
+def test_a_gpu_profiles_serve_config_asks_for_the_replicas_gpus():
+    from taosr.ray_jobs.export import serve_config
+
+    cpu = serve_config("/models/m", 0.4, 8000)
+    gpu = serve_config("/models/m", 0.4, 8000, gpus_per_replica=2, tensor_parallel_size=2)
+    [cpu_app], [gpu_app] = cpu["applications"], gpu["applications"]
+    model = {d["name"]: d for d in gpu_app["deployments"]}["LevelModel"]
+    assert model["ray_actor_options"]["num_gpus"] == 2.0 and gpu_app["args"]["tensor_parallel_size"] == 2
+    assert "num_gpus" not in {d["name"]: d for d in cpu_app["deployments"]}["LevelModel"]["ray_actor_options"]
+    assert gpu_app["args"]["beta"] == 0.4 and gpu_app["args"]["model_path"] == "/models/m"
