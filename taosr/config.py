@@ -71,7 +71,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = option("smollm2-135m", "'smollm2-135m' (embedded default), 'tiny' (random, for tests) or a Hugging Face folder or s3:// path")
+    name: str = option("smollm2-135m", "'smollm2-135m' (embedded default), 'tiny' (random, for tests), a Hugging Face folder, an s3:// folder (fetched by each actor on its node) or a hub id such as org/name (where the hub is reachable: ray.device gpu)")
     cache_dir: str = option("~/.cache/taosr/models", "where embedded models are materialised as Hugging Face folders")
     dtype: str = option("bfloat16", "inference dtype; bfloat16 is 3-4x faster than float32 on CPU")
     max_seq_len: int = option(1024, "longest prompt plus response in tokens")

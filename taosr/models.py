@@ -39,12 +39,24 @@ def resolve_model(name: str, cache_dir: str = "~/.cache/taosr/models") -> str:
         return str(materialise_smollm2(cache / "smollm2-135m-instruct"))
     if name == "tiny":
         return str(build_tiny_model(cache / "tiny-qwen2"))
+    if name.startswith("s3://"):
+        return name  # fetched by each actor that loads it, on its own node (taosr.datasets.storage.local_dir)
     path = Path(os.path.expanduser(name))
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model {name!r} is neither an embedded model {EMBEDDED_MODELS} nor a Hugging Face folder with config.json"
-        )
-    return str(path)
+    if (path / "config.json").is_file():
+        return str(path)
+    if _looks_like_hub_id(name) and os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name)  # a hub id, on a cluster that may reach the hub
+    raise FileNotFoundError(
+        f"model {name!r} is neither an embedded model {EMBEDDED_MODELS}, a Hugging Face folder with config.json, "
+        "an s3:// folder, nor (with the hub reachable and HF_HUB_OFFLINE unset) a hub id like org/name"
+    )
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~", "/"))
 
 
 def materialise_smollm2(target: Path) -> Path:

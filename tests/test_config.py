@@ -54,3 +54,12 @@ def test_an_unknown_advantage_estimator_fails_when_the_config_loads():
         load_config("configs/tiny.yaml", ["srpo.advantage=srp"])
     with pytest.raises(ValueError, match="ray.device must be cpu or gpu"):
         load_config("configs/tiny.yaml", ["ray.device=tpu"])
+
+
+def test_model_names_a_cluster_can_use(monkeypatch, tmp_path):
+    from taosr.models import resolve_model
+
+    assert resolve_model("s3://bucket/runs/prod/sft/model") == "s3://bucket/runs/prod/sft/model"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the CPU profiles: a hub id fails at once, with what would work
+    with pytest.raises(FileNotFoundError, match="hub id like org/name"):
+        resolve_model("Qwen/Qwen3-0.6B", str(tmp_path))
