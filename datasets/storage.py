@@ -122,3 +122,11 @@ def local_dir(path: str, s3_endpoint: str = "") -> str:
 
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def read_parquet(path: str, s3_endpoint: str = ""):
+    """A Ray Dataset of a run's Parquet artifact (local or s3://, through the same filesystem,
+    endpoint and retry policy as every other storage call)."""
+    import ray
+
+    return ray.data.read_parquet(path, filesystem=filesystem_for(path, s3_endpoint))

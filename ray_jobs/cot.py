@@ -10,16 +10,14 @@ import sys
 
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.cot import synthesize
-from taosr.datasets.storage import join, write_dataset, write_json, write_text
+from taosr.datasets.storage import join, read_parquet, write_dataset, write_json, write_text
 from taosr.ray_jobs.job_args import run_job
 
 
 def run(config: TaosrConfig) -> dict:
-    import ray
-
     out = join(config.run_dir, "cot")
     endpoint = config.data.s3_endpoint
-    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     kept, dropped, counts = synthesize(accepted, config.cot)
     write_dataset(kept, join(out, "kept"), endpoint)
     write_dataset(dropped, join(out, "dropped"), endpoint)

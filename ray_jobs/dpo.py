@@ -18,7 +18,7 @@ import random
 import sys
 
 from taosr.config import TaosrConfig, to_dict, to_yaml
-from taosr.datasets.storage import absolute, join, local_dir, write_dataset, write_json, write_text
+from taosr.datasets.storage import absolute, join, local_dir, read_parquet, write_dataset, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.models import model_info
 from taosr.preferences import Sample, build_pairs, pair_counts
@@ -96,9 +96,8 @@ class PairsWithReference:
 
 def build_pair_dataset(config: TaosrConfig, reference_path: str):
     """Pairs with reference log-probs, duplicates removed. Returns (dataset, counts)."""
-    import ray
 
-    samples = ray.data.read_parquet(join(config.run_dir, "sample", "samples"))
+    samples = read_parquet(join(config.run_dir, "sample", "samples"), config.data.s3_endpoint)
     pairs = samples.map_batches(
         PairsWithReference,
         fn_constructor_args=(reference_path, config.dpo.pairs_per_prompt, config.dpo.max_seq_len,

@@ -18,7 +18,7 @@ import sys
 from taosr.actors.runtime import init_ray
 from taosr.actors.scorer import PROB_COLUMNS, DecodingScorer, LevelScorer, SampledDecodingScorer
 from taosr.config import TaosrConfig, to_yaml
-from taosr.datasets.storage import join, write_json, write_text
+from taosr.datasets.storage import join, read_parquet, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, evaluate_records, markdown_table
 from taosr.models import resolve_model
@@ -38,9 +38,7 @@ def model_format(model_path: str) -> ResponseFormat:
 
 
 def _split_rows(config: TaosrConfig):
-    import ray
-
-    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     split = accepted.filter(expr=f"split == '{config.eval.split}'").select_columns(list(MODEL_INPUT_COLUMNS))
     return split.limit(config.eval.max_examples) if config.eval.max_examples else split
 
@@ -85,13 +83,12 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | N
 def evaluate_lexical(config: TaosrConfig, name: str = "lexical", out: str | None = None) -> dict:
     """The lexical baseline (``taosr.lexical``): fitted on the training split, scored on the
     split the models are scored on, written like a model's results."""
-    import ray
     import numpy as np
 
     from taosr.lexical import LexicalBaseline
     from taosr.metrics import LEVEL_ORDER
 
-    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     train_rows = accepted.filter(expr="split == 'train'").select_columns(list(MODEL_INPUT_COLUMNS)).take_all()
     rows = _split_rows(config).take_all()
     if not rows:

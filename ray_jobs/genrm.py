@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from taosr.config import TaosrConfig, to_dict, to_yaml
-from taosr.datasets.storage import join, local_dir, write_json, write_text
+from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import Reasoning
 from taosr.genrm import AnnotatedRow, annotated_reasoning, judge_examples, judge_prompt
 from taosr.models import model_info
@@ -36,7 +36,7 @@ def annotated_rows(config: TaosrConfig, split: str, limit: int = 0) -> tuple[lis
     """The split's rows whose annotation gives a usable reasoning; also counts what was left out."""
     import ray
 
-    kept = ray.data.read_parquet(join(config.run_dir, "cot", "kept")).select_columns(list(ROW_COLUMNS))
+    kept = read_parquet(join(config.run_dir, "cot", "kept"), config.data.s3_endpoint).select_columns(list(ROW_COLUMNS))
     rows, counts = [], {"rows": 0, "unannotated": 0, "unusable_annotation": 0}
     for row in kept.filter(expr=f"split == '{split}'").iter_rows():
         counts["rows"] += 1

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict
 
 from taosr.config import GrpoConfig, TaosrConfig, to_yaml
-from taosr.datasets.storage import absolute, exists, join, local_dir, write_json, write_text
+from taosr.datasets.storage import absolute, exists, join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.labels import label_text
 from taosr.models import model_info
@@ -60,14 +60,14 @@ def training_prompts(config: TaosrConfig, model_path: str, rl: GrpoConfig) -> tu
 
     from taosr.label_balance import prefilter_by_pass_rate
 
-    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     rows = accepted.filter(expr="split == 'train'").select_columns(list(PROMPT_COLUMNS))
     prompts = rows.map_batches(PromptTokenizer, fn_constructor_args=(model_path,), batch_format="pyarrow",
                                batch_size=256, concurrency=1).take_all()
     counts = {"train_prompts": len(prompts), "offline_pass_rates": 0, "prefiltered_out": 0}
     rates_path = join(config.run_dir, "sample", "pass_rates")
     if exists(rates_path, config.data.s3_endpoint):
-        rates = {r["id"]: r["pass_rate"] for r in ray.data.read_parquet(rates_path).take_all()}
+        rates = {r["id"]: r["pass_rate"] for r in read_parquet(rates_path, config.data.s3_endpoint).take_all()}
         keep = prefilter_by_pass_rate(rates, rl.prefilter_min, rl.prefilter_max)
         counts["offline_pass_rates"] = len(rates)
         before = len(prompts)
@@ -82,7 +82,7 @@ def verifier_annotations(config: TaosrConfig, coverage: float) -> dict:
     """Step annotations of the training split, thinned to ``coverage`` (the offline verifier)."""
     import ray
 
-    accepted = ray.data.read_parquet(join(config.run_dir, "data", "accepted"))
+    accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     rows = accepted.filter(expr="split == 'train'").select_columns(["query", "item_id", "title", "step_annotations"])
     return OfflineVerifier.from_rows(rows.iter_rows(), coverage=coverage, seed=config.seed).annotations
 

@@ -21,7 +21,7 @@ from collections import defaultdict
 from taosr.actors.runtime import init_ray
 from taosr.actors.rollout import RolloutEngine, SamplingSpec
 from taosr.config import SampleConfig, TaosrConfig, to_dict, to_yaml
-from taosr.datasets.storage import join, write_dataset, write_json, write_text
+from taosr.datasets.storage import join, read_parquet, write_dataset, write_json, write_text
 from taosr.formats import ParsedResponse, Reasoning, ResponseFormat, parse, render
 from taosr.metrics import NO_ANSWER, pass_at_k_table
 from taosr.prompts import build_prompt, item_from_row
@@ -78,9 +78,8 @@ def oracle_response(row: dict) -> str | None:
 
 def training_prompts(config: TaosrConfig):
     """Training rows with the teacher's rationale where CoT synthesis kept one."""
-    import ray
 
-    kept = ray.data.read_parquet(join(config.run_dir, "cot", "kept"))
+    kept = read_parquet(join(config.run_dir, "cot", "kept"), config.data.s3_endpoint)
     rows = kept.filter(expr="split == 'train'").select_columns(list(SAMPLE_INPUT_COLUMNS))
     return rows.limit(config.sample.max_prompts) if config.sample.max_prompts else rows
 

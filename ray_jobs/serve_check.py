@@ -18,17 +18,16 @@ import time
 import yaml
 
 from taosr.config import TaosrConfig
-from taosr.datasets.storage import join, read_text, write_json
+from taosr.datasets.storage import join, read_parquet, read_text, write_json
 from taosr.ray_jobs.job_args import run_job
 
 
 def sample_request(config: TaosrConfig) -> dict:
     """One test-split query with up to ``serve.sample_items`` of its judged items, in the API's shape."""
-    import ray
 
     from taosr.prompts import item_from_row
 
-    rows = ray.data.read_parquet(join(config.run_dir, "data", "accepted")).filter(
+    rows = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint).filter(
         expr=f"split == '{config.eval.split}'").take(200)
     if not rows:
         raise ValueError(f"no {config.eval.split!r} rows under {config.run_dir}/data to build a sample request from")

@@ -22,7 +22,7 @@ import sys
 from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict, to_yaml
 from taosr.datasets.readers import filesystem_for
-from taosr.datasets.storage import join, local_dir, write_json, write_text
+from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import Reasoning, ResponseFormat, decision_offset, render
 from taosr.models import level_token_ids, model_info
 from taosr.prompts import PROMPT_COLUMNS, build_prompt, item_from_row
@@ -176,7 +176,7 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     from transformers import AutoTokenizer
 
     if cot_ds is None:
-        cot_ds = ray.data.read_parquet(join(config.run_dir, "cot", "kept"))
+        cot_ds = read_parquet(join(config.run_dir, "cot", "kept"), config.data.s3_endpoint)
     train_rows = cot_ds.filter(expr="split == 'train'")
     data = tokenized_dataset(train_rows, base_model_path, config.sft, config.seed)
     num_examples = data.count()
