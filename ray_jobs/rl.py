@@ -312,7 +312,8 @@ def rl_train_loop(loop_config: dict) -> None:
     start_step = resumed.get("step", 0)
     if sampler is not None and resumed:
         sampler.load_state_dict(resumed["sampler"])
-    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=start_step)
+    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=start_step,
+                     s3_endpoint=loop_config.get("s3_endpoint", ""))
     probe = loop_config["probe"]
     if rank == 0:  # engines must hold the learner's weights before the first rollout
         gap = sync_engines(engine, group, rl, loop_config, start_step, probe) if start_step else \
@@ -373,6 +374,7 @@ def rl_train_loop(loop_config: dict) -> None:
             log.log(step, metrics)
         if step % rl["checkpoint_every_steps"] == 0 and step < rl["steps"]:
             save_state(engine, rank, {"step": step, "sampler": sampler.state_dict() if sampler else None}, metrics)
+            log.sync()
         if step == rl["fault_crash_after_step"]:
             crash_once(loop_config.get("log_dir"), step)
     report_final(engine, tokenizer, loop_config, rank, {**metrics, "step": rl["steps"]})

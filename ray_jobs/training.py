@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from taosr.datasets.storage import absolute, copy_tree, join, local_dir
+from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
 from taosr.models import MODEL_INFO
 
 STATE_FILE = "train_state.json"  # in every checkpoint: where to resume, or that the run finished
@@ -97,13 +97,23 @@ def train_top_layers(model, count: int) -> list:
 
 
 class MetricsLog:
-    """Rank 0 only: one JSON line per logged step to stdout and metrics.jsonl, and TensorBoard."""
+    """Rank 0 only: one JSON line per logged step to stdout and metrics.jsonl, and TensorBoard.
 
-    def __init__(self, stage: str, folder: str | None, enabled: bool, resume_after_step: int = 0):
+    An s3:// folder is mirrored: the worker writes a local copy (seeded from what an earlier
+    attempt left on S3) and ``sync`` uploads it, at every checkpoint and at the end."""
+
+    def __init__(self, stage: str, folder: str | None, enabled: bool, resume_after_step: int = 0,
+                 s3_endpoint: str = ""):
         self.stage, self.enabled, self.writer, self.file = stage, enabled, None, None
+        self.remote, self.s3_endpoint = None, s3_endpoint
         if enabled and folder:
             from torch.utils.tensorboard import SummaryWriter
 
+            if folder.startswith("s3://"):
+                self.remote, folder = folder, tempfile.mkdtemp(prefix=f"taosr-{stage}-logs-")
+                if exists(join(self.remote, "metrics.jsonl"), s3_endpoint):
+                    copy_tree(self.remote, folder, s3_endpoint)
+            self.folder = folder
             os.makedirs(folder, exist_ok=True)
             path = os.path.join(folder, "metrics.jsonl")
             _keep_lines_up_to(path, resume_after_step)
@@ -123,11 +133,19 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and key != "step":
                     self.writer.add_scalar(f"{self.stage}/{key}", value, step)
 
+    def sync(self) -> None:
+        """Upload the local mirror of an s3:// log folder (nothing for a local one)."""
+        if self.remote:
+            if self.writer:
+                self.writer.flush()
+            copy_tree(self.folder, self.remote, self.s3_endpoint)
+
     def close(self) -> None:
         if self.writer:
             self.writer.close()
         if self.file:
             self.file.close()
+        self.sync()
 
 
 def _keep_lines_up_to(path: str, step: int) -> None:
@@ -168,7 +186,8 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
         report_final(engine, tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
         return
     step, start_epoch, skip = resumed.get("step", 0), resumed.get("epoch", 0), resumed.get("next_micro_step", 0)
-    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=step)
+    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=step,
+                     s3_endpoint=loop_config.get("s3_endpoint", ""))
     if step and rank == 0:
         print(json.dumps({stage: {"resumed_after_step": step, "epoch": start_epoch, "next_micro_step": skip}}), flush=True)
     shard = ray.train.get_dataset_shard("train")
@@ -216,6 +235,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
                 log.log(step, metrics)
             if step % cfg["checkpoint_every_steps"] == 0 and step < total_steps:
                 save_state(engine, rank, {"step": step, "epoch": epoch, "next_micro_step": micro_step + 1}, metrics)
+                log.sync()
         if step >= total_steps:
             break
     final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
@@ -332,7 +352,8 @@ def report_final(engine, tokenizer, loop_config: dict, rank: int, metrics: dict)
 
 def crash_once(folder: str | None, step: int) -> None:
     """Testing only: fail the first attempt after ``step``; the marker lets the retry pass."""
-    marker = os.path.join(folder or tempfile.gettempdir(), f"crashed-after-step-{step}")
+    local = folder if folder and "://" not in folder else tempfile.gettempdir()
+    marker = os.path.join(local, f"crashed-after-step-{step}")
     if not os.path.exists(marker):
         open(marker, "w").close()
         raise RuntimeError(f"injected failure after step {step} (fault_crash_after_step)")
@@ -372,7 +393,8 @@ def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: 
     storage = local_out or out_dir
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={**loop_config, "model_path": absolute(loop_config["model_path"]), "log_dir": local_out},
+        train_loop_config={**loop_config, "model_path": absolute(loop_config["model_path"]),
+                           "log_dir": local_out or out_dir, "s3_endpoint": s3_endpoint},
         torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=trainer_cfg.num_workers, use_gpu=trainer_cfg.use_gpu,
                                                resources_per_worker={"CPU": trainer_cfg.cpus_per_worker}),

@@ -235,3 +235,26 @@ def test_a_model_folder_on_s3_loads_where_a_scorer_starts(s3_endpoint, tiny_mode
     assert local_dir("s3://models/run/sft/model") != first
     with pytest.raises(FileNotFoundError, match="no files under"):
         local_dir("s3://models/run/none")
+
+
+def test_training_logs_of_a_run_on_s3_land_on_s3_and_survive_a_resume(s3_endpoint):
+    import boto3
+
+    from taosr.datasets.storage import exists, read_text
+    from taosr.ray_jobs.training import MetricsLog
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="logs")
+    folder = "s3://logs/run/sft"
+    first = MetricsLog("sft", folder, enabled=True, s3_endpoint=s3_endpoint)
+    for step in (1, 2, 3):
+        first.log(step, {"step": step, "loss": 1.0 / step})
+    first.sync()  # what a checkpoint does
+    assert [json.loads(line)["step"] for line in read_text(f"{folder}/metrics.jsonl", s3_endpoint).splitlines()] == [1, 2, 3]
+    first.close()
+    # A restart from the checkpoint after step 2 (another worker, another node): steps after it are logged again.
+    again = MetricsLog("sft", folder, enabled=True, resume_after_step=2, s3_endpoint=s3_endpoint)
+    again.log(3, {"step": 3, "loss": 0.3})
+    again.close()
+    lines = [json.loads(line) for line in read_text(f"{folder}/metrics.jsonl", s3_endpoint).splitlines()]
+    assert [(row["step"], row["loss"]) for row in lines] == [(1, 1.0), (2, 0.5), (3, 0.3)]
+    assert exists(f"{folder}/tensorboard", s3_endpoint)
