@@ -1,5 +1,5 @@
 """An HTTP proxy in front of the moto S3 server that answers every ``fail_every``-th request
-(and the next ``fail_next`` requests, whatever their number) with 503 SlowDown instead of
+(and the next ``fail_next`` requests of method ``fail_method``, whatever their number) with 503 SlowDown instead of
 forwarding it: the transient errors a real object store gives."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 class FlakyProxy:
     def __init__(self, upstream: str, fail_every: int = 3):
-        self.upstream, self.fail_every, self.fail_next = upstream, fail_every, 0
+        self.upstream, self.fail_every, self.fail_next, self.fail_method = upstream, fail_every, 0, "PUT"
         self.requests = self.failed = 0
         self.lock = threading.Lock()
         self.client = httpx.Client(base_url=upstream, timeout=60)
@@ -28,11 +28,12 @@ class FlakyProxy:
         self.server.shutdown()
         self.client.close()
 
-    def _should_fail(self) -> bool:
+    def _should_fail(self, method: str = "") -> bool:
         with self.lock:
             self.requests += 1
-            fail = self.fail_next > 0 or (self.fail_every > 0 and self.requests % self.fail_every == 0)
-            self.fail_next = max(self.fail_next - 1, 0)
+            targeted = self.fail_next > 0 and method == self.fail_method
+            fail = targeted or (self.fail_every > 0 and self.requests % self.fail_every == 0)
+            self.fail_next -= targeted
             self.failed += fail
             return fail
 
@@ -58,7 +59,7 @@ class FlakyProxy:
 
             def _relay(self):
                 body = self._body()
-                if proxy._should_fail():
+                if proxy._should_fail(self.command):
                     # Reads get the 503 without its XML body: the SDK would copy that body into
                     # the caller's range buffer (Arrow then reports a non-retryable stream error).
                     payload = SLOW_DOWN if self.command not in ("GET", "HEAD") else b""

@@ -38,7 +38,7 @@ def test_storage_completes_through_transient_errors(flaky, ray_cluster):
 
 @pytest.mark.parametrize("attempts, fails", [(1, True), (2, False)])
 def test_the_attempt_count_is_read_from_the_environment(flaky, monkeypatch, attempts, fails):
-    """One injected error: one attempt surfaces it, two ride it out. Were TAOSR_S3_MAX_ATTEMPTS
+    """One injected error on the upload: one attempt surfaces it, two ride it out. Were TAOSR_S3_MAX_ATTEMPTS
     not read, the default 8 attempts would make the first case pass too."""
     monkeypatch.setenv("TAOSR_S3_MAX_ATTEMPTS", str(attempts))
     flaky.fail_every, flaky.fail_next = 0, 1
