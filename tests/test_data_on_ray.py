@@ -4,6 +4,7 @@
 import gzip
 import json
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +15,6 @@ from taosr.datasets.readers import read_raw_records
 from taosr.datasets.synthetic import generate_rows
 from taosr.datasets.validate import validate_records
 
-from conftest import SHARED_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -118,9 +118,7 @@ def test_reading_from_s3(ray_cluster, s3_endpoint):
 
 def test_real_esci_sample_in_its_own_format(ray_cluster, tmp_path):
     """16 real Amazon ESCI rows (Apache-2.0): labels E/S/I, HTML descriptions, a column mapping."""
-    sample = SHARED_DATA / "esci-samples"
-    if not sample.is_dir():
-        pytest.skip("shared ESCI sample not present")
+    sample = Path(__file__).parent / "data" / "esci-sample"
     with pa.input_stream(str(sample / "sample-products.jsonl.zstd"), compression="zstd") as stream:
         products = {p["fields"]["id"]: p["fields"] for p in map(json.loads, stream.read().decode().splitlines())}
     judgements = pq.read_table(sample / "test-sample.parquet").to_pylist()
