@@ -95,7 +95,8 @@ def init_ray(ray_config=None):
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = False
+    context.enable_progress_bars = (getattr(ray_config, "progress_bars", True)
+                                    and os.environ.get("TAOSR_PROGRESS_BARS", "1") != "0")
     # Rows in the same order on every run: a seed then fixes what each training step sees, and a
     # resumed trainer skips exactly the batches it had consumed.
     context.execution_options.preserve_order = True

@@ -220,9 +220,13 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
             if not engine.is_gradient_accumulation_boundary():
                 continue
             step += 1
-            metrics = {"step": step, "epoch": epoch, **{k: sum(m[k] for m in window) / len(window) for k in window[0]},
+            elapsed = max(time.time() - started, 1e-9)
+            done = step - resumed.get("step", 0)  # steps of this attempt: what the rates are over
+            metrics = {"step": step, "total_steps": total_steps, "epoch": epoch,
+                       **{k: sum(m[k] for m in window) / len(window) for k in window[0]},
                        "lr": scheduler.get_last_lr()[0], "examples": step * per_step,
-                       "tokens_per_s": tokens * world / max(time.time() - started, 1e-9)}
+                       "tokens_per_s": tokens * world / elapsed, "examples_per_s": done * per_step / elapsed,
+                       "eta_s": round((total_steps - step) * elapsed / max(done, 1))}
             window = []
             if rank == 0 and every and (step % every == 0 or step == total_steps):
                 with autocast(cfg):

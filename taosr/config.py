@@ -297,6 +297,7 @@ class ServeCheckConfig:
 class RayConfig:
     address: str = option("", "Ray cluster address; empty starts a local cluster (or joins the one `ray job submit` runs in)")
     num_cpus: int = option(0, "logical CPUs of a local cluster (0 = physical count); may exceed the cores so actors fit")
+    progress_bars: bool = option(True, "Ray Data's progress bars for the data, CoT, sampling, eval and prediction passes (TAOSR_PROGRESS_BARS=0 turns them off, as the test suite does)")
     device: str = option("cpu", "cpu or gpu: on cpu every worker gets the CPU settings (DS_ACCELERATOR=cpu, 2 OpenMP threads, vLLM's CPU KV cache, an offline hub); on gpu none of them")
 
     def __post_init__(self):

@@ -18,6 +18,7 @@ MODEL_CACHE = os.environ.get("TAOSR_TEST_MODEL_CACHE", str(Path.home() / ".cache
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TAOSR_PROGRESS_BARS", "0")  # no progress bars in the suite's output
 
 
 @pytest.fixture(scope="session")
