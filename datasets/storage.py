@@ -130,3 +130,23 @@ def read_parquet(path: str, s3_endpoint: str = ""):
     import ray
 
     return ray.data.read_parquet(path, filesystem=filesystem_for(path, s3_endpoint))
+
+
+def copy_small_files(source: str, target: str, s3_endpoint: str = "", suffixes: tuple = (".json",),
+                     max_bytes: int = 50_000_000) -> int:
+    """Copy the files under ``source`` whose names end in one of ``suffixes`` (and that are
+    under ``max_bytes``) to a local folder, keeping their relative paths: the metrics and
+    summaries of a run without its weights and datasets. Returns how many were copied."""
+    from pyarrow import fs
+
+    filesystem, root = filesystem_and_path(source, s3_endpoint)
+    copied = 0
+    for info in filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type != fs.FileType.File or not info.path.endswith(suffixes) or info.size > max_bytes:
+            continue
+        destination = Path(target, info.path[len(root):].lstrip("/"))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(info.path) as stream:
+            destination.write_bytes(stream.read())
+        copied += 1
+    return copied

@@ -150,11 +150,28 @@ def main(argv=None) -> int:
     record = run_pipeline(config, stages, force)
     write_json(join(config.run_dir, "timings.json"), record, config.data.s3_endpoint)
     print("stages:", json.dumps(record))
-    if "://" not in config.run_dir and exists(join(config.run_dir, "eval", "base", "metrics.json")):
-        from taosr.report import build_report
-
-        print("report:", build_report(config.run_dir)["html"])
+    if exists(join(config.run_dir, "eval", "base", "metrics.json"), config.data.s3_endpoint):
+        print("report:", write_report(config.run_dir, config.data.s3_endpoint))
     return 0
+
+
+def write_report(run_dir: str, s3_endpoint: str = "") -> str:
+    """The run report under <run_dir>/report/. For a run on S3 the report is built from a local
+    copy of the run's small files (metrics, summaries, logs; no weights, no datasets) and
+    uploaded next to the stages."""
+    from taosr.report import build_report
+
+    if "://" not in run_dir:
+        return build_report(run_dir)["html"]
+    import tempfile
+
+    from taosr.datasets.storage import copy_small_files, copy_tree
+
+    with tempfile.TemporaryDirectory(prefix="taosr-report-") as local:
+        copy_small_files(run_dir, local, s3_endpoint, suffixes=(".json", ".jsonl", ".md", ".yaml"))
+        built = build_report(local, f"{local}/report", title=run_dir)
+        copy_tree(f"{local}/report", join(run_dir, "report"), s3_endpoint)
+        return join(run_dir, "report", built["html"].rsplit("/", 1)[-1])
 
 
 if __name__ == "__main__":

@@ -263,8 +263,10 @@ def plot_pass_at_k(pass_at_k: dict, folder: Path) -> Path:
 
 # --------------------------------------------------------------------------- the report
 
-def build_report(run_dir: str, out_dir: str | None = None) -> dict:
-    """Write report.md, report.html and the plots; returns their paths and what was missing."""
+def build_report(run_dir: str, out_dir: str | None = None, title: str | None = None) -> dict:
+    """Write report.md, report.html and the plots; returns their paths and what was missing.
+    ``title`` names the run in the heading (default: ``run_dir``; an S3 run's URI when the
+    report is built from a local copy)."""
     import markdown
 
     if "://" in run_dir:
@@ -277,7 +279,7 @@ def build_report(run_dir: str, out_dir: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     missing = []
     first = next(iter(metrics.values()))
-    parts = [f"# taosr run report: `{run}`\n",
+    parts = [f"# taosr run report: `{title or run}`\n",
              f"All models are scored on the same held-out split (`{first.get('split', '?')}`, "
              f"n = {first['overall'].get('n')}) by their first-token level distribution. Scores in %. "
              "Hallucination and format-error rates come from the decoded sample of each CoT model.\n",

@@ -98,3 +98,19 @@ def test_each_stage_is_compared_with_the_one_before_and_the_last_with_sft():
 def test_tables_leave_absent_values_blank():
     assert "| untrained | 0 | – |" in stage_table({"base": {"overall": {}}})
     assert pass_at_k_table({"overall": {"pass@1": 0.5}}).splitlines()[-1] == "| all |  | 50.00 |"
+
+
+@pytest.mark.slow
+def test_a_run_on_s3_gets_its_report_on_s3(run, s3_endpoint, tmp_path_factory):
+    import boto3
+
+    from taosr.datasets.storage import copy_tree, exists, read_text
+    from taosr.ray_jobs.pipeline import write_report
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="runs")
+    copy_tree(str(run), "s3://runs/r1", s3_endpoint)
+    html = write_report("s3://runs/r1", s3_endpoint)
+    assert html == "s3://runs/r1/report/report.html" and exists(html, s3_endpoint)
+    local = build_report(str(run), str(tmp_path_factory.mktemp("local-report")), title="s3://runs/r1")
+    # The same tables from the S3 copy as from the local run.
+    assert read_text("s3://runs/r1/report/report.md", s3_endpoint) == open(local["markdown"]).read()
