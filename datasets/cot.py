@@ -204,4 +204,14 @@ def synthesize(accepted_ds, cot_config):
     for row in dropped.select_columns(["cot_drop_reason"]).take_all():
         reasons[row["cot_drop_reason"]] = reasons.get(row["cot_drop_reason"], 0) + 1
     counts["drop_reasons"] = reasons
+    check_teacher_errors(counts, cot_config.max_teacher_error_share)
     return kept, dropped, counts
+
+
+def check_teacher_errors(counts: dict, max_share: float) -> None:
+    """Stop the stage when the teacher failed on more than ``max_share`` of the rows: an endpoint
+    that is down or overloaded, not rows that are hard. The dropped rows stay counted by reason."""
+    failed = counts.get("drop_reasons", {}).get("teacher_error", 0)
+    if counts.get("input") and failed / counts["input"] > max_share:
+        raise RuntimeError(f"the teacher failed on {failed} of {counts['input']} rows (more than "
+                           f"cot.max_teacher_error_share={max_share}): check the teacher's endpoint or engine")

