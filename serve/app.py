@@ -105,6 +105,24 @@ class ServeArgs:
     max_queued_requests: int = 256
 
 
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The body, read as it streams in and refused (413) as soon as it passes ``limit``, whether
+    or not a Content-Length announced it: a chunked upload cannot make a replica buffer more."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise RequestError(400, f"Content-Length {declared!r} is not a byte count")
+        if int(declared) > limit:
+            raise RequestError(413, f"request body is {int(declared)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body passed {limit} bytes, the limit, while streaming")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def api_keys(env_name: str) -> tuple[bytes, ...]:
     """The accepted keys, read where the ingress runs. A configured variable that is missing or
     empty refuses to start: an endpoint meant to be closed must never come up open."""
@@ -211,10 +229,7 @@ class RelevanceAPI:
             return JSONResponse({"detail": "missing or unknown API key: send Authorization: Bearer KEY or X-API-Key"},
                                 status_code=401, headers={"WWW-Authenticate": "Bearer"})
         try:
-            declared = int(request.headers.get("content-length") or 0)
-            if declared > self.limits.max_body_bytes:
-                raise RequestError(413, f"request body is {declared} bytes; the limit is {self.limits.max_body_bytes}")
-            parsed = parse_request(await request.body(), self.limits)
+            parsed = parse_request(await bounded_body(request, self.limits.max_body_bytes), self.limits)
         except RequestError as error:
             self.requests.inc(tags={"status": str(error.status)})
             return JSONResponse({"detail": error.message}, status_code=error.status)

@@ -61,6 +61,8 @@ def parse_request(body: bytes, limits: RequestLimits) -> RelevanceRequest:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise RequestError(400, f"request body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from error
+    except RecursionError as error:  # json.loads recurses: a body of a million '[' must be a 400, not a 500
+        raise RequestError(400, "request body nests too deeply to be a relevance request") from error
     if not isinstance(payload, dict):
         raise RequestError(422, "request body must be a JSON object with 'query' and 'items'")
     try:

@@ -192,3 +192,16 @@ def test_an_overloaded_ingress_sheds_load_with_503(endpoint, tiny_model):
     finally:
         serve.delete("overload")
     assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses
+
+
+def test_a_chunked_body_past_the_limit_is_refused_while_it_streams(endpoint):
+    """No Content-Length: the ingress counts the bytes as they arrive and answers 413."""
+    url, _ = endpoint
+
+    def chunks():
+        yield b'{"query": "q", "items": ['
+        for _ in range(200):
+            yield b'{"id": "x", "title": "' + b"t" * 10_000 + b'"},'
+    response = httpx.post(f"{url}/v1/relevance", content=chunks(), timeout=60,
+                          headers={"content-type": "application/json", "x-api-key": API_KEY})
+    assert response.status_code == 413 and "while streaming" in response.json()["detail"]

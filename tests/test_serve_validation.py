@@ -51,6 +51,8 @@ def test_a_good_request_parses():
     (encode({"query": "case \u202eknip", "items": GOOD["items"]}), 422, "U+202E"),
     (b'{"query": "bad \\ud800 text", "items": [{"id": "a", "title": "t"}]}', 400, "surrogate"),
     (b" " * 4001, 413, "limit is 4000"),
+    (b"[" * 3999, 400, "nests too deeply"),
+    (b'{"query": "q", "items": ' + b"[" * 3900, 400, "nests too deeply"),
 ])
 def test_bad_requests_get_the_right_status_and_a_clear_message(body, status, fragment):
     got_status, message = status_of(body)
