@@ -1,0 +1,107 @@
+"""Soak benchmark of the Ray Serve endpoint: C concurrent clients for S seconds, each request
+one query with 1, 50 or 200 items (cycled), against the real app on 127.0.0.1.
+
+    .venv/bin/python bench/soak.py --model runs/tiny/export/model --clients 32 --seconds 60
+
+Prints and writes (default bench/results/soak.json) the status counts, and per request size
+the calls, p50 and p99 latency; items/s over the whole soak. Any status but 200 is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SIZES = (1, 50, 200)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="an exported model folder (e.g. runs/tiny/export/model)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--out", default="bench/results/soak.json")
+    args = parser.parse_args(argv)
+
+    import httpx
+    from ray import serve
+
+    from serve_bench import make_items, summary
+    from taosr.actors.runtime import init_ray
+    from taosr.ray_jobs.serve_check import wait_until_healthy
+    from taosr.serve.app import run
+
+    init_ray()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = run(args.model, port=port, engine="vllm", dtype=args.dtype, limits={"max_items": max(SIZES)},
+              request_timeout_s=120.0)
+    wait_until_healthy(url, timeout_s=300)
+    query, items = make_items(max(SIZES))
+    bodies = {size: json.dumps({"query": query, "items": items[:size]}) for size in SIZES}
+    httpx.post(f"{url}/v1/relevance", content=bodies[50], headers={"content-type": "application/json"}, timeout=120)
+
+    statuses: Counter = Counter()
+    latencies: dict[int, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+    deadline = time.time() + args.seconds
+
+    def client(index: int) -> None:
+        sizes = itertools.islice(itertools.cycle(SIZES), index % len(SIZES), None)
+        with httpx.Client(timeout=120) as session:
+            for size in sizes:
+                if time.time() >= deadline:
+                    return
+                started = time.perf_counter()
+                try:
+                    status = session.post(f"{url}/v1/relevance", content=bodies[size],
+                                          headers={"content-type": "application/json"}).status_code
+                except httpx.HTTPError as error:
+                    status = type(error).__name__
+                with lock:
+                    statuses[status] += 1
+                    if status == 200:
+                        latencies[size].append(time.perf_counter() - started)
+
+    started = time.time()
+    with ThreadPoolExecutor(args.clients) as pool:
+        list(pool.map(client, range(args.clients)))
+    wall = time.time() - started
+    serve.shutdown()
+
+    rows = [summary(f"{size} items", latencies[size], size, args.clients, wall) for size in SIZES if latencies[size]]
+    scored = sum(size * len(latencies[size]) for size in SIZES)
+    result = {"args": vars(args), "commit": _commit(), "wall_s": wall, "statuses": {str(k): v for k, v in statuses.items()},
+              "errors": sum(v for k, v in statuses.items() if k != 200), "items_per_s": scored / wall, "by_size": rows}
+    print(f"{args.clients} clients, {wall:.0f} s: statuses {dict(statuses)}, {scored / wall:.1f} items/s")
+    print("| request | calls | p50 s | p99 s |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['name']} | {row['calls']} | {row['p50_s']:.2f} | {row['p99_s']:.2f} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0 if result["errors"] == 0 else 1
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
