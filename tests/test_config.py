@@ -63,3 +63,20 @@ def test_model_names_a_cluster_can_use(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the CPU profiles: a hub id fails at once, with what would work
     with pytest.raises(FileNotFoundError, match="hub id like org/name"):
         resolve_model("Qwen/Qwen3-0.6B", str(tmp_path))
+
+
+def test_worker_env_follows_the_device_and_leaves_a_submitted_jobs_keys_to_it(monkeypatch):
+    import json
+
+    from taosr.actors.runtime import CPU_ENV, worker_env
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert worker_env("cpu") == CPU_ENV
+    assert worker_env("gpu") == {"RAY_USAGE_STATS_ENABLED": "0"}  # no CPU threads, accelerator or offline hub
+    job = {"runtime_env": {"working_dir": "gcs://pkg.zip",
+                           "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    env = worker_env("cpu")
+    assert "RAY_USAGE_STATS_ENABLED" not in env and "TOKENIZERS_PARALLELISM" not in env
+    assert env["DS_ACCELERATOR"] == "cpu" and env["HF_HUB_OFFLINE"] == "1"
+    assert worker_env("gpu") == {}

@@ -53,7 +53,7 @@ def head_node(tmp_path_factory):
         os.killpg(head.pid, signal.SIGKILL)
 
 
-def test_the_pipeline_runs_as_a_submitted_job_with_the_repositorys_runtime_env(head_node, tmp_path):
+def test_the_pipeline_runs_as_a_submitted_job_with_the_repositorys_runtime_env(head_node, tiny_model, tmp_path):
     from ray.job_submission import JobStatus
 
     import pyarrow.parquet as pq
@@ -61,7 +61,8 @@ def test_the_pipeline_runs_as_a_submitted_job_with_the_repositorys_runtime_env(h
     address, client = head_node
     run_dir = tmp_path / "run"
     submission_id = f"taosr-test-{os.getpid()}"
-    entrypoint = ["python", "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", "data,cot",
+    # This environment's interpreter: the suite may run without the virtual environment on PATH.
+    entrypoint = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", "data,cot",
                   f"run_dir={run_dir}", "data.rows=120", "model.name=tiny", f"model.cache_dir={MODEL_CACHE}"]
     submitted = subprocess.run([RAY, "job", "submit", "--address", address, "--runtime-env", "runtime_env.yaml",
                                 "--submission-id", submission_id, "--no-wait", "--", *entrypoint],
