@@ -101,7 +101,7 @@ def test_request_metrics_reach_ray_prometheus_endpoint(endpoint, ray_cluster):
     def scraped() -> float:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("ray_taosr_items_total") or line.startswith("ray_taosr_items{"))
+                   if line.split("{")[0].split(" ")[0] in ("ray_taosr_items", "ray_taosr_items_total"))
 
     before = scraped()
     for _ in range(3):
