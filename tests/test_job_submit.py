@@ -64,9 +64,15 @@ def test_the_pipeline_runs_as_a_submitted_job_with_the_repositorys_runtime_env(h
     # This environment's interpreter: the suite may run without the virtual environment on PATH.
     entrypoint = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", "data,cot",
                   f"run_dir={run_dir}", "data.rows=120", "model.name=tiny", f"model.cache_dir={MODEL_CACHE}"]
-    submitted = subprocess.run([RAY, "job", "submit", "--address", address, "--runtime-env", "runtime_env.yaml",
-                                "--submission-id", submission_id, "--no-wait", "--", *entrypoint],
-                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    deadline = time.time() + 180
+    while True:  # the head answers before its job agent is up: "No available agent to submit job"
+        submitted = subprocess.run([RAY, "job", "submit", "--address", address, "--runtime-env", "runtime_env.yaml",
+                                    "--submission-id", submission_id, "--no-wait", "--", *entrypoint],
+                                   cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if submitted.returncode == 0 or "No available agent" not in submitted.stderr + submitted.stdout:
+            break
+        assert time.time() < deadline, "the head's job agent never came up"
+        time.sleep(3)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
     deadline = time.time() + 420
