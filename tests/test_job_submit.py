@@ -26,11 +26,18 @@ def head_node(tmp_path_factory):
     processes it started, never the suite's own local cluster."""
     port, dashboard = _free_port(), _free_port()
     temp_dir = tmp_path_factory.mktemp("rayhead")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # A loopback-only head without Ray's token authentication, so that this test does not depend
+    # on which token file the machine holds; the CLI and the job client below use the same mode.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
+    # Every port of its own: the suite's local cluster may hold Ray's default agent and metrics
+    # ports, and a head whose job agent cannot bind never accepts a job.
+    ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "ray-client-server-port", "node-manager-port", "object-manager-port")]
     head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=4",
                              "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}"],
+                             f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}", *ports],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dashboard}"
     from ray.job_submission import JobSubmissionClient
@@ -45,7 +52,7 @@ def head_node(tmp_path_factory):
                 os.killpg(head.pid, signal.SIGKILL)
                 raise RuntimeError(f"the head node's job API did not come up at {address}")
             time.sleep(2)
-    yield address, client
+    yield address, client, env
     os.killpg(head.pid, signal.SIGINT)
     try:
         head.wait(timeout=60)
@@ -58,7 +65,7 @@ def test_the_pipeline_runs_as_a_submitted_job_with_the_repositorys_runtime_env(h
 
     import pyarrow.parquet as pq
 
-    address, client = head_node
+    address, client, env = head_node
     run_dir = tmp_path / "run"
     submission_id = f"taosr-test-{os.getpid()}"
     # This environment's interpreter: the suite may run without the virtual environment on PATH.
@@ -68,7 +75,7 @@ def test_the_pipeline_runs_as_a_submitted_job_with_the_repositorys_runtime_env(h
     while True:  # the head answers before its job agent is up: "No available agent to submit job"
         submitted = subprocess.run([RAY, "job", "submit", "--address", address, "--runtime-env", "runtime_env.yaml",
                                     "--submission-id", submission_id, "--no-wait", "--", *entrypoint],
-                                   cwd=ROOT, capture_output=True, text=True, timeout=120)
+                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         if submitted.returncode == 0 or "No available agent" not in submitted.stderr + submitted.stdout:
             break
         assert time.time() < deadline, "the head's job agent never came up"
