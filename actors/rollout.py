@@ -44,14 +44,13 @@ class RolloutEngine:
                  enable_prefix_caching: bool = True):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        from taosr.actors.runtime import check_in_process_engine
         from vllm import LLM
 
-        check_in_process_engine()
-
+        from taosr.actors.runtime import check_in_process_engine
         from taosr.datasets.storage import local_dir
 
-        model_path = local_dir(model_path)
+        check_in_process_engine()
+        model_path = local_dir(model_path)  # an s3:// model is fetched on this node once
 
         # processed_logprobs: the log-probs of the distribution tokens were actually drawn from
         # (after temperature and top-k/p), which is what importance ratios need.

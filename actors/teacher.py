@@ -16,15 +16,13 @@ class VLLMTeacher:
     def __init__(self, rules: Mapping, model_path: str, temperature: float = 0.3, max_new_tokens: int = 320,
                  dtype: str = "bfloat16", tensor_parallel_size: int = 1, seed: int = 0):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from taosr.actors.runtime import check_in_process_engine
         from vllm import LLM, SamplingParams
 
-        check_in_process_engine()
-
+        from taosr.actors.runtime import check_in_process_engine
         from taosr.datasets.storage import local_dir
 
-        model_path = local_dir(model_path)
-
+        check_in_process_engine()
+        model_path = local_dir(model_path)  # an s3:// teacher is fetched on this node once
         self.rules = rules
         self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=True,
                        tensor_parallel_size=tensor_parallel_size, seed=seed)

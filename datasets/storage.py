@@ -86,6 +86,28 @@ def copy_tree(source: str, target: str, s3_endpoint: str = "") -> None:
     fs.copy_files(source_path, target_path, source_filesystem=source_fs, destination_filesystem=target_fs)
 
 
+def listing_hash(path: str, s3_endpoint: str = "", missing: str = "no files under") -> str:
+    """A hash of the files under ``path`` (a file or a folder, local or s3://): each one's path
+    relative to ``path``, size and modification time. It changes when a file is added, removed
+    or replaced, without reading any bytes. FileNotFoundError ("<missing> <path>") when there
+    are none."""
+    import hashlib
+
+    from pyarrow import fs
+
+    filesystem, root = filesystem_and_path(path, s3_endpoint)
+    info = filesystem.get_file_info(root)
+    if info.type == fs.FileType.File:
+        files = [info]
+    else:
+        files = [i for i in filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+                 if i.type == fs.FileType.File]
+    if not files:
+        raise FileNotFoundError(f"{missing} {path}")
+    listing = sorted(f"{i.path[len(root):]}\0{i.size}\0{i.mtime_ns}" for i in files)
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+
+
 def local_dir(path: str, s3_endpoint: str = "") -> str:
     """A local folder holding ``path``: the path itself when it is local, else a copy of the
     s3:// folder in this node's cache (``TAOSR_S3_CACHE``, default ~/.cache/taosr/s3), fetched
@@ -100,12 +122,7 @@ def local_dir(path: str, s3_endpoint: str = "") -> str:
     from pyarrow import fs
 
     filesystem, root = filesystem_and_path(path, s3_endpoint)
-    files = [info for info in filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
-             if info.type == fs.FileType.File]
-    if not files:
-        raise FileNotFoundError(f"no files under {path}")
-    listing = sorted(f"{info.path[len(root):]}\0{info.size}\0{info.mtime_ns}" for info in files)
-    version = hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+    version = listing_hash(path, s3_endpoint)
     cache = Path(os.path.expanduser(os.environ.get("TAOSR_S3_CACHE", "~/.cache/taosr/s3")))
     target = cache / hashlib.sha256(path.rstrip("/").encode()).hexdigest()[:16] / version
     marker = target / ".taosr-complete"

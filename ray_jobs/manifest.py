@@ -76,23 +76,11 @@ def input_hashes(run_dir: str, spec: StageSpec, s3_endpoint: str = "") -> dict:
 
 
 def logs_hash(source: str, s3_endpoint: str = "") -> str:
-    """A hash of the log files under ``source`` (a file or a folder, local or s3://): every
-    file's path, size and modification time. New logs written to the same path, or a file
-    replaced in place, change it; reading the bytes of terabytes of logs would not be cheap."""
-    from pyarrow import fs
+    """The log files under ``source`` by path, size and modification time: new logs written to
+    the same path, or a file replaced in place, change it (no bytes are read)."""
+    from taosr.datasets.storage import listing_hash
 
-    from taosr.datasets.storage import filesystem_and_path
-
-    filesystem, root = filesystem_and_path(source, s3_endpoint)
-    info = filesystem.get_file_info(root)
-    if info.type == fs.FileType.NotFound:
-        raise FileNotFoundError(f"data.source not found: {source}")
-    infos = [info] if info.type == fs.FileType.File else [
-        i for i in filesystem.get_file_info(fs.FileSelector(root, recursive=True)) if i.type == fs.FileType.File]
-    digest = hashlib.sha256()
-    for entry in sorted(f"{i.path}\0{i.size}\0{i.mtime_ns}" for i in infos):
-        digest.update(entry.encode() + b"\n")
-    return digest.hexdigest()[:16]
+    return listing_hash(source, s3_endpoint, missing="data.source not found:")
 
 
 def decide(run_dir: str, spec: StageSpec, config_dict: dict, s3_endpoint: str = "", force: bool = False) -> Decision:

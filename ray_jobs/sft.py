@@ -21,7 +21,6 @@ import sys
 
 from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict, to_yaml
-from taosr.datasets.readers import filesystem_for
 from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import Reasoning, ResponseFormat, decision_offset, render
 from taosr.models import level_token_ids, model_info
@@ -172,7 +171,6 @@ def tokenized_dataset(cot_ds, model_path: str, sft_config, seed: int = 0):
 
 def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) -> dict:
     """Train from ``base_model_path`` on the CoT training split; the HF folder lands in out_dir/model."""
-    import ray
     from transformers import AutoTokenizer
 
     if cot_ds is None:
@@ -190,8 +188,7 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     if config.sft.class_balance:
         loop_config["level_weights"] = {str(k): v for k, v in class_weights(levels, config.sft.class_balance).items()}
     if config.sft.eval_every_steps:
-        val_rows = ray.data.read_parquet(join(config.run_dir, "data", "accepted"),
-                                         filesystem=filesystem_for(config.run_dir, config.data.s3_endpoint))
+        val_rows = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
         val_rows = val_rows.filter(expr="split == 'val'").select_columns(["id", "label", *PROMPT_COLUMNS]).take_all()
         loop_config["validation"] = validation_set(val_rows, tokenizer, ResponseFormat(config.sft.format),
                                                    config.sft.eval_examples, config.seed)
