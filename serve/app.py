@@ -103,6 +103,11 @@ class ServeArgs:
     # beyond both, Serve answers 503 at once (-1: no bound on the wait).
     max_ongoing_requests: int = 256
     max_queued_requests: int = 256
+    # Requests one ingress replica lets wait on the model at once; past it, the ingress answers
+    # 503 itself, with a JSON body and `Retry-After: retry_after_s`, before Serve's own queue
+    # (whose 503 has neither) fills. 0: off. Set it below max_ongoing_requests to take effect.
+    max_scoring_requests: int = 0
+    retry_after_s: int = 1
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:
@@ -210,6 +215,7 @@ class RelevanceAPI:
         self.limits = RequestLimits(**config.limits)
         self.keys = api_keys(config.api_keys_env)
         self.tiers = {int(k): v for k, v in config.tiers.items()}
+        self.max_scoring, self.retry_after_s, self.scoring = config.max_scoring_requests, config.retry_after_s, 0
         self.requests = metrics.Counter("taosr_requests", description="relevance requests", tag_keys=("status",))
         self.items = metrics.Counter("taosr_items", description="items scored")
         self.latency = metrics.Histogram("taosr_request_latency_ms", description="request latency",
@@ -238,7 +244,16 @@ class RelevanceAPI:
         except RequestError as error:
             self.requests.inc(tags={"status": str(error.status)})
             return JSONResponse({"detail": error.message}, status_code=error.status)
-        probs = await self.model.score.remote((query, items))
+        if self.max_scoring and self.scoring >= self.max_scoring:
+            self.requests.inc(tags={"status": "503"})
+            return JSONResponse({"detail": f"overloaded: {self.scoring} requests are waiting on the model; "
+                                           f"retry after {self.retry_after_s} s"},
+                                status_code=503, headers={"Retry-After": str(self.retry_after_s)})
+        self.scoring += 1  # one event loop per replica: no lock needed
+        try:
+            probs = await self.model.score.remote((query, items))
+        finally:
+            self.scoring -= 1
         levels = cumpt_levels(probs, self.beta)
         expected = probs @ np.asarray(LEVELS, dtype=np.float64)
         results = []
