@@ -20,6 +20,7 @@ import numpy as np
 
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
 from taosr.models import MODEL_INFO
+from taosr.sft_examples import IGNORE_INDEX
 
 STATE_FILE = "train_state.json"  # in every checkpoint: where to resume, or that the run finished
 DS_TAG = "learner"
@@ -251,21 +252,31 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
 
 
 def length_grouped(batches, micro_batch_size: int, rng: random.Random):
-    """Micro-batches (lists of rows) from larger shuffled batches: each large batch is sorted by
-    sequence length, cut into micro-batches and those are put back in a seeded random order, so
-    a micro-batch pads its rows to similar lengths (less compute spent on padding) while the
-    stream stays shuffled. A batch of exactly one micro-batch passes through unchanged. A last
-    part shorter than a micro-batch is dropped, as ``drop_last`` would: every rank then runs
-    ``shard rows // micro_batch_size`` micro-steps."""
+    """Micro-batches (lists of rows) from larger shuffled batches: the rows that train a whole
+    response (reasoning) are put apart from those that train their decision alone, each kept in
+    its shuffled order, cut into micro-batches, and the micro-batches put back in a seeded random
+    order. A micro-batch then pads a level token's prompt to other prompts, not to a reasoning
+    row three times its length. Not sorted by length itself: where length follows the label (a
+    shop's irrelevant items may have short titles), length-sorted micro-batches hold one level
+    each, and the level token's bias swings from batch to batch instead of the model learning
+    from the input (tests/test_learns_the_decision.py). A batch of exactly one micro-batch passes
+    through unchanged. A last part shorter than a micro-batch is dropped, as ``drop_last``
+    would: every rank then runs ``shard rows // micro_batch_size`` micro-steps."""
     for batch in batches:
         rows = batch.to_pylist()
         if len(rows) > micro_batch_size:
-            rows.sort(key=lambda row: len(row.get("input_ids") or ()))
+            rows.sort(key=trains_whole_response)  # stable: each group keeps its shuffled order
         chunks = [rows[i:i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
         chunks = [chunk for chunk in chunks if len(chunk) == micro_batch_size]
         if len(chunks) > 1:
             rng.shuffle(chunks)
         yield from chunks
+
+
+def trains_whole_response(row: dict) -> bool:
+    """More labelled tokens than a level and its end-of-turn token."""
+    labels = row.get("labels") or ()
+    return sum(1 for token in labels if token != IGNORE_INDEX) > 2
 
 
 class BestWeights:

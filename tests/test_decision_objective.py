@@ -158,7 +158,7 @@ def test_lexical_baseline_learns_term_overlap():
     assert classification_metrics([r["label"] for r in test], pred)["accuracy"] > 0.9
 
 
-def test_length_grouped_micro_batches_keep_every_full_batch_and_pad_less():
+def test_grouped_micro_batches_keep_every_full_batch_and_put_reasoning_rows_apart():
     import random
 
     import pyarrow as pa
@@ -166,8 +166,14 @@ def test_length_grouped_micro_batches_keep_every_full_batch_and_pad_less():
     from taosr.ray_jobs.training import length_grouped
 
     draw = random.Random(1)
-    lengths = [draw.randint(5, 50) for _ in range(37)]
-    rows = [{"input_ids": list(range(n)), "n": i} for i, n in enumerate(lengths)]
+    # A quarter of the rows train a whole response; prompt lengths follow the row's level.
+    rows = []
+    for i in range(37):
+        level, reasoning = draw.randint(1, 4), draw.random() < 0.25
+        prompt = 10 * level + draw.randint(0, 3)
+        response = draw.randint(40, 60) if reasoning else 2
+        rows.append({"input_ids": list(range(prompt + response)), "labels": [-100] * prompt + [7] * response,
+                     "n": i, "level": level, "reasoning": reasoning})
     big = [pa.Table.from_pylist(rows[i:i + 16]) for i in range(0, 37, 16)]  # 16, 16 and a tail of 5
     chunks = list(length_grouped(big, 4, random.Random(0)))
     assert len(chunks) == 37 // 4 and all(len(c) == 4 for c in chunks)
@@ -175,6 +181,12 @@ def test_length_grouped_micro_batches_keep_every_full_batch_and_pad_less():
     padded = sum(4 * max(len(r["input_ids"]) for r in c) for c in chunks)
     plain = sum(4 * max(len(r["input_ids"]) for r in rows[i:i + 4]) for i in range(0, 36, 4))
     assert padded < plain
+    # Within each input batch the reasoning rows come apart, each group in its arrival order:
+    # not sorted by length, which here would sort by level.
+    first = rows[:16]
+    expected = [r["n"] for r in first if not r["reasoning"]] + [r["n"] for r in first if r["reasoning"]]
+    by_chunk = {tuple(r["n"] for r in c) for c in chunks}
+    assert {tuple(expected[i:i + 4]) for i in range(0, 16, 4)} <= by_chunk
     again = list(length_grouped(big, 4, random.Random(0)))
     assert [[r["n"] for r in c] for c in again] == [[r["n"] for r in c] for c in chunks]
     # one micro-batch per input batch: the stream passes through unchanged
