@@ -2,9 +2,13 @@
 
 The logs here carry their level in one title word (plus a quarter of the rows mislabelled), so a
 model that reads its input can beat always answering the most common level, and one that
-collapses to a constant cannot. It guards the stage's machinery (the decision's index, its
-weight, the label window, the class weights, keeping the best step) with the tiny model; the
-recipe for the real model is measured in the README ("Teaching the decision")."""
+collapses to a constant cannot. Here the title word's length follows the level: with
+micro-batches sorted by length (before 8dff31d) the stage stayed at the prior. It guards the
+stage's machinery (the decision's index, the label window, the micro-batch grouping, the class
+weights, keeping the best step) with the tiny model; the recipe for the real model is measured
+in the README ("Teaching the decision"). Decision weight 1: on these logs class balance 0.5
+with decision weight 0.5 (half of a label-only row's loss on its end-of-turn token) also
+stayed at the prior while either knob alone learned (bench/results/tiny_decision_runs.json)."""
 
 import json
 import random
