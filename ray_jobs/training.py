@@ -206,7 +206,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
         group = max(1, cfg.get("length_group", 1))
         batches = shard.iter_batches(batch_size=cfg["micro_batch_size"] * group, batch_format="pyarrow",
                                      drop_last=group == 1, **shuffled)
-        micro_batches = length_grouped(batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch))
+        micro_batches = reasoning_grouped(batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch))
         for micro_step, rows in enumerate(micro_batches):
             if micro_step >= micro_steps_per_epoch or step >= total_steps:
                 break
@@ -251,7 +251,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     log.close()
 
 
-def length_grouped(batches, micro_batch_size: int, rng: random.Random):
+def reasoning_grouped(batches, micro_batch_size: int, rng: random.Random):
     """Micro-batches (lists of rows) from larger shuffled batches: the rows that train a whole
     response (reasoning) are put apart from those that train their decision alone, each kept in
     its shuffled order, cut into micro-batches, and the micro-batches put back in a seeded random

@@ -226,29 +226,26 @@ class RelevanceAPI:
         info = await self.model.describe.remote()
         return {"status": "ok", "beta": self.beta, "model": info}
 
+    def refuse(self, status: int, detail: str, headers: dict | None = None) -> JSONResponse:
+        """A counted error answer with a JSON ``detail``."""
+        self.requests.inc(tags={"status": str(status)})
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
     @app.post("/v1/relevance", openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": RelevanceRequest.model_json_schema()}}}})
     async def relevance(self, request: Request):
         started = time.perf_counter()
         if not key_accepted(presented_key(request.headers), self.keys):
-            self.requests.inc(tags={"status": "401"})
-            return JSONResponse({"detail": "missing or unknown API key: send Authorization: Bearer KEY or X-API-Key"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return self.refuse(401, "missing or unknown API key: send Authorization: Bearer KEY or X-API-Key",
+                               {"WWW-Authenticate": "Bearer"})
         try:
             parsed = parse_request(await bounded_body(request, self.limits.max_body_bytes), self.limits)
-        except RequestError as error:
-            self.requests.inc(tags={"status": str(error.status)})
-            return JSONResponse({"detail": error.message}, status_code=error.status)
-        try:
             query, items = prompt_inputs(parsed)
         except RequestError as error:
-            self.requests.inc(tags={"status": str(error.status)})
-            return JSONResponse({"detail": error.message}, status_code=error.status)
+            return self.refuse(error.status, error.message)
         if self.max_scoring and self.scoring >= self.max_scoring:
-            self.requests.inc(tags={"status": "503"})
-            return JSONResponse({"detail": f"overloaded: {self.scoring} requests are waiting on the model; "
-                                           f"retry after {self.retry_after_s} s"},
-                                status_code=503, headers={"Retry-After": str(self.retry_after_s)})
+            return self.refuse(503, f"overloaded: {self.scoring} requests are waiting on the model; "
+                                    f"retry after {self.retry_after_s} s", {"Retry-After": str(self.retry_after_s)})
         self.scoring += 1  # one event loop per replica: no lock needed
         try:
             probs = await self.model.score.remote((query, items))

@@ -163,7 +163,7 @@ def test_grouped_micro_batches_keep_every_full_batch_and_put_reasoning_rows_apar
 
     import pyarrow as pa
 
-    from taosr.ray_jobs.training import length_grouped
+    from taosr.ray_jobs.training import reasoning_grouped
 
     draw = random.Random(1)
     # A quarter of the rows train a whole response; prompt lengths follow the row's level.
@@ -175,7 +175,7 @@ def test_grouped_micro_batches_keep_every_full_batch_and_put_reasoning_rows_apar
         rows.append({"input_ids": list(range(prompt + response)), "labels": [-100] * prompt + [7] * response,
                      "n": i, "level": level, "reasoning": reasoning})
     big = [pa.Table.from_pylist(rows[i:i + 16]) for i in range(0, 37, 16)]  # 16, 16 and a tail of 5
-    chunks = list(length_grouped(big, 4, random.Random(0)))
+    chunks = list(reasoning_grouped(big, 4, random.Random(0)))
     assert len(chunks) == 37 // 4 and all(len(c) == 4 for c in chunks)
     assert len({r["n"] for c in chunks for r in c}) == 4 * 9  # no row twice; only the tail's 5th row is dropped
     padded = sum(4 * max(len(r["input_ids"]) for r in c) for c in chunks)
@@ -187,11 +187,11 @@ def test_grouped_micro_batches_keep_every_full_batch_and_put_reasoning_rows_apar
     expected = [r["n"] for r in first if not r["reasoning"]] + [r["n"] for r in first if r["reasoning"]]
     by_chunk = {tuple(r["n"] for r in c) for c in chunks}
     assert {tuple(expected[i:i + 4]) for i in range(0, 16, 4)} <= by_chunk
-    again = list(length_grouped(big, 4, random.Random(0)))
+    again = list(reasoning_grouped(big, 4, random.Random(0)))
     assert [[r["n"] for r in c] for c in again] == [[r["n"] for r in c] for c in chunks]
     # one micro-batch per input batch: the stream passes through unchanged
     single = [pa.Table.from_pylist(rows[i:i + 4]) for i in range(0, 36, 4)]
-    assert [[r["n"] for r in c] for c in length_grouped(single, 4, random.Random(0))] == \
+    assert [[r["n"] for r in c] for c in reasoning_grouped(single, 4, random.Random(0))] == \
         [[r["n"] for r in rows[i:i + 4]] for i in range(0, 36, 4)]
 
 
