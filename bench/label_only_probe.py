@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
-    from taosr.metrics import classification_metrics
+    from taosr.metrics import classification_metrics, spearman
     from taosr.models import level_token_ids, resolve_model
     from taosr.prompts import build_prompt, item_from_row
 
@@ -81,12 +81,17 @@ def main(argv=None) -> int:
         if step % args.eval_every == 0:
             model.eval()
             with torch.no_grad():
-                pred = [int(i) + 1 for start in range(0, len(val), 32)
-                        for i in last_logits(val[start:start + 32])[:, levels].argmax(-1)]
+                probs = torch.cat([last_logits(val[start:start + 32])[:, levels].softmax(-1)
+                                   for start in range(0, len(val), 32)])
             model.train()
+            pred = [int(i) + 1 for i in probs.argmax(-1)]
             metrics = classification_metrics([r["label"] for r in val], pred)
+            # Is the input read at all? The expected level can rank the rows while the prior still
+            # decides every argmax.
+            metrics["spearman"] = spearman((probs * torch.arange(1, 5)).sum(-1).tolist(), [r["label"] for r in val])
             print(json.dumps({"step": step, "train_nll_25": round(sum(losses[-args.eval_every:]) / args.eval_every, 4),
                               "val_f1": round(metrics["macro_f1"], 3), "val_qwk": metrics["qwk"] and round(metrics["qwk"], 3),
+                              "val_spearman": metrics["spearman"] and round(metrics["spearman"], 3),
                               "pred": {level: pred.count(level) for level in (1, 2, 3, 4)},
                               "s": round(time.time() - started)}), flush=True)
     return 0

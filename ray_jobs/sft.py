@@ -105,11 +105,16 @@ def sft_step_loss(decision_weight: float, level_weights: dict | None = None):
 
         from taosr.losses import decision_weighted_nll, label_window_start, labelled_logits
 
-        padded = pad_batch(rows, pad_id=0)  # any valid id: padding is masked out and right of every real token
+        # Left padding: a decision-only row's labels are its last two tokens, so every row's
+        # end sits in the last columns and the vocabulary projection covers those alone.
+        padded = pad_batch(rows, pad_id=0, left=True)  # any valid id: padding is masked out
         tensors = {key: torch.tensor(value, device=engine.device) for key, value in padded.items()}
         start = label_window_start(tensors["labels"])
-        logits, labels = labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
-        decision = torch.tensor([r["decision_index"] for r in rows], device=engine.device)
+        logits, labels = labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"],
+                                         tensors["position_ids"])
+        width = tensors["input_ids"].shape[1]
+        decision = torch.tensor([r["decision_index"] + width - len(r["input_ids"]) if r["decision_index"] >= 0 else -1
+                                 for r in rows], device=engine.device)
         decision = torch.where(decision >= 0, decision - start, decision)
         weights = None
         if level_weights:

@@ -206,7 +206,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
         group = max(1, cfg.get("length_group", 1))
         batches = shard.iter_batches(batch_size=cfg["micro_batch_size"] * group, batch_format="pyarrow",
                                      drop_last=group == 1, **shuffled)
-        micro_batches = reasoning_grouped(batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch))
+        micro_batches = stratified_micro_batches(batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch))
         for micro_step, rows in enumerate(micro_batches):
             if micro_step >= micro_steps_per_epoch or step >= total_steps:
                 break
@@ -251,25 +251,37 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     log.close()
 
 
-def reasoning_grouped(batches, micro_batch_size: int, rng: random.Random):
-    """Micro-batches (lists of rows) from larger shuffled batches: the rows that train a whole
-    response (reasoning) are put apart from those that train their decision alone, each kept in
-    its shuffled order, cut into micro-batches, and the micro-batches put back in a seeded random
-    order. A micro-batch then pads a level token's prompt to other prompts, not to a reasoning
-    row three times its length. Not sorted by length itself: where length follows the label (a
-    shop's irrelevant items may have short titles), length-sorted micro-batches hold one level
-    each, and the level token's bias swings from batch to batch instead of the model learning
-    from the input (tests/test_learns_the_decision.py). A batch of exactly one micro-batch passes
-    through unchanged. A last part shorter than a micro-batch is dropped, as ``drop_last``
-    would: every rank then runs ``shard rows // micro_batch_size`` micro-steps."""
+def stratified_micro_batches(batches, micro_batch_size: int, rng: random.Random):
+    """Micro-batches (lists of rows) from larger shuffled batches, each with the batch's mix of
+    levels. The rows that train a whole response (reasoning) are put apart from those that train
+    their decision alone, so a level token's prompt is not padded to a reasoning row three times
+    its length; within each group the rows are dealt out by level, round robin, so every
+    micro-batch holds the group's label mix. Both keep the level token's bias still: where a
+    micro-batch's mix follows something else (length-sorted micro-batches held one level each
+    where length follows the label) or drifts by chance (a 16-row draw from 50/40/7/3 often
+    holds 11 of one level), each step pushes the bias its own way, and the model's answers jump
+    from one constant to another instead of it learning from the input
+    (tests/test_learns_the_decision.py). A group's rows that do not fill a micro-batch (a seeded
+    draw) are pooled; a batch of exactly one micro-batch passes through unchanged. A last part
+    shorter than a micro-batch is dropped, as ``drop_last`` would: every rank then runs
+    ``shard rows // micro_batch_size`` micro-steps."""
     for batch in batches:
         rows = batch.to_pylist()
-        if len(rows) > micro_batch_size:
-            rows.sort(key=trains_whole_response)  # stable: each group keeps its shuffled order
-        chunks = [rows[i:i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
+        if len(rows) <= micro_batch_size:
+            if len(rows) == micro_batch_size:
+                yield rows
+            continue
+        chunks, spare = [], []
+        for whole_response in (False, True):
+            group = [row for row in rows if trains_whole_response(row) == whole_response]
+            count = len(group) // micro_batch_size
+            left_out = set(rng.sample(range(len(group)), len(group) - count * micro_batch_size))
+            spare += [row for i, row in enumerate(group) if i in left_out]
+            dealt = sorted((row for i, row in enumerate(group) if i not in left_out), key=lambda row: row.get("level") or 0)
+            chunks += [dealt[j::count] for j in range(count)]
+        chunks += [spare[i:i + micro_batch_size] for i in range(0, len(spare), micro_batch_size)]
         chunks = [chunk for chunk in chunks if len(chunk) == micro_batch_size]
-        if len(chunks) > 1:
-            rng.shuffle(chunks)
+        rng.shuffle(chunks)
         yield from chunks
 
 

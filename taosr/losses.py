@@ -15,14 +15,16 @@ def label_window_start(labels: torch.Tensor) -> int:
 
 
 def labelled_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    labels: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) over the columns from ``label_window_start`` on, for ``masked_token_nll``
     and ``sequence_logprobs``, which give the same values as on the whole sequence. The model
     still reads every token; only the vocabulary projection and the float32 softmax skip the
-    prompt columns, which are most of each sequence (a [B, T, 49152] tensor for SmolLM2)."""
+    prompt columns, which are most of each sequence (a [B, T, 49152] tensor for SmolLM2).
+    ``position_ids`` are needed with left padding (``pad_batch(left=True)``)."""
     start = label_window_start(labels)
+    extra = {} if position_ids is None else {"position_ids": position_ids}
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   logits_to_keep=input_ids.shape[1] - start).logits
+                   logits_to_keep=input_ids.shape[1] - start, **extra).logits
     return logits, labels[:, start:]
 
 

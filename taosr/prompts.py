@@ -4,25 +4,27 @@ one request shares the longest possible prefix and the engine's prefix cache reu
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from taosr.formats import ResponseFormat
 from taosr.labels import LABEL_TEXT
 
-PROMPT_VERSION = "taosr-prompt-v2"
+PROMPT_VERSION = "taosr-prompt-v3"
 
-# One short instruction: the prompt is most of every training sequence, so each token of it is
-# paid for on every example and every served item (v1's level definitions were ~95 tokens; a
-# fine-tuned model learns the levels from the labels, not from their definitions). The same
-# reasoning caps the description: on CPU every prompt token costs training time.
+# One short instruction: the prompt is most of every training sequence, so each of its tokens is
+# paid for on every example and every served item (on the 2-core box a full-model SFT step costs
+# about 2.4 ms per token it reads). v1's level definitions were ~95 tokens
+# and v2's instruction and "Item:" header ~26 more; a fine-tuned model learns the levels from the
+# labels, not from their definitions. The same reasoning caps the description.
 _FORMAT_HINT = {
-    ResponseFormat.POST_COT: "Answer with the level, then five reasoning steps.",
-    ResponseFormat.PRE_COT: "Write five reasoning steps, then 'Answer: <level>'.",
-    ResponseFormat.LABEL_ONLY: "Answer with the level only.",
+    ResponseFormat.POST_COT: "Level, then five reasoning steps.",
+    ResponseFormat.PRE_COT: "Five reasoning steps, then 'Answer: <level>'.",
+    ResponseFormat.LABEL_ONLY: "Level only.",
 }
 
-SYSTEM_PROMPT = "Rate the item's relevance to the search query, from 4 (exact) to 1 (irrelevant)."
+SYSTEM_PROMPT = "Item relevance to the query, 4 (exact) to 1 (irrelevant)."
 
 MAX_DESCRIPTION_CHARS = 120  # of the cleaned description shown to the model, cut at a word
 
@@ -42,8 +44,9 @@ def render_item(item: Item, max_description_chars: int = MAX_DESCRIPTION_CHARS) 
     lines = [f"Title: {item.title}"]
     if item.category:
         lines.append(f"Category: {item.category}")
-    if item.attributes:
-        pairs = "; ".join(f"{key}: {value}" for key, value in item.attributes.items())
+    unstated = {key: value for key, value in item.attributes.items() if not states(item.title, value)}
+    if unstated:
+        pairs = "; ".join(f"{key}: {value}" for key, value in unstated.items())
         lines.append(f"Attributes: {pairs}")
     if item.price is not None:
         lines.append(f"Price: {item.price:.2f}")
@@ -55,11 +58,20 @@ def render_item(item: Item, max_description_chars: int = MAX_DESCRIPTION_CHARS) 
     return "\n".join(lines)
 
 
+def states(title: str, value) -> bool:
+    """Whether the title already states an attribute's value, as whole words (case aside).
+
+    Shops put brand, colour, size and capacity in the title; repeating them as attributes cost
+    20 of the built-in logs' 120 prompt tokens and told the model nothing new."""
+    text = str(value).strip()
+    return bool(text) and re.search(rf"(?<!\w){re.escape(text)}(?!\w)", title, re.IGNORECASE) is not None
+
+
 def build_messages(query: str, item: Item, fmt: ResponseFormat | str = ResponseFormat.POST_COT) -> list[dict]:
     """Chat messages for one (query, item): system instructions, then the query, then the item."""
     fmt = ResponseFormat(fmt)
     system = f"{SYSTEM_PROMPT} {_FORMAT_HINT[fmt]}"
-    user = f"Query: {query}\n\nItem:\n{render_item(item)}"
+    user = f"Query: {query}\n{render_item(item)}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

@@ -60,13 +60,27 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_len: int,
     )
 
 
-def pad_batch(examples: list[dict], pad_id: int) -> dict:
-    """Right-pad ``input_ids``/``labels`` lists into equal-length lists plus an attention mask."""
+def pad_batch(examples: list[dict], pad_id: int, left: bool = False) -> dict:
+    """Pad ``input_ids``/``labels`` lists into equal-length lists plus an attention mask.
+
+    ``left`` puts the padding before each sequence and adds ``position_ids`` (each sequence's
+    positions from 0, as unpadded): every sequence then ends in the last column, so a loss that
+    reads only the ends (a level token after prompts of different lengths) projects a few
+    columns onto the vocabulary, not the span from the shortest prompt's end to the longest's."""
     width = max(len(e["input_ids"]) for e in examples)
     batch = {"input_ids": [], "labels": [], "attention_mask": []}
+    if left:
+        batch["position_ids"] = []
     for e in examples:
-        pad = width - len(e["input_ids"])
-        batch["input_ids"].append(list(e["input_ids"]) + [pad_id] * pad)
-        batch["labels"].append(list(e["labels"]) + [IGNORE_INDEX] * pad)
-        batch["attention_mask"].append([1] * len(e["input_ids"]) + [0] * pad)
+        length = len(e["input_ids"])
+        pad = width - length
+        if left:
+            batch["input_ids"].append([pad_id] * pad + list(e["input_ids"]))
+            batch["labels"].append([IGNORE_INDEX] * pad + list(e["labels"]))
+            batch["attention_mask"].append([0] * pad + [1] * length)
+            batch["position_ids"].append([0] * pad + list(range(length)))
+        else:
+            batch["input_ids"].append(list(e["input_ids"]) + [pad_id] * pad)
+            batch["labels"].append(list(e["labels"]) + [IGNORE_INDEX] * pad)
+            batch["attention_mask"].append([1] * length + [0] * pad)
     return batch

@@ -158,12 +158,12 @@ def test_lexical_baseline_learns_term_overlap():
     assert classification_metrics([r["label"] for r in test], pred)["accuracy"] > 0.9
 
 
-def test_grouped_micro_batches_keep_every_full_batch_and_put_reasoning_rows_apart():
+def test_micro_batches_keep_every_full_batch_put_reasoning_rows_apart_and_hold_the_label_mix():
     import random
 
     import pyarrow as pa
 
-    from taosr.ray_jobs.training import reasoning_grouped
+    from taosr.ray_jobs.training import stratified_micro_batches
 
     draw = random.Random(1)
     # A quarter of the rows train a whole response; prompt lengths follow the row's level.
@@ -175,24 +175,41 @@ def test_grouped_micro_batches_keep_every_full_batch_and_put_reasoning_rows_apar
         rows.append({"input_ids": list(range(prompt + response)), "labels": [-100] * prompt + [7] * response,
                      "n": i, "level": level, "reasoning": reasoning})
     big = [pa.Table.from_pylist(rows[i:i + 16]) for i in range(0, 37, 16)]  # 16, 16 and a tail of 5
-    chunks = list(reasoning_grouped(big, 4, random.Random(0)))
+    chunks = list(stratified_micro_batches(big, 4, random.Random(0)))
     assert len(chunks) == 37 // 4 and all(len(c) == 4 for c in chunks)
     assert len({r["n"] for c in chunks for r in c}) == 4 * 9  # no row twice; only the tail's 5th row is dropped
     padded = sum(4 * max(len(r["input_ids"]) for r in c) for c in chunks)
     plain = sum(4 * max(len(r["input_ids"]) for r in rows[i:i + 4]) for i in range(0, 36, 4))
     assert padded < plain
-    # Within each input batch the reasoning rows come apart, each group in its arrival order:
-    # not sorted by length, which here would sort by level.
-    first = rows[:16]
-    expected = [r["n"] for r in first if not r["reasoning"]] + [r["n"] for r in first if r["reasoning"]]
-    by_chunk = {tuple(r["n"] for r in c) for c in chunks}
-    assert {tuple(expected[i:i + 4]) for i in range(0, 16, 4)} <= by_chunk
-    again = list(reasoning_grouped(big, 4, random.Random(0)))
+    # A micro-batch mixes reasoning and decision-only rows only where a group's spare rows meet.
+    assert sum(len({r["reasoning"] for r in c}) > 1 for c in chunks) <= 2
+    again = list(stratified_micro_batches(big, 4, random.Random(0)))
     assert [[r["n"] for r in c] for c in again] == [[r["n"] for r in c] for c in chunks]
     # one micro-batch per input batch: the stream passes through unchanged
     single = [pa.Table.from_pylist(rows[i:i + 4]) for i in range(0, 36, 4)]
-    assert [[r["n"] for r in c] for c in reasoning_grouped(single, 4, random.Random(0))] == \
+    assert [[r["n"] for r in c] for c in stratified_micro_batches(single, 4, random.Random(0))] == \
         [[r["n"] for r in rows[i:i + 4]] for i in range(0, 36, 4)]
+
+
+def test_every_micro_batch_holds_the_label_mix_even_where_length_follows_the_label():
+    """64 decision-only rows, levels 4/2/1 as 32/16/16, length rising with the level: each of
+    the four micro-batches holds exactly 8/4/4. Sorted by length they would hold one level each
+    (the defect behind tests/test_learns_the_decision.py)."""
+    import collections
+    import random
+
+    import pyarrow as pa
+
+    from taosr.ray_jobs.training import stratified_micro_batches
+
+    levels = [4] * 32 + [2] * 16 + [1] * 16
+    random.Random(3).shuffle(levels)
+    rows = [{"input_ids": [1] * (10 * level + 2), "labels": [-100] * 10 * level + [5, 6], "level": level, "n": i}
+            for i, level in enumerate(levels)]
+    chunks = list(stratified_micro_batches([pa.Table.from_pylist(rows)], 16, random.Random(0)))
+    assert len(chunks) == 4
+    assert all(collections.Counter(r["level"] for r in c) == {4: 8, 2: 4, 1: 4} for c in chunks)
+    assert sorted(r["n"] for c in chunks for r in c) == list(range(64))
 
 
 def test_decision_only_examples_keep_the_level_token_alone(tokenizer):
@@ -215,3 +232,58 @@ def test_the_reasoning_share_is_a_seeded_draw_per_row():
     assert 0.26 < sum(drawn) / len(drawn) < 0.34
     assert drawn == [carries_reasoning(f"row-{i}", 0, 0.3) for i in range(2000)]
     assert all(carries_reasoning(f"row-{i}", 0, 1.0) for i in range(50))
+
+
+def test_the_left_padded_sft_loss_equals_the_loss_of_each_row_alone(tiny_model, tokenizer):
+    """The step loss pads on the left (so a decision-only row's vocabulary projection covers its
+    last columns only). Its value and gradient must be those of the same loss taken over each row
+    unpadded: a decision-only row next to a whole-response row and a shorter prompt."""
+    from transformers import AutoModelForCausalLM
+
+    from taosr.ray_jobs.sft import sft_step_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    response = render(ResponseFormat.POST_COT, 2, REASONING)
+    rows = []
+    for query, title, level, alone in (("charger for iphone 15", "Anker 20W Charger, Lightning", 2, False),
+                                       ("usb-c cable two metres braided", "Anker USB-C cable 2 m", 4, True),
+                                       ("q", "t", 1, True)):
+        text = render(ResponseFormat.POST_COT, level, REASONING) if not alone else response.replace("2", str(level), 1)
+        example = tokenize_example(tokenizer, build_prompt(tokenizer, query, Item(title)), text, 1024,
+                                   decision_char=0, decision_only=alone)
+        rows.append({**vars(example), "level": level})
+
+    class Engine:  # what the loss reads of a DeepSpeed engine
+        device = "cpu"
+
+        def __call__(self, **kwargs):
+            return model(**kwargs)
+
+    weights = {"1": 2.0, "2": 0.5, "4": 1.0}
+    loss_fn = sft_step_loss(decision_weight=0.7, level_weights=weights)
+    loss, parts, tokens = loss_fn(Engine(), rows)
+    loss.backward()
+    batched = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    # The same objective by hand, one unpadded row at a time: weighted mean of the decision NLLs,
+    # mean NLL over every other labelled token.
+    decisions, rest = [], []
+    for row in rows:
+        ids = torch.tensor([row["input_ids"]])
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        targets = torch.tensor(row["labels"][1:])
+        for column, target in enumerate(targets.tolist()):
+            if target == IGNORE_INDEX:
+                continue
+            nll = -logprobs[column, target]
+            (decisions if column + 1 == row["decision_index"] else rest).append((nll, weights[str(row["level"])]))
+    decision = sum(w * nll for nll, w in decisions) / sum(w for _, w in decisions)
+    expected = 0.7 * decision + 0.3 * sum(nll for nll, _ in rest) / len(rest)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert parts["decision_nll"].item() == pytest.approx(decision.item(), rel=1e-5)
+    assert tokens == sum(len(row["input_ids"]) for row in rows)
+    for got, want in zip(batched, (p.grad for p in model.parameters())):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)

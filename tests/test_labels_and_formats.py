@@ -87,3 +87,14 @@ def test_label_is_still_read_when_only_the_steps_are_broken():
 def test_reasoning_rejects_unknown_verdicts():
     with pytest.raises(ValueError):
         Reasoning("q", "i", "maybe", "r", "match", "r", 4)
+
+
+def test_an_attribute_the_title_states_is_not_repeated():
+    from taosr.prompts import Item, render_item
+
+    item = Item(title="KEEN Mid Hiking Boots, Waterproof: no, Brown, Size 11",
+                attributes={"brand": "KEEN", "color": "brown", "size": "11", "waterproof": "no", "insole": "foam"})
+    assert render_item(item) == "Title: KEEN Mid Hiking Boots, Waterproof: no, Brown, Size 11\nAttributes: insole: foam"
+    # Whole words only: "no" inside "Nordic" or "noise" states nothing.
+    quiet = Item(title="Nordic noise cancelling headphones", attributes={"noise_cancelling": "no", "brand": "Sony"})
+    assert render_item(quiet).endswith("Attributes: noise_cancelling: no; brand: Sony")
