@@ -59,6 +59,12 @@ def test_pad_batch():
     assert batch["input_ids"] == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"] == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"] == [[1, 1, 1], [1, 0, 0]]
+    left = pad_batch([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}], pad_id=0,
+                     left=True)
+    assert left["input_ids"] == [[5, 6, 7], [0, 0, 8]]
+    assert left["labels"] == [[-100, 6, 7], [-100, -100, 8]]
+    assert left["attention_mask"] == [[1, 1, 1], [0, 0, 1]]
+    assert left["position_ids"] == [[0, 1, 2], [0, 0, 0]]  # each sequence counts from 0
 
 
 def test_masked_nll_by_hand():
