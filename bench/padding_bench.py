@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from taosr.losses import decision_weighted_nll, label_window_start, labelled_logits
     from taosr.models import resolve_model
     from taosr.prompts import build_prompt, item_from_row
-    from taosr.sft_examples import pad_batch, tokenize_example
+    from taosr.sft_examples import pad_batch, padded_decision_index, tokenize_example
 
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model)
@@ -59,9 +59,7 @@ def main(argv=None) -> int:
     def step(batch: list[dict], left: bool) -> tuple[float, int, float]:
         padded = {k: torch.tensor(v) for k, v in pad_batch(batch, pad_id=0, left=left).items()}
         start = label_window_start(padded["labels"])
-        width = padded["input_ids"].shape[1]
-        decision = torch.tensor([e["decision_index"] + (width - len(e["input_ids"]) if left else 0) - start
-                                 for e in batch])
+        decision = torch.tensor(padded_decision_index(batch, padded["input_ids"].shape[1], left)) - start
         began = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, labels = labelled_logits(model, padded["input_ids"], padded["attention_mask"], padded["labels"],

@@ -27,7 +27,7 @@ from taosr.models import level_token_ids, model_info
 from taosr.prompts import PROMPT_COLUMNS, build_prompt, item_from_row
 from taosr.ray_jobs.job_args import parse_job_args
 from taosr.ray_jobs.training import fit, require_examples, run_training
-from taosr.sft_examples import pad_batch, tokenize_example
+from taosr.sft_examples import pad_batch, padded_decision_index, tokenize_example
 
 
 class SftTokenizer:
@@ -112,9 +112,8 @@ def sft_step_loss(decision_weight: float, level_weights: dict | None = None):
         start = label_window_start(tensors["labels"])
         logits, labels = labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"],
                                          tensors["position_ids"])
-        width = tensors["input_ids"].shape[1]
-        decision = torch.tensor([r["decision_index"] + width - len(r["input_ids"]) if r["decision_index"] >= 0 else -1
-                                 for r in rows], device=engine.device)
+        decision = torch.tensor(padded_decision_index(rows, tensors["input_ids"].shape[1], left=True),
+                                device=engine.device)
         decision = torch.where(decision >= 0, decision - start, decision)
         weights = None
         if level_weights:

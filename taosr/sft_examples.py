@@ -84,3 +84,10 @@ def pad_batch(examples: list[dict], pad_id: int, left: bool = False) -> dict:
             batch["labels"].append(list(e["labels"]) + [IGNORE_INDEX] * pad)
             batch["attention_mask"].append([1] * length + [0] * pad)
     return batch
+
+
+def padded_decision_index(examples: list[dict], width: int, left: bool) -> list[int]:
+    """Each example's ``decision_index`` as a column of its ``pad_batch`` row (-1 stays -1):
+    left padding shifts a row's tokens right by its padding."""
+    return [e["decision_index"] + (width - len(e["input_ids"]) if left else 0) if e["decision_index"] >= 0 else -1
+            for e in examples]

@@ -65,6 +65,12 @@ def test_pad_batch():
     assert left["labels"] == [[-100, 6, 7], [-100, -100, 8]]
     assert left["attention_mask"] == [[1, 1, 1], [0, 0, 1]]
     assert left["position_ids"] == [[0, 1, 2], [0, 0, 0]]  # each sequence counts from 0
+    from taosr.sft_examples import padded_decision_index
+
+    rows = [{"input_ids": [5, 6, 7], "decision_index": 1}, {"input_ids": [8], "decision_index": 0},
+            {"input_ids": [9, 9], "decision_index": -1}]
+    assert padded_decision_index(rows, 3, left=True) == [1, 2, -1]
+    assert padded_decision_index(rows, 3, left=False) == [1, 0, -1]
 
 
 def test_masked_nll_by_hand():
