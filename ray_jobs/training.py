@@ -24,6 +24,8 @@ from taosr.sft_examples import IGNORE_INDEX
 
 STATE_FILE = "train_state.json"  # in every checkpoint: where to resume, or that the run finished
 DS_TAG = "learner"
+PHASES = ("data", "forward", "backward", "update")  # a micro-step's timed parts, summed per optimizer step
+PHASE_KEYS = tuple(f"{phase}_s" for phase in PHASES)
 
 
 def deepspeed_config(cfg: dict) -> dict:
@@ -207,24 +209,33 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
         batches = shard.iter_batches(batch_size=cfg["micro_batch_size"] * group, batch_format="pyarrow",
                                      drop_last=group == 1, **shuffled)
         micro_batches = stratified_micro_batches(batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch))
+        waited = time.perf_counter()
         for micro_step, rows in enumerate(micro_batches):
             if micro_step >= micro_steps_per_epoch or step >= total_steps:
                 break
             if epoch == start_epoch and micro_step < skip:
                 continue  # consumed before the checkpoint this run resumed from
+            # Where a step's time goes, logged with it: the rows' wait, forward, backward, update.
+            clock = [waited, time.perf_counter()]
             with autocast(cfg):
                 loss, micro_metrics, micro_tokens = loss_fn(engine, rows)
+            clock.append(time.perf_counter())
             engine.backward(loss)
+            clock.append(time.perf_counter())
             engine.step()
+            clock.append(time.perf_counter())
             tokens += micro_tokens
-            window.append({"loss": float(loss.detach()), **{k: float(v) for k, v in micro_metrics.items()}})
+            window.append({"loss": float(loss.detach()), **{k: float(v) for k, v in micro_metrics.items()},
+                           **{f"{phase}_s": b - a for phase, a, b in zip(PHASES, clock, clock[1:])}})
+            waited = time.perf_counter()
             if not engine.is_gradient_accumulation_boundary():
                 continue
             step += 1
             elapsed = max(time.time() - started, 1e-9)
             done = step - resumed.get("step", 0)  # steps of this attempt: what the rates are over
             metrics = {"step": step, "total_steps": total_steps, "epoch": epoch,
-                       **{k: sum(m[k] for m in window) / len(window) for k in window[0]},
+                       **{k: sum(m[k] for m in window) / len(window) for k in window[0] if k not in PHASE_KEYS},
+                       **{k: sum(m[k] for m in window) for k in PHASE_KEYS},
                        "lr": scheduler.get_last_lr()[0], "examples": step * per_step,
                        "tokens_per_s": tokens * world / elapsed, "examples_per_s": done * per_step / elapsed,
                        "eta_s": round((total_steps - step) * elapsed / max(done, 1))}
@@ -241,6 +252,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
             if step % cfg["checkpoint_every_steps"] == 0 and step < total_steps:
                 save_state(engine, rank, {"step": step, "epoch": epoch, "next_micro_step": micro_step + 1}, metrics)
                 log.sync()
+            waited = time.perf_counter()  # validation and checkpoints are not the rows' wait
         if step >= total_steps:
             break
     final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),

@@ -59,6 +59,9 @@ def test_two_worker_deepspeed_sft_lowers_the_loss(trained, tiny_model):
     assert after < before - 0.5, (before, after)
     assert summary["step"] > 10
     assert (run_dir / "sft" / "tensorboard").is_dir()
+    # Each logged step says where its time went; the parts are timed, so each is positive.
+    logged = [json.loads(line) for line in open(run_dir / "sft" / "metrics.jsonl")]
+    assert all(row[f"{phase}_s"] > 0 for row in logged for phase in ("data", "forward", "backward", "update"))
 
 
 def test_saved_folder_reloads_in_transformers_and_vllm_with_the_same_probabilities(trained):
