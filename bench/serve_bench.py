@@ -11,6 +11,16 @@ Measured, in this order, on the same model, prompts and box:
     .venv/bin/python bench/serve_bench.py --model runs/tiny/sft/model --items 200 --clients 2
 
 Prints a table and writes the numbers as JSON (default bench/results/serve.json).
+
+``--torch-only`` needs nothing but torch and transformers (no vLLM, Ray or taosr), so it runs on a
+bare GPU machine: a model of a named shape with random weights (timing does not depend on the
+weights), the same 1 query x N items of random prompt tokens through both paths, on CUDA when
+there is one. First-token scoring is one prefill per item (the level distribution is read off
+the last position); decode-then-parse generates a fixed number of reasoning tokens per item
+(random weights never stop early, so every item pays for the same length) before a label could
+be parsed (the parse itself takes microseconds and is left out).
+
+    python bench/serve_bench.py --torch-only --shape qwen2-0.5b --items 200 --out bench/results/serve_ratio.json
 """
 
 from __future__ import annotations
@@ -118,16 +128,102 @@ def over_http(model: str, query: str, items: list[dict], clients: int, requests_
     return summary(name, latencies, len(items), clients, wall)
 
 
+# Model shapes for --torch-only (transformers config fields; the weights are random).
+SHAPES = {
+    "qwen2-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                   "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+                   "max_position_embeddings": 4096, "tie_word_embeddings": True},
+    "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                     "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+                     "max_position_embeddings": 2048, "tie_word_embeddings": True},
+}
+
+
+def torch_only(args) -> dict:
+    """First-token scoring against decode-then-parse on the same random prompts, timed by the
+    wall clock around each whole call (CUDA synchronised), warm-up call first and dropped."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**SHAPES[args.shape]), dtype=dtype).to(device).eval()
+    vocab = SHAPES[args.shape]["vocab_size"]
+    # One query shared by every item, as in a search request: [query prefix | item tokens].
+    prefix = torch.randint(100, vocab, (1, args.query_tokens)).expand(args.items, -1)
+    prompts = torch.cat([prefix, torch.randint(100, vocab, (args.items, args.prompt_tokens - args.query_tokens))], 1)
+    prompts = prompts.to(device)
+    level_ids = torch.tensor([101, 102, 103, 104], device=device)  # any four ids: the cost is the same
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    @torch.inference_mode()
+    def score():
+        for start in range(0, args.items, args.score_batch):
+            logits = model(input_ids=prompts[start:start + args.score_batch], logits_to_keep=1).logits
+            logits[:, -1, level_ids].float().softmax(-1).argmax(-1).tolist()
+        sync()
+
+    @torch.inference_mode()
+    def decode():
+        for start in range(0, args.items, args.decode_batch):
+            batch = prompts[start:start + args.decode_batch]
+            model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), do_sample=False,
+                           max_new_tokens=args.reasoning_tokens, min_new_tokens=args.reasoning_tokens, pad_token_id=0)
+        sync()
+
+    timings = {}
+    for name, call in (("first-token scoring", score), ("decode reasoning, then parse", decode)):
+        call()  # warm-up: kernels, allocator, caches
+        timings[name] = timed(call, args.repeats)
+    rows = [summary(name, latencies, args.items) | {"mean_s": statistics.mean(latencies)}
+            for name, latencies in timings.items()]
+    scoring, decoding = (timings[name] for name in ("first-token scoring", "decode reasoning, then parse"))
+    ratios = {"decode / scoring, by the median call": statistics.median(decoding) / statistics.median(scoring),
+              "decode / scoring, by the mean call": statistics.mean(decoding) / statistics.mean(scoring)}
+    hardware = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{args.shape} shape, random weights, {args.dtype}, on {hardware}; 1 query x {args.items} items of "
+          f"{args.prompt_tokens} prompt tokens; decode {args.reasoning_tokens} tokens each; {args.repeats} calls a path\n")
+    print("| path | items/s | p50 s | mean s | calls |\n|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['name']} | {row['items_per_s']:.1f} | {row['p50_s']:.3f} | {row['mean_s']:.3f} | {row['calls']} |")
+    for name, value in ratios.items():
+        print(f"{name}: {value:.1f}x")
+    return {"args": vars(args), "device": hardware, "torch": torch.__version__, "rows": rows, "ratios": ratios}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a model folder exported for serving")
+    parser.add_argument("--model", help="a model folder exported for serving (not with --torch-only)")
+    parser.add_argument("--torch-only", action="store_true", help="scoring against decoding on a random-weight model "
+                        "shape with torch and transformers alone (CUDA when present); see the module docstring")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2-0.5b", help="--torch-only: the model shape")
+    parser.add_argument("--prompt-tokens", type=int, default=100, help="--torch-only: tokens a prompt (query + item); "
+                        "the built-in logs' prompts are about 100 with SmolLM2's tokenizer")
+    parser.add_argument("--query-tokens", type=int, default=40, help="--torch-only: of those, the shared query prefix")
+    parser.add_argument("--reasoning-tokens", type=int, default=96, help="--torch-only: tokens decoded per item "
+                        "(the five-step reasoning is about 90 tokens on the built-in logs)")
+    parser.add_argument("--score-batch", type=int, default=200, help="--torch-only: items a scoring forward")
+    parser.add_argument("--decode-batch", type=int, default=200, help="--torch-only: items a generate call")
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--requests", type=int, default=3, help="requests per client")
     parser.add_argument("--repeats", type=int, default=3, help="in-process calls per engine")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--out", default="bench/results/serve.json")
+    parser.add_argument("--out", default=None,
+                        help="result file (default bench/results/serve.json, or serve_ratio.json with --torch-only)")
     args = parser.parse_args(argv)
+    args.out = args.out or f"bench/results/{'serve_ratio' if args.torch_only else 'serve'}.json"
+    if args.torch_only:
+        result = torch_only(args)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        return 0
+    if not args.model:
+        parser.error("--model is required (or --torch-only)")
 
     from taosr.actors.runtime import init_ray
 
