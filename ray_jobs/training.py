@@ -196,6 +196,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     shard = ray.train.get_dataset_shard("train")
     per_step = world * cfg["micro_batch_size"] * cfg["grad_accum"]
     tokens, started = 0, time.time()
+    phase_totals = dict.fromkeys(PHASE_KEYS, 0.0)  # this attempt's seconds in each part of a step
     window: list[dict] = []  # the micro-steps of the current optimizer step
     metrics: dict = resumed.get("metrics", {})
     # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
@@ -225,8 +226,9 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
             engine.step()
             clock.append(time.perf_counter())
             tokens += micro_tokens
-            window.append({"loss": float(loss.detach()), **{k: float(v) for k, v in micro_metrics.items()},
-                           **{f"{phase}_s": b - a for phase, a, b in zip(PHASES, clock, clock[1:])}})
+            timed = {f"{phase}_s": b - a for phase, a, b in zip(PHASES, clock, clock[1:])}
+            phase_totals = {k: phase_totals[k] + timed[k] for k in PHASE_KEYS}
+            window.append({"loss": float(loss.detach()), **{k: float(v) for k, v in micro_metrics.items()}, **timed})
             waited = time.perf_counter()
             if not engine.is_gradient_accumulation_boundary():
                 continue
@@ -256,7 +258,8 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
         if step >= total_steps:
             break
     final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
-             "train_seconds": time.time() - started, "resumed_after_step": resumed.get("step", 0)}
+             "train_seconds": time.time() - started, "resumed_after_step": resumed.get("step", 0),
+             **{f"total_{k}": v for k, v in phase_totals.items()}}
     if best.restore(engine.module):
         final.update({"saved_step": best.step, **{f"saved_val_{k}": v for k, v in best.metrics.items()}})
     report_final(engine, tokenizer, loop_config, rank, final)

@@ -61,7 +61,11 @@ def test_two_worker_deepspeed_sft_lowers_the_loss(trained, tiny_model):
     assert (run_dir / "sft" / "tensorboard").is_dir()
     # Each logged step says where its time went; the parts are timed, so each is positive.
     logged = [json.loads(line) for line in open(run_dir / "sft" / "metrics.jsonl")]
-    assert all(row[f"{phase}_s"] > 0 for row in logged for phase in ("data", "forward", "backward", "update"))
+    phases = ("data", "forward", "backward", "update")
+    assert all(row[f"{phase}_s"] > 0 for row in logged for phase in phases)
+    # The run's totals add up to no more than its training time (validation and saving are the rest).
+    totals = [summary[f"total_{phase}_s"] for phase in phases]
+    assert 0 < sum(totals) <= summary["train_seconds"], (totals, summary["train_seconds"])
 
 
 def test_saved_folder_reloads_in_transformers_and_vllm_with_the_same_probabilities(trained):
