@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--max-scoring-items", type=int, default=0,
+                        help="the ingress's bound on items waiting on the model (0: off); past it, 503 at once")
     parser.add_argument("--out", default="bench/results/soak.json")
     args = parser.parse_args(argv)
 
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = run(args.model, port=port, engine="vllm", dtype=args.dtype, limits={"max_items": max(SIZES)},
-              request_timeout_s=120.0)
+              request_timeout_s=120.0, max_scoring_items=args.max_scoring_items)
     wait_until_healthy(url, timeout_s=300)
     query, items = make_items(max(SIZES))
     bodies = {size: json.dumps({"query": query, "items": items[:size]}) for size in SIZES}

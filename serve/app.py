@@ -107,7 +107,39 @@ class ServeArgs:
     # 503 itself, with a JSON body and `Retry-After: retry_after_s`, before Serve's own queue
     # (whose 503 has neither) fills. 0: off. Set it below max_ongoing_requests to take effect.
     max_scoring_requests: int = 0
+    # Items one ingress replica lets wait on the model at once, the bound that follows latency
+    # (a request's wait is about the items ahead of it over the replicas' items/s): a request
+    # that would pass it gets the same 503. A request is admitted whenever nothing waits, so a
+    # valid request is never refused for its size alone. 0: off.
+    max_scoring_items: int = 0
     retry_after_s: int = 1
+
+
+@dataclass
+class Admission:
+    """The ingress's load shedding: how many requests and items wait on the model now, and
+    whether one more may join them (pure logic; one event loop per replica, so no lock)."""
+
+    max_requests: int = 0  # 0: no bound
+    max_items: int = 0  # 0: no bound
+    requests: int = 0
+    items: int = 0
+
+    def refusal(self, items: int) -> str | None:
+        """Why a request of ``items`` items is refused now, or None to admit it."""
+        if self.max_requests and self.requests >= self.max_requests:
+            return f"{self.requests} requests are waiting on the model"
+        if self.max_items and self.items and self.items + items > self.max_items:
+            return f"{self.items} items are waiting on the model (the bound is {self.max_items})"
+        return None
+
+    def enter(self, items: int) -> None:
+        self.requests += 1
+        self.items += items
+
+    def leave(self, items: int) -> None:
+        self.requests -= 1
+        self.items -= items
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:
@@ -215,7 +247,8 @@ class RelevanceAPI:
         self.limits = RequestLimits(**config.limits)
         self.keys = api_keys(config.api_keys_env)
         self.tiers = {int(k): v for k, v in config.tiers.items()}
-        self.max_scoring, self.retry_after_s, self.scoring = config.max_scoring_requests, config.retry_after_s, 0
+        self.admission = Admission(config.max_scoring_requests, config.max_scoring_items)
+        self.retry_after_s = config.retry_after_s
         self.requests = metrics.Counter("taosr_requests", description="relevance requests", tag_keys=("status",))
         self.items = metrics.Counter("taosr_items", description="items scored")
         self.latency = metrics.Histogram("taosr_request_latency_ms", description="request latency",
@@ -243,14 +276,15 @@ class RelevanceAPI:
             query, items = prompt_inputs(parsed)
         except RequestError as error:
             return self.refuse(error.status, error.message)
-        if self.max_scoring and self.scoring >= self.max_scoring:
-            return self.refuse(503, f"overloaded: {self.scoring} requests are waiting on the model; "
-                                    f"retry after {self.retry_after_s} s", {"Retry-After": str(self.retry_after_s)})
-        self.scoring += 1  # one event loop per replica: no lock needed
+        refusal = self.admission.refusal(len(items))
+        if refusal:
+            return self.refuse(503, f"overloaded: {refusal}; retry after {self.retry_after_s} s",
+                               {"Retry-After": str(self.retry_after_s)})
+        self.admission.enter(len(items))
         try:
             probs = await self.model.score.remote((query, items))
         finally:
-            self.scoring -= 1
+            self.admission.leave(len(items))
         levels = cumpt_levels(probs, self.beta)
         expected = probs @ np.asarray(LEVELS, dtype=np.float64)
         results = []

@@ -104,15 +104,21 @@ def item_from_row(row: Mapping) -> Item:
         import json
 
         attributes = json.loads(attributes)
-    price = row.get("price")
+    price = present(row.get("price"))
     return Item(
         title=row["title"],
-        category=row.get("category"),
+        category=present(row.get("category")),
         # Ray Data turns dict attributes into a struct of every row's keys, the missing ones None.
         attributes={key: value for key, value in dict(attributes).items() if value is not None},
-        price=None if price is None or price != price else float(price),  # NaN from pandas means missing
-        description=row.get("description"),
+        price=None if price is None else float(price),
+        description=present(row.get("description")),
     )
+
+
+def present(value):
+    """``value``, or None where it is missing: None, or the NaN that numpy and pandas batches
+    put in a column's empty cells (a float where the prompt expects text)."""
+    return None if value is None or (isinstance(value, float) and value != value) else value
 
 
 TEACHER_INSTRUCTIONS = (

@@ -98,3 +98,17 @@ def test_an_attribute_the_title_states_is_not_repeated():
     # Whole words only: "no" inside "Nordic" or "noise" states nothing.
     quiet = Item(title="Nordic noise cancelling headphones", attributes={"noise_cancelling": "no", "brand": "Sony"})
     assert render_item(quiet).endswith("Attributes: noise_cancelling: no; brand: Sony")
+
+
+def test_a_row_with_empty_cells_renders_as_an_item_without_those_fields():
+    """Ray Data's numpy batches hold NaN where a log has no description, category or price
+    (Home Depot's logs have titles alone); the prompt must leave those fields out, not fail."""
+    from taosr.prompts import item_from_row, render_item
+
+    nan = float("nan")
+    row = {"title": "Behr 1 gal. white paint", "category": nan, "attributes": None, "price": nan, "description": nan}
+    item = item_from_row(row)
+    assert (item.category, item.price, item.description, dict(item.attributes)) == (None, None, None, {})
+    assert render_item(item) == "Title: Behr 1 gal. white paint"
+    full = item_from_row({**row, "category": "Paint", "price": 25.0, "description": "Interior flat."})
+    assert render_item(full) == "Title: Behr 1 gal. white paint\nCategory: Paint\nPrice: 25.00\nDescription: Interior flat."

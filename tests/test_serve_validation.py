@@ -130,3 +130,26 @@ def test_a_gpu_profiles_serve_config_asks_for_the_replicas_gpus():
     assert model["ray_actor_options"]["num_gpus"] == 2.0 and gpu_app["args"]["tensor_parallel_size"] == 2
     assert "num_gpus" not in {d["name"]: d for d in cpu_app["deployments"]}["LevelModel"]["ray_actor_options"]
     assert gpu_app["args"]["beta"] == 0.4 and gpu_app["args"]["model_path"] == "/models/m"
+
+
+def test_admission_bounds_waiting_requests_and_items_but_never_refuses_an_idle_replica():
+    from taosr.serve.app import Admission
+
+    by_items = Admission(max_items=300)
+    assert by_items.refusal(500) is None  # nothing waits: even a request over the bound is served
+    by_items.enter(200)
+    assert by_items.refusal(100) is None  # 300 in all: at the bound, admitted
+    assert "200 items are waiting" in by_items.refusal(101)
+    by_items.enter(100)
+    assert by_items.refusal(1) is not None
+    by_items.leave(200)
+    assert by_items.refusal(200) is None and by_items.refusal(201) is not None
+    by_items.leave(100)
+    assert (by_items.requests, by_items.items) == (0, 0)
+
+    by_requests = Admission(max_requests=2)
+    by_requests.enter(1)
+    assert by_requests.refusal(10_000) is None
+    by_requests.enter(1)
+    assert "2 requests are waiting" in by_requests.refusal(1)
+    assert Admission().refusal(10**9) is None  # both bounds off
