@@ -73,11 +73,19 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | N
     for row in predictions:
         record = {"gold": int(row["label"]), "pred": int(row["pred"]), "query_type": row["query_type"]}
         if all(row.get(column) is not None for column in PROB_COLUMNS):  # first-token scores
-            record["probs"] = [float(row[column]) for column in PROB_COLUMNS]
+            record["probs"] = level_probs(row)
         if row.get("format_ok") is not None:  # a decoded row
             record.update(format_ok=bool(row["format_ok"]), hallucinated=row["hallucinated"])
         records.append(record)
     return _write_results(config, name, out, {"model": model_path, "format": fmt.value}, records, predictions)
+
+
+def level_probs(row) -> list[float]:
+    """A scored row's P(level) in ``LEVEL_ORDER`` (1..4), the order ``evaluate_records`` reads;
+    the scorer's columns run p_4..p_1."""
+    from taosr.metrics import LEVEL_ORDER
+
+    return [float(row[f"p_{level}"]) for level in LEVEL_ORDER]
 
 
 def evaluate_lexical(config: TaosrConfig, name: str = "lexical", out: str | None = None) -> dict:
@@ -99,7 +107,7 @@ def evaluate_lexical(config: TaosrConfig, name: str = "lexical", out: str | None
         pred = LEVEL_ORDER[int(np.argmax(p))]
         predictions.append({"id": row["id"], "query": row["query"], "query_type": row["query_type"],
                             "label": int(row["label"]), "pred": pred,
-                            **{column: float(v) for column, v in zip(PROB_COLUMNS, p)}})
+                            **{f"p_{level}": float(v) for level, v in zip(LEVEL_ORDER, p)}})
         records.append({"gold": int(row["label"]), "pred": pred, "query_type": row["query_type"],
                         "probs": [float(v) for v in p]})
     about = {"model": "tf-idf word 1-2 grams + query overlap, logistic regression (class-balanced)",

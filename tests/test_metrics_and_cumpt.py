@@ -143,3 +143,16 @@ def test_eval_markdown_shows_the_decoded_metrics_when_present():
                                 {"gold": 2, "pred": 4, "query_type": "plain", "format_ok": True, "hallucinated": True}])
     text = render_markdown("m", metrics)
     assert "format_error_rate" in text and "hallucination_rate" in text and "50.00" in text
+
+
+def test_eval_reads_a_scored_row_in_level_order_so_a_model_that_ranks_gets_a_positive_spearman():
+    """The scorer writes p_4..p_1; the metrics take P(1)..P(4). A model whose P(4) follows the
+    gold level must come out with Spearman +1, not -1 (the columns read in the scorer's order)."""
+    from taosr.metrics import evaluate_records
+    from taosr.ray_jobs.eval import level_probs
+
+    rows = [{"p_4": 0.1 * gold, "p_3": 0.2, "p_2": 0.2, "p_1": 0.6 - 0.1 * gold} for gold in (1, 2, 3, 4)]
+    assert level_probs(rows[3]) == pytest.approx([0.2, 0.2, 0.2, 0.4])  # P(1)..P(4)
+    records = [{"gold": gold, "pred": gold, "query_type": "x", "probs": level_probs(row)}
+               for gold, row in zip((1, 2, 3, 4), rows)]
+    assert evaluate_records(records)["overall"]["spearman"] == pytest.approx(1.0)
