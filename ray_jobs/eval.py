@@ -20,7 +20,7 @@ from taosr.actors.scorer import PROB_COLUMNS, DecodingScorer, LevelScorer, Sampl
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.storage import join, read_parquet, write_json, write_text
 from taosr.formats import ResponseFormat
-from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, evaluate_records, markdown_table
+from taosr.metrics import DECODED_COLUMNS, LEVEL_ORDER, TABLE_COLUMNS, evaluate_records, markdown_table
 from taosr.models import resolve_model
 
 MODEL_INPUT_COLUMNS = ("id", "query", "title", "category", "attributes", "price", "description", "label", "query_type")
@@ -83,8 +83,6 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | N
 def level_probs(row) -> list[float]:
     """A scored row's P(level) in ``LEVEL_ORDER`` (1..4), the order ``evaluate_records`` reads;
     the scorer's columns run p_4..p_1."""
-    from taosr.metrics import LEVEL_ORDER
-
     return [float(row[f"p_{level}"]) for level in LEVEL_ORDER]
 
 
@@ -94,7 +92,6 @@ def evaluate_lexical(config: TaosrConfig, name: str = "lexical", out: str | None
     import numpy as np
 
     from taosr.lexical import LexicalBaseline
-    from taosr.metrics import LEVEL_ORDER
 
     accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     train_rows = accepted.filter(expr="split == 'train'").select_columns(list(MODEL_INPUT_COLUMNS)).take_all()

@@ -33,7 +33,8 @@ from taosr.dynamic_sampling import DynamicBatch, distinct_paths, lost_format_err
 from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
-from taosr.ray_jobs.training import MetricsLog, build_engine, crash_once, load_state, report_final, save_state
+from taosr.ray_jobs.checkpoints import crash_once, load_state, report_final, save_state
+from taosr.ray_jobs.training import MetricsLog, build_engine
 from taosr.rewards import outcome_reward
 from taosr.rollout_batch import pack_rollouts
 from taosr.steps import segment
