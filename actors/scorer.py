@@ -45,9 +45,13 @@ class ChoiceScorer:
 
             check_in_process_engine()
 
+            # The lm_head in float32: bf16 logits of magnitude 16-32 come in steps of 0.125-0.25,
+            # so the four level logits tie on a large share of rows and a test split of
+            # thousands of rows gets a few dozen distinct distributions (ties, then, decide the
+            # level and the ranking). The other layers stay in ``dtype``.
             self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
                            max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed,
-                           tensor_parallel_size=tensor_parallel_size)
+                           tensor_parallel_size=tensor_parallel_size, hf_overrides={"head_dtype": "float32"})
             self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(self.ids_in_order),
                                          allowed_token_ids=self.ids_in_order)
         elif engine == "hf":
@@ -86,7 +90,9 @@ class ChoiceScorer:
             for start in range(0, len(prompts), batch_size):
                 chunk = list(prompts[start:start + batch_size])
                 encoded = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-                logits = self.model(**encoded).logits[:, -1, self.ids_in_order].float()
+                # the choices' rows of the output layer in float32, as the vLLM engine's head
+                hidden = self.model.base_model(**encoded).last_hidden_state[:, -1].float()
+                logits = hidden @ self.model.get_output_embeddings().weight[self.ids_in_order].float().T
                 out.append(torch.softmax(logits, dim=-1).double().numpy())
         return np.concatenate(out)
 

@@ -1,15 +1,19 @@
-"""Export: the model the endpoint will serve, with the CumPT threshold chosen for it.
+"""Export: the model the endpoint will serve, with the decision rule chosen for it.
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.export --config configs/tiny.yaml
 
 Copies the chosen stage's model (``export.model_stage``; by default the latest trained stage)
 to <run_dir>/export/model with its prompt-template and tokenizer record (the endpoint refuses a
 folder without a matching one), scores the ``export.beta_split`` split with it by the
-first-token distribution, sweeps CumPT's beta there and writes:
+first-token distribution, chooses the decision rule there (CumPT's beta, or an argmax with the
+level prior divided out: ``taosr.decision``) and writes:
 
-    export/model/        the served model
+    export/model/        the served model, its record naming the rule (batch prediction applies it)
     export/beta/         predictions, cumpt_sweep.json and cumpt_sweep.png
-    export/serve.yaml    serve/config.yaml with this model and beta (``serve run export/serve.yaml``)
+    export/decision.json every candidate rule's metrics on that split, the chosen one, and, when
+                         the eval stage scored this model, the chosen rule and the plain argmax
+                         on the eval split (the decisions users get, next to the table's argmax)
+    export/serve.yaml    serve/config.yaml with this model and rule (``serve run export/serve.yaml``)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from taosr.config import TaosrConfig
+from taosr.decision import DecisionRule
 from taosr.datasets.storage import absolute, copy_tree, join, remove_tree
 from taosr.ray_jobs.job_args import run_job
 from taosr.ray_jobs.policies import POLICY_STAGES, latest_policy
@@ -37,15 +42,16 @@ def chosen_model(config: TaosrConfig) -> tuple[str, str]:
     return latest_policy(config.run_dir, config.data.s3_endpoint, POLICY_STAGES if wanted == "last" else (wanted,))
 
 
-def serve_config(model_path: str, beta: float, port: int, gpus_per_replica: float = 0.0,
+def serve_config(model_path: str, rule: DecisionRule, port: int, gpus_per_replica: float = 0.0,
                  tensor_parallel_size: int = 1) -> dict:
-    """The repo's Serve config with this model and threshold; on a GPU profile each model
+    """The repo's Serve config with this model and decision rule; on a GPU profile each model
     replica asks Ray for its GPUs (the eval engines' share)."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = port
     application = config["applications"][0]
     args = application["args"]
-    args["model_path"], args["beta"] = absolute(model_path), float(beta)
+    args["model_path"], args["beta"] = absolute(model_path), float(rule.beta)
+    args["decision"] = {key: value for key, value in rule.to_record().items() if key != "beta"}
     if gpus_per_replica:
         model = next(d for d in application["deployments"] if d["name"] == "LevelModel")
         model["ray_actor_options"]["num_gpus"] = float(gpus_per_replica)
@@ -53,26 +59,47 @@ def serve_config(model_path: str, beta: float, port: int, gpus_per_replica: floa
     return config
 
 
-def record_beta(model_dir: str, beta: float, split: str) -> None:
-    """Write the chosen beta into the model's record, so batch prediction tiers like serving."""
+def record_rule(model_dir: str, rule: DecisionRule, split: str) -> None:
+    """Write the chosen rule into the model's record, so batch prediction decides like serving."""
     import json
 
     from taosr.models import MODEL_INFO
 
     path = Path(model_dir, MODEL_INFO)
     record = json.loads(path.read_text())
-    record.update(cumpt_beta=float(beta), cumpt_beta_split=split)
+    record.update(decision_rule=rule.to_record(), decision_rule_split=split, cumpt_beta=float(rule.beta),
+                  cumpt_beta_split=split)
     path.write_text(json.dumps(record, indent=2))
 
 
+def decision_on_eval_split(config: TaosrConfig, stage: str, rule: DecisionRule) -> dict | None:
+    """The chosen rule and the plain argmax on the eval stage's predictions of this model (the
+    split the table reports), or None when eval has not scored it."""
+    from taosr.cumpt_sweep import parse_predictions
+    from taosr.datasets.storage import exists, read_text
+    from taosr.metrics import classification_metrics
+
+    path = join(config.run_dir, "eval", stage, "predictions.jsonl")
+    if not exists(path, config.data.s3_endpoint):
+        return None
+    probs, gold = parse_predictions(read_text(path, config.data.s3_endpoint), path)
+    return {"split": config.eval.split, "n": len(gold),
+            "chosen": classification_metrics(gold, rule.levels(probs).tolist()),
+            "argmax": classification_metrics(gold, DecisionRule("argmax").levels(probs).tolist())}
+
+
 def run(config: TaosrConfig) -> dict:
-    from taosr.cumpt_sweep import sweep_and_plot
+    import json
+
+    from taosr.cumpt_sweep import read_predictions, sweep_and_plot
+    from taosr.decision import choose_rule
     from taosr.models import export_model
     from taosr.ray_jobs.eval import evaluate_model
 
     stage, source = chosen_model(config)
     out = join(config.run_dir, "export")
     endpoint = config.data.s3_endpoint
+    metric = config.export.beta_metric
     with tempfile.TemporaryDirectory() as scratch:  # built locally, then copied to run_dir (local or s3://)
         local_source = source
         if source.startswith("s3://"):
@@ -83,16 +110,24 @@ def run(config: TaosrConfig) -> dict:
             config.eval, split=config.export.beta_split, max_examples=config.export.max_examples, decode_samples=0))
         beta_dir = str(Path(scratch, "export", "beta"))
         metrics = evaluate_model(held_out, f"export-{stage}", local_model, out=beta_dir)
-        sweep = sweep_and_plot(join(beta_dir, "predictions.jsonl"), beta_dir, metric=config.export.beta_metric)
-        record_beta(local_model, sweep["best_beta"], config.export.beta_split)
-        served = serve_config(join(out, "model"), sweep["best_beta"], config.serve.port,
+        sweep = sweep_and_plot(join(beta_dir, "predictions.jsonl"), beta_dir, metric=metric)
+        rule, candidates = choose_rule(*read_predictions(join(beta_dir, "predictions.jsonl")), metric=metric)
+        record_rule(local_model, rule, config.export.beta_split)
+        decision = {"metric": metric, "split": config.export.beta_split, "n": sweep["n"], "chosen": rule.to_record(),
+                    "described": rule.describe(), "candidates": candidates,
+                    "on_eval_split": decision_on_eval_split(config, stage, rule)}
+        Path(scratch, "export", "decision.json").write_text(json.dumps(decision, indent=2))
+        served = serve_config(join(out, "model"), rule, config.serve.port,
                               config.eval.num_gpus_per_engine, config.eval.tensor_parallel_size)
         Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
         remove_tree(out, endpoint)
         copy_tree(str(Path(scratch, "export")), out, endpoint)
-    return {"stage": stage, "model": join(out, "model"), "beta": sweep["best_beta"], "beta_split": config.export.beta_split,
-            "n": sweep["n"], config.export.beta_metric: sweep[config.export.beta_metric],
-            "level_macro_f1": metrics["overall"]["macro_f1"]}
+    chosen = next(row for row in candidates if row["rule"] == rule.describe())
+    return {"stage": stage, "model": join(out, "model"), "rule": rule.describe(), "beta_split": config.export.beta_split,
+            "n": sweep["n"], metric: chosen[metric], "level_macro_f1": metrics["overall"]["macro_f1"],
+            "on_eval_split": decision["on_eval_split"] and {
+                name: {key: decision["on_eval_split"][name][key] for key in ("macro_f1", "qwk", "accuracy")}
+                for name in ("chosen", "argmax")}}
 
 
 def main(argv=None) -> int:

@@ -8,8 +8,8 @@ settings for columns, encoding, label aliases and bins apply), validates every r
 accepted ones with the vLLM first-token scorer on Ray Data, and writes under ``--out``:
 
 - ``predictions.jsonl``: one line per input row, in input order (file, then line): ``id``,
-  ``probs`` (P of levels 1..4, summing to 1), ``level`` (CumPT with the model's exported beta,
-  else the argmax), ``label`` when the row has one; a row that failed validation gets
+  ``probs`` (P of levels 1..4, summing to 1), ``level`` (the decision rule the export stage chose
+  for the model, else the argmax), ``label`` when the row has one; a row that failed validation gets
   ``error`` (its quarantine reason) and no scores, so nothing is silently dropped;
 - ``metrics.json`` when the rows carry labels: macro-F1, accuracy and per-level F1 in percent,
   QWK and Spearman (expected level against the label) on their -1..1 scale;
@@ -34,25 +34,31 @@ from taosr.ray_jobs.eval import MODEL_INPUT_COLUMNS
 PERCENT_KEYS = ("macro_f1", "accuracy", "good_f1", "f1_1", "f1_2", "f1_3", "f1_4")
 
 
-def exported_beta(model_path: str) -> float | None:
-    """CumPT's beta recorded by the export stage in the model's record, if any."""
+def exported_rule(model_path: str):
+    """The decision rule the export stage recorded in the model's record, if any."""
+    from taosr.decision import DecisionRule
+
     record = os.path.join(model_path, "taosr-model.json")
     if not os.path.isfile(record):
         return None
     with open(record) as handle:
-        return json.load(handle).get("cumpt_beta")
+        return DecisionRule.from_record(json.load(handle))
 
 
-def prediction_lines(scored: list[dict], quarantined: list[dict], beta: float | None,
+def prediction_lines(scored: list[dict], quarantined: list[dict], rule=None,
                      columns: dict | None = None) -> list[dict]:
-    """One output line per input row, in input order; scored rows carry probs over levels 1..4."""
-    from taosr.cumpt import cumpt_level
+    """One output line per input row, in input order; scored rows carry probs over levels 1..4
+    and the level ``rule`` (a ``taosr.decision.DecisionRule``; None: the argmax) gives them."""
+    from taosr.labels import LEVELS
 
+    levels = {}
+    if scored and rule is not None:
+        matrix = np.array([[float(row[f"p_{level}"]) for level in LEVELS] for row in scored])
+        levels = dict(enumerate(int(level) for level in rule.levels(matrix)))
     lines = []
-    for row in scored:
+    for index, row in enumerate(scored):
         probs = [float(row[f"p_{level}"]) for level in LEVEL_ORDER]
-        by_level = dict(zip(LEVEL_ORDER, probs))
-        level = cumpt_level(by_level, beta) if beta is not None else LEVEL_ORDER[int(np.argmax(probs))]
+        level = levels.get(index, LEVEL_ORDER[int(np.argmax(probs))])
         line = {"id": row["id"], "probs": probs, "level": level}
         label = row.get("label")
         if label is not None and label == label:  # unlabelled rows come back from numpy as NaN
@@ -107,12 +113,12 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
                                   num_gpus=config.eval.num_gpus_per_engine or None)
     scored = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).take_all()
     quarantined = result.quarantined.take_all()
-    beta = exported_beta(model_path)
-    lines = prediction_lines(scored, quarantined, beta, config.data.columns)
+    rule = exported_rule(model_path)
+    lines = prediction_lines(scored, quarantined, rule, config.data.columns)
     if len(lines) != result.counts["input"] - result.counts.get("sampled_out", 0):
         raise RuntimeError(f"{len(lines)} prediction lines for {result.counts} input rows")
     write_text(join(out_dir, "predictions.jsonl"), "".join(json.dumps(line) + "\n" for line in lines), endpoint)
-    counts = {**result.counts, "scored": len(scored), "level_rule": f"cumpt beta={beta}" if beta is not None else "argmax"}
+    counts = {**result.counts, "scored": len(scored), "level_rule": rule.describe() if rule is not None else "argmax"}
     write_json(join(out_dir, "counts.json"), counts, endpoint)
     metrics = label_metrics(lines)
     if metrics is not None:

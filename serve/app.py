@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import metrics
 
-from taosr.cumpt import cumpt_levels
+from taosr.decision import DecisionRule
 from taosr.datasets.storage import local_dir
 from taosr.formats import ResponseFormat
 from taosr.labels import DEFAULT_TIERS, LABEL_TEXT, LEVELS
@@ -84,6 +84,9 @@ def check_export(model_path: str, tokenizer) -> dict:
 class ServeArgs:
     model_path: str
     beta: float = 0.5
+    # The rest of the decision rule the export stage chose (``taosr.decision.DecisionRule``):
+    # {"rule": "cumpt" | "argmax", "prior_tau": ..., "level_prior": [...]}; empty: CumPT at beta.
+    decision: dict = field(default_factory=dict)
     engine: str = "vllm"
     dtype: str = "bfloat16"
     max_seq_len: int = 1024
@@ -241,9 +244,7 @@ class RelevanceAPI:
     def __init__(self, model, args: dict):
         config = ServeArgs(**args)
         self.model = model
-        self.beta = config.beta
-        if not 0 < self.beta <= 1:
-            raise ValueError(f"beta must be in (0, 1]; got {self.beta}")
+        self.rule = DecisionRule(**{**config.decision, "beta": config.beta})
         self.limits = RequestLimits(**config.limits)
         self.keys = api_keys(config.api_keys_env)
         self.tiers = {int(k): v for k, v in config.tiers.items()}
@@ -257,7 +258,7 @@ class RelevanceAPI:
     @app.get("/healthz")
     async def healthz(self) -> dict:
         info = await self.model.describe.remote()
-        return {"status": "ok", "beta": self.beta, "model": info}
+        return {"status": "ok", "beta": self.rule.beta, "decision": self.rule.describe(), "model": info}
 
     def refuse(self, status: int, detail: str, headers: dict | None = None) -> JSONResponse:
         """A counted error answer with a JSON ``detail``."""
@@ -285,7 +286,7 @@ class RelevanceAPI:
             probs = await self.model.score.remote((query, items))
         finally:
             self.admission.leave(len(items))
-        levels = cumpt_levels(probs, self.beta)
+        levels = self.rule.levels(probs)
         expected = probs @ np.asarray(LEVELS, dtype=np.float64)
         results = []
         for item, row, level, mean in zip(parsed.items, probs, levels, expected):

@@ -13,8 +13,13 @@ from taosr.labels import LEVELS
 
 def read_predictions(path: str) -> tuple[np.ndarray, list[int]]:
     """[N, 4] level probabilities (LEVELS order) and gold levels from an eval predictions.jsonl."""
+    return parse_predictions(Path(path).read_text(), path)
+
+
+def parse_predictions(text: str, source: str = "predictions") -> tuple[np.ndarray, list[int]]:
+    """``read_predictions`` of a predictions.jsonl already read (local or from s3)."""
     probs, gold = [], []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         row = json.loads(line)
@@ -22,9 +27,9 @@ def read_predictions(path: str) -> tuple[np.ndarray, list[int]]:
             probs.append([float(row[f"p_{level}"]) for level in LEVELS])
             gold.append(int(row["label"]))
         except KeyError as error:
-            raise ValueError(f"{path}:{number}: needs p_4..p_1 and label (first-token eval output)") from error
+            raise ValueError(f"{source}:{number}: needs p_4..p_1 and label (first-token eval output)") from error
     if not probs:
-        raise ValueError(f"{path} holds no predictions")
+        raise ValueError(f"{source} holds no predictions")
     return np.asarray(probs), gold
 
 

@@ -155,6 +155,22 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def decision_section(decision: dict) -> str:
+    """The rule the export stage chose on validation, and what it does on the eval split."""
+    chosen = next(row for row in decision["candidates"] if row["rule"] == decision["described"])
+    text = (f"Chosen on the {decision['split']} split ({decision['n']} rows) for {decision['metric']}: "
+            f"**{decision['described']}** ({_pct(chosen[decision['metric']])}). Serving and batch prediction "
+            "apply it; the stage table above is the plain argmax.\n")
+    on_eval = decision.get("on_eval_split")
+    if on_eval:
+        rows = ["| rule | n | macro-F1 | accuracy | QWK |", "|---|---|---|---|---|"]
+        for name, label in (("argmax", "argmax"), ("chosen", decision["described"])):
+            m = on_eval[name]
+            rows.append(f"| {label} | {on_eval['n']} | {_pct(m['macro_f1'])} | {_pct(m['accuracy'])} | {_unit(m['qwk'])} |")
+        text += f"\nOn the {on_eval['split']} split:\n\n" + "\n".join(rows) + "\n"
+    return text + "\n"
+
+
 def cot_examples(run: Path, count: int = 4) -> str:
     """A few training rows with the reasoning the teacher wrote for them (first by id)."""
     import pyarrow.parquet as pq
@@ -334,6 +350,9 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
                   f"![cumpt]({plot.name})\n"]
     else:
         missing.append("CumPT sweep (no export/beta/cumpt_sweep.json)")
+    decision = _read_json(run / "export" / "decision.json")
+    if decision:
+        parts += ["## Decision rule\n", decision_section(decision)]
     served = _read_json(run / "serve" / "sample.json")
     if served:
         lines = [f"- {r['label']} ({r['tier']}, p4 = {r['probs']['4']:.2f}): {i['title']}"

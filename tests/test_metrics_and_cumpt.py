@@ -156,3 +156,47 @@ def test_eval_reads_a_scored_row_in_level_order_so_a_model_that_ranks_gets_a_pos
     records = [{"gold": gold, "pred": gold, "query_type": "x", "probs": level_probs(row)}
                for gold, row in zip((1, 2, 3, 4), rows)]
     assert evaluate_records(records)["overall"]["spearman"] == pytest.approx(1.0)
+
+
+# Two rows in LEVELS order (4, 3, 2, 1); their mean, the level prior, is (0.45, 0.26, 0.115, 0.175).
+TWO_ROWS = np.array([[0.5, 0.32, 0.13, 0.05], [0.4, 0.2, 0.1, 0.3]])
+
+
+def test_prior_corrected_argmax_by_hand():
+    from taosr.decision import DecisionRule
+
+    prior = tuple(TWO_ROWS.mean(axis=0))
+    assert np.allclose(prior, (0.45, 0.26, 0.115, 0.175))
+    assert DecisionRule("argmax", level_prior=prior).levels(TWO_ROWS).tolist() == [4, 4]  # tau 0: plain argmax
+    # tau 1: P / prior = (1.11, 1.23, 1.13, 0.29) and (0.89, 0.77, 0.87, 1.71)
+    assert DecisionRule("argmax", prior_tau=1.0, level_prior=prior).levels(TWO_ROWS).tolist() == [3, 1]
+    # tau 0.5: row 2 turns to level 1 once tau * log(0.45 / 0.175) > log(0.4 / 0.3), i.e. tau > 0.305;
+    # row 1 keeps level 4 while tau * log(0.45 / 0.26) < log(0.5 / 0.32), i.e. tau < 0.81
+    assert DecisionRule("argmax", prior_tau=0.5, level_prior=prior).levels(TWO_ROWS).tolist() == [4, 1]
+    assert DecisionRule("cumpt", beta=0.75).levels(TWO_ROWS).tolist() == [3, 1]  # tails 0.5/0.82 and 0.4/0.6/0.7
+
+
+def test_choose_rule_prefers_cumpt_on_a_tie_and_the_smallest_correction_that_pays():
+    from taosr.decision import DecisionRule, choose_rule
+
+    # Gold (3, 1): CumPT at beta in (0.7, 0.82] and the argmax at tau 1 are both perfect; CumPT wins the tie.
+    rule, rows = choose_rule(TWO_ROWS, [3, 1])
+    assert rule == DecisionRule("cumpt", beta=0.75)
+    assert len(rows) == 20 + 11 and {row["rule"] for row in rows} >= {"CumPT beta=0.75", "argmax",
+                                                                       "prior-corrected argmax tau=0.4"}
+    # Gold (4, 1): no beta gives both (row 1 needs beta <= 0.5, row 2 beta > 0.7); tau > 0.305 does.
+    rule, _ = choose_rule(TWO_ROWS, [4, 1])
+    assert rule.rule == "argmax" and rule.prior_tau == 0.4 and np.allclose(rule.level_prior, (0.45, 0.26, 0.115, 0.175))
+
+
+def test_decision_rule_records_round_trip_and_old_records_mean_cumpt():
+    from taosr.decision import DecisionRule
+
+    rule = DecisionRule("argmax", prior_tau=0.3, level_prior=(2, 1, 1, 0.5))  # normalised on the way in
+    assert np.isclose(sum(rule.level_prior), 1.0) and rule.level_prior[0] == pytest.approx(0.4444, abs=1e-4)
+    assert DecisionRule.from_record({"decision_rule": rule.to_record()}) == rule
+    assert DecisionRule.from_record({"cumpt_beta": 0.35}) == DecisionRule("cumpt", beta=0.35)
+    assert DecisionRule.from_record({"format": "post_cot"}) is None
+    for bad in ({"rule": "vote"}, {"beta": 0.0}, {"prior_tau": -1.0}, {"level_prior": (1, 1, 0, 1)}):
+        with pytest.raises(ValueError):
+            DecisionRule(**bad)

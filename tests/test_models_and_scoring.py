@@ -66,6 +66,27 @@ def test_vllm_first_token_probabilities_match_a_transformers_forward(tiny_model)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_a_bf16_engine_scores_levels_with_a_float32_head_so_rows_do_not_tie():
+    """SmolLM2's level logits at the answer are about 20: in bf16 they come in steps of 0.125,
+    so with a bf16 head 43% of Home Depot's test rows tied at the top and 2,142 rows got 74
+    distinct distributions. The scorer's head is float32 on both engines."""
+    from taosr.actors.scorer import LevelScorer
+
+    vllm = LevelScorer(resolve_model("smollm2-135m", MODEL_CACHE), engine="vllm", dtype="bfloat16")
+    queries = ["cordless drill", "red running shoes size 9", "usb c charger", "oak dining table", "wool socks"]
+    items = [Item("DEWALT 20V MAX Cordless Drill Kit"), Item("Nike Revolution 6 Running Shoe, red"),
+             Item("Anker 20W USB-C Charger"), Item("Solid oak dining table, 6 seats", "Furniture > Tables"),
+             Item("Merino wool hiking socks, 3 pairs", attributes={"size": "M"})]
+    prompts = vllm.prompts_for([q for q in queries for _ in items], items * len(queries))
+    probs = vllm.score_prompts(prompts)
+    # Differences of bf16 numbers of magnitude >= 1/8 are multiples of 2^-10: a bf16 head's log
+    # ratios all are; a float32 head's fall on that grid (within 1e-5) about 2% of the time.
+    log_ratios = np.log(probs[:, :, None] / probs[:, None, :])[:, *np.triu_indices(4, k=1)].ravel()
+    on_grid = np.abs(log_ratios * 2**10 - np.round(log_ratios * 2**10)) < 2**10 * 1e-5
+    assert on_grid.mean() < 0.2, f"{on_grid.mean():.0%} of the level log-ratios sit on the bf16 grid"
+    assert len({tuple(row) for row in probs.round(9)}) == len(prompts)
+
+
 def test_an_in_process_engine_after_numba_fails_at_once_with_the_cause(tiny_model):
     """The trap of docs/cpu.md, closed for users: in a process that has loaded llvmlite (numba,
     bm25s), starting an in-process vLLM engine raises naming the cause before vLLM starts."""

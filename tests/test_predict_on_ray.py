@@ -19,12 +19,14 @@ ROWS = ['"id","search_term","product_title","relevance"',
 def test_predict_writes_one_line_per_input_row_with_cumpt_levels(ray_cluster, tiny_model, tmp_path):
     from taosr.config import load_config
     from taosr.models import export_model
-    from taosr.ray_jobs.export import record_beta
+    from taosr.decision import DecisionRule
+    from taosr.ray_jobs.export import record_rule
     from taosr.ray_jobs.predict import predict
 
     (tmp_path / "logs.csv").write_bytes("\n".join(ROWS).encode("latin-1"))
     model = export_model(tiny_model, str(tmp_path / "model"))
-    record_beta(model, 0.5, "val")
+    rule = DecisionRule("argmax", prior_tau=1.0, level_prior=(0.7, 0.1, 0.1, 0.1))
+    record_rule(model, rule, "val")
     config = load_config(None, ["data.encoding=latin-1", "data.columns.query=search_term",
                                 "data.columns.title=product_title", "data.columns.label=relevance",
                                 "data.label_bins={'4': 2.75, '3': 2.25, '2': 1.5, '1': 1.0}",
@@ -38,6 +40,8 @@ def test_predict_writes_one_line_per_input_row_with_cumpt_levels(ray_cluster, ti
     assert [line["label"] for line in scored] == [4, 1, 2, 3]
     for line in scored:
         assert np.isclose(sum(line["probs"]), 1.0) and line["level"] in (1, 2, 3, 4)
+    # the exported rule decides, not the argmax: probs are levels 1..4, the rule reads 4..1
+    assert [line["level"] for line in scored] == rule.levels([line["probs"][::-1] for line in scored]).tolist()
         cumulative = np.cumsum(line["probs"][::-1])  # P(level >= 4), P(>= 3), ...
         assert line["level"] == 4 - int(np.argmax(cumulative >= 0.5 - 1e-9))  # CumPT at the exported beta
     assert result["counts"]["scored"] == 4 and result["counts"]["quarantined"] == 1

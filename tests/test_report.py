@@ -73,12 +73,20 @@ def test_report_tables_and_plots(run):
 
 def test_report_shows_the_cumpt_choice_and_the_genrm(run):
     add_sweep(run)
+    candidates = [{"rule": "CumPT beta=0.75", "macro_f1": 0.375}, {"rule": "prior-corrected argmax tau=0.3", "macro_f1": 0.5}]
+    metrics = {"argmax": {"macro_f1": 0.25, "accuracy": 0.5, "qwk": 0.1}, "chosen": {"macro_f1": 0.4, "accuracy": 0.45, "qwk": 0.2}}
+    (run / "export" / "decision.json").write_text(json.dumps({
+        "metric": "macro_f1", "split": "val", "n": 20, "described": "prior-corrected argmax tau=0.3",
+        "candidates": candidates, "on_eval_split": {"split": "test", "n": 10, **metrics}}))
     add_genrm(run)
     result = build_report(str(run))
     text = (run / "report" / "report.md").read_text()
     assert "| GenRM | 20 | 75.00 | 90.00 | 60.00 | 65.00 | 100.00 | 50.00 |" in text
     assert "| base (untrained) | 20 | 50.00 | 90.00 | 60.00 | 65.00 | 50.00 | – |" in text
     assert "Chosen beta 0.75 (maximises macro_f1: 37.50; tier accuracy 62.50)" in text
+    assert "for macro_f1: **prior-corrected argmax tau=0.3** (50.00)" in text
+    assert "| argmax | 10 | 25.00 | 50.00 | 0.100 |" in text
+    assert "| prior-corrected argmax tau=0.3 | 10 | 40.00 | 45.00 | 0.200 |" in text
     assert str(run / "report" / "cumpt_sweep.png") in result["plots"] and result["missing"] == []
 
 

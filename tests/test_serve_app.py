@@ -88,6 +88,7 @@ def test_health_and_docs_routes(endpoint):
     url, _ = endpoint
     health = httpx.get(f"{url}/healthz", timeout=10).json()
     assert health["status"] == "ok" and health["beta"] == 0.5 and health["model"]["format"] == "post_cot"
+    assert health["decision"] == "CumPT beta=0.5"
     spec = httpx.get(f"{url}/openapi.json", timeout=10).json()
     assert "/v1/relevance" in spec["paths"] and httpx.get(f"{url}/docs", timeout=10).status_code == 200
 

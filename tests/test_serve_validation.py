@@ -123,13 +123,16 @@ def test_api_keys_are_read_where_the_ingress_runs_and_fail_closed(monkeypatch):
 def test_a_gpu_profiles_serve_config_asks_for_the_replicas_gpus():
     from taosr.ray_jobs.export import serve_config
 
-    cpu = serve_config("/models/m", 0.4, 8000)
-    gpu = serve_config("/models/m", 0.4, 8000, gpus_per_replica=2, tensor_parallel_size=2)
+    from taosr.decision import DecisionRule
+
+    cpu = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), 8000)
+    gpu = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), 8000, gpus_per_replica=2, tensor_parallel_size=2)
     [cpu_app], [gpu_app] = cpu["applications"], gpu["applications"]
     model = {d["name"]: d for d in gpu_app["deployments"]}["LevelModel"]
     assert model["ray_actor_options"]["num_gpus"] == 2.0 and gpu_app["args"]["tensor_parallel_size"] == 2
     assert "num_gpus" not in {d["name"]: d for d in cpu_app["deployments"]}["LevelModel"]["ray_actor_options"]
     assert gpu_app["args"]["beta"] == 0.4 and gpu_app["args"]["model_path"] == "/models/m"
+    assert DecisionRule(**gpu_app["args"]["decision"], beta=gpu_app["args"]["beta"]) == DecisionRule("cumpt", beta=0.4)
 
 
 def test_admission_bounds_waiting_requests_and_items_but_never_refuses_an_idle_replica():
