@@ -42,9 +42,8 @@ def test_predict_writes_one_line_per_input_row_with_cumpt_levels(ray_cluster, ti
         assert np.isclose(sum(line["probs"]), 1.0) and line["level"] in (1, 2, 3, 4)
     # the exported rule decides, not the argmax: probs are levels 1..4, the rule reads 4..1
     assert [line["level"] for line in scored] == rule.levels([line["probs"][::-1] for line in scored]).tolist()
-        cumulative = np.cumsum(line["probs"][::-1])  # P(level >= 4), P(>= 3), ...
-        assert line["level"] == 4 - int(np.argmax(cumulative >= 0.5 - 1e-9))  # CumPT at the exported beta
     assert result["counts"]["scored"] == 4 and result["counts"]["quarantined"] == 1
+    assert result["counts"]["level_rule"] == "prior-corrected argmax tau=1"
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["n"] == 4 and {"macro_f1", "accuracy", "qwk", "spearman", "f1_1"} <= set(metrics)
     assert 0 <= metrics["macro_f1"] <= 100
