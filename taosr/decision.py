@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from taosr.cumpt import cumpt_levels
+from taosr.cumpt import cumpt_levels, tiers_of
 from taosr.labels import LEVELS
 from taosr.metrics import classification_metrics
 
@@ -78,7 +78,8 @@ class DecisionRule:
 
 def choose_rule(probs, gold: Sequence[int], metric: str = "macro_f1", betas: Sequence[float] = DEFAULT_BETAS,
                 taus: Sequence[float] = DEFAULT_TAUS) -> tuple[DecisionRule, list[dict]]:
-    """The candidate with the best ``metric`` on (probs, gold), and every candidate's metrics.
+    """The candidate with the best ``metric`` (a ``classification_metrics`` key or
+    ``tier_accuracy``) on (probs, gold), and every candidate's metrics.
 
     Ties go to CumPT (the papers' rule) and then to the smaller correction, so a rule is only
     made more elaborate when the validation split shows it pays."""
@@ -86,9 +87,12 @@ def choose_rule(probs, gold: Sequence[int], metric: str = "macro_f1", betas: Seq
     prior = tuple(probs.mean(axis=0))
     candidates = [DecisionRule("cumpt", beta=beta) for beta in betas]
     candidates += [DecisionRule("argmax", prior_tau=tau, level_prior=prior) for tau in taus]
+    gold_tiers = tiers_of(gold)
     rows = []
     for rank, rule in enumerate(candidates):
-        metrics = classification_metrics(list(gold), rule.levels(probs).tolist())
+        levels = rule.levels(probs).tolist()
+        metrics = classification_metrics(list(gold), levels)
+        metrics["tier_accuracy"] = float(np.mean([g == p for g, p in zip(gold_tiers, tiers_of(levels))]))
         rows.append({"rule": rule.describe(), "rank": rank, **metrics, "_rule": rule})
     best = max(rows, key=lambda row: (row[metric] if row[metric] is not None else -1.0, -row["rank"]))
     return best["_rule"], [{k: v for k, v in row.items() if k not in ("_rule", "rank")} for row in rows]

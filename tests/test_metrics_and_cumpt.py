@@ -187,6 +187,9 @@ def test_choose_rule_prefers_cumpt_on_a_tie_and_the_smallest_correction_that_pay
     # Gold (4, 1): no beta gives both (row 1 needs beta <= 0.5, row 2 beta > 0.7); tau > 0.305 does.
     rule, _ = choose_rule(TWO_ROWS, [4, 1])
     assert rule.rule == "argmax" and rule.prior_tau == 0.4 and np.allclose(rule.level_prior, (0.45, 0.26, 0.115, 0.175))
+    # By tiers (4 and 3 Good, 2 Mid, 1 Bad) CumPT at 0.75 answers (3, 1), both tiers right: it wins again.
+    rule, rows = choose_rule(TWO_ROWS, [4, 1], metric="tier_accuracy")
+    assert rule == DecisionRule("cumpt", beta=0.75) and max(row["tier_accuracy"] for row in rows) == 1.0
 
 
 def test_decision_rule_records_round_trip_and_old_records_mean_cumpt():
