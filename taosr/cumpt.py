@@ -45,17 +45,17 @@ def tiers_of(levels: Sequence[int], tiers: Mapping[int, str] = DEFAULT_TIERS) ->
     return [tiers[int(level)] for level in levels]
 
 
+def level_and_tier_metrics(gold: Sequence[int], levels: Sequence[int]) -> dict:
+    """``classification_metrics`` of the levels, plus the accuracy of their tiers."""
+    metrics = classification_metrics(list(gold), list(levels))
+    metrics["tier_accuracy"] = float(np.mean([g == p for g, p in zip(tiers_of(gold), tiers_of(levels))]))
+    return metrics
+
+
 def sweep_beta(probs: np.ndarray, gold: Sequence[int], betas: Sequence[float]) -> list[dict]:
     """Level and tier metrics for each beta; the basis of choosing beta on a validation set."""
-    gold_tiers = tiers_of(gold)
-    results = []
-    for beta in betas:
-        levels = cumpt_levels(probs, beta).tolist()
-        metrics = classification_metrics(list(gold), levels)
-        predicted_tiers = tiers_of(levels)
-        metrics["tier_accuracy"] = float(np.mean([g == p for g, p in zip(gold_tiers, predicted_tiers)]))
-        results.append({"beta": float(beta), **metrics})
-    return results
+    return [{"beta": float(beta), **level_and_tier_metrics(gold, cumpt_levels(probs, beta).tolist())}
+            for beta in betas]
 
 
 def best_beta(sweep: Sequence[Mapping], metric: str = "macro_f1") -> float:

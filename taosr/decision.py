@@ -19,9 +19,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from taosr.cumpt import cumpt_levels, tiers_of
+from taosr.cumpt import cumpt_levels, level_and_tier_metrics
 from taosr.labels import LEVELS
-from taosr.metrics import classification_metrics
 
 RULES = ("cumpt", "argmax")
 DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -87,13 +86,8 @@ def choose_rule(probs, gold: Sequence[int], metric: str = "macro_f1", betas: Seq
     prior = tuple(probs.mean(axis=0))
     candidates = [DecisionRule("cumpt", beta=beta) for beta in betas]
     candidates += [DecisionRule("argmax", prior_tau=tau, level_prior=prior) for tau in taus]
-    gold_tiers = tiers_of(gold)
-    rows = []
-    for rank, rule in enumerate(candidates):
-        levels = rule.levels(probs).tolist()
-        metrics = classification_metrics(list(gold), levels)
-        metrics["tier_accuracy"] = float(np.mean([g == p for g, p in zip(gold_tiers, tiers_of(levels))]))
-        rows.append({"rule": rule.describe(), "rank": rank, **metrics, "_rule": rule})
+    rows = [{"rule": rule.describe(), "rank": rank, "_rule": rule,
+             **level_and_tier_metrics(gold, rule.levels(probs).tolist())} for rank, rule in enumerate(candidates)]
     best = max(rows, key=lambda row: (row[metric] if row[metric] is not None else -1.0, -row["rank"]))
     return best["_rule"], [{k: v for k, v in row.items() if k not in ("_rule", "rank")} for row in rows]
 
