@@ -115,10 +115,28 @@ def _resampled_macro_f1_and_accuracy(gold: np.ndarray, pred: np.ndarray) -> tupl
     return f1_sum / np.maximum(levels_present, 1), (gold == pred).mean(axis=1)
 
 
+def _resampled_qwk(gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Quadratic weighted kappa of each row of (resamples, n) arrays, as
+    ``quadratic_weighted_kappa`` computes it (unanswered predictions left out; 0 where the
+    expected disagreement is 0, i.e. gold and predictions are one and the same constant)."""
+    rows, size = gold.shape[0], len(LEVEL_ORDER)
+    answered = (pred >= 1) & (pred <= size)
+    cell = np.arange(rows)[:, None] * size * size + (gold - 1) * size + (pred - 1)
+    observed = np.bincount(cell[answered], minlength=rows * size * size).reshape(rows, size, size).astype(float)
+    total = observed.sum(axis=(1, 2), keepdims=True)
+    expected = observed.sum(axis=2, keepdims=True) * observed.sum(axis=1, keepdims=True) / np.maximum(total, 1)
+    levels = np.arange(size)
+    weights = (levels[:, None] - levels[None, :]) ** 2 / (size - 1) ** 2
+    disagreement = (weights * expected).sum(axis=(1, 2))
+    kappa = 1 - (weights * observed).sum(axis=(1, 2)) / np.where(disagreement > 0, disagreement, 1)
+    return np.where(disagreement > 0, kappa, 0.0)
+
+
 def paired_bootstrap(gold: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int],
                      resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Difference b - a in macro-F1 and accuracy on the same examples, with percentile intervals
-    from a paired bootstrap. ``beyond_noise`` says whether the macro-F1 interval excludes 0."""
+    """Difference b - a in macro-F1, accuracy and QWK on the same examples, with percentile
+    intervals from a paired bootstrap. ``beyond_noise`` says whether the macro-F1 interval
+    excludes 0."""
     gold, pred_a, pred_b = (np.asarray(x) for x in (gold, pred_a, pred_b))
     if not (len(gold) == len(pred_a) == len(pred_b)) or len(gold) == 0:
         raise ValueError(f"paired bootstrap needs the same non-empty examples: {len(gold)} gold, "
@@ -129,10 +147,11 @@ def paired_bootstrap(gold: Sequence[int], pred_a: Sequence[int], pred_b: Sequenc
     tail = 100 * (1 - confidence) / 2
     point_a = classification_metrics(gold.tolist(), pred_a.tolist())
     point_b = classification_metrics(gold.tolist(), pred_b.tolist())
+    qwk_deltas = _resampled_qwk(gold[picks], pred_b[picks]) - _resampled_qwk(gold[picks], pred_a[picks])
     out = {"n": len(gold), "resamples": resamples, "confidence": confidence}
-    for name, deltas in (("macro_f1", f1_b - f1_a), ("accuracy", acc_b - acc_a)):
+    for name, deltas in (("macro_f1", f1_b - f1_a), ("accuracy", acc_b - acc_a), ("qwk", qwk_deltas)):
         low, high = np.percentile(deltas, [tail, 100 - tail])
-        out[name] = {"delta": point_b[name] - point_a[name], "low": float(low), "high": float(high)}
+        out[name] = {"delta": (point_b[name] or 0.0) - (point_a[name] or 0.0), "low": float(low), "high": float(high)}
     out["beyond_noise"] = out["macro_f1"]["low"] > 0 or out["macro_f1"]["high"] < 0
     return out
 

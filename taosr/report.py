@@ -137,11 +137,12 @@ def stage_comparisons(slugs: list[str]) -> list[tuple[str, str]]:
 
 
 def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
-    """Paired-bootstrap 95% intervals of the change in macro-F1 and accuracy between stages, on
-    the examples both were scored on."""
+    """Paired-bootstrap 95% intervals of the change in macro-F1, accuracy and QWK between
+    stages, on the examples both were scored on."""
     names = dict(STAGE_ROWS)
     predictions = {slug: stage_predictions(run, slug) for slug in slugs}
-    lines = ["| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | beyond noise? |", "|---|---|---|---|---|"]
+    lines = ["| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | Δ QWK [95% interval] | beyond noise? |",
+             "|---|---|---|---|---|---|"]
     for before, after in stage_comparisons([s for s in slugs if predictions[s]]):
         shared = sorted(predictions[before].keys() & predictions[after].keys())
         if not shared:
@@ -150,7 +151,9 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
                                   [predictions[after][i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
         cells = [f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
                  for m in ("macro_f1", "accuracy")]
-        lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {cells[0]} | {cells[1]} | "
+        qwk = result["qwk"]
+        cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
+        lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {' | '.join(cells)} | "
                      f"{'yes' if result['beyond_noise'] else 'no'} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from taosr.cumpt import best_beta, cumpt_level, cumpt_levels, level_probs_matrix, sweep_beta
-from taosr.metrics import (_resampled_macro_f1_and_accuracy, classification_metrics, evaluate_records, markdown_table,
-                           paired_bootstrap, pass_at_k, pass_at_k_table, rate)
+from taosr.metrics import (_resampled_macro_f1_and_accuracy, _resampled_qwk, classification_metrics, evaluate_records,
+                           markdown_table, paired_bootstrap, pass_at_k, pass_at_k_table, quadratic_weighted_kappa, rate)
 
 GOLD = [4, 4, 4, 3, 2, 1]
 PRED = [4, 4, 2, 4, 2, 2]
@@ -53,11 +53,25 @@ def test_vectorised_resample_metrics_match_classification_metrics():
         assert macro[row] == pytest.approx(expected["macro_f1"]) and accuracy[row] == pytest.approx(expected["accuracy"])
 
 
+def test_resampled_qwk_by_hand_and_against_sklearn():
+    # gold 1,2,3,4 answered 1,2,4,4: observed disagreement w(3,4) = 1/9; expected, with gold
+    # marginals 1,1,1,1 and answered 1,1,0,2 over n = 4: (1/36) * (14 + 6 + 2 * 14) = 4/3;
+    # kappa = 1 - (1/9) / (4/3) = 11/12. A constant answer scores 0; an unanswered row is left out.
+    rows = _resampled_qwk(np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]]),
+                          np.array([[1, 2, 4, 4], [3, 3, 3, 3], [1, 2, 0, 4]]))
+    assert rows.tolist() == pytest.approx([11 / 12, 0.0, 1.0])
+    rng = np.random.default_rng(1)
+    gold = rng.integers(1, 5, size=(50, 40))
+    pred = np.clip(gold + rng.integers(-2, 3, size=(50, 40)), 0, 4)
+    assert _resampled_qwk(gold, pred) == pytest.approx([quadratic_weighted_kappa(g, p) for g, p in zip(gold, pred)])
+
+
 def test_paired_bootstrap_by_hand():
     gold, always_1, perfect = [1, 1, 2, 2], [1, 1, 1, 1], [1, 1, 2, 2]
     # always_1: F1(1) = 2*2 / (2*2 + 2 + 0) = 2/3, F1(2) = 0 -> macro 1/3, accuracy 1/2
     result = paired_bootstrap(gold, always_1, perfect, resamples=500)
     assert result["macro_f1"]["delta"] == pytest.approx(2 / 3) and result["accuracy"]["delta"] == pytest.approx(0.5)
+    assert result["qwk"]["delta"] == pytest.approx(1.0)  # a constant answer's QWK is 0, a perfect one's 1
     assert 0 <= result["accuracy"]["low"] <= 0.5 <= result["accuracy"]["high"] <= 1  # perfect is never worse on a resample
     same = paired_bootstrap(gold, perfect, perfect)
     assert same["macro_f1"] == {"delta": 0.0, "low": 0.0, "high": 0.0} and not same["beyond_noise"]

@@ -61,8 +61,9 @@ def test_report_tables_and_plots(run):
     assert "| negation | 4 | 20.00 | 36.67 | 40.00 |" in text  # macro-F1 by query type, one column per stage
     assert "| all | 12 | 40.00 | 60.00 |" in text
     assert "| sft | 61 |" in text
-    assert "| untrained → SFT | 10 | +100.00 [+100.00, +100.00] | +100.00 [+100.00, +100.00] | yes |" in text
-    assert "| SFT → CoT SFT + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | no |" in text
+    # a constant answer has QWK 0, a perfect one 1
+    assert "| untrained → SFT | 10 | +100.00 [+100.00, +100.00] | +100.00 [+100.00, +100.00] | +1.000 [+1.000, +1.000] | yes |" in text
+    assert "| SFT → CoT SFT + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.000 [+0.000, +0.000] | no |" in text
     assert {p.split("/")[-1] for p in result["plots"]} == {"confusion.png", "curves-sft.png", "pass_at_k.png"}
     for plot in result["plots"]:
         assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
