@@ -181,6 +181,22 @@ def rate(flags: Iterable[bool | None]) -> dict:
     return {"rate": (sum(measured) / len(measured)) if measured else None, "n": len(measured)}
 
 
+FIRST_TOKEN_PASS_K = (1, 2, 4, 8)
+
+
+def first_token_pass_at_k(gold: Sequence[int], probs: Sequence[Sequence[float]],
+                          ks: Sequence[int] = FIRST_TOKEN_PASS_K) -> dict[str, float]:
+    """{"pass@k": mean over examples of 1 - (1 - P(gold))^k}: the chance that at least one of k
+    levels sampled at temperature 1 from an example's first-token distribution (``probs`` in
+    LEVEL_ORDER) is right. It is what ``pass_at_k``'s sampled estimate converges to, without the
+    sampling noise and without decoding, so every stage is measured on the same prompts and RL's
+    sharpening shows as pass@1 closing on pass@k."""
+    if len(gold) != len(probs) or not gold:
+        raise ValueError(f"need one distribution per gold label: {len(gold)} labels, {len(probs)} distributions")
+    right = np.array([row[LEVEL_ORDER.index(level)] for level, row in zip(gold, probs)], dtype=float)
+    return {f"pass@{k}": float(np.mean(1.0 - (1.0 - right) ** k)) for k in ks}
+
+
 def evaluate_records(records: Sequence[Mapping]) -> dict:
     """Metrics overall and per query type.
 
@@ -192,6 +208,7 @@ def evaluate_records(records: Sequence[Mapping]) -> dict:
         out = classification_metrics([r["gold"] for r in rows], [r["pred"] for r in rows])
         if rows and all(r.get("probs") for r in rows):
             out["spearman"] = spearman([expected_level(r["probs"]) for r in rows], [r["gold"] for r in rows])
+            out["first_token_pass_at_k"] = first_token_pass_at_k([r["gold"] for r in rows], [r["probs"] for r in rows])
         if any("format_ok" in r for r in rows):
             decoded = [r for r in rows if "format_ok" in r]
             out["format_error_rate"] = rate(not r["format_ok"] for r in decoded)["rate"]

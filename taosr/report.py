@@ -91,6 +91,21 @@ def pass_at_k_table(pass_at_k: dict) -> str:
     return "\n".join(lines)
 
 
+def first_token_pass_table(metrics: dict[str, dict]) -> str:
+    """Each stage's pass@k on the eval split from its first-token distribution (the same prompts
+    for every stage): RL that sharpens the policy lifts pass@1 toward pass@k."""
+    names = dict(STAGE_ROWS)
+    rows = {slug: result["overall"]["first_token_pass_at_k"] for slug, result in metrics.items()
+            if result["overall"].get("first_token_pass_at_k")}
+    if not rows:
+        return ""
+    ks = list(next(iter(rows.values())))
+    lines = ["| model | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks)]
+    for slug, row in rows.items():
+        lines.append(f"| {names[slug]} | " + " | ".join(_pct(row.get(k)) for k in ks) + " |")
+    return "\n".join(lines)
+
+
 def timings_table(run: Path) -> str:
     lines = ["| stage | seconds | finished |", "|---|---|---|"]
     import datetime
@@ -315,6 +330,12 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
     confusion = plot_confusions(metrics, out)
     if confusion:
         parts += ["## Confusion matrices\n", f"![confusion]({confusion.name})\n"]
+    first_token_pass = first_token_pass_table(metrics)
+    if first_token_pass:
+        parts += ["## pass@k of every stage on the eval split\n",
+                  "From each model's first-token level distribution: the chance that one of k levels sampled at "
+                  "temperature 1 is right (what sampled pass@k converges to). RL that sharpens the policy moves "
+                  "pass@1 toward pass@k.\n", first_token_pass, "\n"]
     pass_at_k = _read_json(run / "sample" / "pass_at_k.json")
     if pass_at_k:
         plot = plot_pass_at_k(pass_at_k, out)

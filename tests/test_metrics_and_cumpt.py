@@ -3,7 +3,8 @@ import pytest
 
 from taosr.cumpt import best_beta, cumpt_level, cumpt_levels, level_probs_matrix, sweep_beta
 from taosr.metrics import (_resampled_macro_f1_and_accuracy, _resampled_qwk, classification_metrics, evaluate_records,
-                           markdown_table, paired_bootstrap, pass_at_k, pass_at_k_table, quadratic_weighted_kappa, rate)
+                           first_token_pass_at_k, markdown_table, paired_bootstrap, pass_at_k, pass_at_k_table,
+                           quadratic_weighted_kappa, rate)
 
 GOLD = [4, 4, 4, 3, 2, 1]
 PRED = [4, 4, 2, 4, 2, 2]
@@ -88,6 +89,17 @@ def test_paired_bootstrap_separates_a_real_gain_from_a_coin_flip():
     assert not noise["beyond_noise"] and noise["macro_f1"]["low"] < noise["macro_f1"]["delta"] < noise["macro_f1"]["high"]
     with pytest.raises(ValueError, match="same non-empty examples"):
         paired_bootstrap([1, 2], [1], [1, 2])
+
+
+def test_first_token_pass_at_k_by_hand():
+    # P(gold) = 0.5 and 0.1: pass@1 = (0.5 + 0.1) / 2 = 0.3; pass@2 = ((1 - 0.25) + (1 - 0.81)) / 2 = 0.47
+    probs = [[0.0, 0.0, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4]]
+    result = first_token_pass_at_k([4, 1], probs, ks=(1, 2))
+    assert result == pytest.approx({"pass@1": 0.3, "pass@2": 0.47})
+    overall = evaluate_records([{"gold": 4, "pred": 4, "probs": probs[0]}, {"gold": 1, "pred": 4, "probs": probs[1]}])["overall"]
+    assert overall["first_token_pass_at_k"]["pass@2"] == pytest.approx(0.47)
+    with pytest.raises(ValueError, match="one distribution per gold label"):
+        first_token_pass_at_k([4], probs)
 
 
 def test_pass_at_k_by_hand():

@@ -11,7 +11,7 @@ from taosr.report import build_report, pass_at_k_table, stage_comparisons, stage
 def metrics(f1_4, acc, confusion_4_4):
     overall = {"n": 10, "f1_1": 0.0, "f1_2": 0.5, "f1_3": None, "f1_4": f1_4, "macro_f1": (0.5 + f1_4) / 3,
                "accuracy": acc, "good_f1": 0.8, "qwk": 0.5, "spearman": None, "hallucination_rate": 0.25,
-               "format_error_rate": 0.0}
+               "format_error_rate": 0.0, "first_token_pass_at_k": {"pass@1": acc, "pass@2": acc + 0.1}}
     return {"split": "test", "overall": overall,
             "by_query_type": {"negation": {**overall, "n": 4}, "plain": {**overall, "n": 6, "macro_f1": 0.1}},
             "confusion": {"4": {"4": confusion_4_4, "2": 1}, "2": {"2": 3}, "1": {"4": 2}}}
@@ -61,6 +61,7 @@ def test_report_tables_and_plots(run):
     assert "| negation | 4 | 20.00 | 36.67 | 40.00 |" in text  # macro-F1 by query type, one column per stage
     assert "| all | 12 | 40.00 | 60.00 |" in text
     assert "| sft | 61 |" in text
+    assert "| model | pass@1 | pass@2 |" in text and "| SFT | 65.00 | 75.00 |" in text
     # a constant answer has QWK 0, a perfect one 1
     assert "| untrained → SFT | 10 | +100.00 [+100.00, +100.00] | +100.00 [+100.00, +100.00] | +1.000 [+1.000, +1.000] | yes |" in text
     assert "| SFT → CoT SFT + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.000 [+0.000, +0.000] | no |" in text
