@@ -156,8 +156,8 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     stages, on the examples both were scored on."""
     names = dict(STAGE_ROWS)
     predictions = {slug: stage_predictions(run, slug) for slug in slugs}
-    lines = ["| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | Δ QWK [95% interval] | beyond noise? |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | Δ QWK [95% interval] | beyond noise? "
+             "| its stage's time |", "|---|---|---|---|---|---|---|"]
     for before, after in stage_comparisons([s for s in slugs if predictions[s]]):
         shared = sorted(predictions[before].keys() & predictions[after].keys())
         if not shared:
@@ -168,8 +168,10 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
                  for m in ("macro_f1", "accuracy")]
         qwk = result["qwk"]
         cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
+        manifest = _read_json(run / after / "manifest.json") or {}  # what the change cost
+        seconds = f"{manifest['seconds'] / 60:.1f} min" if manifest.get("seconds") else "–"
         lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {' | '.join(cells)} | "
-                     f"{'yes' if result['beyond_noise'] else 'no'} |")
+                     f"{'yes' if result['beyond_noise'] else 'no'} | {seconds} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -324,7 +326,8 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
     if differences:
         parts += ["## Stage differences against noise\n",
                   f"Paired bootstrap over the held-out examples ({BOOTSTRAP_RESAMPLES:,} resamples): a change is beyond noise "
-                  "when the 95% interval of its macro-F1 difference excludes 0.\n", differences, "\n"]
+                  "when the 95% interval of its macro-F1 difference excludes 0. The last column is the wall time of the stage "
+                  "that made the change: what it cost next to what it bought.\n", differences, "\n"]
     else:
         missing.append("stage differences (no eval/<stage>/predictions.jsonl)")
     confusion = plot_confusions(metrics, out)
