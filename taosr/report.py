@@ -158,7 +158,10 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     predictions = {slug: stage_predictions(run, slug) for slug in slugs}
     lines = ["| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | Δ QWK [95% interval] | beyond noise? "
              "| its stage's time |", "|---|---|---|---|---|---|---|"]
-    for before, after in stage_comparisons([s for s in slugs if predictions[s]]):
+    scored = [s for s in slugs if predictions[s]]
+    trained = [s for s in scored if s != "lexical"]
+    consecutive = set(zip(trained, trained[1:]))  # the changes one stage made, so its time is their cost
+    for before, after in stage_comparisons(scored):
         shared = sorted(predictions[before].keys() & predictions[after].keys())
         if not shared:
             continue
@@ -168,7 +171,7 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
                  for m in ("macro_f1", "accuracy")]
         qwk = result["qwk"]
         cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
-        manifest = _read_json(run / after / "manifest.json") or {}  # what the change cost
+        manifest = (_read_json(run / after / "manifest.json") or {}) if (before, after) in consecutive else {}
         seconds = f"{manifest['seconds'] / 60:.1f} min" if manifest.get("seconds") else "–"
         lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {' | '.join(cells)} | "
                      f"{'yes' if result['beyond_noise'] else 'no'} | {seconds} |")
