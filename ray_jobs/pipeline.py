@@ -81,7 +81,7 @@ def evaluate_all(config: TaosrConfig, base_model: str) -> dict:
     from taosr.ray_jobs.eval import evaluate_lexical, evaluate_model
 
     table = {"lexical baseline (TF-IDF + LR)": evaluate_lexical(config)["overall"]}
-    models = {"base": (f"{config.model.name} (untrained)", base_model)}
+    models = {"base": (f"{config.model.name} (untrained)", base_model)} if config.eval.untrained else {}
     for stage, title in POLICY_STAGES.items():
         path = join(config.run_dir, stage, "model")
         if exists(join(path, "config.json"), config.data.s3_endpoint):
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     record = run_pipeline(config, stages, force)
     write_json(join(config.run_dir, "timings.json"), record, config.data.s3_endpoint)
     print("stages:", json.dumps(record))
-    if exists(join(config.run_dir, "eval", "base", "metrics.json"), config.data.s3_endpoint):
+    if exists(join(config.run_dir, "eval", "lexical", "metrics.json"), config.data.s3_endpoint):  # eval ran
         print("report:", write_report(config.run_dir, config.data.s3_endpoint))
     return 0
 

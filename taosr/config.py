@@ -82,6 +82,7 @@ class EvalConfig:
     engine: str = option("vllm", "scoring engine: vllm (batched, prefix cached) or hf (plain transformers forward)")
     split: str = option("test", "which split to evaluate")
     max_examples: int = option(0, "evaluate at most this many examples (0 = all)")
+    untrained: bool = option(True, "also score the untrained base model: a row that shows what pretraining alone answers, at the cost of one more pass over the split")
     batch_size: int = option(64, "prompts per scoring batch")
     num_engines: int = option(1, "scoring actors (one engine each)")
     num_cpus_per_engine: float = option(1.0, "Ray CPUs reserved by each scoring actor")
