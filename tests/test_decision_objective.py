@@ -158,6 +158,19 @@ def test_lexical_baseline_learns_term_overlap():
     assert classification_metrics([r["label"] for r in test], pred)["accuracy"] > 0.9
 
 
+def test_lexical_baseline_does_not_depend_on_the_order_rows_arrive_in():
+    import random
+
+    from taosr.datasets.synthetic import generate_rows
+
+    rows = generate_rows(1500, seed=0)
+    train, test = rows[:1200], rows[1200:]
+    shuffled = train[:]
+    random.Random(1).shuffle(shuffled)
+    assert np.array_equal(LexicalBaseline().fit(train).predict_proba(test),
+                          LexicalBaseline().fit(shuffled).predict_proba(test))
+
+
 def test_micro_batches_keep_every_full_batch_put_reasoning_rows_apart_and_hold_the_label_mix():
     import random
 
