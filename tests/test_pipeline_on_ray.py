@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 OVERRIDES = ["data.rows=160", "model.name=tiny", "sft.num_workers=1", "sft.cpus_per_worker=1", "sft.micro_batch_size=4",
              "sft.lr=3e-3", "sft.epochs=4", "sft.bf16=false", "sft.log_every_steps=1",
-             "sft.max_seq_len=384", "sft.train_layers=0", "eval.engine=hf", "eval.batch_size=32"]
+             "sft.max_seq_len=384", "sft.train_layers=0", "eval.engine=hf", "eval.batch_size=32", "eval.untrained=true"]
 STAGES = "data,cot,sft,eval"
 
 
