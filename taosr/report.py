@@ -162,20 +162,26 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     trained = [s for s in scored if s != "lexical"]
     consecutive = set(zip(trained, trained[1:]))  # the changes one stage made, so its time is their cost
     for before, after in stage_comparisons(scored):
-        shared = sorted(predictions[before].keys() & predictions[after].keys())
-        if not shared:
+        if not predictions[before].keys() & predictions[after].keys():
             continue
-        result = paired_bootstrap([predictions[before][i][0] for i in shared], [predictions[before][i][1] for i in shared],
-                                  [predictions[after][i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
-        cells = [f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
-                 for m in ("macro_f1", "accuracy")]
-        qwk = result["qwk"]
-        cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
         manifest = (_read_json(run / after / "manifest.json") or {}) if (before, after) in consecutive else {}
         seconds = f"{manifest['seconds'] / 60:.1f} min" if manifest.get("seconds") else "–"
-        lines.append(f"| {names[before]} → {names[after]} | {result['n']} | {' | '.join(cells)} | "
-                     f"{'yes' if result['beyond_noise'] else 'no'} | {seconds} |")
+        lines.append(difference_row(f"{names[before]} → {names[after]}", predictions[before], predictions[after], seed)
+                     + f" {seconds} |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seed: int = 0) -> str:
+    """``| label | n | Δ macro-F1 [interval] | Δ acc [interval] | Δ QWK [interval] | beyond noise? |``
+    for two models' {id: (gold, pred)} on the ids both scored (a paired bootstrap)."""
+    shared = sorted(before.keys() & after.keys())
+    result = paired_bootstrap([before[i][0] for i in shared], [before[i][1] for i in shared],
+                              [after[i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    cells = [f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
+             for m in ("macro_f1", "accuracy")]
+    qwk = result["qwk"]
+    cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
+    return f"| {label} | {result['n']} | {' | '.join(cells)} | {'yes' if result['beyond_noise'] else 'no'} |"
 
 
 def decision_section(decision: dict) -> str:
