@@ -29,10 +29,7 @@ from taosr.ray_jobs import eval as eval_stage
 from taosr.ray_jobs import manifest as manifests
 from taosr.ray_jobs import sft as sft_stage
 from taosr.ray_jobs.job_args import job_parser
-from taosr.report import difference_row
-
-DIFFERENCE_HEADER = ("| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | Δ QWK [95% interval] | beyond noise? |\n"
-                     "|---|---|---|---|---|---|")
+from taosr.report import difference_header, difference_row
 
 
 def pipeline_sft(config: TaosrConfig) -> dict | None:
@@ -60,12 +57,11 @@ def _summary(folder: str, config: TaosrConfig, source: str) -> dict:
     return {**summary, "model": join(folder, "model"), "source": source}
 
 
-def train_format(config: TaosrConfig, base: str, fmt: ResponseFormat, retrain: bool) -> dict:
-    run = copy.deepcopy(config)
-    run.sft.format = fmt.value
-    out = join(config.run_dir, "ablation", fmt.value)
+def train_format(run: TaosrConfig, base: str, configured_format: str, retrain: bool) -> dict:
+    """SFT in ``run.sft.format``, or the run that already has it (see the module's docstring)."""
+    out = join(run.run_dir, "ablation", run.sft.format)
     if not retrain:
-        reused = (pipeline_sft(run) if fmt.value == config.sft.format else None) or earlier_ablation(out, run)
+        reused = (pipeline_sft(run) if run.sft.format == configured_format else None) or earlier_ablation(out, run)
         if reused is not None:
             return reused
     return {**sft_stage.train(run, base, out), "source": "trained now"}
@@ -83,7 +79,7 @@ def render(table: dict, trained: dict, predictions: dict, reference: str, seed: 
     for fmt, summary in trained.items():
         minutes = f"{summary['train_seconds'] / 60:.1f}" if summary.get("train_seconds") else "–"
         costs.append(f"| {fmt} | {summary['examples']} | {summary['source']} | {minutes} |")
-    changes = [DIFFERENCE_HEADER]
+    changes = difference_header()
     for fmt in trained:
         if fmt != reference:
             changes.append(difference_row(f"{fmt} → {reference}", predictions[fmt], predictions[reference], seed))
@@ -109,10 +105,10 @@ def main(argv=None) -> int:
     predictions = {"lexical": predictions_by_id(lexical_dir, endpoint)}
     trained = {}
     for fmt in formats:
-        trained[fmt] = train_format(config, base, ResponseFormat(fmt), args.retrain)
-        print(json.dumps({"format": fmt, **trained[fmt]}, default=str), flush=True)
         run = copy.deepcopy(config)
         run.sft.format = fmt
+        trained[fmt] = train_format(run, base, config.sft.format, args.retrain)
+        print(json.dumps({"format": fmt, **trained[fmt]}, default=str), flush=True)
         out = join(config.run_dir, "ablation", fmt, "eval")
         metrics = eval_stage.evaluate_model(run, f"ablation-{fmt}", trained[fmt]["model"], out)
         table[f"SFT {fmt} ({trained[fmt]['examples']} ex)"] = metrics["overall"]

@@ -156,8 +156,7 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     stages, on the examples both were scored on."""
     names = dict(STAGE_ROWS)
     predictions = {slug: stage_predictions(run, slug) for slug in slugs}
-    lines = ["| change | n | Δ macro-F1 [95% interval] | Δ acc [95% interval] | Δ QWK [95% interval] | beyond noise? "
-             "| its stage's time |", "|---|---|---|---|---|---|---|"]
+    lines = difference_header("its stage's time")
     scored = [s for s in slugs if predictions[s]]
     trained = [s for s in scored if s != "lexical"]
     consecutive = set(zip(trained, trained[1:]))  # the changes one stage made, so its time is their cost
@@ -169,6 +168,13 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
         lines.append(difference_row(f"{names[before]} → {names[after]}", predictions[before], predictions[after], seed)
                      + f" {seconds} |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def difference_header(*extra: str) -> list[str]:
+    """The header and rule lines of a table of ``difference_row`` rows, with ``extra`` columns."""
+    columns = ["change", "n", "Δ macro-F1 [95% interval]", "Δ acc [95% interval]", "Δ QWK [95% interval]",
+               "beyond noise?", *extra]
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seed: int = 0) -> str:
