@@ -189,13 +189,55 @@ def response_window(packed: dict) -> dict:
     return view
 
 
-def _logprobs_and_entropy(model, view: dict, temperature: float, with_entropy: bool):
+def shared_prompt_window(chunk: list[dict]) -> dict | None:
+    """For one-token responses, the same grids as ``response_window`` ([B, 1]) with the model
+    input cut to the distinct prompts: rollouts of one group differ only in the token the prompt's
+    last position predicts, so one forward per prompt scores all G of them (the same log-probs
+    and gradients for a G-th of the passes). None when any response is longer."""
     import torch
 
+    if any(len(r["response_ids"]) != 1 for r in chunk):
+        return None
+    distinct: dict[tuple, int] = {}
+    rows = [distinct.setdefault(tuple(r["prompt_ids"]), len(distinct)) for r in chunk]
+    width = max(len(p) for p in distinct)
+    input_ids = torch.zeros((len(distinct), width), dtype=torch.long)
+    attention = torch.zeros((len(distinct), width), dtype=torch.long)
+    for i, prompt in enumerate(distinct):
+        input_ids[i, :len(prompt)] = torch.tensor(prompt)
+        attention[i, :len(prompt)] = 1
+    column = lambda key: torch.tensor([[float(r[key][0])] for r in chunk])  # noqa: E731
+    return {"input_ids": input_ids, "attention_mask": attention,
+            "last": torch.tensor([len(p) - 1 for p in distinct]), "rows": torch.tensor(rows),
+            "targets": torch.tensor([[r["response_ids"][0]] for r in chunk]),
+            "response_mask": torch.ones((len(chunk), 1)), "old_logprobs": column("old_logprobs"),
+            "advantages": column("advantages")}
+
+
+def learner_window(chunk: list[dict], device) -> dict:
+    shared = shared_prompt_window(chunk)
+    if shared is not None:
+        return {k: v.to(device) for k, v in shared.items()}
+    return response_window({k: v.to(device) for k, v in pack_rollouts(chunk).items()})
+
+
+def _window_logits(model, view: dict):
+    """Logits on the view's [B, K] response grid."""
+    import torch
+
+    if "last" not in view:
+        keep = torch.arange(view["first"], view["input_ids"].shape[1] - 1, device=view["input_ids"].device)
+        return model(input_ids=view["input_ids"], attention_mask=view["attention_mask"], logits_to_keep=keep).logits
+    keep, column = torch.unique(view["last"], return_inverse=True)
+    logits = model(input_ids=view["input_ids"], attention_mask=view["attention_mask"], logits_to_keep=keep).logits
+    last = logits[torch.arange(len(column), device=logits.device), column]  # [prompts, V]
+    return last[view["rows"]].unsqueeze(1)  # [B, 1, V]: each rollout reads its prompt's row
+
+
+def _logprobs_and_entropy(model, view: dict, temperature: float, with_entropy: bool):
     from taosr.losses import token_entropy, token_logprobs
 
-    keep = torch.arange(view["first"], view["input_ids"].shape[1] - 1, device=view["input_ids"].device)
-    logits = model(input_ids=view["input_ids"], attention_mask=view["attention_mask"], logits_to_keep=keep).logits
+    logits = _window_logits(model, view)
     logprobs = token_logprobs(logits, view["targets"], temperature)
     entropy = token_entropy(logits.detach() / temperature) if with_entropy else None
     return logprobs, entropy
@@ -219,7 +261,7 @@ def train_on(engine, reference, rl: dict, rows: list[dict], global_tokens: float
             engine.backward(zero)
             engine.step()
             continue
-        packed = response_window({k: v.to(engine.device) for k, v in pack_rollouts(chunk).items()})
+        packed = learner_window(chunk, engine.device)
         weights = torch.tensor([r["weight"] for r in chunk], device=engine.device).unsqueeze(1)
         mask = packed["response_mask"] * weights
         ref_logprobs = None

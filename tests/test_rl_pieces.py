@@ -183,6 +183,59 @@ def test_response_window_gives_the_full_grid_values_on_response_tokens(tiny_mode
     assert torch.allclose(windowed[view["response_mask"].bool()], full[mask], atol=1e-5)
 
 
+def test_one_token_rollouts_share_their_prompt_pass_with_the_same_loss_and_gradients(tiny_model):
+    """Two groups of one-token rollouts (prompts of different lengths, interleaved, with a
+    repeated token): one forward per distinct prompt must give the loss, KL, entropy and every
+    parameter's gradient of one forward per rollout."""
+    from transformers import AutoModelForCausalLM
+
+    from taosr.ray_jobs.rl import _logprobs_and_entropy, response_window, shared_prompt_window
+    from taosr.rollout_batch import pack_rollouts
+
+    torch.manual_seed(0)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():  # a reference that differs from the policy, so the KL term is not 0
+        for param in reference.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    long, short = [5, 6, 7, 8, 9, 10], [5, 6, 7]
+    prompts, tokens = [long, short, long, long, short, short], [11, 12, 13, 11, 14, 12]
+    rows = [{"prompt_ids": p, "response_ids": [t], "old_logprobs": [-1.5 + 0.1 * i], "advantages": [(-1.0) ** i]}
+            for i, (p, t) in enumerate(zip(prompts, tokens))]
+
+    def loss_and_grads(view):
+        policy.zero_grad()
+        with torch.no_grad():
+            ref, _ = _logprobs_and_entropy(reference, view, 0.7, False)
+        logprobs, entropy = _logprobs_and_entropy(policy, view, 0.7, True)
+        mask = view["response_mask"]
+        loss, metrics = clipped_policy_loss(logprobs, view["old_logprobs"], view["advantages"], mask, ref,
+                                            kl_coef=0.05, num_tokens=float(mask.sum()))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        return loss.detach(), metrics["kl"], float((entropy * mask).sum()), logprobs[mask.bool()].detach(), grads
+
+    shared = shared_prompt_window(rows)
+    assert shared["input_ids"].shape[0] == 2 and shared["rows"].tolist() == [0, 1, 0, 0, 1, 1]
+    full = loss_and_grads(response_window(pack_rollouts(rows)))
+    one_pass = loss_and_grads(shared)
+    assert torch.allclose(one_pass[3], full[3], atol=1e-5)
+    assert torch.allclose(one_pass[0], full[0], atol=1e-6)
+    assert one_pass[1] == pytest.approx(full[1], abs=1e-6) and one_pass[1] > 0
+    assert one_pass[2] == pytest.approx(full[2], rel=1e-5)
+    assert full[4].keys() == one_pass[4].keys()
+    for name, grad in full[4].items():
+        assert torch.allclose(one_pass[4][name], grad, atol=1e-6), name
+
+
+def test_longer_responses_keep_the_full_window():
+    from taosr.ray_jobs.rl import shared_prompt_window
+
+    rows = [{"prompt_ids": [5, 6], "response_ids": [7], "old_logprobs": [0.0], "advantages": [1.0]},
+            {"prompt_ids": [5, 6], "response_ids": [7, 8], "old_logprobs": [0.0, 0.0], "advantages": [1.0, 1.0]}]
+    assert shared_prompt_window(rows) is None
+
+
 def test_rl_layouts_the_weight_sync_cannot_serve_are_refused_before_any_actor_starts():
     from taosr.config import GrpoConfig
     from taosr.ray_jobs.grpo import check_layout
