@@ -60,7 +60,7 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
     spec = SamplingSpec(n=rl["group_size"], temperature=rl["temperature"], top_p=rl["top_p"], top_k=rl["top_k"],
                         max_new_tokens=rl["max_new_tokens"])
     batch = DynamicBatch(rl["prompts_per_step"], rl["min_pass_rate"], rl["max_pass_rate"], diverse=rl["diverse"],
-                         min_paths=rl["min_distinct_paths"], type_cap=rl["query_type_cap"])
+                         min_paths=rl["min_distinct_paths"], type_cap=rl["query_type_cap"], label_cap=rl["label_cap"])
     scored_all, started, generated_tokens, drawn_ids = [], time.time(), 0, []
     reward_seconds = 0.0
     while not batch.full and batch.rounds < rl["max_refill_rounds"]:
@@ -80,7 +80,8 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
             correct.append([s.correct for s in scored])
         batch.add_round(groups, rewards, correct,
                         paths=[distinct_paths([r.text for r in g["rollouts"]]) for g in groups] if rl["diverse"] else None,
-                        query_types=[g["prompt"]["query_type"] for g in groups])
+                        query_types=[g["prompt"]["query_type"] for g in groups],
+                        labels=[g["prompt"]["label"] for g in groups])
         reward_seconds += time.time() - scoring_started
     stats = batch.stats()
     stats.update(

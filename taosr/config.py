@@ -215,6 +215,7 @@ class GrpoConfig(LearnerConfig):
     prefilter_min: float = option(0.0, "skip prompts whose offline pass@N rate (stage 2) is below this")
     prefilter_max: float = option(1.0, "skip prompts whose offline pass@N rate is above this (1.0 keeps all)")
     label_cv: float = option(0.0, "target coefficient of variation of the prompts' label mix (0 = balanced)")
+    label_cap: float = option(1.0, "most of a step's kept groups one relevance level may fill after dynamic sampling (share, rounded up; 1 = no cap, 0.25 = the four levels evenly): the filter drops levels unevenly, so the trained mix drifts from the balanced draw without it")
     diverse: bool = option(False, "diversified filtering (TaoSR-SHE): take groups with more distinct step-verdict paths first, drop those below min_distinct_paths, cap each query type's share")
     min_distinct_paths: int = option(2, "diversified filtering: drop groups whose rollouts take fewer distinct step-verdict paths")
     query_type_cap: float = option(0.5, "diversified filtering: most of a batch's groups one query type may fill (share; at least one group)")
@@ -244,6 +245,9 @@ class GrpoConfig(LearnerConfig):
         from taosr.advantages import get_estimator
 
         get_estimator(self.advantage)
+        if not 0.25 <= self.label_cap <= 1.0:
+            raise ValueError(f"label_cap={self.label_cap}: it must lie in [0.25, 1] (below a quarter the four "
+                             "relevance levels could never fill a batch)")
 
 
 def _default_curriculum() -> list:

@@ -118,6 +118,30 @@ def test_dynamic_batch_refills_until_full_and_counts_what_it_dropped():
                      "dropped_zero_variance": 3, "dropped_out_of_window": 0}
 
 
+def test_label_cap_keeps_each_level_to_its_share_of_the_kept_groups():
+    from taosr.dynamic_sampling import LABEL_CAPPED
+
+    varied = ([1, 0], [True, False])
+    batch = DynamicBatch(target=4, min_pass_rate=0.0, max_pass_rate=1.0, label_cap=0.5)  # at most 2 per level
+    batch.add_round(["a", "b", "c", "d"], [varied[0]] * 4, [varied[1]] * 4, labels=[4, 4, 4, 2])
+    assert batch.groups == ["a", "b", "d"] and batch.counts[LABEL_CAPPED] == 1
+    batch.add_round(["e", "f"], [varied[0]] * 2, [varied[1]] * 2, labels=[4, 1])
+    assert batch.full and batch.groups == ["a", "b", "d", "f"] and batch.kept_labels == [4, 4, 2, 1]
+    assert batch.stats()["dropped_label_capped"] == 2
+    even = DynamicBatch(target=8, min_pass_rate=0.0, max_pass_rate=1.0, label_cap=0.25)
+    even.add_round(list(range(12)), [varied[0]] * 12, [varied[1]] * 12, labels=[4, 4, 4, 2, 2, 2, 1, 1, 1, 3, 3, 3])
+    assert label_cv(even.kept_labels) == 0.0 and len(even.groups) == 8
+    with pytest.raises(ValueError, match="gold level"):
+        DynamicBatch(target=2, label_cap=0.5).add_round(["a"], [varied[0]], [varied[1]])
+
+
+def test_label_cap_outside_its_range_is_refused_when_the_config_loads():
+    from taosr.config import GrpoConfig
+
+    with pytest.raises(ValueError, match="label_cap"):
+        GrpoConfig(label_cap=0.2)
+
+
 def test_label_cv_and_target_mix_hand_checked():
     assert label_cv([4, 4, 2, 1]) == pytest.approx(math.sqrt(0.125 / 4) / 0.25)
     assert label_cv([1, 2, 3, 4]) == 0.0
