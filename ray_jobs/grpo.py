@@ -54,16 +54,22 @@ class PromptTokenizer:
         })
 
 
-def training_prompts(config: TaosrConfig, model_path: str, rl: GrpoConfig) -> tuple[list[dict], dict]:
-    """Tokenised training prompts, pre-filtered by stage 2's pass rates. Returns (prompts, counts)."""
-    import ray
-
-    from taosr.label_balance import prefilter_by_pass_rate
-
+def tokenized_training_prompts(config: TaosrConfig, model_path: str) -> list[dict]:
+    """Every training-split row as a prompt in the policy's template, tokenised."""
     accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     rows = accepted.filter(expr="split == 'train'").select_columns(list(PROMPT_COLUMNS))
-    prompts = rows.map_batches(PromptTokenizer, fn_constructor_args=(model_path,), batch_format="pyarrow",
-                               batch_size=256, concurrency=1).take_all()
+    return rows.map_batches(PromptTokenizer, fn_constructor_args=(model_path,), batch_format="pyarrow",
+                            batch_size=256, concurrency=1).take_all()
+
+
+def training_prompts(config: TaosrConfig, model_path: str, rl: GrpoConfig,
+                     tokenized: list[dict] | None = None) -> tuple[list[dict], dict]:
+    """Tokenised training prompts, pre-filtered by stage 2's pass rates. Returns (prompts, counts).
+    ``tokenized``: the output of ``tokenized_training_prompts`` for the same tokenizer, when the
+    caller has it already (SRPO's curriculum stages differ only in their pre-filter window)."""
+    from taosr.label_balance import prefilter_by_pass_rate
+
+    prompts = tokenized if tokenized is not None else tokenized_training_prompts(config, model_path)
     counts = {"train_prompts": len(prompts), "offline_pass_rates": 0, "prefiltered_out": 0}
     rates_path = join(config.run_dir, "sample", "pass_rates")
     if exists(rates_path, config.data.s3_endpoint):
@@ -121,9 +127,10 @@ def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = N
 
 
 def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | None = None, stage: str = "grpo",
-          max_failures: int = 0, judge=None) -> dict:
+          max_failures: int = 0, judge=None, tokenized: list[dict] | None = None) -> dict:
     """``judge``: a started GenRM actor to use (SRPO's curriculum shares one across its stages);
-    otherwise one is started here when the run needs it, and stopped at the end."""
+    otherwise one is started here when the run needs it, and stopped at the end. ``tokenized``:
+    the training prompts already tokenised (see ``training_prompts``)."""
     import ray
     from transformers import AutoTokenizer
 
@@ -133,7 +140,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     rl = rl or config.grpo
     check_layout(rl)
     start_model = absolute(start_model)
-    prompts, counts = training_prompts(config, start_model, rl)
+    prompts, counts = training_prompts(config, start_model, rl, tokenized)
     annotations = verifier_annotations(config, rl.verifier_coverage) if rl.advantage == "srpo" else {}
     counts["verifier_annotations"] = len(annotations)
     counts["genrm"] = genrm_model_for(config, rl)

@@ -21,7 +21,7 @@ import shutil
 import sys
 
 from taosr.config import SrpoConfig, TaosrConfig, to_yaml
-from taosr.datasets.storage import join, write_json, write_text
+from taosr.datasets.storage import absolute, join, write_json, write_text
 from taosr.ray_jobs import grpo
 from taosr.ray_jobs.job_args import run_job
 
@@ -44,6 +44,8 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
 
     model, stages = start_model, {}
     judge = grpo.start_judge(config, config.srpo)  # one GenRM actor for every curriculum stage
+    # Tokenised once: the stages share the tokenizer and differ only in their pre-filter window.
+    tokenized = grpo.tokenized_training_prompts(config, absolute(start_model))
     try:
         for stage in config.srpo.curriculum:
             rl = stage_config(config.srpo, stage)
@@ -51,7 +53,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
             # stage's final checkpoint is re-reported without training); the pipeline's manifest
             # decides whether the folder is reused at all.
             result = grpo.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo",
-                                judge=judge)
+                                judge=judge, tokenized=tokenized)
             stages[stage["name"]] = {k: v for k, v in result.items() if k != "model"}
             model = result["model"]
     finally:
