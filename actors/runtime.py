@@ -59,25 +59,29 @@ def job_env_vars() -> dict:
     return dict(runtime_env.get("env_vars") or {})
 
 
-def worker_env(device: str) -> dict:
+def worker_env(device: str, s3_endpoint: str = "") -> dict:
     """The env vars this run ships to every worker: the CPU traps' settings on ``device: cpu``,
     only the telemetry switch on ``gpu`` (a GPU node keeps its own threads, accelerator, hub
-    access and vLLM memory settings). Keys the submitted job's runtime env already sets are left
-    out: the job's value wins, and Ray refuses to merge two runtime envs that set the same key."""
+    access and vLLM memory settings), and ``data.s3_endpoint`` as AWS_ENDPOINT_URL_S3, so an
+    actor that fetches an s3:// model folder reaches the endpoint the driver uses. Keys the
+    submitted job's runtime env already sets are left out: the job's value wins, and Ray refuses
+    to merge two runtime envs that set the same key."""
     if device not in ("cpu", "gpu"):
         raise ValueError(f"ray.device must be cpu or gpu; got {device!r}")
     env = dict(CPU_ENV) if device == "cpu" else {"RAY_USAGE_STATS_ENABLED": "0"}
+    if s3_endpoint:
+        env["AWS_ENDPOINT_URL_S3"] = s3_endpoint
     from_job = job_env_vars()
     return {key: value for key, value in env.items() if key not in from_job}
 
 
-def init_ray(ray_config=None):
+def init_ray(ray_config=None, s3_endpoint: str = ""):
     """Join the cluster named in the config (or the one `ray job submit` runs in), else start a
-    local one. Returns the ray module."""
+    local one, with ``worker_env`` for every worker. Returns the ray module."""
     import ray
 
     check_single_vllm_build()
-    env = worker_env(getattr(ray_config, "device", "cpu"))
+    env = worker_env(getattr(ray_config, "device", "cpu"), s3_endpoint)
     for key, value in env.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                         help="train every format afresh, even when the pipeline's SFT or an earlier ablation run matches the config")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     endpoint = config.data.s3_endpoint
     base = resolve_model(config.model.name, config.model.cache_dir)
     formats = [ResponseFormat(name.strip()).value for name in args.formats.split(",") if name.strip()]

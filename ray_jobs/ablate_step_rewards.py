@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     endpoint = config.data.s3_endpoint
     table = {}
     for slug, title in PIPELINE_ROWS.items():  # the pipeline's own evaluations of GRPO and SRPO

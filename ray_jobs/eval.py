@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=None, help="name of the result under eval/ (default: the folder's name)")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     model_path = args.model or resolve_model(config.model.name, config.model.cache_dir)
     name = args.name or os.path.basename(os.path.normpath(model_path))
     print(render_markdown(name, evaluate_model(config, name, model_path)))

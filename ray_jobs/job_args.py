@@ -25,6 +25,6 @@ def run_job(run, argv, description: str | None) -> int:
     from taosr.actors.runtime import init_ray
 
     config = parse_job_args(argv, description)
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     print(json.dumps(run(config), default=str))
     return 0

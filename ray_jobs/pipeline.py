@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         force = set(selected_stages(args.force, "")) if args.force else set()
     except ValueError as error:
         parser.error(str(error))
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     record = run_pipeline(config, stages, force)
     write_json(join(config.run_dir, "timings.json"), record, config.data.s3_endpoint)
     print("stages:", json.dumps(record))

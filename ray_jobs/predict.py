@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     config = load_config(args.config, args.overrides)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         parser.error(f"--model {args.model!r} is not a Hugging Face model folder")
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     print(json.dumps(predict(config, os.path.abspath(args.model), args.input, args.out), default=str))
     return 0
 

@@ -144,7 +144,7 @@ def run(config: TaosrConfig, model_path: str) -> dict:
 
 def main(argv=None) -> int:
     config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     summary = run(config, join(config.run_dir, "sft", "model"))
     print(pass_at_k_markdown(summary, config.sample.n))
     return 0

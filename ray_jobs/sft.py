@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     from taosr.models import resolve_model
 
     config = parse_job_args(argv, __doc__)
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     base = resolve_model(config.model.name, config.model.cache_dir)
     print(json.dumps(train(config, base, join(config.run_dir, "sft"))))
     return 0

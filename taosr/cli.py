@@ -29,7 +29,7 @@ def _data_validate(args) -> dict:
     config.data.format = args.format
     if args.s3_endpoint:
         config.data.s3_endpoint = args.s3_endpoint
-    init_ray(config.ray)
+    init_ray(config.ray, config.data.s3_endpoint)
     counts = validate_to(args.input, args.out, config.data).counts
     write_text(join(args.out, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
     return counts

@@ -66,6 +66,26 @@ def test_grpo_learns_a_learnable_reward_with_verified_syncs(learnable):
     assert summary["model"].endswith("grpo/model")
 
 
+def test_one_token_rollouts_learn_through_the_shared_prompt_pass(learnable):
+    """The embedded default's recipe: one-token rollouts, so the learner scores each group with
+    one forward of its prompt. Through the real loop (two ranks, engines, weight sync) the
+    reward must rise as it does with longer rollouts, every response one token long."""
+    from taosr.ray_jobs import grpo
+
+    config, start = learnable
+    config = copy.deepcopy(config)
+    config.grpo.max_new_tokens = 1
+    out = f"{config.run_dir}/grpo-one-token"
+    grpo.train(config, start, out)
+    steps = _logged(out)
+    assert [s["step"] for s in steps] == list(range(1, 13))
+    rewards = [s["reward_mean"] for s in steps]
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.08, rewards
+    assert all(s["response_length"] == 1.0 and s["sync_gap"] < 1e-3 for s in steps)
+    assert all(s["trained_tokens"] == config.grpo.prompts_per_step * config.grpo.group_size for s in steps
+               if not s["skipped_update"] and s["groups_kept"] == config.grpo.prompts_per_step)
+
+
 def test_sync_probe_stops_a_run_whose_weights_were_not_pushed(learnable):
     from taosr.ray_jobs import grpo
 
