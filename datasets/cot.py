@@ -194,8 +194,8 @@ def synthesize(accepted_ds, cot_config):
     """(kept, dropped, counts) Ray Datasets of rows with their rationale or drop reason."""
     written = accepted_ds.map_batches(CotWriter, fn_constructor_args=(cot_config,), batch_format="pyarrow",
                                       batch_size=cot_config.batch_size, concurrency=cot_config.num_teachers,
-                                      num_cpus=cot_config.num_cpus_per_teacher,
-                                      num_gpus=cot_config.num_gpus_per_teacher or None).materialize()
+                                      num_cpus=cot_config.cpus_per_engine,
+                                      num_gpus=cot_config.gpus_per_engine or None).materialize()
     kept = written.filter(lambda row: row["cot_drop_reason"] is None)
     dropped = written.filter(lambda row: row["cot_drop_reason"] is not None)
     counts = {"input": written.count(), "kept": kept.count()}

@@ -118,7 +118,7 @@ def run(config: TaosrConfig) -> dict:
                     "on_eval_split": decision_on_eval_split(config, stage, rule)}
         Path(scratch, "export", "decision.json").write_text(json.dumps(decision, indent=2))
         served = serve_config(join(out, "model"), rule, config.serve.port,
-                              config.eval.num_gpus_per_engine, config.eval.tensor_parallel_size)
+                              config.eval.gpus_per_engine, config.eval.tensor_parallel_size)
         Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
         remove_tree(out, endpoint)
         copy_tree(str(Path(scratch, "export")), out, endpoint)

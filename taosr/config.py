@@ -85,8 +85,8 @@ class EvalConfig:
     untrained: bool = option(True, "also score the untrained base model: a row that shows what pretraining alone answers, at the cost of one more pass over the split")
     batch_size: int = option(64, "prompts per scoring batch")
     num_engines: int = option(1, "scoring actors (one engine each)")
-    num_cpus_per_engine: float = option(1.0, "Ray CPUs reserved by each scoring actor")
-    num_gpus_per_engine: float = option(0.0, "GPUs per scoring actor (tensor_parallel_size of them on a GPU cluster; 0 on CPU)")
+    cpus_per_engine: float = option(1.0, "Ray CPUs reserved by each scoring actor")
+    gpus_per_engine: float = option(0.0, "GPUs per scoring actor (tensor_parallel_size of them on a GPU cluster; 0 on CPU)")
     tensor_parallel_size: int = option(1, "vLLM tensor parallelism of each scoring engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache size per engine in GiB")
     decode_samples: int = option(0, "also decode the full reasoning for this many examples to measure format errors and hallucination (pre-CoT models are always decoded)")
@@ -108,8 +108,8 @@ class CotConfig:
     top_k_rules: int = option(4, "rules retrieved (BM25) per (query, item) and given to the teacher")
     min_rule_score: float = option(4.0, "BM25 score a rule must exceed to be retrieved at all; below it the teacher gets no rule rather than an unrelated one. At 4.0 (bench/retrieval_threshold.py) 0.7% of real Home Depot rows still get a built-in rule, against 40% at 0, and the precision on the built-in logs rises from 19% to 35%")
     num_teachers: int = option(1, "teacher actors")
-    num_cpus_per_teacher: float = option(1.0, "Ray CPUs per teacher actor")
-    num_gpus_per_teacher: float = option(0.0, "vllm: GPUs per teacher actor (its tensor_parallel_size of them; 0 on CPU)")
+    cpus_per_engine: float = option(1.0, "Ray CPUs per teacher actor")
+    gpus_per_engine: float = option(0.0, "vllm: GPUs per teacher actor (its tensor_parallel_size of them; 0 on CPU)")
     tensor_parallel_size: int = option(1, "vllm: tensor parallelism of the teacher's engine (a 30B teacher needs several GPUs)")
     batch_size: int = option(64, "rows per teacher call")
 
@@ -174,8 +174,8 @@ class SampleConfig:
     max_prompts: int = option(0, "sample at most this many training prompts (0 = all)")
     batch_size: int = option(32, "prompts per engine call")
     num_engines: int = option(1, "rollout actors (one vLLM engine each)")
-    num_cpus_per_engine: float = option(1.0, "Ray CPUs per rollout actor")
-    num_gpus_per_engine: float = option(0.0, "GPUs per rollout actor (set to tensor_parallel_size on GPU clusters)")
+    cpus_per_engine: float = option(1.0, "Ray CPUs per rollout actor")
+    gpus_per_engine: float = option(0.0, "GPUs per rollout actor (set to tensor_parallel_size on GPU clusters)")
     tensor_parallel_size: int = option(1, "vLLM tensor parallelism per engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache per engine in GiB")
 
@@ -266,8 +266,8 @@ class SrpoConfig(GrpoConfig):
     critical_weight: float = option(2.0, "w_ik for critical steps (a step whose reward differs from its group's majority)")
     verifier_coverage: float = option(0.3, "share of annotated prompts the offline verifier keeps (the GenRM scores the rest)")
     genrm: str = option("auto", "generative stepwise reward model for the steps the verifier cannot judge: auto (<run_dir>/genrm/model when it exists), a model folder, or none")
-    genrm_cpus: float = option(1.0, "Ray CPUs of the GenRM actor")
-    genrm_gpus: float = option(0.0, "GPUs of the GenRM actor (a fraction to share one)")
+    genrm_cpus_per_engine: float = option(1.0, "Ray CPUs of the GenRM actor")
+    genrm_gpus_per_engine: float = option(0.0, "GPUs of the GenRM actor (a fraction to share one)")
     genrm_timeout_s: float = option(600.0, "a GenRM scoring call slower than this is an error")
     diverse: bool = option(True, "diversified filtering (see grpo.diverse)")
     curriculum: list = option(None, "stages run in order, each {name, prefilter_min, prefilter_max, steps}: the offline pass-rate window that selects its prompts and its step budget", factory=_default_curriculum)
@@ -330,22 +330,53 @@ class TaosrConfig:
     ray: RayConfig = option(factory=RayConfig)
 
 
+# Old names of renamed fields (one scheme for engine resources: ``cpus_per_engine`` and
+# ``gpus_per_engine`` in every section that starts engines). Accepted with a warning for one
+# release, then refused like any unknown key.
+RENAMED_KEYS = {
+    "eval": {"num_cpus_per_engine": "cpus_per_engine", "num_gpus_per_engine": "gpus_per_engine"},
+    "sample": {"num_cpus_per_engine": "cpus_per_engine", "num_gpus_per_engine": "gpus_per_engine"},
+    "cot": {"num_cpus_per_teacher": "cpus_per_engine", "num_gpus_per_teacher": "gpus_per_engine"},
+    "srpo": {"genrm_cpus": "genrm_cpus_per_engine", "genrm_gpus": "genrm_gpus_per_engine"},
+}
+
+
+def _rename_deprecated(node, source: str):
+    """``node`` (a profile or the overrides, as loaded) with old field names moved to the new."""
+    import warnings
+
+    for section, names in RENAMED_KEYS.items():
+        part = node.get(section) if hasattr(node, "get") else None
+        if not hasattr(part, "keys"):
+            continue
+        for old, new in names.items():
+            if old not in part:
+                continue
+            if new in part:
+                raise ValueError(f"{source}: {section}.{old} and {section}.{new} are the same field; keep {section}.{new}")
+            warnings.warn(f"{source}: {section}.{old} is deprecated; use {section}.{new} (the old name goes in the "
+                          "next release)", FutureWarning, stacklevel=3)
+            part[new] = part.pop(old)
+    return node
+
+
 def load_config(profile: str | Path | None = None, overrides: Sequence[str] = (), schema=TaosrConfig):
     """Defaults, then the YAML profile, then ``key.sub=value`` overrides; returns the dataclass.
 
-    Unknown keys and wrongly typed values raise with the offending key named.
+    Unknown keys and wrongly typed values raise with the offending key named; renamed keys
+    (``RENAMED_KEYS``) are accepted with a FutureWarning.
     """
     merged = OmegaConf.structured(schema)
     if profile:
         path = Path(profile)
         if not path.is_file():
             raise FileNotFoundError(f"config profile not found: {path}")
-        merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        merged = OmegaConf.merge(merged, _rename_deprecated(OmegaConf.load(path), str(path)))
     bad = [item for item in overrides if "=" not in item]
     if bad:
         raise ValueError(f"overrides must look like key.sub=value; got {bad}")
     if overrides:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(merged, _rename_deprecated(OmegaConf.from_dotlist(list(overrides)), "overrides"))
     return OmegaConf.to_object(merged)
 
 

@@ -31,7 +31,7 @@ def test_cluster_yaml_passes_ray_schema_validation():
 def test_production_profile_loads_and_places_work_on_gpus():
     config = load_config(ROOT / "configs" / "production.yaml")
     assert config.sft.use_gpu and config.dpo.use_gpu and config.grpo.use_gpu
-    assert config.grpo.gpus_per_engine >= 1 and config.sample.num_gpus_per_engine >= 1
+    assert config.grpo.gpus_per_engine >= 1 and config.sample.gpus_per_engine >= 1
     sequences = config.grpo.prompts_per_step * config.grpo.group_size
     assert sequences % (config.grpo.num_workers * config.grpo.micro_batch_size) == 0
 

@@ -101,3 +101,14 @@ def test_the_configured_s3_endpoint_reaches_every_worker_unless_the_job_names_on
     job = {"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL_S3": "http://other:9000"}}}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     assert "AWS_ENDPOINT_URL_S3" not in worker_env("gpu", "http://minio:9000")  # the job's value wins
+
+
+def test_renamed_resource_fields_are_accepted_with_a_warning_for_one_release(tmp_path):
+    profile = tmp_path / "old.yaml"
+    profile.write_text("eval:\n  num_gpus_per_engine: 1\ncot:\n  num_cpus_per_teacher: 3\n")
+    with pytest.warns(FutureWarning, match="eval.num_gpus_per_engine is deprecated; use eval.gpus_per_engine"):
+        config = load_config(profile, ["srpo.genrm_cpus=2"])
+    assert config.eval.gpus_per_engine == 1 and config.cot.cpus_per_engine == 3
+    assert config.srpo.genrm_cpus_per_engine == 2
+    with pytest.raises(ValueError, match="sample.num_cpus_per_engine and sample.cpus_per_engine are the same field"):
+        load_config(None, ["sample.num_cpus_per_engine=2", "sample.cpus_per_engine=3"])
