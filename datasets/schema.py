@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from taosr.labels import parse_level
+from taosr.limits import InputLimits
 from taosr.text import clean_text
 
 KNOWN_FIELDS = (
@@ -49,17 +49,7 @@ class RowError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_query_chars: int = 512
-    max_title_chars: int = 1024
-    max_description_chars: int = 20000
-    max_attributes: int = 64
-    max_attribute_chars: int = 512
-
-    @classmethod
-    def from_config(cls, data_config) -> "Limits":
-        return cls(**{name: getattr(data_config, name) for name in cls.__dataclass_fields__})
+Limits = InputLimits  # the schema's name for the one definition in taosr.limits
 
 
 def rename_columns(raw: Mapping[str, Any], columns: Mapping[str, str]) -> dict:

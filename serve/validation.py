@@ -10,6 +10,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from taosr.limits import InputLimits
+
 
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,14 +33,11 @@ class RelevanceRequest(BaseModel):
 
 
 @dataclass(frozen=True)
-class RequestLimits:
+class RequestLimits(InputLimits):
+    """The text limits of a logged row (``taosr.limits``), plus what only a request has."""
+
     max_body_bytes: int = 1_000_000
     max_items: int = 500
-    max_query_chars: int = 512
-    max_title_chars: int = 1024
-    max_field_chars: int = 512
-    max_attributes: int = 64
-    max_description_chars: int = 20000
     max_explain_items: int = 4
 
 
@@ -90,13 +89,13 @@ def _check_limits(request: RelevanceRequest, limits: RequestLimits) -> None:
         ids.add(item.id)
         _check_text(f"{where}.title", item.title, limits.max_title_chars)
         if item.category is not None:
-            _check_text(f"{where}.category", item.category, limits.max_field_chars, allow_empty=True)
+            _check_text(f"{where}.category", item.category, limits.max_attribute_chars, allow_empty=True)
         attributes = item.attributes or {}
         if len(attributes) > limits.max_attributes:
             raise RequestError(422, f"{where}.attributes: {len(attributes)} entries; the limit is {limits.max_attributes}")
         for key, value in attributes.items():
-            _check_text(f"{where}.attributes key", key, limits.max_field_chars)
-            _check_text(f"{where}.attributes.{key[:40]}", value, limits.max_field_chars, allow_empty=True)
+            _check_text(f"{where}.attributes key", key, limits.max_attribute_chars)
+            _check_text(f"{where}.attributes.{key[:40]}", value, limits.max_attribute_chars, allow_empty=True)
         if item.description is not None:
             _check_text(f"{where}.description", item.description, limits.max_description_chars, allow_empty=True)
         if item.price is not None and item.price != item.price:

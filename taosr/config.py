@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from taosr.limits import InputLimits
+
 
 def option(default: Any = None, help: str = "", *, factory=None):  # noqa: A002 - mirrors argparse
     """A dataclass field carrying its help text in metadata."""
@@ -61,11 +63,11 @@ class DataConfig:
         "graded labels to levels: each level's lowest score, e.g. {'4': 2.75, '3': 2.25, '2': 1.5, '1': 1.0} for a mean rating on 1-3; empty: labels are levels or aliases",
         factory=dict,
     )
-    max_query_chars: int = option(512, "longer queries are quarantined as oversized")
-    max_title_chars: int = option(1024, "longer titles are quarantined as oversized")
-    max_description_chars: int = option(20000, "longer descriptions (after HTML stripping) are quarantined")
-    max_attributes: int = option(64, "items with more key-value attributes are quarantined")
-    max_attribute_chars: int = option(512, "longer attribute keys or values are quarantined")
+    max_query_chars: int = option(InputLimits.max_query_chars, "longer queries are quarantined as oversized (the endpoint refuses them too: taosr.limits)")
+    max_title_chars: int = option(InputLimits.max_title_chars, "longer titles are quarantined as oversized")
+    max_description_chars: int = option(InputLimits.max_description_chars, "longer descriptions (after HTML stripping) are quarantined")
+    max_attributes: int = option(InputLimits.max_attributes, "items with more key-value attributes are quarantined")
+    max_attribute_chars: int = option(InputLimits.max_attribute_chars, "longer attribute keys or values are quarantined")
     s3_endpoint: str = option("", "S3 endpoint override (a MinIO or moto server); empty for AWS")
 
 

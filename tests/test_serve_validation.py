@@ -156,3 +156,33 @@ def test_admission_bounds_waiting_requests_and_items_but_never_refuses_an_idle_r
     by_requests.enter(1)
     assert "2 requests are waiting" in by_requests.refusal(1)
     assert Admission().refusal(10**9) is None  # both bounds off
+
+
+@pytest.mark.parametrize("field, make", [
+    ("max_query_chars", lambda n: ({"query": "q" * n, "title": "t"}, {"query": "q" * n, "items": [{"id": "a", "title": "t"}]})),
+    ("max_title_chars", lambda n: ({"query": "q", "title": "t" * n}, {"query": "q", "items": [{"id": "a", "title": "t" * n}]})),
+    ("max_attribute_chars", lambda n: ({"query": "q", "title": "t", "attributes": {"color": "c" * n}},
+                                       {"query": "q", "items": [{"id": "a", "title": "t", "attributes": {"color": "c" * n}}]})),
+])
+def test_a_logged_row_and_a_request_item_share_every_text_limit(field, make):
+    """One definition (taosr.limits): at the limit both the data stage and the endpoint accept,
+    one character over both refuse."""
+    from taosr.config import DataConfig
+    from taosr.datasets.schema import Limits, RowError, normalise_row
+    from taosr.limits import InputLimits
+
+    assert getattr(DataConfig(), field) == getattr(RequestLimits(), field) == getattr(InputLimits(), field)
+    limit = 30
+    limits = InputLimits(**{field: limit})
+    serving = RequestLimits(**{field: limit})
+    for size, accepted in ((limit, True), (limit + 1, False)):
+        row, request = make(size)
+        row = {"id": "r1", "label": 4, **row}
+        if accepted:
+            normalise_row(row, Limits(**{field: limit}))
+            parse_request(encode(request), serving)
+        else:
+            with pytest.raises(RowError, match="oversized"):
+                normalise_row(row, limits)
+            with pytest.raises(RequestError, match="limit is 30"):
+                parse_request(encode(request), serving)
