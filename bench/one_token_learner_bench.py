@@ -79,10 +79,10 @@ def main(argv=None) -> int:
     dist.init_process_group("gloo", rank=0, world_size=1)
     model = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    rl = asdict(GrpoConfig(train_layers=15, prompts_per_step=args.prompts, group_size=args.group_size,
-                           max_new_tokens=1, micro_batch_size=16, lr=1e-5, kl_coef=0.05))
+    rl = GrpoConfig(train_layers=15, prompts_per_step=args.prompts, group_size=args.group_size,
+                    max_new_tokens=1, micro_batch_size=16, lr=1e-5, kl_coef=0.05)
     gas = rl_loop.micro_steps_per_step(rl, 1)
-    engine, _ = build_engine(model, {**rl, "grad_accum": gas}, total_steps=1000)
+    engine, _ = build_engine(model, {**asdict(rl), "grad_accum": gas}, total_steps=1000)
     reference = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).eval()
     reference.requires_grad_(False)
     batches = [rollout_rows(tokenizer, args.prompts, args.group_size, seed) for seed in range(args.steps + 1)]

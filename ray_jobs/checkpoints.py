@@ -63,7 +63,8 @@ def report_final(engine, tokenizer, loop_config: dict, rank: int, metrics: dict)
     """The Hugging Face folder (weights, tokenizer, model record) reported as the last checkpoint."""
     import ray.train
 
-    zero3 = (loop_config.get("trainer") or loop_config["rl"])["zero_stage"] == 3
+    settings = loop_config.get("trainer") or loop_config["rl"]  # a supervised stage's dict, or the RL loop's GrpoConfig
+    zero3 = (settings["zero_stage"] if isinstance(settings, dict) else settings.zero_stage) == 3
     weights = engine._zero3_consolidated_16bit_state_dict() if zero3 else None  # collective: all ranks
     if rank != 0:
         ray.train.report(metrics)

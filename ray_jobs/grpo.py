@@ -13,7 +13,6 @@ entrypoint code with another advantage estimator.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 
 from taosr.config import GrpoConfig, TaosrConfig, to_yaml
 from taosr.datasets.storage import absolute, exists, join, local_dir, read_parquet, write_json, write_text
@@ -86,8 +85,6 @@ def training_prompts(config: TaosrConfig, model_path: str, rl: GrpoConfig,
 
 def verifier_annotations(config: TaosrConfig, coverage: float) -> dict:
     """Step annotations of the training split, thinned to ``coverage`` (the offline verifier)."""
-    import ray
-
     accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     rows = accepted.filter(expr="split == 'train'").select_columns(["query", "item_id", "title", "step_annotations"])
     return OfflineVerifier.from_rows(rows.iter_rows(), coverage=coverage, seed=config.seed).annotations
@@ -106,7 +103,7 @@ def probe_for(prompts: list[dict], model_path: str) -> dict:
 def check_layout(rl: GrpoConfig) -> None:
     from taosr.ray_jobs.rl import micro_steps_per_step
 
-    micro_steps_per_step(asdict(rl), rl.num_workers)  # raises unless the batch divides evenly
+    micro_steps_per_step(rl, rl.num_workers)  # raises unless the batch divides evenly
     if rl.zero_stage == 3:
         raise ValueError("RL stages gather the policy on rank 0 for the weight sync; use zero_stage <= 2")
     if rl.group_size < 2:
@@ -153,7 +150,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
             judge = start_judge(config, rl, counts["genrm"])
         info = model_info(AutoTokenizer.from_pretrained(local_dir(start_model)), ResponseFormat.POST_COT.value,
                           base_model=start_model, stage=stage)
-        loop_config = {"rl": asdict(rl), "stage": stage, "seed": config.seed, "model_path": start_model,
+        loop_config = {"rl": rl, "stage": stage, "seed": config.seed, "model_path": start_model,
                        "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),
                        "annotations_ref": ray.put(annotations), "genrm": judge,
                        "engines": group.engines, "engine_dtype": config.model.dtype, "model_info": info}

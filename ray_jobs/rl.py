@@ -22,12 +22,15 @@ import json
 import math
 import random
 import time
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from taosr.actors.rollout import SamplingSpec
 from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
-from taosr.advantages import AdvantageInputs, get_estimator
+from taosr.advantages import AdvantageInputs, estimator_needs, get_estimator
+from taosr.config import GrpoConfig
 from taosr.datasets.storage import local_dir
 from taosr.dynamic_sampling import DynamicBatch, distinct_paths, lost_format_error
 from taosr.formats import ResponseFormat, parse
@@ -41,12 +44,12 @@ from taosr.steps import segment
 from taosr.verifier import OfflineVerifier, hybrid
 
 
-def micro_steps_per_step(rl: dict, world: int) -> int:
-    sequences = rl["prompts_per_step"] * rl["group_size"]
-    if sequences % (world * rl["micro_batch_size"]):
+def micro_steps_per_step(rl: GrpoConfig, world: int) -> int:
+    sequences = rl.prompts_per_step * rl.group_size
+    if sequences % (world * rl.micro_batch_size):
         raise ValueError(f"prompts_per_step x group_size = {sequences} must divide evenly into "
-                         f"{world} learners x micro_batch_size {rl['micro_batch_size']}")
-    return sequences // (world * rl["micro_batch_size"])
+                         f"{world} learners x micro_batch_size {rl.micro_batch_size}")
+    return sequences // (world * rl.micro_batch_size)
 
 
 # --------------------------------------------------------------------------- rollout (rank 0)
@@ -55,31 +58,31 @@ def prompts_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
 
 
-def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group: RolloutGroup) -> dict:
+def collect_batch(rl: GrpoConfig, prompts: list[dict], sampler: BalancedSampler, group: RolloutGroup) -> dict:
     """Roll out, score and filter until ``prompts_per_step`` groups with signal are in."""
-    spec = SamplingSpec(n=rl["group_size"], temperature=rl["temperature"], top_p=rl["top_p"], top_k=rl["top_k"],
-                        max_new_tokens=rl["max_new_tokens"])
-    batch = DynamicBatch(rl["prompts_per_step"], rl["min_pass_rate"], rl["max_pass_rate"], diverse=rl["diverse"],
-                         min_paths=rl["min_distinct_paths"], type_cap=rl["query_type_cap"], label_cap=rl["label_cap"])
+    spec = SamplingSpec(n=rl.group_size, temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k,
+                        max_new_tokens=rl.max_new_tokens)
+    batch = DynamicBatch(rl.prompts_per_step, rl.min_pass_rate, rl.max_pass_rate, diverse=rl.diverse,
+                         min_paths=rl.min_distinct_paths, type_cap=rl.query_type_cap, label_cap=rl.label_cap)
     scored_all, started, generated_tokens, drawn_ids = [], time.time(), 0, []
     reward_seconds = 0.0
-    while not batch.full and batch.rounds < rl["max_refill_rounds"]:
-        count = math.ceil(batch.missing * rl["oversample"])
+    while not batch.full and batch.rounds < rl.max_refill_rounds:
+        count = math.ceil(batch.missing * rl.oversample)
         chosen = [prompts[i] for i in sampler.take(count)]
         drawn_ids.extend(str(p["id"]) for p in chosen)
-        rollouts = group.generate([p["prompt_ids"] for p in chosen], spec, timeout_s=rl["rollout_timeout_s"])
+        rollouts = group.generate([p["prompt_ids"] for p in chosen], spec, timeout_s=rl.rollout_timeout_s)
         generated_tokens += sum(len(r.token_ids) for prompt_rollouts in rollouts for r in prompt_rollouts)
         scoring_started = time.time()
         groups, rewards, correct = [], [], []
         for prompt, prompt_rollouts in zip(chosen, rollouts):
-            scored = [outcome_reward(r.text, prompt["label"], rl["partial_credit"], rl["format_gate"])
+            scored = [outcome_reward(r.text, prompt["label"], rl.partial_credit, rl.format_gate)
                       for r in prompt_rollouts]
             scored_all.extend(scored)
             groups.append({"prompt": prompt, "rollouts": prompt_rollouts, "scored": scored})
             rewards.append([s.reward for s in scored])
             correct.append([s.correct for s in scored])
         batch.add_round(groups, rewards, correct,
-                        paths=[distinct_paths([r.text for r in g["rollouts"]]) for g in groups] if rl["diverse"] else None,
+                        paths=[distinct_paths([r.text for r in g["rollouts"]]) for g in groups] if rl.diverse else None,
                         query_types=[g["prompt"]["query_type"] for g in groups],
                         labels=[g["prompt"]["label"] for g in groups])
         reward_seconds += time.time() - scoring_started
@@ -101,7 +104,7 @@ def collect_batch(rl: dict, prompts: list[dict], sampler: BalancedSampler, group
             "reward_s": reward_seconds}
 
 
-def srpo_inputs(rl: dict, groups: list[dict], context: dict) -> tuple[dict, dict]:
+def step_reward_inputs(rl: GrpoConfig, groups: list[dict], context: dict) -> tuple[dict, dict]:
     """Step spans and hybrid step rewards for the ``srpo`` estimator: the offline verifier where
     it has an annotation, the generative stepwise reward model (one batched call per step, for
     every step of a parseable response the verifier cannot judge) elsewhere, when one is given."""
@@ -123,7 +126,7 @@ def srpo_inputs(rl: dict, groups: list[dict], context: dict) -> tuple[dict, dict
                                                "step_lines": reasoning.step_lines(), "steps": unjudged}
     started, generative = time.time(), {}
     if requests:
-        scored = ray.get(judge.step_rewards.remote(list(requests.values())), timeout=rl["genrm_timeout_s"])
+        scored = ray.get(judge.step_rewards.remote(list(requests.values())), timeout=rl.genrm_timeout_s)
         generative = dict(zip(requests, scored))
     sources, step_rewards, genrm_values = {"verifier": 0, "genrm": 0, "none": 0}, [], []
     for index, judged in enumerate(verified):
@@ -135,19 +138,20 @@ def srpo_inputs(rl: dict, groups: list[dict], context: dict) -> tuple[dict, dict
     ends = np.cumsum([len(g["rollouts"]) for g in groups]).tolist()
     step_rewards = [step_rewards[end - len(g["rollouts"]):end] for g, end in zip(groups, ends)]
     total = max(sum(sources.values()), 1)
-    extras = {"step_rewards": torch.tensor(step_rewards), "step_spans": spans, "lam": rl["lam"],
-              "critical_weight": rl["critical_weight"]}
+    extras = {"step_rewards": torch.tensor(step_rewards), "step_spans": spans, "lam": rl.lam,
+              "critical_weight": rl.critical_weight}
     metrics = {f"step_reward_from_{k}": v / total for k, v in sources.items()}
     metrics.update(genrm_s=time.time() - started, genrm_questions=sum(len(r["steps"]) for r in requests.values()),
                    genrm_yes_mean=float(np.mean(genrm_values)) if genrm_values else None)
     return extras, metrics
 
 
-# Estimators that need more than outcome rewards name the function that gathers their inputs.
-ESTIMATOR_INPUTS = {"srpo": srpo_inputs}
+# What gathers each input an estimator declares in its registration (``register(needs=...)``
+# in taosr.advantages): the estimators stay free of Ray, the loop knows how to fetch.
+INPUT_PROVIDERS = {"step_rewards": step_reward_inputs}
 
 
-def advantage_rows(rl: dict, groups: list[dict], context: dict) -> tuple[list[dict], dict]:
+def advantage_rows(rl: GrpoConfig, groups: list[dict], context: dict) -> tuple[list[dict], dict]:
     """Per-rollout training rows with per-token advantages from the configured estimator."""
     import torch
 
@@ -158,9 +162,11 @@ def advantage_rows(rl: dict, groups: list[dict], context: dict) -> tuple[list[di
         mask[i, :len(r.token_ids)] = 1.0
     rewards = torch.tensor([[s.reward for s in g["scored"]] for g in groups])
     extras, input_metrics = {}, {}
-    if rl["advantage"] in ESTIMATOR_INPUTS:
-        extras, input_metrics = ESTIMATOR_INPUTS[rl["advantage"]](rl, groups, context)
-    advantages, metrics = get_estimator(rl["advantage"])(AdvantageInputs(rewards, mask, extras=extras))
+    for need in estimator_needs(rl.advantage):
+        more, more_metrics = INPUT_PROVIDERS[need](rl, groups, context)
+        extras.update(more)
+        input_metrics.update(more_metrics)
+    advantages, metrics = get_estimator(rl.advantage)(AdvantageInputs(rewards, mask, extras=extras))
     metrics.update(input_metrics)
     rows = []
     for i, (group_index, r) in enumerate((gi, r) for gi, g in enumerate(groups) for r in g["rollouts"]):
@@ -244,13 +250,13 @@ def _logprobs_and_entropy(model, view: dict, temperature: float, with_entropy: b
     return logprobs, entropy
 
 
-def train_on(engine, reference, rl: dict, rows: list[dict], global_tokens: float, world: int, gas: int) -> dict:
+def train_on(engine, reference, rl: GrpoConfig, rows: list[dict], global_tokens: float, world: int, gas: int) -> dict:
     import torch
 
     from taosr.losses import clipped_policy_loss
 
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "entropy": 0.0}
-    size = rl["micro_batch_size"]
+    size = rl.micro_batch_size
     for start in range(0, len(rows), size):
         chunk = rows[start:start + size]
         if not any(r["weight"] for r in chunk):
@@ -268,11 +274,11 @@ def train_on(engine, reference, rl: dict, rows: list[dict], global_tokens: float
         ref_logprobs = None
         if reference is not None:
             with torch.no_grad():
-                ref_logprobs, _ = _logprobs_and_entropy(reference, packed, rl["temperature"], False)
-        logprobs, entropy = _logprobs_and_entropy(engine, packed, rl["temperature"], True)
+                ref_logprobs, _ = _logprobs_and_entropy(reference, packed, rl.temperature, False)
+        logprobs, entropy = _logprobs_and_entropy(engine, packed, rl.temperature, True)
         loss, metrics = clipped_policy_loss(
             logprobs, packed["old_logprobs"], packed["advantages"], mask, ref_logprobs,
-            clip_eps=rl["clip_eps"], kl_coef=rl["kl_coef"], advantage_clip=rl["advantage_clip"],
+            clip_eps=rl.clip_eps, kl_coef=rl.kl_coef, advantage_clip=rl.advantage_clip,
             num_tokens=global_tokens / (world * gas))
         engine.backward(loss)
         engine.step()
@@ -284,7 +290,7 @@ def train_on(engine, reference, rl: dict, rows: list[dict], global_tokens: float
     return sums
 
 
-def sync_engines(engine, group: RolloutGroup, rl: dict, loop_config: dict, step: int, probe: dict) -> float:
+def sync_engines(engine, group: RolloutGroup, rl: GrpoConfig, loop_config: dict, step: int, probe: dict) -> float:
     """Push the learner's weights (rank 0) and return the probe gap; raise when it is too big."""
     import torch
 
@@ -293,12 +299,12 @@ def sync_engines(engine, group: RolloutGroup, rl: dict, loop_config: dict, step:
     # copy=True: under DeepSpeed bf16 the parameters are views into one flat buffer, and
     # pickling a view ships the whole buffer: 272 views of SmolLM2 made a 70 GB push.
     named = [(name, tensor.detach().to("cpu", dtype, copy=True)) for name, tensor in state.items()]
-    if step != rl.get("fault_skip_sync_step"):
-        group.push_weights(named, version=step, timeout_s=rl["sync_timeout_s"])
+    if step != rl.fault_skip_sync_step:
+        group.push_weights(named, version=step, timeout_s=rl.sync_timeout_s)
     return verify_sync(engine.module, group, probe, rl)
 
 
-def verify_sync(model, group: RolloutGroup, probe: dict, rl: dict) -> float:
+def verify_sync(model, group: RolloutGroup, probe: dict, rl: GrpoConfig) -> float:
     import torch
 
     from taosr.losses import token_logprobs
@@ -308,118 +314,191 @@ def verify_sync(model, group: RolloutGroup, probe: dict, rl: dict) -> float:
         logits = model(input_ids=ids).logits[:, :-1, :]
         learner = token_logprobs(logits, ids[:, 1:])[0, len(probe["prompt_ids"]) - 1:].float().cpu()
     worst = 0.0
-    for engine_logprobs in group.probe(probe["prompt_ids"], probe["response_ids"], timeout_s=rl["sync_timeout_s"]):
+    for engine_logprobs in group.probe(probe["prompt_ids"], probe["response_ids"], timeout_s=rl.sync_timeout_s):
         worst = max(worst, float((learner - torch.tensor(engine_logprobs)).abs().mean()))
-    if worst > rl["sync_tolerance"]:
+    if worst > rl.sync_tolerance:
         raise WeightSyncError(f"weight sync check failed: learner and engine log-probs differ by {worst:.4f} "
-                              f"(mean |gap| per token) > sync_tolerance {rl['sync_tolerance']}")
+                              f"(mean |gap| per token) > sync_tolerance {rl.sync_tolerance}")
     return worst
 
 
 # --------------------------------------------------------------------------- the loop
 
-def rl_train_loop(loop_config: dict) -> None:
-    """Runs on every learner rank."""
-    import ray
-    import ray.train
+@dataclass
+class Learner:
+    """What every rank trains with: the DeepSpeed engine, its scheduler, the frozen reference
+    (None without a KL term), the tokenizer and the micro-steps per optimizer step."""
+
+    engine: Any
+    scheduler: Any
+    reference: Any
+    tokenizer: Any
+    gas: int
+
+
+def seed_everything(seed: int, threads: int) -> None:
     import torch
-    import torch.distributed as dist
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+def start_learner(loop_config: dict, rl: GrpoConfig, world: int) -> Learner:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rl = loop_config["rl"]
+    gas = micro_steps_per_step(rl, world)
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(loop_config["model_path"]))
+    engine, scheduler = build_engine(loop_config["model_path"], {**asdict(rl), "grad_accum": gas}, rl.steps)
+    reference = None
+    if rl.kl_coef > 0:
+        dtype = torch.bfloat16 if rl.bf16 else torch.float32
+        reference = AutoModelForCausalLM.from_pretrained(local_dir(loop_config["model_path"]), dtype=dtype).eval()
+        reference.requires_grad_(False)
+    return Learner(engine, scheduler, reference, tokenizer, gas)
+
+
+@dataclass
+class RolloutSide:
+    """Rank 0's half of the loop: the prompts, the label-balanced sampler, the rollout actors and
+    what the rewards need (the tokenizer, the offline verifier, the GenRM actor)."""
+
+    rl: GrpoConfig
+    prompts: list[dict]
+    sampler: BalancedSampler
+    group: RolloutGroup
+    context: dict
+
+    @classmethod
+    def start(cls, loop_config: dict, rl: GrpoConfig, tokenizer, resumed: dict) -> "RolloutSide":
+        import ray
+
+        prompts = ray.get(loop_config["prompts_ref"])
+        sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, loop_config["seed"])
+        if resumed:
+            sampler.load_state_dict(resumed["sampler"])
+        context = {"tokenizer": tokenizer, "genrm": loop_config.get("genrm"),
+                   "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"]))}
+        return cls(rl, prompts, sampler, RolloutGroup(loop_config["engines"]), context)
+
+    def next_batch(self, step: int) -> dict:
+        """Roll out, score and filter one step's groups; their training rows and statistics."""
+        import ray
+
+        if step == self.rl.fault_kill_engine_before_step:
+            ray.kill(self.group.engines[0], no_restart=False)  # testing only: Ray restarts it
+        collected = collect_batch(self.rl, self.prompts, self.sampler, self.group)
+        rows, advantage_metrics = advantage_rows(self.rl, collected["groups"], self.context) \
+            if collected["groups"] else ([], {})
+        return {"rows": rows, "stats": {**collected["stats"], **advantage_metrics,
+                                        "engine_recoveries": self.group.recoveries},
+                "rollout_s": collected["rollout_s"], "reward_s": collected["reward_s"]}
+
+
+def learn(learner: Learner, rl: GrpoConfig, rows: list[dict], rank: int, world: int) -> dict:
+    """One optimizer step on this rank's share of the batch; metrics reduced over the ranks."""
+    import torch
+    import torch.distributed as dist
+
+    if not rows:
+        return {}
+    rows = pad_to(rows, rl.prompts_per_step * rl.group_size)
+    global_tokens = float(sum(len(r["response_ids"]) * r["weight"] for r in rows))
+    per_rank = rl.prompts_per_step * rl.group_size // world
+    mine = rows[rank * per_rank:(rank + 1) * per_rank]
+    trained = train_on(learner.engine, learner.reference, rl, mine, global_tokens, world, learner.gas)
+    reduced = torch.tensor([trained[k] for k in sorted(trained)], dtype=torch.float64)
+    dist.all_reduce(reduced)
+    trained = {k: float(v) for k, v in zip(sorted(trained), reduced)}
+    trained["loss"] /= world * learner.gas
+    trained["trained_tokens"] = global_tokens
+    return trained
+
+
+class Alarms:
+    """What the loop watches between steps: steps that kept no group (stop when the start model
+    has lost the format, else warn), and policy entropy collapsing against its first value."""
+
+    def __init__(self, rl: GrpoConfig, stage: str, rank: int):
+        self.rl, self.stage, self.rank = rl, stage, rank
+        self.stalled, self.first_entropy = 0, None
+
+    def _say(self, message: dict) -> None:
+        if self.rank == 0:
+            print(json.dumps({self.stage: message}), flush=True)
+
+    def check(self, step: int, metrics: dict) -> dict:
+        """The alarm fields for this step's metrics; raises when the run cannot make progress
+        (every rank saw the same broadcast statistics, so all stop together)."""
+        self.stalled = self.stalled + 1 if metrics["skipped_update"] else 0
+        alarms = {"stall_alarm": self.stalled >= self.rl.stall_alarm_steps}
+        lost_format = lost_format_error(self.stage, step, self.stalled, metrics.get("format_error_rate", 0.0), self.rl)
+        if lost_format:
+            raise RuntimeError(lost_format)
+        if alarms["stall_alarm"]:
+            self._say({"step": step, "alarm": f"dynamic sampling kept no group for {self.stalled} steps",
+                       "hint": "every group is all-right or all-wrong: widen the pass-rate window "
+                               "or the prompt pre-filter, or raise group_size or temperature"})
+        if metrics.get("entropy"):
+            self.first_entropy = self.first_entropy or metrics["entropy"]
+            alarms["entropy_alarm"] = metrics["entropy"] < self.rl.entropy_alarm_ratio * self.first_entropy
+            if alarms["entropy_alarm"]:
+                self._say({"step": step, "alarm": "policy entropy collapsing", "entropy": metrics["entropy"],
+                           "first_entropy": self.first_entropy})
+        return alarms
+
+
+def rl_train_loop(loop_config: dict) -> None:
+    """Runs on every learner rank: set up (or resume), then for each step roll out on rank 0,
+    broadcast, learn on every rank, sync the engines, watch for alarms, log and checkpoint."""
+    import ray.train
+    import torch.distributed as dist
+
+    rl: GrpoConfig = loop_config["rl"]
     stage = loop_config["stage"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    random.seed(loop_config["seed"] + rank)
-    np.random.seed(loop_config["seed"] + rank)
-    torch.manual_seed(loop_config["seed"] + rank)
-    torch.set_num_threads(rl["cpus_per_worker"])
-    gas = micro_steps_per_step(rl, world)
-    tokenizer = AutoTokenizer.from_pretrained(local_dir(loop_config["model_path"]))
-    trainer_cfg = {**rl, "grad_accum": gas}
-    engine, scheduler = build_engine(loop_config["model_path"], trainer_cfg, rl["steps"])
-    reference = None
-    if rl["kl_coef"] > 0:
-        dtype = torch.bfloat16 if rl["bf16"] else torch.float32
-        reference = AutoModelForCausalLM.from_pretrained(local_dir(loop_config["model_path"]), dtype=dtype).eval()
-        reference.requires_grad_(False)
-
-    prompts = ray.get(loop_config["prompts_ref"]) if rank == 0 else []
-    sampler = BalancedSampler([p["label"] for p in prompts], rl["label_cv"], loop_config["seed"]) if rank == 0 else None
-    group = RolloutGroup(loop_config["engines"]) if rank == 0 else None
-    context = {"tokenizer": tokenizer, "genrm": loop_config.get("genrm"),
-               "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"]) if rank == 0 else {})}
-    resumed = load_state(engine)
+    seed_everything(loop_config["seed"] + rank, rl.cpus_per_worker)
+    learner = start_learner(loop_config, rl, world)
+    resumed = load_state(learner.engine)
     if resumed.get("final"):
-        report_final(engine, tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
+        report_final(learner.engine, learner.tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
         return
     start_step = resumed.get("step", 0)
-    if sampler is not None and resumed:
-        sampler.load_state_dict(resumed["sampler"])
+    rollouts = RolloutSide.start(loop_config, rl, learner.tokenizer, resumed) if rank == 0 else None
     log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=start_step,
                      s3_endpoint=loop_config.get("s3_endpoint", ""))
     probe = loop_config["probe"]
     if rank == 0:  # engines must hold the learner's weights before the first rollout
-        gap = sync_engines(engine, group, rl, loop_config, start_step, probe) if start_step else \
-            verify_sync(engine.module, group, probe, rl)
+        gap = sync_engines(learner.engine, rollouts.group, rl, loop_config, start_step, probe) if start_step else \
+            verify_sync(learner.engine.module, rollouts.group, probe, rl)
         print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
 
-    sequences_per_rank = rl["prompts_per_step"] * rl["group_size"] // world
-    metrics: dict = {}
-    first_entropy, stalled = None, 0
-    for step in range(start_step + 1, rl["steps"] + 1):
-        payload = [None]
-        if rank == 0:
-            if step == rl["fault_kill_engine_before_step"]:
-                ray.kill(group.engines[0], no_restart=False)  # testing only: Ray restarts it
-            collected = collect_batch(rl, prompts, sampler, group)
-            rows, advantage_metrics = advantage_rows(rl, collected["groups"], context) if collected["groups"] else ([], {})
-            payload = [{"rows": rows, "stats": {**collected["stats"], **advantage_metrics,
-                                                "engine_recoveries": group.recoveries},
-                        "rollout_s": collected["rollout_s"], "reward_s": collected["reward_s"]}]
+    alarms, metrics = Alarms(rl, stage, rank), {}
+    for step in range(start_step + 1, rl.steps + 1):
+        payload = [rollouts.next_batch(step) if rank == 0 else None]
         dist.broadcast_object_list(payload, src=0)
         batch = payload[0]
         train_started = time.time()
-        trained = {}
-        if batch["rows"]:
-            rows = pad_to(batch["rows"], rl["prompts_per_step"] * rl["group_size"])
-            global_tokens = float(sum(len(r["response_ids"]) * r["weight"] for r in rows))
-            mine = rows[rank * sequences_per_rank:(rank + 1) * sequences_per_rank]
-            trained = train_on(engine, reference, rl, mine, global_tokens, world, gas)
-            reduced = torch.tensor([trained[k] for k in sorted(trained)], dtype=torch.float64)
-            dist.all_reduce(reduced)
-            trained = {k: float(v) for k, v in zip(sorted(trained), reduced)}
-            trained["loss"] /= world * gas
-            trained["trained_tokens"] = global_tokens
+        trained = learn(learner, rl, batch["rows"], rank, world)
         train_s = time.time() - train_started
         sync_started = time.time()
-        gap = sync_engines(engine, group, rl, loop_config, step, probe) if rank == 0 and batch["rows"] else None
+        gap = sync_engines(learner.engine, rollouts.group, rl, loop_config, step, probe) \
+            if rank == 0 and batch["rows"] else None
         dist.barrier()
-        metrics = {"step": step, **batch["stats"], **trained, "lr": scheduler.get_last_lr()[0], "sync_gap": gap,
-                   "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
+        metrics = {"step": step, **batch["stats"], **trained, "lr": learner.scheduler.get_last_lr()[0],
+                   "sync_gap": gap, "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
                    "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
-        stalled = stalled + 1 if metrics["skipped_update"] else 0
-        metrics["stall_alarm"] = stalled >= rl["stall_alarm_steps"]
-        lost_format = lost_format_error(stage, step, stalled, batch["stats"].get("format_error_rate", 0.0), rl)
-        if lost_format:  # every rank saw the same broadcast stats, so all stop together
-            raise RuntimeError(lost_format)
-        if metrics["stall_alarm"] and rank == 0:
-            print(json.dumps({stage: {"step": step, "alarm": f"dynamic sampling kept no group for {stalled} steps",
-                                      "hint": "every group is all-right or all-wrong: widen the pass-rate window "
-                                              "or the prompt pre-filter, or raise group_size or temperature"}}),
-                  flush=True)
-        if trained.get("entropy"):
-            first_entropy = first_entropy or trained["entropy"]
-            metrics["entropy_alarm"] = trained["entropy"] < rl["entropy_alarm_ratio"] * first_entropy
-            if metrics["entropy_alarm"] and rank == 0:
-                print(json.dumps({stage: {"step": step, "alarm": "policy entropy collapsing",
-                                          "entropy": trained["entropy"], "first_entropy": first_entropy}}), flush=True)
-        if step % rl["log_every_steps"] == 0 or step == rl["steps"]:
+        metrics.update(alarms.check(step, metrics))
+        if step % rl.log_every_steps == 0 or step == rl.steps:
             log.log(step, metrics)
-        if step % rl["checkpoint_every_steps"] == 0 and step < rl["steps"]:
-            save_state(engine, rank, {"step": step, "sampler": sampler.state_dict() if sampler else None}, metrics)
+        if step % rl.checkpoint_every_steps == 0 and step < rl.steps:
+            save_state(learner.engine, rank, {"step": step, "sampler": rollouts.sampler.state_dict() if rollouts else None},
+                       metrics)
             log.sync()
-        if step == rl["fault_crash_after_step"]:
+        if step == rl.fault_crash_after_step:
             crash_once(loop_config.get("log_dir"), step)
-    report_final(engine, tokenizer, loop_config, rank, {**metrics, "step": rl["steps"]})
+    report_final(learner.engine, learner.tokenizer, loop_config, rank, {**metrics, "step": rl.steps})
     log.close()

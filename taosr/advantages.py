@@ -13,13 +13,17 @@ from typing import Callable
 import torch
 
 ADVANTAGE_ESTIMATORS: dict[str, Callable] = {}
+ESTIMATOR_NEEDS: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str):
+def register(name: str, needs: tuple[str, ...] = ()):
+    """Add an estimator under ``name``. ``needs``: the inputs beyond outcome rewards it reads from
+    ``AdvantageInputs.extras`` (the RL loop's ``INPUT_PROVIDERS`` gathers each by this name)."""
     def add(fn: Callable) -> Callable:
         if name in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage estimator {name!r} registered twice")
         ADVANTAGE_ESTIMATORS[name] = fn
+        ESTIMATOR_NEEDS[name] = tuple(needs)
         return fn
 
     return add
@@ -29,6 +33,11 @@ def get_estimator(name: str) -> Callable:
     if name not in ADVANTAGE_ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ADVANTAGE_ESTIMATORS)}")
     return ADVANTAGE_ESTIMATORS[name]
+
+
+def estimator_needs(name: str) -> tuple[str, ...]:
+    get_estimator(name)  # the same error for an unknown name
+    return ESTIMATOR_NEEDS[name]
 
 
 @dataclass
@@ -54,7 +63,7 @@ def grpo_advantages(inputs: AdvantageInputs) -> tuple[torch.Tensor, dict]:
     return advantages, {"outcome_advantage_abs_mean": float(per_rollout.abs().mean())}
 
 
-@register("srpo")
+@register("srpo", needs=("step_rewards",))
 def srpo_advantages(inputs: AdvantageInputs) -> tuple[torch.Tensor, dict]:
     """Step-level advantages (docs/method.md section 6) on top of GRPO's.
 

@@ -33,11 +33,12 @@ FEW_PATHS, TYPE_CAPPED, LABEL_CAPPED = "few_paths", "type_capped", "label_capped
 DROPPED = (ZERO_VARIANCE, OUT_OF_WINDOW, FEW_PATHS, TYPE_CAPPED, LABEL_CAPPED)
 
 
-def lost_format_error(stage: str, step: int, stalled_steps: int, format_error_rate: float, rl: dict) -> str | None:
+def lost_format_error(stage: str, step: int, stalled_steps: int, format_error_rate: float, rl) -> str | None:
     """Why the RL loop should stop, or None: with the format gate on, a policy whose rollouts all
     break the format earns 0 on every rollout, dynamic sampling drops every group, and no later
-    step can change that. Stopping names the cause instead of spending the budget on no update."""
-    if not rl["format_gate"] or stalled_steps < rl["stall_alarm_steps"] or format_error_rate < rl["lost_format_abort"]:
+    step can change that. Stopping names the cause instead of spending the budget on no update.
+    ``rl``: the stage's GrpoConfig (or SrpoConfig)."""
+    if not rl.format_gate or stalled_steps < rl.stall_alarm_steps or format_error_rate < rl.lost_format_abort:
         return None
     return (f"{stage}: {stalled_steps} steps in a row kept no group, and {format_error_rate:.0%} of step {step}'s "
             "rollouts broke the post-CoT format (each earns 0, so no group's reward can vary). The start model "

@@ -51,7 +51,8 @@ def test_srpo_step_rewards_take_the_verifier_first_and_the_genrm_elsewhere(judge
     from transformers import AutoTokenizer
 
     from taosr.actors.rollout import Rollout
-    from taosr.ray_jobs.rl import srpo_inputs
+    from taosr.config import SrpoConfig
+    from taosr.ray_jobs.rl import step_reward_inputs
     from taosr.verifier import OfflineVerifier
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -67,8 +68,8 @@ def test_srpo_step_rewards_take_the_verifier_first_and_the_genrm_elsewhere(judge
               {"prompt": unannotated, "rollouts": [rollout(well_formed), rollout(well_formed)]}]
     truth = {"category_verdict": "match", "attribute_verdict": "match", "decision": 3}  # step 4 is wrong
     context = {"tokenizer": tokenizer, "genrm": judge, "verifier": OfflineVerifier({"annotated": truth})}
-    rl = {"lam": 0.5, "critical_weight": 2.0, "genrm_timeout_s": 120.0}
-    extras, metrics = srpo_inputs(rl, groups, context)
+    rl = SrpoConfig(lam=0.5, critical_weight=2.0, genrm_timeout_s=120.0)
+    extras, metrics = step_reward_inputs(rl, groups, context)
     rewards = extras["step_rewards"]
     assert rewards.shape == (2, 2, 5)
     genrm, other = ray.get(judge.step_rewards.remote([{**prompt, "step_lines": SHOE.step_lines(), "steps": [1, 2, 3, 4, 5]}

@@ -274,16 +274,27 @@ def test_rl_layouts_the_weight_sync_cannot_serve_are_refused_before_any_actor_st
 
 
 def test_the_loop_stops_only_when_stalled_by_a_lost_format():
-    from dataclasses import asdict
+    from dataclasses import replace
 
     from taosr.config import GrpoConfig
 
-    rl = asdict(GrpoConfig())  # format_gate on, stall alarm after 3 steps, abort at 95% format errors
-    assert rl["format_gate"] and rl["stall_alarm_steps"] == 3 and rl["lost_format_abort"] == 0.95
+    rl = GrpoConfig()  # format_gate on, stall alarm after 3 steps, abort at 95% format errors
+    assert rl.format_gate and rl.stall_alarm_steps == 3 and rl.lost_format_abort == 0.95
     message = lost_format_error("grpo", 7, 3, 1.0, rl)
     assert message.startswith("grpo: 3 steps in a row kept no group, and 100% of step 7's rollouts broke")
     assert "grpo.lost_format_abort=1.1" in message
     assert lost_format_error("grpo", 7, 2, 1.0, rl) is None  # not stalled long enough yet
     assert lost_format_error("grpo", 7, 3, 0.94, rl) is None  # stalled for another reason (all right / all wrong)
-    assert lost_format_error("grpo", 7, 3, 1.0, {**rl, "format_gate": False}) is None  # label alone decides the reward
-    assert lost_format_error("grpo", 7, 3, 1.0, {**rl, "lost_format_abort": 1.1}) is None
+    assert lost_format_error("grpo", 7, 3, 1.0, replace(rl, format_gate=False)) is None  # label alone decides the reward
+    assert lost_format_error("grpo", 7, 3, 1.0, replace(rl, lost_format_abort=1.1)) is None
+
+
+def test_every_input_an_estimator_declares_has_a_provider_in_the_loop():
+    from taosr.advantages import ESTIMATOR_NEEDS, estimator_needs
+    from taosr.ray_jobs.rl import INPUT_PROVIDERS
+
+    assert estimator_needs("grpo") == () and estimator_needs("srpo") == ("step_rewards",)
+    declared = {need for needs in ESTIMATOR_NEEDS.values() for need in needs}
+    assert declared <= set(INPUT_PROVIDERS), declared - set(INPUT_PROVIDERS)
+    with pytest.raises(ValueError, match="unknown advantage estimator"):
+        estimator_needs("srp")
