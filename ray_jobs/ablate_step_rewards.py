@@ -20,7 +20,7 @@ from taosr.config import load_config
 from taosr.datasets.storage import exists, join, read_text, write_text
 from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, markdown_table
 from taosr.ray_jobs import eval as eval_stage
-from taosr.ray_jobs import grpo, srpo
+from taosr.ray_jobs import srpo
 from taosr.ray_jobs.job_args import job_parser
 from taosr.report import query_type_table
 
@@ -38,7 +38,7 @@ def run_variant(config, variant: str) -> dict:
     for key, value in changes.items():
         setattr(run.srpo, key, value)
     out = join(config.run_dir, "ablation", f"srpo-{variant}")
-    result = srpo.train(run, grpo.start_model_for(run), out)
+    result = srpo.train(run, srpo.start_model_for(run), out)
     print(json.dumps({"variant": variant, **result}, default=str), flush=True)
     return eval_stage.evaluate_model(run, f"srpo-{variant}", result["model"], out=join(out, "eval"))
 

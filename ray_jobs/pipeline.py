@@ -38,7 +38,7 @@ SPECS = (
     StageSpec("dpo", ("dpo",), ("sample", "sft")),
     StageSpec("grpo", ("grpo",), ("data", "sample", "sft", "dpo")),
     StageSpec("genrm", ("genrm",), ("cot",)),
-    StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo", "genrm")),
+    StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo", "grpo", "genrm")),
     StageSpec("eval", ("eval",), ("data", *POLICY_STAGES)),
     StageSpec("export", ("export", "eval"), ("data", *POLICY_STAGES)),
     StageSpec("serve", ("serve",), ("export",), always_run=True),
@@ -66,7 +66,7 @@ def run_stage(name: str, config: TaosrConfig, base_model: str) -> dict:
     if name == "genrm":
         return genrm.train(config, genrm.base_model_for(config), out)
     if name == "srpo":
-        return srpo.train(config, grpo.start_model_for(config), out)
+        return srpo.train(config, srpo.start_model_for(config), out)
     if name == "eval":
         return evaluate_all(config, base_model)
     if name == "export":

@@ -10,7 +10,8 @@ prompts); where it has none, a generative stepwise reward model scores the step 
 attached, and otherwise the step gets the outcome advantage alone (logged as
 ``step_reward_from_none``). The curriculum's stages run in order in this one job, each from the
 previous stage's model, each with its own offline pass-rate window and step budget; the last
-stage's model is <run_dir>/srpo/model.
+stage's model is <run_dir>/srpo/model. The first starts from the last policy trained before SRPO
+(GRPO's when there is one; ``srpo.start_from=dpo`` runs SRPO as an arm beside GRPO instead).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from taosr.config import SrpoConfig, TaosrConfig, to_yaml
 from taosr.datasets.storage import absolute, join, write_json, write_text
 from taosr.ray_jobs import grpo
 from taosr.ray_jobs.job_args import run_job
+from taosr.ray_jobs.policies import latest_policy
 
 
 def stage_config(srpo: SrpoConfig, stage: dict) -> SrpoConfig:
@@ -71,8 +73,15 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
     return {"model": final, "curriculum": stages}
 
 
+def start_model_for(config: TaosrConfig) -> str:
+    """The policy SRPO starts from (``srpo.start_from``): the last trained one before it (GRPO's
+    when the run has one), or DPO's (else SFT's) for an arm beside GRPO."""
+    stages = ("sft", "dpo", "grpo") if config.srpo.start_from == "latest" else ("sft", "dpo")
+    return latest_policy(config.run_dir, config.data.s3_endpoint, stages)[1]
+
+
 def main(argv=None) -> int:
-    return run_job(lambda config: train(config, grpo.start_model_for(config), join(config.run_dir, "srpo")), argv, __doc__)
+    return run_job(lambda config: train(config, start_model_for(config), join(config.run_dir, "srpo")), argv, __doc__)
 
 
 if __name__ == "__main__":

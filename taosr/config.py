@@ -273,6 +273,12 @@ class SrpoConfig(GrpoConfig):
     genrm_timeout_s: float = option(600.0, "a GenRM scoring call slower than this is an error")
     diverse: bool = option(True, "diversified filtering (see grpo.diverse)")
     curriculum: list = option(None, "stages run in order, each {name, prefilter_min, prefilter_max, steps}: the offline pass-rate window that selects its prompts and its step budget", factory=_default_curriculum)
+    start_from: str = option("latest", "the policy SRPO starts from: latest (the last trained one before it, GRPO's when the run has one: SRPO refines the chain, as the report's stage-by-stage differences read it) or dpo (an arm beside GRPO from the same start; SFT's model when there is no DPO)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.start_from not in ("latest", "dpo"):
+            raise ValueError(f"srpo.start_from must be latest or dpo; got {self.start_from!r}")
 
 
 @dataclass

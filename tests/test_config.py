@@ -112,3 +112,11 @@ def test_renamed_resource_fields_are_accepted_with_a_warning_for_one_release(tmp
     assert config.srpo.genrm_cpus_per_engine == 2
     with pytest.raises(ValueError, match="sample.num_cpus_per_engine and sample.cpus_per_engine are the same field"):
         load_config(None, ["sample.num_cpus_per_engine=2", "sample.cpus_per_engine=3"])
+
+
+def test_srpo_start_policy_is_validated_when_the_config_loads():
+    assert load_config(None).srpo.start_from == "latest"
+    with pytest.raises(ValueError, match="srpo.start_from must be latest or dpo"):
+        load_config(None, ["srpo.start_from=grpo"])
+    with pytest.raises(ValueError, match="unknown advantage estimator"):  # the parent's checks still run
+        load_config(None, ["srpo.advantage=srp"])

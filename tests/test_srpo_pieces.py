@@ -98,3 +98,18 @@ def test_unscored_steps_and_unsegmented_rollouts_get_the_outcome_advantage_only(
     advantages, metrics = _srpo([[1.0, 0.0]], [[[NAN], [0.0]]], [[(0, 2)], None], 3, lam=1.0)
     assert torch.allclose(advantages, torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]), atol=1e-5)
     assert metrics["unsegmented_rollouts"] == 1 and metrics["scored_step_fraction"] == 0.0
+
+
+def test_srpo_starts_from_the_last_policy_before_it_or_beside_grpo(tmp_path):
+    from taosr.config import load_config
+    from taosr.ray_jobs import srpo
+
+    for stage in ("sft", "dpo", "grpo"):
+        (tmp_path / stage / "model").mkdir(parents=True)
+        (tmp_path / stage / "model" / "config.json").write_text("{}")
+    config = load_config(None, [f"run_dir={tmp_path}"])
+    assert srpo.start_model_for(config).endswith("grpo/model")
+    config = load_config(None, [f"run_dir={tmp_path}", "srpo.start_from=dpo"])
+    assert srpo.start_model_for(config).endswith("dpo/model")
+    (tmp_path / "grpo" / "model" / "config.json").unlink()
+    assert srpo.start_model_for(load_config(None, [f"run_dir={tmp_path}"])).endswith("dpo/model")
