@@ -352,7 +352,8 @@ def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: 
         torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=trainer_cfg.num_workers, use_gpu=trainer_cfg.use_gpu,
                                                resources_per_worker={"CPU": trainer_cfg.cpus_per_worker}),
-        run_config=ray.train.RunConfig(name="ray_train", storage_path=storage,
+        # With a filesystem given, Ray wants the path inside it: s3://bucket/run -> bucket/run.
+        run_config=ray.train.RunConfig(name="ray_train", storage_path=storage.split("://", 1)[-1],
                                        storage_filesystem=filesystem_for(storage, s3_endpoint),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures)),
