@@ -27,7 +27,15 @@ def pipeline(run_dir, address, model_cache, *extra):
                             start_new_session=True, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
-def finish(process, timeout=900) -> str:
+# The test's own limit, and the budgets of its steps, which add up to less than it (four
+# pipeline runs, the wait for a checkpoint, the wait for CPUs): a step that overruns fails with
+# its own message, not pytest-timeout's.
+TEST_TIMEOUT_S = 1800
+RUN_BUDGET_S, CHECKPOINT_WAIT_S, CPU_WAIT_S = 330, 300, 120
+assert 4 * RUN_BUDGET_S + CHECKPOINT_WAIT_S + CPU_WAIT_S < TEST_TIMEOUT_S
+
+
+def finish(process, timeout=RUN_BUDGET_S) -> str:
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output[-4000:]
     return output
@@ -43,7 +51,7 @@ def resumable_checkpoint(run_dir) -> bool:
     return bool(states) and not any('"final": true' in open(path).read() for path in states)
 
 
-def wait_for_free_cpus(ray, wanted, timeout=120):
+def wait_for_free_cpus(ray, wanted, timeout=CPU_WAIT_S):
     """Earlier tests' actors release their CPUs asynchronously; a stage started before that would
     queue behind them and time out somewhere less clear than here."""
     deadline = time.time() + timeout
@@ -53,6 +61,7 @@ def wait_for_free_cpus(ray, wanted, timeout=120):
         time.sleep(1)
 
 
+@pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_sigkill_during_sft_then_rerun_matches_uninterrupted(ray_cluster, tiny_model, tmp_path):
     from tests.conftest import MODEL_CACHE
 
@@ -66,7 +75,7 @@ def test_sigkill_during_sft_then_rerun_matches_uninterrupted(ray_cluster, tiny_m
     killed = tmp_path / "killed"
     every = f"sft.checkpoint_every_steps={steps_per_epoch}"  # resumable checkpoints only at epoch ends
     process = pipeline(killed, address, MODEL_CACHE, every)
-    deadline = time.time() + 600
+    deadline = time.time() + CHECKPOINT_WAIT_S
     while not resumable_checkpoint(killed) and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
     assert process.poll() is None, "the run finished before SFT wrote a checkpoint; nothing was interrupted"
