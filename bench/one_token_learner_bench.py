@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -72,11 +71,9 @@ def main(argv=None) -> int:
     from taosr.ray_jobs import rl as rl_loop
     from taosr.ray_jobs.training import build_engine
 
-    torch.set_num_threads(args.threads)
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29519", "RANK": "0", "LOCAL_RANK": "0",
-                       "WORLD_SIZE": "1"}.items():  # one process, as one Ray Train worker sees it
-        os.environ.setdefault(key, value)
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    from single_rank import start_single_rank  # bench/, beside this script
+
+    start_single_rank(port=29519, threads=args.threads)
     model = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     rl = GrpoConfig(train_layers=15, prompts_per_step=args.prompts, group_size=args.group_size,
