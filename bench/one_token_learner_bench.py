@@ -68,7 +68,8 @@ def main(argv=None) -> int:
 
     from taosr.config import GrpoConfig
     from taosr.models import resolve_model
-    from taosr.ray_jobs import rl as rl_loop
+    from taosr.ray_jobs import policy_update
+    from taosr.ray_jobs.rl import micro_steps_per_step
     from taosr.ray_jobs.training import build_engine
 
     from single_rank import start_single_rank  # bench/, beside this script
@@ -78,18 +79,18 @@ def main(argv=None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model)
     rl = GrpoConfig(train_layers=15, prompts_per_step=args.prompts, group_size=args.group_size,
                     max_new_tokens=1, micro_batch_size=16, lr=1e-5, kl_coef=0.05)
-    gas = rl_loop.micro_steps_per_step(rl, 1)
+    gas = micro_steps_per_step(rl, 1)
     engine, _ = build_engine(model, {**asdict(rl), "grad_accum": gas}, total_steps=1000)
     reference = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).eval()
     reference.requires_grad_(False)
     batches = [rollout_rows(tokenizer, args.prompts, args.group_size, seed) for seed in range(args.steps + 1)]
-    shared_window = rl_loop.shared_prompt_window
+    shared_window = policy_update.shared_prompt_window
 
     def step(rows: list[dict], path: str) -> float:
         # per_rollout: the loop's window helper answers "not shareable", so train_on packs every rollout
-        rl_loop.shared_prompt_window = shared_window if path == "per_prompt" else (lambda chunk: None)
+        policy_update.shared_prompt_window = shared_window if path == "per_prompt" else (lambda chunk: None)
         started = time.perf_counter()
-        rl_loop.train_on(engine, reference, rl, rows, float(len(rows)), 1, gas)
+        policy_update.train_on(engine, reference, rl, rows, float(len(rows)), 1, gas)
         return time.perf_counter() - started
 
     step(batches[0], "per_prompt")  # warm-up, not timed
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     for rows in batches[1:]:
         for path in timed:
             timed[path].append(step(rows, path))
-    rl_loop.shared_prompt_window = shared_window
+    policy_update.shared_prompt_window = shared_window
     dist.destroy_process_group()
 
     prompt_tokens = statistics.fmean(len(r["prompt_ids"]) for rows in batches for r in rows)

@@ -118,8 +118,8 @@ def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = N
         return None
     from taosr.actors.step_judge import step_judge_actor
 
-    return step_judge_actor(absolute(judge_model), num_cpus=rl.genrm_cpus_per_engine, num_gpus=rl.genrm_gpus_per_engine,
-                            dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
+    return step_judge_actor(absolute(judge_model), num_cpus=rl.genrm_cpus_per_engine,
+                            num_gpus=rl.genrm_gpus_per_engine, dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
                             kv_cache_gib=rl.kv_cache_gib, seed=config.seed)
 
 
