@@ -110,13 +110,15 @@ class RolloutEngine:
         return self.weight_version
 
 
-def rollout_actor_class(num_cpus: float = 1.0, num_gpus: float = 0.0, max_restarts: int = 1):
-    """``RolloutEngine`` as a Ray actor class with the resources one engine needs.
+def rollout_actor_class(num_cpus: float = 1.0, num_gpus: float | None = 0.0, resources: dict | None = None,
+                        max_restarts: int = 1):
+    """``RolloutEngine`` as a Ray actor class with the resources one engine needs (``resources``:
+    custom ones that place it on a node type, ``RayConfig.engine_options``).
 
     ``max_restarts`` lets Ray replace an engine whose process died; the learner re-sends the
     current weights to a restarted engine (its ``weight_version`` is back to 0).
     """
     import ray
 
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
-                      max_task_retries=0)(RolloutEngine)
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or 0, resources=resources or {},
+                      max_restarts=max_restarts, max_task_retries=0)(RolloutEngine)

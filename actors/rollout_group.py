@@ -30,11 +30,11 @@ class RolloutGroup:
         self.recoveries = 0  # engines found restarted and given the current weights again
 
     @classmethod
-    def create(cls, count: int, model_path: str, num_cpus: float = 1.0, num_gpus: float = 0.0,
-               ready_timeout_s: float = 600.0, **engine_kwargs) -> "RolloutGroup":
+    def create(cls, count: int, model_path: str, num_cpus: float = 1.0, num_gpus: float | None = 0.0,
+               resources: dict | None = None, ready_timeout_s: float = 600.0, **engine_kwargs) -> "RolloutGroup":
         import ray
 
-        actor = rollout_actor_class(num_cpus=num_cpus, num_gpus=num_gpus)
+        actor = rollout_actor_class(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources)
         engines = [actor.remote(model_path, seed=engine_kwargs.pop("seed", 0) + i, **engine_kwargs)
                    for i in range(count)]
         ray.get([e.ready.remote() for e in engines], timeout=ready_timeout_s)

@@ -190,12 +190,15 @@ class CotWriter:
         return pa.Table.from_pylist(rows, schema=schema)
 
 
-def synthesize(accepted_ds, cot_config):
-    """(kept, dropped, counts) Ray Datasets of rows with their rationale or drop reason."""
+def synthesize(accepted_ds, cot_config, ray_config=None):
+    """(kept, dropped, counts) Ray Datasets of rows with their rationale or drop reason;
+    ``ray_config`` (a ``RayConfig``) places GPU teachers on an engine node type."""
+    from taosr.config import RayConfig
+
+    resources = (ray_config or RayConfig()).engine_options(cot_config.cpus_per_engine, cot_config.gpus_per_engine)
     written = accepted_ds.map_batches(CotWriter, fn_constructor_args=(cot_config,), batch_format="pyarrow",
                                       batch_size=cot_config.batch_size, concurrency=cot_config.num_teachers,
-                                      num_cpus=cot_config.cpus_per_engine,
-                                      num_gpus=cot_config.gpus_per_engine or None).materialize()
+                                      **resources).materialize()
     kept = written.filter(lambda row: row["cot_drop_reason"] is None)
     dropped = written.filter(lambda row: row["cot_drop_reason"] is not None)
     counts = {"input": written.count(), "kept": kept.count()}

@@ -18,7 +18,7 @@ def run(config: TaosrConfig) -> dict:
     out = join(config.run_dir, "cot")
     endpoint = config.data.s3_endpoint
     accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
-    kept, dropped, counts = synthesize(accepted, config.cot)
+    kept, dropped, counts = synthesize(accepted, config.cot, config.ray)
     write_dataset(kept, join(out, "kept"), endpoint)
     write_dataset(dropped, join(out, "dropped"), endpoint)
     write_json(join(out, "counts.json"), counts, endpoint)

@@ -181,7 +181,7 @@ def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
                       base_model=reference_path, stage="dpo")
     loop_config = {"trainer": to_dict(config)["dpo"], "seed": config.seed, "model_path": reference_path,
                    "num_examples": num_pairs, "model_info": info}
-    metrics = fit(train_loop, loop_config, config.dpo, data, out_dir, endpoint)
+    metrics = fit(train_loop, loop_config, config.dpo, data, out_dir, endpoint, config.ray)
     summary = {"pairs": counts, "trained_pairs": num_pairs, **metrics}
     write_json(join(out_dir, "summary.json"), summary, endpoint)
     write_text(join(out_dir, "config.yaml"), to_yaml(config), endpoint)

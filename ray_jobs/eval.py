@@ -49,7 +49,7 @@ def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrCo
                   prompt_format=fmt.value, tensor_parallel_size=config.eval.tensor_parallel_size, **extra)
     scored = rows.map_batches(scorer_cls, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,
                               batch_format="numpy", concurrency=config.eval.num_engines,
-                              num_cpus=config.eval.cpus_per_engine, num_gpus=config.eval.gpus_per_engine or None)
+                              **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine))
     return scored.select_columns(list(columns)).take_all()
 
 

@@ -43,9 +43,10 @@ def chosen_model(config: TaosrConfig) -> tuple[str, str]:
 
 
 def serve_config(model_path: str, rule: DecisionRule, port: int, gpus_per_replica: float = 0.0,
-                 tensor_parallel_size: int = 1) -> dict:
+                 tensor_parallel_size: int = 1, node_resources: dict | None = None) -> dict:
     """The repo's Serve config with this model and decision rule; on a GPU profile each model
-    replica asks Ray for its GPUs (the eval engines' share)."""
+    replica asks Ray for its GPUs (the eval engines' share) and for ``node_resources``, the custom
+    resources that place it on an engine node type (``RayConfig.engine_options``)."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = port
     application = config["applications"][0]
@@ -55,6 +56,8 @@ def serve_config(model_path: str, rule: DecisionRule, port: int, gpus_per_replic
     if gpus_per_replica:
         model = next(d for d in application["deployments"] if d["name"] == "LevelModel")
         model["ray_actor_options"]["num_gpus"] = float(gpus_per_replica)
+        if node_resources:
+            model["ray_actor_options"]["resources"] = dict(node_resources)
         args["tensor_parallel_size"] = int(tensor_parallel_size)
     return config
 
@@ -117,8 +120,9 @@ def run(config: TaosrConfig) -> dict:
                     "described": rule.describe(), "candidates": candidates,
                     "on_eval_split": decision_on_eval_split(config, stage, rule)}
         Path(scratch, "export", "decision.json").write_text(json.dumps(decision, indent=2))
-        served = serve_config(join(out, "model"), rule, config.serve.port,
-                              config.eval.gpus_per_engine, config.eval.tensor_parallel_size)
+        gpus = config.eval.gpus_per_engine
+        served = serve_config(join(out, "model"), rule, config.serve.port, gpus, config.eval.tensor_parallel_size,
+                              config.ray.engine_options(1, gpus)["resources"])
         Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
         remove_tree(out, endpoint)
         copy_tree(str(Path(scratch, "export")), out, endpoint)

@@ -80,7 +80,8 @@ def step_accuracy(config: TaosrConfig, model_path: str, examples) -> dict:
 
     from taosr.actors.step_judge import step_judge_actor
 
-    judge = step_judge_actor(model_path, num_cpus=1.0, num_gpus=1.0 if config.genrm.use_gpu else 0.0, dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
+    judge = step_judge_actor(model_path, **config.ray.engine_options(1.0, 1.0 if config.genrm.use_gpu else 0.0),
+                             dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
                              kv_cache_gib=config.genrm.kv_cache_gib, seed=config.seed)
     try:
         probs = ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
@@ -120,7 +121,7 @@ def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
     info = model_info(AutoTokenizer.from_pretrained(local_dir(base_model)), "genrm", base_model=base_model, stage="genrm")
     loop_config = {"trainer": to_dict(config)["genrm"], "seed": config.seed, "model_path": base_model,
                    "num_examples": num_examples, "model_info": info}
-    metrics = fit(train_loop, loop_config, cfg, data, out_dir, config.data.s3_endpoint)
+    metrics = fit(train_loop, loop_config, cfg, data, out_dir, config.data.s3_endpoint, config.ray)
     model = join(out_dir, "model")
 
     held_out_rows, held_out_counts = annotated_rows(config, cfg.eval_split, cfg.eval_rows)

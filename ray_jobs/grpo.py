@@ -118,8 +118,8 @@ def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = N
         return None
     from taosr.actors.step_judge import step_judge_actor
 
-    return step_judge_actor(absolute(judge_model), num_cpus=rl.genrm_cpus_per_engine,
-                            num_gpus=rl.genrm_gpus_per_engine, dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
+    return step_judge_actor(absolute(judge_model),
+                            **config.ray.engine_options(rl.genrm_cpus_per_engine, rl.genrm_gpus_per_engine), dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
                             kv_cache_gib=rl.kv_cache_gib, seed=config.seed)
 
 
@@ -142,7 +142,7 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     counts["verifier_annotations"] = len(annotations)
     counts["genrm"] = genrm_model_for(config, rl)
     owns_judge = judge is None
-    group = RolloutGroup.create(rl.num_engines, start_model, num_cpus=rl.cpus_per_engine, num_gpus=rl.gpus_per_engine,
+    group = RolloutGroup.create(rl.num_engines, start_model, **config.ray.engine_options(rl.cpus_per_engine, rl.gpus_per_engine),
                                 dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
                                 kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size)
     try:
@@ -154,7 +154,8 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
                        "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),
                        "annotations_ref": ray.put(annotations), "genrm": judge,
                        "engines": group.engines, "engine_dtype": config.model.dtype, "model_info": info}
-        metrics = fit(rl_train_loop, loop_config, rl, None, out_dir, config.data.s3_endpoint, max_failures=max_failures)
+        metrics = fit(rl_train_loop, loop_config, rl, None, out_dir, config.data.s3_endpoint, config.ray,
+                      max_failures=max_failures)
     finally:
         group.shutdown()
         if owns_judge and judge is not None:

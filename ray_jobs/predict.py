@@ -109,8 +109,7 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
     accepted = result.accepted.select_columns(list(MODEL_INPUT_COLUMNS) + ["source", "line"])
     scored = accepted.map_batches(LevelScorer, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,
                                   batch_format="numpy", concurrency=config.eval.num_engines,
-                                  num_cpus=config.eval.cpus_per_engine,
-                                  num_gpus=config.eval.gpus_per_engine or None)
+                                  **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine))
     scored = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).take_all()
     quarantined = result.quarantined.take_all()
     rule = exported_rule(model_path)

@@ -91,7 +91,7 @@ def sample_dataset(rows, model_path: str, config: TaosrConfig):
         fn_constructor_kwargs=dict(model_path=model_path, sample=to_dict(config)["sample"], dtype=config.model.dtype,
                                    max_seq_len=config.model.max_seq_len, seed=config.seed),
         batch_size=sample.batch_size, batch_format="pyarrow", concurrency=sample.num_engines,
-        num_cpus=sample.cpus_per_engine, num_gpus=sample.gpus_per_engine or None,
+        **config.ray.engine_options(sample.cpus_per_engine, sample.gpus_per_engine),
     )
 
 

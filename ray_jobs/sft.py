@@ -196,7 +196,7 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
         val_rows = val_rows.filter(expr="split == 'val'").select_columns(["id", "label", *PROMPT_COLUMNS]).take_all()
         loop_config["validation"] = validation_set(val_rows, tokenizer, ResponseFormat(config.sft.format),
                                                    config.sft.eval_examples, config.seed)
-    metrics = fit(train_loop, loop_config, config.sft, data, out_dir, config.data.s3_endpoint)
+    metrics = fit(train_loop, loop_config, config.sft, data, out_dir, config.data.s3_endpoint, config.ray)
     summary = {"examples": num_examples, "label_counts": label_counts, "format": config.sft.format,
                "validation_rows": len((loop_config.get("validation") or {}).get("gold", [])), **metrics}
     write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)

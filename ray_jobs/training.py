@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Callable
 
+from taosr.config import RayConfig
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
 from taosr.ray_jobs.checkpoints import load_state, report_final, save_state
 from taosr.sft_examples import IGNORE_INDEX
@@ -332,8 +333,17 @@ def require_examples(count: int, cfg, what: str, hint: str = "") -> None:
                          f"{cfg.micro_batch_size}{hint}")
 
 
+def scaling_config(trainer_cfg, ray_config: RayConfig):
+    """Ray Train's workers for one stage: its count, its GPUs and what each asks of a node."""
+    import ray.train
+
+    return ray.train.ScalingConfig(num_workers=trainer_cfg.num_workers, use_gpu=trainer_cfg.use_gpu,
+                                   resources_per_worker=ray_config.learner_resources(trainer_cfg.cpus_per_worker,
+                                                                                     trainer_cfg.use_gpu))
+
+
 def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: str, s3_endpoint: str,
-        max_failures: int = 0) -> dict:
+        ray_config: RayConfig, max_failures: int = 0) -> dict:
     """Run ``train_func`` on Ray Train workers over ``dataset``; the last checkpoint becomes the
     Hugging Face folder ``out_dir/model``. Returns the final metrics. Ray Train resumes a run
     whose (storage path, name) already holds checkpoints; ``max_failures`` restarts failed workers
@@ -350,8 +360,7 @@ def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: 
         train_loop_config={**loop_config, "model_path": absolute(loop_config["model_path"]),
                            "log_dir": local_out or out_dir, "s3_endpoint": s3_endpoint},
         torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=trainer_cfg.num_workers, use_gpu=trainer_cfg.use_gpu,
-                                               resources_per_worker={"CPU": trainer_cfg.cpus_per_worker}),
+        scaling_config=scaling_config(trainer_cfg, ray_config),
         # With a filesystem given, Ray wants the path inside it: s3://bucket/run -> bucket/run.
         run_config=ray.train.RunConfig(name="ray_train", storage_path=storage.split("://", 1)[-1],
                                        storage_filesystem=filesystem_for(storage, s3_endpoint),

@@ -313,10 +313,28 @@ class RayConfig:
     num_cpus: int = option(0, "logical CPUs of a local cluster (0 = physical count); may exceed the cores so actors fit")
     progress_bars: bool = option(True, "Ray Data's progress bars for the data, CoT, sampling, eval and prediction passes (TAOSR_PROGRESS_BARS=0 turns them off, as the test suite does)")
     device: str = option("cpu", "cpu or gpu: on cpu every worker gets the CPU settings (DS_ACCELERATOR=cpu, 2 OpenMP threads, vLLM's CPU KV cache, an offline hub); on gpu none of them")
+    learner_node_resource: str = option("", "a custom resource every GPU learner worker (SFT, DPO, GenRM, GRPO, SRPO) also asks for, one unit per GPU, so the autoscaler starts the node type that offers it (cluster.yaml's H100 type offers learner_gpu); empty: any node with a free GPU")
+    engine_node_resource: str = option("", "the same for every GPU engine and replica (CoT teacher, pass@N sampling, evaluation, rollouts, the GenRM judge, prediction, Serve replicas); cluster.yaml's L40S type offers engine_gpu")
 
     def __post_init__(self):
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"ray.device must be cpu or gpu; got {self.device!r}")
+
+    def engine_options(self, cpus: float, gpus: float) -> dict[str, Any]:
+        """Ray's resource options for one engine, actor or replica (``ray.remote``, Ray Data's
+        ``map_batches``, Serve's ``ray_actor_options``): its CPUs, its GPUs (None for none, as Ray
+        Data wants) and the node resource that places a GPU engine on an engine node type."""
+        return {"num_cpus": cpus, "num_gpus": gpus or None, "resources": _per_gpu(self.engine_node_resource, gpus)}
+
+    def learner_resources(self, cpus: float, use_gpu: bool) -> dict[str, float]:
+        """Ray Train's ``resources_per_worker`` for one learner worker (its GPU comes from
+        ``use_gpu``): its CPUs and the node resource that places it on a learner node type."""
+        return {"CPU": cpus, **_per_gpu(self.learner_node_resource, 1 if use_gpu else 0)}
+
+
+def _per_gpu(resource: str, gpus: float) -> dict[str, float]:
+    # One unit per GPU, so a node type offering N units takes exactly the work its N GPUs fit.
+    return {resource: float(gpus)} if resource and gpus else {}
 
 
 @dataclass
