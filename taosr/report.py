@@ -173,13 +173,16 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
 def difference_header(*extra: str) -> list[str]:
     """The header and rule lines of a table of ``difference_row`` rows, with ``extra`` columns."""
     columns = ["change", "n", "Δ macro-F1 [95% interval]", "Δ acc [95% interval]", "Δ QWK [95% interval]",
-               "beyond noise?", *extra]
+               "rows changed (→ right / → wrong)", "beyond noise?", *extra]
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seed: int = 0) -> str:
-    """``| label | n | Δ macro-F1 [interval] | Δ acc [interval] | Δ QWK [interval] | beyond noise? |``
-    for two models' {id: (gold, pred)} on the ids both scored (a paired bootstrap)."""
+    """``| label | n | Δ macro-F1 [interval] | Δ acc [interval] | Δ QWK [interval] | rows changed |
+    beyond noise? |`` for two models' {id: (gold, pred)} on the ids both scored (a paired
+    bootstrap). The changed rows say what the intervals rest on: when a stage changes a handful
+    of predictions, the bootstrap resamples only those, and a lopsided handful gives an interval
+    that just excludes 0."""
     shared = sorted(before.keys() & after.keys())
     result = paired_bootstrap([before[i][0] for i in shared], [before[i][1] for i in shared],
                               [after[i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
@@ -187,6 +190,10 @@ def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[s
              for m in ("macro_f1", "accuracy")]
     qwk = result["qwk"]
     cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
+    changed = [i for i in shared if before[i][1] != after[i][1]]
+    to_right = sum(after[i][1] == after[i][0] for i in changed)
+    to_wrong = sum(before[i][1] == before[i][0] for i in changed)
+    cells.append(f"{len(changed)} ({to_right} / {to_wrong})")
     return f"| {label} | {result['n']} | {' | '.join(cells)} | {'yes' if result['beyond_noise'] else 'no'} |"
 
 
@@ -341,7 +348,8 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
     if differences:
         parts += ["## Stage differences against noise\n",
                   f"Paired bootstrap over the held-out examples ({BOOTSTRAP_RESAMPLES:,} resamples): a change is beyond noise "
-                  "when the 95% interval of its macro-F1 difference excludes 0. The last column is the wall time of the stage "
+                  "when the 95% interval of its macro-F1 difference excludes 0. \"Rows changed\" counts the predictions that differ, "
+                  "how many of them became right and how many became wrong: the intervals rest on those rows alone. The last column is the wall time of the stage "
                   "that made the change: what it cost next to what it bought.\n", differences, "\n"]
     else:
         missing.append("stage differences (no eval/<stage>/predictions.jsonl)")

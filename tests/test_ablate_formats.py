@@ -25,7 +25,8 @@ def test_difference_row_by_hand():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "const → perfect" and cells[1] == "20"
     assert cells[2].startswith("+90.00 [") and cells[3].startswith("+75.00 [") and cells[4].startswith("+1.000 [")
-    assert cells[5] == "yes"
+    assert cells[5] == "15 (15 / 0)"  # the 15 rows whose gold is not 1 changed, each to the right level
+    assert cells[6] == "yes"
     # Only the ids both models scored are compared.
     assert "| 12 |" in difference_row("x", by_id([1] * 20), {k: v for k, v in list(by_id(GOLD).items())[:12]})
 
@@ -33,7 +34,12 @@ def test_difference_row_by_hand():
 def test_a_change_within_noise_is_called_so():
     one_flip = list(GOLD)
     one_flip[0] = 2
-    assert difference_row("x", by_id(GOLD), by_id(one_flip)).endswith("| no |")
+    assert difference_row("x", by_id(GOLD), by_id(one_flip)).endswith("| 1 (0 / 1) | no |")
+    # Rows 1 and 2 go from right to wrong, row 3 from wrong (1 for a 4) to right.
+    before, after = list(GOLD), list(GOLD)
+    before[3] = 1
+    after[1], after[2] = 1, 4
+    assert "| 3 (1 / 2) |" in difference_row("x", by_id(before), by_id(after))
 
 
 def test_render_compares_each_format_with_the_configured_one_and_the_baseline():
