@@ -114,7 +114,8 @@ def run(config: TaosrConfig) -> dict:
         beta_dir = str(Path(scratch, "export", "beta"))
         metrics = evaluate_model(held_out, f"export-{stage}", local_model, out=beta_dir)
         sweep = sweep_and_plot(join(beta_dir, "predictions.jsonl"), beta_dir, metric=metric)
-        rule, candidates = choose_rule(*read_predictions(join(beta_dir, "predictions.jsonl")), metric=metric)
+        rule, candidates = choose_rule(*read_predictions(join(beta_dir, "predictions.jsonl")), metric=metric,
+                                       keep_argmax_within_noise=config.export.keep_argmax_within_noise, seed=config.seed)
         record_rule(local_model, rule, config.export.beta_split)
         decision = {"metric": metric, "split": config.export.beta_split, "n": sweep["n"], "chosen": rule.to_record(),
                     "described": rule.describe(), "candidates": candidates,

@@ -297,6 +297,7 @@ class ExportConfig:
     model_stage: str = option("last", "which trained stage's model to export for serving: sft, dpo, grpo, srpo, or last (the latest that exists)")
     beta_split: str = option("val", "split the CumPT threshold is chosen on (never the split the table reports)")
     beta_metric: str = option("macro_f1", "tier metric the chosen beta maximises")
+    keep_argmax_within_noise: bool = option(True, "serve the plain argmax unless the best CumPT or prior-corrected rule beats it on beta_split beyond noise (the 95% paired-bootstrap interval of its gain excludes 0); off: serve the best rule whatever its margin")
     max_examples: int = option(0, "score at most this many examples of beta_split (0 = all)")
 
 

@@ -38,6 +38,40 @@ def tiny_model() -> str:
     return resolve_model("tiny", MODEL_CACHE)
 
 
+def resumable_checkpoint(stage_dir: Path) -> bool:
+    """Ray Train has registered a checkpoint of the stage (its snapshot names it) and it is not
+    the final one: a kill now leaves something to resume."""
+    snapshot = Path(stage_dir) / "ray_train" / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return False
+    states = [os.path.join(root, "train_state.json") for root, _, files in os.walk(snapshot.parent)
+              if "train_state.json" in files]
+    return bool(states) and not any('"final": true' in open(path).read() for path in states)
+
+
+def wait_for_free_cpus(ray, wanted: float, timeout: float) -> None:
+    """Actors of a killed job or an earlier test release their CPUs asynchronously; a stage
+    started before that would queue behind them and time out somewhere less clear than here."""
+    deadline = time.time() + timeout
+    while ray.available_resources().get("CPU", 0) < wanted:
+        if time.time() > deadline:
+            raise TimeoutError(f"{wanted} CPUs still not free after {timeout} s: {ray.available_resources()}")
+        time.sleep(1)
+
+
+def kill_once_resumable(process: subprocess.Popen, stage_dir: Path, timeout: float) -> None:
+    """SIGKILL the job's whole process group as soon as the stage has a resumable checkpoint."""
+    import signal
+
+    deadline = time.time() + timeout
+    while not resumable_checkpoint(stage_dir) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, "the job ended before the stage wrote a checkpoint; nothing was interrupted"
+    assert resumable_checkpoint(stage_dir), f"no checkpoint within {timeout} s"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

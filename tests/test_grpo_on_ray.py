@@ -190,3 +190,52 @@ def test_srpo_reuses_the_loop_and_runs_its_curriculum_stages_in_order(learnable)
     assert result["curriculum"]["first"]["prompts"]["verifier_annotations"] > 0
     info = json.loads(open(f"{config.run_dir}/srpo/model/taosr-model.json").read())
     assert info["base_model"].endswith("stage-first/model")  # each stage starts from the one before
+
+
+@pytest.mark.timeout(900)
+def test_a_sigkilled_job_resumes_from_its_checkpoint_when_run_again(learnable, ray_cluster, tmp_path):
+    """The whole job killed (SIGKILL to the driver's process group, the way a lost head node or
+    an operator's kill -9 ends it) once a checkpoint is registered; the same command run again
+    resumes from that checkpoint: every step logged once, and each step drew the prompts an
+    uninterrupted run's sampler draws."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from taosr.config import to_yaml
+    from taosr.label_balance import BalancedSampler
+    from taosr.ray_jobs import grpo
+    from taosr.ray_jobs.rl import prompts_digest
+    from tests.conftest import ROOT, kill_once_resumable, wait_for_free_cpus
+
+    config, start = learnable
+    config = _with_train_prompts(config, 8, tmp_path)
+    rl = config.grpo
+    rl.steps, rl.checkpoint_every_steps, rl.oversample, rl.max_refill_rounds = 6, 2, 1.0, 1
+    (tmp_path / "sft").mkdir()
+    os.symlink(start, tmp_path / "sft" / "model")  # the job's start policy: the run's latest
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(to_yaml(config))
+    command = [sys.executable, "-m", "taosr.ray_jobs.grpo", "--config", str(profile),
+               f"ray.address={ray_cluster.get_runtime_context().gcs_address}"]
+
+    def job():
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, cwd=ROOT)
+
+    kill_once_resumable(job(), tmp_path / "grpo", timeout=300)
+    assert not (tmp_path / "grpo" / "model").exists()
+    wait_for_free_cpus(ray_cluster, rl.num_workers * rl.cpus_per_worker + rl.num_engines * rl.cpus_per_engine, 120)
+    rerun = job()
+    output, _ = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, output[-4000:]
+    started = [int(step) for step in re.findall(r'"start_step": (\d+)', output)]  # rank 0's line, via Ray's log
+    assert started and started[0] > 0 and started[0] % rl.checkpoint_every_steps == 0, output[-3000:]
+    steps = _logged(tmp_path / "grpo")
+    assert [s["step"] for s in steps] == list(range(1, rl.steps + 1))
+    prompts, _ = grpo.training_prompts(config, start, rl)
+    sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, config.seed)
+    drawn = [[str(prompts[i]["id"]) for i in sampler.take(rl.prompts_per_step)] for _ in steps]
+    assert [s["prompts_digest"] for s in steps] == [prompts_digest(ids) for ids in drawn]
+    assert (tmp_path / "grpo" / "model" / "config.json").exists()

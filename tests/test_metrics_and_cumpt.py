@@ -218,6 +218,24 @@ def test_choose_rule_prefers_cumpt_on_a_tie_and_the_smallest_correction_that_pay
     assert rule == DecisionRule("cumpt", beta=0.75) and max(row["tier_accuracy"] for row in rows) == 1.0
 
 
+def test_a_rule_replaces_the_argmax_only_when_its_gain_is_beyond_noise():
+    from taosr.decision import choose_rule
+
+    # Two rows: tau 0.4 is perfect where the argmax gets one of two, but a resample of the same
+    # row twice shows no gain, so the interval's low end is 0 and the argmax stays.
+    rule, rows = choose_rule(TWO_ROWS, [4, 1], keep_argmax_within_noise=True)
+    assert rule.rule == "argmax" and rule.prior_tau == 0.0
+    assert next(r for r in rows if "gain_over_argmax" in r)["gain_over_argmax"]["low"] <= 0
+    # 200 rows, half of them gold 1, where the model always leans to 4 (0.4 against 0.3 for 1):
+    # the argmax never answers 1 (macro-F1 1/3 at best), the prior correction answers it on
+    # every such row. A gain that size is beyond any resample's noise.
+    probs = np.array([[0.4, 0.2, 0.1, 0.3]] * 100 + [[0.7, 0.1, 0.1, 0.1]] * 100)
+    gold = [1] * 100 + [4] * 100
+    rule, rows = choose_rule(probs, gold, keep_argmax_within_noise=True)
+    assert rule.rule == "argmax" and rule.prior_tau > 0 and rule.levels(probs).tolist() == gold
+    assert next(r for r in rows if "gain_over_argmax" in r)["gain_over_argmax"]["low"] > 0.3
+
+
 def test_decision_rule_records_round_trip_and_old_records_mean_cumpt():
     from taosr.decision import DecisionRule
 

@@ -5,10 +5,8 @@ skipped, and ends with the same metrics as an uninterrupted run of the same seed
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -41,29 +39,9 @@ def finish(process, timeout=RUN_BUDGET_S) -> str:
     return output
 
 
-def resumable_checkpoint(run_dir) -> bool:
-    """Ray Train has registered a checkpoint (its snapshot names it) and it is not the final one."""
-    snapshot = run_dir / "sft" / "ray_train" / "checkpoint_manager_snapshot.json"
-    if not snapshot.exists():
-        return False
-    states = [os.path.join(root, "train_state.json") for root, _, files in os.walk(snapshot.parent)
-              if "train_state.json" in files]
-    return bool(states) and not any('"final": true' in open(path).read() for path in states)
-
-
-def wait_for_free_cpus(ray, wanted, timeout=CPU_WAIT_S):
-    """Earlier tests' actors release their CPUs asynchronously; a stage started before that would
-    queue behind them and time out somewhere less clear than here."""
-    deadline = time.time() + timeout
-    while ray.available_resources().get("CPU", 0) < wanted:
-        if time.time() > deadline:
-            raise TimeoutError(f"{wanted} CPUs still not free after {timeout} s: {ray.available_resources()}")
-        time.sleep(1)
-
-
 @pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_sigkill_during_sft_then_rerun_matches_uninterrupted(ray_cluster, tiny_model, tmp_path):
-    from tests.conftest import MODEL_CACHE
+    from tests.conftest import MODEL_CACHE, kill_once_resumable, wait_for_free_cpus
 
     address = ray_cluster.get_runtime_context().gcs_address
     straight = tmp_path / "straight"
@@ -74,16 +52,10 @@ def test_sigkill_during_sft_then_rerun_matches_uninterrupted(ray_cluster, tiny_m
 
     killed = tmp_path / "killed"
     every = f"sft.checkpoint_every_steps={steps_per_epoch}"  # resumable checkpoints only at epoch ends
-    process = pipeline(killed, address, MODEL_CACHE, every)
-    deadline = time.time() + CHECKPOINT_WAIT_S
-    while not resumable_checkpoint(killed) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    assert process.poll() is None, "the run finished before SFT wrote a checkpoint; nothing was interrupted"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_resumable(pipeline(killed, address, MODEL_CACHE, every), killed / "sft", CHECKPOINT_WAIT_S)
     assert not (killed / "sft" / "manifest.json").exists()
     before = {stage: json.loads((killed / stage / "manifest.json").read_text()) for stage in ("data", "cot")}
-    wait_for_free_cpus(ray_cluster, 3)
+    wait_for_free_cpus(ray_cluster, 3, CPU_WAIT_S)
 
     output = finish(pipeline(killed, address, MODEL_CACHE, every))
     shown = "\n".join(line for line in output.splitlines() if line.startswith("[") or "resumed" in line)
