@@ -59,6 +59,18 @@ def wait_for_free_cpus(ray, wanted: float, timeout: float) -> None:
         time.sleep(1)
 
 
+def stage_job(stage: str, config, ray_address: str, folder: Path) -> subprocess.Popen:
+    """``python -m taosr.ray_jobs.<stage>`` with ``config`` saved as its profile, joined to the
+    test's Ray cluster, in a process group of its own (so a test can SIGKILL the whole job)."""
+    from taosr.config import to_yaml
+
+    profile = Path(folder) / f"{stage}-profile.yaml"
+    profile.write_text(to_yaml(config))
+    command = [sys.executable, "-m", f"taosr.ray_jobs.{stage}", "--config", str(profile), f"ray.address={ray_address}"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, cwd=ROOT)
+
+
 def kill_once_resumable(process: subprocess.Popen, stage_dir: Path, timeout: float) -> None:
     """SIGKILL the job's whole process group as soon as the stage has a resumable checkpoint."""
     import signal

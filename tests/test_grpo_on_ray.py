@@ -200,14 +200,11 @@ def test_a_sigkilled_job_resumes_from_its_checkpoint_when_run_again(learnable, r
     uninterrupted run's sampler draws."""
     import os
     import re
-    import subprocess
-    import sys
 
-    from taosr.config import to_yaml
     from taosr.label_balance import BalancedSampler
     from taosr.ray_jobs import grpo
     from taosr.ray_jobs.rl import prompts_digest
-    from tests.conftest import ROOT, kill_once_resumable, wait_for_free_cpus
+    from tests.conftest import kill_once_resumable, stage_job, wait_for_free_cpus
 
     config, start = learnable
     config = _with_train_prompts(config, 8, tmp_path)
@@ -215,14 +212,9 @@ def test_a_sigkilled_job_resumes_from_its_checkpoint_when_run_again(learnable, r
     rl.steps, rl.checkpoint_every_steps, rl.oversample, rl.max_refill_rounds = 6, 2, 1.0, 1
     (tmp_path / "sft").mkdir()
     os.symlink(start, tmp_path / "sft" / "model")  # the job's start policy: the run's latest
-    profile = tmp_path / "profile.yaml"
-    profile.write_text(to_yaml(config))
-    command = [sys.executable, "-m", "taosr.ray_jobs.grpo", "--config", str(profile),
-               f"ray.address={ray_cluster.get_runtime_context().gcs_address}"]
 
     def job():
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, cwd=ROOT)
+        return stage_job("grpo", config, ray_cluster.get_runtime_context().gcs_address, tmp_path)
 
     kill_once_resumable(job(), tmp_path / "grpo", timeout=300)
     assert not (tmp_path / "grpo" / "model").exists()

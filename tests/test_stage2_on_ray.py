@@ -126,3 +126,37 @@ def test_two_worker_dpo_grows_the_margin_of_chosen_over_rejected(sampled):
     assert float((after - before).mean()) > 1.0, (before, after)
     logged = [json.loads(line) for line in (run_dir / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1]["reward_margin"] > logged[0]["reward_margin"]
+
+
+@pytest.mark.timeout(900)
+def test_a_sigkilled_dpo_job_resumes_from_its_checkpoint_when_run_again(sampled, ray_cluster, tmp_path):
+    """DPO's job killed (SIGKILL to its process group) once a checkpoint is registered; the same
+    command again rebuilds the pairs and their reference log-probs, resumes training from the
+    checkpoint and logs every step once."""
+    import os
+
+    from tests.conftest import kill_once_resumable, stage_job, wait_for_free_cpus
+
+    config, _, run_dir = sampled
+    config = copy.deepcopy(config)
+    for stage in ("data", "sft", "sample"):  # the run's upstream, shared read-only
+        os.symlink(run_dir / stage, tmp_path / stage)
+    config.run_dir = str(tmp_path)
+    for key, value in dict(num_workers=2, cpus_per_worker=1, micro_batch_size=2, lr=1e-3, epochs=3, bf16=False,
+                           max_seq_len=384, pairs_per_prompt=2, log_every_steps=1, checkpoint_every_steps=4).items():
+        setattr(config.dpo, key, value)
+
+    def job():
+        return stage_job("dpo", config, ray_cluster.get_runtime_context().gcs_address, tmp_path)
+
+    kill_once_resumable(job(), tmp_path / "dpo", timeout=300)
+    assert not (tmp_path / "dpo" / "model").exists()
+    wait_for_free_cpus(ray_cluster, config.dpo.num_workers * config.dpo.cpus_per_worker, 120)
+    rerun = job()
+    output, _ = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, output[-4000:]
+    summary = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith('{"model"')))
+    assert summary["resumed_after_step"] > 0 and summary["resumed_after_step"] % 4 == 0, output[-3000:]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, summary["total_steps"] + 1))  # each step once: none repeated, none skipped
+    assert (tmp_path / "dpo" / "model" / "config.json").exists()
