@@ -84,6 +84,32 @@ def kill_once_resumable(process: subprocess.Popen, stage_dir: Path, timeout: flo
     process.wait()
 
 
+def kill_and_rerun(stage: str, config, ray, folder: Path, cpus: float) -> str:
+    """Start the stage's job, SIGKILL it once it has a resumable checkpoint, wait for its CPUs,
+    run the same job again to the end; returns the second run's output."""
+    address = ray.get_runtime_context().gcs_address
+    kill_once_resumable(stage_job(stage, config, address, folder), Path(config.run_dir) / stage, timeout=300)
+    assert not (Path(config.run_dir) / stage / "model").exists()
+    wait_for_free_cpus(ray, cpus, 120)
+    rerun = stage_job(stage, config, address, folder)
+    output, _ = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, output[-4000:]
+    return output
+
+
+def assert_supervised_stage_resumed(stage: str, output: str, run_dir: Path, every: int) -> dict:
+    """A Ray Train stage's rerun resumed from a checkpoint (a positive multiple of ``every``),
+    logged every step once and wrote its model; returns its summary."""
+    import json
+
+    summary = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith('{"model"')))
+    assert summary["resumed_after_step"] > 0 and summary["resumed_after_step"] % every == 0, output[-3000:]
+    steps = [json.loads(line)["step"] for line in (Path(run_dir) / stage / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, summary["total_steps"] + 1))  # each step once: none repeated, none skipped
+    assert (Path(run_dir) / stage / "model" / "config.json").exists()
+    return summary
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -106,3 +106,25 @@ def test_genrm_stage_trains_on_annotated_steps_and_reports_held_out_step_accurac
     assert info["stage"] == "genrm" and info["format"] == "genrm"
     logged = [json.loads(line) for line in open(tmp_path / "genrm" / "metrics.jsonl")]
     assert logged and all(math.isfinite(row["loss"]) for row in logged)
+
+
+@pytest.mark.timeout(900)
+def test_a_sigkilled_genrm_job_resumes_from_its_checkpoint_when_run_again(stage1_run, ray_cluster, tmp_path):
+    """The GenRM's job killed (SIGKILL to its process group) once a checkpoint is registered; the
+    same command again builds its step questions, resumes training and logs every step once."""
+    import os
+
+    from tests.conftest import MODEL_CACHE, assert_supervised_stage_resumed, kill_and_rerun
+
+    config, _, _, run_dir = stage1_run
+    config = copy.deepcopy(config)
+    for stage in ("data", "cot"):  # the run's upstream, shared read-only
+        os.symlink(run_dir / stage, tmp_path / stage)
+    config.run_dir, config.model.cache_dir, config.model.dtype = str(tmp_path), MODEL_CACHE, "float32"
+    for key, value in dict(max_examples=32, micro_batch_size=4, num_workers=1, cpus_per_worker=1, bf16=False, epochs=3,
+                           lr=3e-3, max_seq_len=768, eval_split="test", eval_rows=2, log_every_steps=1,
+                           checkpoint_every_steps=4).items():
+        setattr(config.genrm, key, value)
+    output = kill_and_rerun("genrm", config, ray_cluster, tmp_path, config.genrm.cpus_per_worker)
+    summary = assert_supervised_stage_resumed("genrm", output, tmp_path, every=4)
+    assert summary["step_accuracy"]["n"] > 0  # the resumed model was judged on held-out steps

@@ -135,7 +135,7 @@ def test_a_sigkilled_dpo_job_resumes_from_its_checkpoint_when_run_again(sampled,
     checkpoint and logs every step once."""
     import os
 
-    from tests.conftest import kill_once_resumable, stage_job, wait_for_free_cpus
+    from tests.conftest import assert_supervised_stage_resumed, kill_and_rerun
 
     config, _, run_dir = sampled
     config = copy.deepcopy(config)
@@ -146,17 +146,6 @@ def test_a_sigkilled_dpo_job_resumes_from_its_checkpoint_when_run_again(sampled,
                            max_seq_len=384, pairs_per_prompt=2, log_every_steps=1, checkpoint_every_steps=4).items():
         setattr(config.dpo, key, value)
 
-    def job():
-        return stage_job("dpo", config, ray_cluster.get_runtime_context().gcs_address, tmp_path)
-
-    kill_once_resumable(job(), tmp_path / "dpo", timeout=300)
-    assert not (tmp_path / "dpo" / "model").exists()
-    wait_for_free_cpus(ray_cluster, config.dpo.num_workers * config.dpo.cpus_per_worker, 120)
-    rerun = job()
-    output, _ = rerun.communicate(timeout=400)
-    assert rerun.returncode == 0, output[-4000:]
-    summary = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith('{"model"')))
-    assert summary["resumed_after_step"] > 0 and summary["resumed_after_step"] % 4 == 0, output[-3000:]
-    steps = [json.loads(line)["step"] for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, summary["total_steps"] + 1))  # each step once: none repeated, none skipped
-    assert (tmp_path / "dpo" / "model" / "config.json").exists()
+    output = kill_and_rerun("dpo", config, ray_cluster, tmp_path, config.dpo.num_workers * config.dpo.cpus_per_worker)
+    summary = assert_supervised_stage_resumed("dpo", output, tmp_path, every=4)
+    assert summary["pairs"]["pairs_built"] > 0  # the rerun built its pairs again from the run's samples
