@@ -34,8 +34,6 @@ ROW_COLUMNS = ("query", "item_id", "title", "category", "attributes", "price", "
 
 def annotated_rows(config: TaosrConfig, split: str, limit: int = 0) -> tuple[list[AnnotatedRow], dict]:
     """The split's rows whose annotation gives a usable reasoning; also counts what was left out."""
-    import ray
-
     kept = read_parquet(join(config.run_dir, "cot", "kept"), config.data.s3_endpoint).select_columns(list(ROW_COLUMNS))
     rows, counts = [], {"rows": 0, "unannotated": 0, "unusable_annotation": 0}
     for row in kept.filter(expr=f"split == '{split}'").iter_rows():

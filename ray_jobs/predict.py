@@ -93,8 +93,6 @@ def label_metrics(lines: list[dict]) -> dict | None:
 
 
 def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
-    import ray
-
     from taosr.datasets.readers import read_raw_records
     from taosr.datasets.validate import validate_records
     from taosr.ray_jobs.eval import model_format

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from taosr.formats import ResponseFormat
-from taosr.labels import LABEL_TEXT
 
 PROMPT_VERSION = "taosr-prompt-v3"
 
