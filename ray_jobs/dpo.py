@@ -36,7 +36,7 @@ class PairsWithReference:
     """Ray Data callable class: sampled rows -> preference pairs with reference log-probs."""
 
     def __init__(self, reference_path: str, pairs_per_prompt: int, max_seq_len: int, batch_size: int, seed: int,
-                 dtype: str):
+                 dtype: str, decision_scale: float = 1.0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -45,7 +45,7 @@ class PairsWithReference:
         # The policy's training dtype, so that before the first update policy == reference exactly.
         self.model = AutoModelForCausalLM.from_pretrained(local_dir(reference_path), dtype=getattr(torch, dtype)).eval()
         self.pairs_per_prompt, self.max_seq_len, self.batch_size = pairs_per_prompt, max_seq_len, batch_size
-        self.seed = seed
+        self.seed, self.decision_scale = seed, decision_scale
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -89,8 +89,9 @@ class PairsWithReference:
             for start in range(0, len(sequences), self.batch_size):
                 chunk = [{"input_ids": ids, "labels": labels} for ids, labels in sequences[start:start + self.batch_size]]
                 padded = {k: torch.tensor(v) for k, v in pad_batch(chunk, pad_id=0).items()}
-                out.extend(sequence_logprobs(*labelled_logits(self.model, padded["input_ids"], padded["attention_mask"],
-                                                              padded["labels"])).tolist())
+                logits, labels = labelled_logits(self.model, padded["input_ids"], padded["attention_mask"],
+                                                 padded["labels"])
+                out.extend(sequence_logprobs(logits, labels, self.decision_scale).tolist())
         return out
 
 
@@ -102,7 +103,7 @@ def build_pair_dataset(config: TaosrConfig, reference_path: str):
         PairsWithReference,
         fn_constructor_args=(reference_path, config.dpo.pairs_per_prompt, config.dpo.max_seq_len,
                              config.dpo.reference_batch_size, config.seed,
-                             "bfloat16" if config.dpo.bf16 else "float32"),
+                             "bfloat16" if config.dpo.bf16 else "float32", config.dpo.decision_scale),
         batch_size=32, batch_format="pyarrow", concurrency=1, num_cpus=config.dpo.cpus_per_worker,
     )
     if config.dpo.max_examples:  # streaming stops early: no reference pass for pairs never trained on
@@ -129,8 +130,9 @@ def _with_training_order(batch, seed: int):
     return batch.append_column("training_order", pa.array(keys))
 
 
-def dpo_step_loss(beta: float, label_smoothing: float, nll_weight: float = 0.0):
-    """The loss_fn for ``run_training``: chosen and rejected go through the policy as one batch."""
+def dpo_step_loss(beta: float, label_smoothing: float, nll_weight: float = 0.0, decision_scale: float = 1.0):
+    """The loss_fn for ``run_training``: chosen and rejected go through the policy as one batch.
+    ``decision_scale`` weighs the level token as the reference log-probs were built with."""
 
     def loss_fn(engine, rows: list[dict]):
         import torch
@@ -140,11 +142,13 @@ def dpo_step_loss(beta: float, label_smoothing: float, nll_weight: float = 0.0):
         sequences = [{"input_ids": r["chosen_input_ids"], "labels": r["chosen_labels"]} for r in rows] + \
                     [{"input_ids": r["rejected_input_ids"], "labels": r["rejected_labels"]} for r in rows]
         padded = {k: torch.tensor(v, device=engine.device) for k, v in pad_batch(sequences, pad_id=0).items()}
-        policy = sequence_logprobs(*labelled_logits(engine, padded["input_ids"], padded["attention_mask"], padded["labels"]))
+        logits, labels = labelled_logits(engine, padded["input_ids"], padded["attention_mask"], padded["labels"])
+        policy = sequence_logprobs(logits, labels, decision_scale)
         reference = torch.tensor([r["reference_chosen"] for r in rows] + [r["reference_rejected"] for r in rows],
                                  device=policy.device, dtype=policy.dtype)
         half = len(rows)
-        chosen_tokens = (padded["labels"][:half, 1:] != IGNORE_INDEX).sum(dim=1)
+        # The NLL term is a mean over the same weighted tokens the log-probs sum.
+        chosen_tokens = (padded["labels"][:half, 1:] != IGNORE_INDEX).sum(dim=1) + (decision_scale - 1.0)
         loss, metrics = dpo_loss(policy[:half], policy[half:], reference[:half], reference[half:],
                                  beta=beta, label_smoothing=label_smoothing, nll_weight=nll_weight,
                                  chosen_tokens=chosen_tokens)
@@ -156,7 +160,8 @@ def dpo_step_loss(beta: float, label_smoothing: float, nll_weight: float = 0.0):
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
     cfg = loop_config["trainer"]
-    run_training(loop_config, "dpo", dpo_step_loss(cfg["beta"], cfg["label_smoothing"], cfg["nll_weight"]))
+    run_training(loop_config, "dpo", dpo_step_loss(cfg["beta"], cfg["label_smoothing"], cfg["nll_weight"],
+                                                   cfg["decision_scale"]))
 
 
 def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:

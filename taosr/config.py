@@ -187,10 +187,16 @@ class DpoConfig(TrainerConfig):
     beta: float = option(0.1, "DPO temperature: strength of the pull towards the reference")
     label_smoothing: float = option(0.0, "conservative DPO: assumed share of flipped preferences")
     nll_weight: float = option(0.0, "weight of the chosen responses' per-token NLL added to the DPO loss (RPO; 0 = standard DPO as in the paper). Try 1.0 when DPO breaks the output format")
+    decision_scale: float = option(1.0, "times the level token (a post-CoT response's first) counts in the log-probabilities DPO compares, for policy and reference alike (1 = standard DPO, every token once). The decision is 1 token of the 30-160 a pair differs by, so plain DPO spends little of its margin on it: docs/method.md section 4")
     lr: float = option(5e-6, "peak learning rate")
     micro_batch_size: int = option(2, "pairs per worker per forward pass (each pair is two sequences)")
     pairs_per_prompt: int = option(1, "at most this many distinct pairs per prompt")
     reference_batch_size: int = option(16, "sequences per forward pass when precomputing reference log-probs")
+
+    def __post_init__(self):
+        if self.decision_scale <= 0:
+            raise ValueError(f"dpo.decision_scale={self.decision_scale}: the level token's log-probability must "
+                             "count a positive number of times (1 = standard DPO)")
 
 
 @dataclass

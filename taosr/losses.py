@@ -86,18 +86,24 @@ def decision_weighted_nll(logits: torch.Tensor, labels: torch.Tensor, decision_i
     return decision_weight * decision + (1.0 - decision_weight) * rest, parts
 
 
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, first_token_weight: float = 1.0) -> torch.Tensor:
     """Sum of the log-probabilities of the labelled tokens of each sequence: [B, T, V] -> [B].
 
     Same shift and mask as ``masked_token_nll``; this is log pi(response | prompt), what DPO
     compares between the policy and the frozen reference. The softmax runs over the labelled
     positions only: prompts are most of each sequence, and a float32 [B, T, V] copy is large.
+    ``first_token_weight`` counts each sequence's first labelled token that many times (1: a
+    plain sum). In a post-CoT response that token is the level: ``dpo.decision_scale``.
     """
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
     rows = mask.nonzero(as_tuple=True)
     picked_logits = logits[:, :-1, :][rows].float()  # [M, V], M = labelled tokens in the batch
     picked = torch.log_softmax(picked_logits, dim=-1).gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+    if first_token_weight != 1.0:
+        first_column = mask.int().argmax(dim=1)  # argmax returns the first maximal column
+        is_first = rows[1] == first_column[rows[0]]
+        picked = torch.where(is_first, picked * first_token_weight, picked)
     return torch.zeros(labels.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows[0], picked)
 
 

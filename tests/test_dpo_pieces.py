@@ -65,6 +65,27 @@ def test_sequence_logprobs_sum_only_the_response_tokens():
     assert float(sequence_logprobs(logits, labels)[0]) == pytest.approx(math.log(0.5) + math.log(0.75))
 
 
+
+def test_first_token_weight_counts_each_rows_level_token_that_many_times():
+    # Row 0's response starts at column 1, row 1's at column 2 (a longer prompt): the weight
+    # lands on each row's own first labelled token, never on a later one or the prompt.
+    logits = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.75], [0.9, 0.1], [0.5, 0.5]],
+                                     [[0.5, 0.5], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4]]]))
+    labels = torch.tensor([[IGNORE_INDEX, 1, 1, IGNORE_INDEX],
+                           [IGNORE_INDEX, IGNORE_INDEX, 0, 0]])
+    weighted = sequence_logprobs(logits, labels, first_token_weight=10.0)
+    assert float(weighted[0]) == pytest.approx(10 * math.log(0.5) + math.log(0.75))
+    assert float(weighted[1]) == pytest.approx(10 * math.log(0.5) + math.log(0.2))
+    plain = sequence_logprobs(logits, labels)
+    assert float(plain[1]) == pytest.approx(math.log(0.5) + math.log(0.2))
+
+
+def test_decision_scale_must_be_positive():
+    from taosr.config import DpoConfig
+
+    with pytest.raises(ValueError, match="decision_scale"):
+        DpoConfig(decision_scale=0.0)
+
 SAMPLES = [Sample("4-Excellent\n...a", 4), Sample("2-Mismatch\n...b", 2), Sample("2-Mismatch\n...b", 2),
            Sample("garbled", None), Sample("4-Excellent\n...c", 4)]
 

@@ -1,0 +1,77 @@
+"""The export stage's output as an operator deploys it: `serve run export/serve.yaml` in its own
+process and its own local Ray cluster, then a request over HTTP. The endpoint must serve the
+exported model with the decision rule the export chose, not the repository's defaults."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import ROOT, _free_port
+
+pytestmark = pytest.mark.slow
+
+SERVE = str(Path(sys.executable).with_name("serve"))
+
+
+def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, tmp_path):
+    from taosr.decision import DecisionRule
+    from taosr.ray_jobs import export
+    from taosr.ray_jobs.serve_check import sample_request, wait_until_healthy
+
+    config, _, _, stage1_dir = stage1_run
+    config = copy.deepcopy(config)
+    config.run_dir = str(tmp_path / "run")
+    for stage in ("data", "sft"):  # the session's stage-1 run, read-only
+        (tmp_path / "run").mkdir(exist_ok=True)
+        os.symlink(stage1_dir / stage, tmp_path / "run" / stage)
+    config.serve.port = _free_port()
+    config.export.max_examples = 40
+    summary = export.run(config)
+
+    served = tmp_path / "run" / "export"
+    deployment = yaml.safe_load((served / "serve.yaml").read_text())
+    args = deployment["applications"][0]["args"]
+    assert Path(args["model_path"]) == served / "model"
+    chosen = json.loads((served / "decision.json").read_text())
+    assert chosen["described"] == summary["rule"]
+
+    # Its own cluster (`--address local`), as on a machine where nothing else runs Ray.
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    process = subprocess.Popen([SERVE, "run", "--address", "local", str(served / "serve.yaml")], cwd=ROOT, env=env,
+                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{config.serve.port}"
+    try:
+        try:
+            wait_until_healthy(url, timeout_s=300)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"serve run never became healthy:\n{process.communicate()[0][-4000:]}")
+        health = httpx.get(f"{url}/healthz", timeout=10).json()
+        assert health["decision"] == summary["rule"], health
+
+        request = sample_request(config)
+        response = httpx.post(f"{url}/v1/relevance", json=request, timeout=120)
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [r["id"] for r in results] == [item["id"] for item in request["items"]]
+        rule = DecisionRule(**chosen["chosen"])
+        probs = np.array([[r["probs"][str(level)] for level in (4, 3, 2, 1)] for r in results])
+        assert [r["level"] for r in results] == rule.levels(probs).tolist()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # serve run's Ctrl-C: deletes the app, stops its cluster
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
