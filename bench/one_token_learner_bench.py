@@ -26,7 +26,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -104,7 +103,9 @@ def main(argv=None) -> int:
     prompt_tokens = statistics.fmean(len(r["prompt_ids"]) for rows in batches for r in rows)
     results = {path: {"median_s": statistics.median(s), "mean_s": statistics.fmean(s), "steps": len(s), "seconds": s}
                for path, s in timed.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    from provenance import git_commit  # bench/, beside this script
+
+    commit = git_commit()
     record = {"command": "python bench/one_token_learner_bench.py " + " ".join(argv or sys.argv[1:]), "commit": commit,
               "model": args.model, "threads": args.threads, "prompts": args.prompts, "group_size": args.group_size,
               "mean_prompt_tokens": prompt_tokens, "micro_batch_size": 16, "train_layers": 15, "results": results,

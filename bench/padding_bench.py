@@ -16,7 +16,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,7 +78,9 @@ def main(argv=None) -> int:
             if index:
                 seconds[side].append(took)
     gap = max(abs(a - b) for a, b in zip(losses["right"], losses["left"]))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    from provenance import git_commit  # bench/, beside this script
+
+    commit = git_commit()
     result = {
         "command": "bench/padding_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "commit": commit, "model": args.model, "batch": args.batch, "steps_per_side": len(seconds["right"]),

@@ -17,9 +17,10 @@ import argparse
 import csv
 import json
 import random
-import subprocess
 import sys
 from pathlib import Path
+
+from provenance import git_commit  # bench/, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         built_in.append({"threshold": threshold, "precision": relevant / returned if returned else None,
                          "rules_per_row": returned / len(rows), "rows_with_a_rule": rows_with_rule / len(rows),
                          "recall_of_fired_rules": relevant / sum(len(r["rule_ids"]) for r in rows)})
-    result = {"command": " ".join(sys.argv), "commit": _commit(), "built_in_rows": len(rows), "top_k": args.top_k,
+    result = {"command": " ".join(sys.argv), "commit": git_commit(), "built_in_rows": len(rows), "top_k": args.top_k,
               "built_in": built_in}
     if args.real:
         with open(args.real, encoding=args.real_encoding, newline="") as handle:
@@ -73,12 +74,6 @@ def main(argv=None) -> int:
     print(json.dumps(result, indent=2))
     return 0
 
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -13,13 +13,14 @@ import argparse
 import itertools
 import json
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from provenance import git_commit  # bench/, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
 
     rows = [summary(f"{size} items", latencies[size], size, args.clients, wall) for size in SIZES if latencies[size]]
     scored = sum(size * len(latencies[size]) for size in SIZES)
-    result = {"args": vars(args), "commit": _commit(), "wall_s": wall, "statuses": {str(k): v for k, v in statuses.items()},
+    result = {"args": vars(args), "commit": git_commit(), "wall_s": wall, "statuses": {str(k): v for k, v in statuses.items()},
               "errors": sum(v for k, v in statuses.items() if k != 200), "items_per_s": scored / wall, "by_size": rows}
     print(f"{args.clients} clients, {wall:.0f} s: statuses {dict(statuses)}, {scored / wall:.1f} items/s")
     print("| request | calls | p50 s | p99 s |\n|---|---|---|---|")
@@ -97,12 +98,6 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0 if result["errors"] == 0 else 1
 
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
 
 
 if __name__ == "__main__":
