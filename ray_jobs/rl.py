@@ -369,6 +369,7 @@ def rl_train_loop(loop_config: dict) -> None:
         print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
 
     alarms, metrics = Alarms(rl, stage, rank), {}
+    step_clock = time.time()  # step_s: wall time between consecutive steps' ends, as a user waits it
     for step in range(start_step + 1, rl.steps + 1):
         payload = [rollouts.next_batch(step) if rank == 0 else None]
         dist.broadcast_object_list(payload, src=0)
@@ -380,7 +381,9 @@ def rl_train_loop(loop_config: dict) -> None:
         gap = sync_engines(learner.engine, rollouts.group, rl, loop_config, step, probe) \
             if rank == 0 and batch["rows"] else None
         dist.barrier()
-        metrics = {"step": step, **batch["stats"], **trained, "lr": learner.scheduler.get_last_lr()[0],
+        now = time.time()
+        step_s, step_clock = now - step_clock, now
+        metrics = {"step": step, "step_s": step_s, **batch["stats"], **trained, "lr": learner.scheduler.get_last_lr()[0],
                    "sync_gap": gap, "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
                    "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
         metrics.update(alarms.check(step, metrics))

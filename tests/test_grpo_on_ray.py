@@ -63,6 +63,8 @@ def test_grpo_learns_a_learnable_reward_with_verified_syncs(learnable):
         assert 1 <= s["response_length"] <= config.grpo.max_new_tokens
         for phase in ("rollout_s", "reward_s", "train_s", "sync_s"):
             assert s[phase] > 0, (phase, s[phase])
+        # The step's wall time covers its logged phases and whatever ran between them.
+        assert s["step_s"] >= s["rollout_s"] + s["reward_s"] + s["train_s"] + s["sync_s"] - 1e-3, s
     assert summary["model"].endswith("grpo/model")
 
 
