@@ -8,7 +8,10 @@ Measured, in this order, on the same model, prompts and box:
   b.  pre-CoT style: decode the reasoning and parse the label (measured on a subset of items,
       reported per item)
 
-    .venv/bin/python bench/serve_bench.py --model runs/tiny/sft/model --items 200 --clients 2
+Every timed call and every request carries items no other call carried (one query throughout),
+so prefix caching can reuse only the shared query prefix, as with real traffic.
+
+    .venv/bin/python bench/serve_bench.py --model runs/tiny/export/model --items 200 --clients 2
 
 Prints a table and writes the numbers as JSON (default bench/results/serve.json).
 
@@ -37,15 +40,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def make_items(count: int, seed: int = 0) -> tuple[str, list[dict]]:
+def make_batches(count: int, batches: int, seed: int = 0) -> tuple[str, list[list[dict]]]:
+    """One query and ``batches`` lists of ``count`` items each, no item in two lists: a call never
+    repeats another's prompts, so with prefix caching on only the shared query prefix is reused."""
     from taosr.datasets.synthetic import generate_rows
 
-    rows = generate_rows(count, seed=seed)
+    rows = generate_rows(count * batches, seed=seed)
     query = rows[0]["query"]
     items = [{"id": str(i), "title": r["title"], "category": r["category"],
               "attributes": r["attributes"], **({"price": r["price"]} if r["price"] is not None else {})}
              for i, r in enumerate(rows)]
-    return query, items
+    return query, [items[start:start + count] for start in range(0, count * batches, count)]
+
+
+def timed_calls(fn, arguments: list) -> list[float]:
+    """Wall time of ``fn(argument)`` for each argument in turn."""
+    latencies = []
+    for argument in arguments:
+        started = time.perf_counter()
+        fn(argument)
+        latencies.append(time.perf_counter() - started)
+    return latencies
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -65,32 +80,38 @@ def summary(name: str, latencies: list[float], items_per_call: int, concurrency:
             "p99_s": p99, "calls": len(latencies), "items_per_call": items_per_call, "concurrency": concurrency}
 
 
-def in_process(model: str, query: str, items: list[dict], repeats: int, dtype: str) -> list[dict]:
+def in_process(model: str, query: str, batches: list[list[dict]], dtype: str) -> list[dict]:
+    """Each timed call scores a batch no earlier call saw (batch 0 is the warm-up)."""
     from taosr.actors.scorer import DecodingScorer, LevelScorer
     from taosr.prompts import item_from_row
 
-    objects = [item_from_row(dict(i, attributes=json.dumps(i["attributes"]))) for i in items]
+    def prompts_of(scorer, items):
+        objects = [item_from_row(dict(i, attributes=json.dumps(i["attributes"]))) for i in items]
+        return scorer.prompts_for([query] * len(objects), objects)
+
+    items = len(batches[0])
     results = []
     # One engine for both paths: a second in-process vLLM engine breaks the first one's state.
     vllm = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160)
-    prompts = vllm.prompts_for([query] * len(objects), objects)
-    vllm.score_prompts(prompts[:8])  # warm-up
-    results.append(summary("a1. vLLM in-process, first token", timed(lambda: vllm.score_prompts(prompts), repeats), len(items)))
-    decode_items = max(4, len(items) // 10)
-    results.append(summary("b. decode reasoning, parse label", timed(lambda: vllm.generate(prompts[:decode_items]), 1),
+    prompts = [prompts_of(vllm, batch) for batch in batches]
+    vllm.score_prompts(prompts[0][:8])  # warm-up
+    results.append(summary("a1. vLLM in-process, first token", timed_calls(vllm.score_prompts, prompts[1:]), items))
+    decode_items = max(4, items // 10)
+    results.append(summary("b. decode reasoning, parse label", timed_calls(vllm.generate, [prompts[0][:decode_items]]),
                            decode_items))
     del vllm
     gc.collect()
     hf = LevelScorer(model, engine="hf", dtype=dtype)
-    hf.score_prompts(prompts[:8])
-    results.append(summary("a2. transformers in-process, first token", timed(lambda: hf.score_prompts(prompts), repeats), len(items)))
+    hf.score_prompts(prompts[0][:8])
+    results.append(summary("a2. transformers in-process, first token", timed_calls(hf.score_prompts, prompts[1:]), items))
     del hf
     gc.collect()
     return results
 
 
-def over_http(model: str, query: str, items: list[dict], clients: int, requests_per_client: int, dtype: str,
+def over_http(model: str, query: str, batches: list[list[dict]], clients: int, requests_per_client: int, dtype: str,
               prefix_caching: bool) -> dict:
+    """Request k of client c sends batch 1 + c * requests_per_client + k (batch 0 warms up)."""
     import httpx
     from ray import serve
 
@@ -99,20 +120,22 @@ def over_http(model: str, query: str, items: list[dict], clients: int, requests_
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    items = len(batches[0])
     url = run(model, port=port, request_timeout_s=600, engine="vllm", dtype=dtype, enable_prefix_caching=prefix_caching,
-              limits={"max_items": len(items)})
-    body = json.dumps({"query": query, "items": items})
+              limits={"max_items": items})
+    bodies = [json.dumps({"query": query, "items": batch}) for batch in batches]
     for _ in range(180):
         try:
-            if httpx.post(f"{url}/v1/relevance", content=body, timeout=120).status_code == 200:  # also warms up
+            if httpx.post(f"{url}/v1/relevance", content=bodies[0], timeout=120).status_code == 200:  # also warms up
                 break
         except httpx.HTTPError:
             time.sleep(1)
 
-    def client(_):
+    def client(index):
         latencies = []
         with httpx.Client(timeout=300) as session:
-            for _ in range(requests_per_client):
+            for k in range(requests_per_client):
+                body = bodies[1 + index * requests_per_client + k]
                 started = time.perf_counter()
                 response = session.post(f"{url}/v1/relevance", content=body, headers={"content-type": "application/json"})
                 response.raise_for_status()
@@ -125,7 +148,7 @@ def over_http(model: str, query: str, items: list[dict], clients: int, requests_
     wall = time.perf_counter() - started
     serve.shutdown()
     name = "serve over HTTP" if prefix_caching else "c. serve over HTTP, prefix caching off"
-    return summary(name, latencies, len(items), clients, wall)
+    return summary(name, latencies, items, clients, wall)
 
 
 # Model shapes for --torch-only (transformers config fields; the weights are random).
@@ -225,13 +248,15 @@ def main(argv=None) -> int:
     if not args.model:
         parser.error("--model is required (or --torch-only)")
 
+    from provenance import git_commit  # bench/, beside this script
+
     from taosr.actors.runtime import init_ray
 
     init_ray()
-    query, items = make_items(args.items)
-    rows = in_process(args.model, query, items, args.repeats, args.dtype)
-    rows.append(over_http(args.model, query, items, args.clients, args.requests, args.dtype, prefix_caching=True))
-    rows.append(over_http(args.model, query, items, args.clients, args.requests, args.dtype, prefix_caching=False))
+    query, batches = make_batches(args.items, 1 + max(args.repeats, args.clients * args.requests))
+    rows = in_process(args.model, query, batches[:1 + args.repeats], args.dtype)
+    rows.append(over_http(args.model, query, batches, args.clients, args.requests, args.dtype, prefix_caching=True))
+    rows.append(over_http(args.model, query, batches, args.clients, args.requests, args.dtype, prefix_caching=False))
     by_name = {row["name"][:2]: row for row in rows}
     served = next(row for row in rows if row["name"] == "serve over HTTP")
     fastest_raw = max(by_name["a1"]["items_per_s"], by_name["a2"]["items_per_s"])
@@ -248,8 +273,15 @@ def main(argv=None) -> int:
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "ratios": ratios}, indent=2))
+    Path(args.out).write_text(json.dumps({"args": vars(args), "commit": git_commit(), "model_record": model_record(args.model),
+                                          "rows": rows, "ratios": ratios}, indent=2))
     return 0
+
+
+def model_record(model: str) -> dict:
+    """Which model was measured: its folder and the record the stage that trained it wrote."""
+    record = Path(model, "taosr-model.json")
+    return {"path": str(Path(model).resolve()), **(json.loads(record.read_text()) if record.is_file() else {})}
 
 
 if __name__ == "__main__":
