@@ -32,8 +32,8 @@ def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, 
     config, _, _, stage1_dir = stage1_run
     config = copy.deepcopy(config)
     config.run_dir = str(tmp_path / "run")
+    (tmp_path / "run").mkdir()
     for stage in ("data", "sft"):  # the session's stage-1 run, read-only
-        (tmp_path / "run").mkdir(exist_ok=True)
         os.symlink(stage1_dir / stage, tmp_path / "run" / stage)
     config.serve.port = _free_port()
     config.export.max_examples = 40
