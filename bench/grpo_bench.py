@@ -77,9 +77,10 @@ def write_prompts(config, path: Path) -> None:
     from transformers import AutoTokenizer
 
     from taosr.ray_jobs import grpo
+    from taosr.training import rl_stage
 
     model = grpo.start_model_for(config)
-    prompts, _ = grpo.training_prompts(config, model, config.grpo)
+    prompts, _ = rl_stage.training_prompts(config, model, config.grpo)
     tokenizer = AutoTokenizer.from_pretrained(model)
     with open(path, "w") as out:
         for p in prompts:

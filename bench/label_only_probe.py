@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
     from taosr.metrics import classification_metrics, spearman
-    from taosr.models import level_token_ids, resolve_model
+    from taosr.datasets.embedded_models import resolve_model
+    from taosr.models import level_token_ids
     from taosr.prompts import build_prompt, item_from_row
 
     torch.set_num_threads(args.threads)
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     levels = [ids[level] for level in (1, 2, 3, 4)]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if args.train_layers:
-        from taosr.ray_jobs.training import train_top_layers
+        from taosr.training.trainer import train_top_layers
         train_top_layers(model, args.train_layers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     schedule = get_cosine_schedule_with_warmup(optimizer, 10, args.steps)

@@ -130,10 +130,10 @@ def main(argv=None) -> int:
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    from taosr.models import resolve_model
+    from taosr.datasets.embedded_models import resolve_model
     from taosr.ray_jobs.dpo import dpo_step_loss
     from taosr.ray_jobs.sft import sft_loss
-    from taosr.ray_jobs.training import build_engine
+    from taosr.training.trainer import build_engine
 
     from single_rank import start_single_rank  # bench/, beside this script
 

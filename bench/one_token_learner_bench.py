@@ -66,10 +66,10 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from taosr.config import GrpoConfig
-    from taosr.models import resolve_model
-    from taosr.ray_jobs import policy_update
-    from taosr.ray_jobs.rl import micro_steps_per_step
-    from taosr.ray_jobs.training import build_engine
+    from taosr.datasets.embedded_models import resolve_model
+    from taosr.training import policy_update
+    from taosr.training.rl import micro_steps_per_step
+    from taosr.training.trainer import build_engine
 
     from single_rank import start_single_rank  # bench/, beside this script
 

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     from taosr.formats import ResponseFormat, render
     from taosr.losses import decision_weighted_nll, label_window_start, labelled_logits
-    from taosr.models import resolve_model
+    from taosr.datasets.embedded_models import resolve_model
     from taosr.prompts import build_prompt, item_from_row
     from taosr.sft_examples import pad_batch, padded_decision_index, tokenize_example
 

@@ -133,7 +133,7 @@ def hf_generate(model_path: str, rows: list[dict], args) -> dict:
 def main(argv=None) -> int:
     from provenance import git_commit  # bench/, beside this script
 
-    from taosr.models import resolve_model
+    from taosr.datasets.embedded_models import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m", help="HF folder or embedded model name")

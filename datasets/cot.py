@@ -147,7 +147,7 @@ def make_teacher(cot_config, rules: Mapping[str, Rule]):
                              cot_config.temperature, cot_config.max_new_tokens, concurrency=cot_config.concurrency)
     if cot_config.teacher == "vllm":
         from taosr.actors.teacher import VLLMTeacher
-        from taosr.models import resolve_model
+        from taosr.datasets.embedded_models import resolve_model
 
         model = cot_config.teacher_model  # an s3:// folder is fetched on the teacher's node
         return VLLMTeacher(rules, model if model.startswith("s3://") else resolve_model(model), cot_config.temperature,

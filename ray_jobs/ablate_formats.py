@@ -21,22 +21,22 @@ import sys
 
 from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, load_config, to_dict, to_yaml
+from taosr.datasets.embedded_models import resolve_model
 from taosr.datasets.storage import exists, join, read_text, write_text
 from taosr.formats import ResponseFormat
 from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, markdown_table
-from taosr.models import resolve_model
 from taosr.ray_jobs import eval as eval_stage
-from taosr.ray_jobs import manifest as manifests
 from taosr.ray_jobs import sft as sft_stage
-from taosr.ray_jobs.job_args import job_parser
 from taosr.report import difference_header, difference_row
+from taosr.stages import manifest as manifests
+from taosr.stages.job_args import job_parser
 
 
 def pipeline_sft(config: TaosrConfig) -> dict | None:
     """The pipeline's SFT summary (with its model) when its manifest matches ``config``."""
-    from taosr.ray_jobs.pipeline import SPECS
+    from taosr.stages.registry import get
 
-    spec = next(s for s in SPECS if s.name == "sft")
+    spec = get("sft")
     if manifests.decide(config.run_dir, spec, to_dict(config), config.data.s3_endpoint).action != "skip":
         return None
     return _summary(join(config.run_dir, "sft"), config, "the pipeline's sft stage")

@@ -21,7 +21,7 @@ from taosr.datasets.storage import exists, join, read_text, write_text
 from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, markdown_table
 from taosr.ray_jobs import eval as eval_stage
 from taosr.ray_jobs import srpo
-from taosr.ray_jobs.job_args import job_parser
+from taosr.stages.job_args import job_parser
 from taosr.report import query_type_table
 
 VARIANTS = {

@@ -11,7 +11,8 @@ import sys
 from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.cot import synthesize
 from taosr.datasets.storage import join, read_parquet, write_dataset, write_json, write_text
-from taosr.ray_jobs.job_args import run_job
+from taosr.stages.job_args import run_job
+from taosr.stages.registry import StageSpec
 
 
 def run(config: TaosrConfig) -> dict:
@@ -26,8 +27,11 @@ def run(config: TaosrConfig) -> dict:
     return counts
 
 
+STAGE = StageSpec("cot", ("cot",), ("data",), run=run)
+
+
 def main(argv=None) -> int:
-    return run_job(run, argv, __doc__)
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

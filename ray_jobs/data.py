@@ -14,7 +14,8 @@ from taosr.datasets.readers import read_raw_records
 from taosr.datasets.storage import join, write_dataset, write_json, write_jsonl, write_text
 from taosr.datasets.synthetic import LogGenerator
 from taosr.datasets.validate import ValidationResult, validate_records
-from taosr.ray_jobs.job_args import run_job
+from taosr.stages.job_args import run_job
+from taosr.stages.registry import StageSpec
 
 
 def generate_logs(out_dir: str, rows: int, seed: int, data_config=None, s3_endpoint: str = "") -> str:
@@ -56,8 +57,15 @@ def run(config: TaosrConfig) -> ValidationResult:
     return result
 
 
+def run_stage(config: TaosrConfig) -> dict:
+    return run(config).counts
+
+
+STAGE = StageSpec("data", reads_logs=True, run=run_stage)
+
+
 def main(argv=None) -> int:
-    return run_job(lambda config: run(config).counts, argv, __doc__)
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

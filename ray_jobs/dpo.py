@@ -23,8 +23,9 @@ from taosr.formats import ResponseFormat
 from taosr.models import model_info
 from taosr.preferences import Sample, build_pairs, pair_counts
 from taosr.prompts import build_prompt, item_from_row
-from taosr.ray_jobs.job_args import run_job
-from taosr.ray_jobs.training import fit, require_examples, run_training
+from taosr.stages.job_args import run_job
+from taosr.stages.registry import StageSpec
+from taosr.training.trainer import fit, require_examples, run_training
 from taosr.sft_examples import IGNORE_INDEX, pad_batch, tokenize_example
 
 PAIR_COLUMNS = ("pair_key", "prompt_id", "query_type", "label", "kind", "chosen", "rejected",
@@ -193,9 +194,15 @@ def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
     return {"model": join(out_dir, "model"), **summary}
 
 
+def run_stage(config: TaosrConfig) -> dict:
+    return train(config, join(config.run_dir, "sft", "model"), join(config.run_dir, "dpo"))
+
+
+STAGE = StageSpec("dpo", ("dpo",), ("sample", "sft"), run=run_stage, policy_title="+ DPO")
+
+
 def main(argv=None) -> int:
-    return run_job(lambda config: train(config, join(config.run_dir, "sft", "model"), join(config.run_dir, "dpo")),
-                   argv, __doc__)
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

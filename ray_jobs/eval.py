@@ -18,10 +18,11 @@ import sys
 from taosr.actors.runtime import init_ray
 from taosr.actors.scorer import PROB_COLUMNS, DecodingScorer, LevelScorer, SampledDecodingScorer
 from taosr.config import TaosrConfig, to_yaml
+from taosr.datasets.embedded_models import resolve_model
 from taosr.datasets.storage import join, read_parquet, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.metrics import DECODED_COLUMNS, LEVEL_ORDER, TABLE_COLUMNS, evaluate_records, markdown_table
-from taosr.models import resolve_model
+from taosr.stages.registry import StageSpec, policy_stages
 
 MODEL_INPUT_COLUMNS = ("id", "query", "title", "category", "attributes", "price", "description", "label", "query_type")
 SCORED_COLUMNS = ("id", "query", "query_type", "label", "pred", *PROB_COLUMNS)
@@ -136,9 +137,43 @@ def render_markdown(name: str, metrics: dict) -> str:
     return "".join(parts) + "\n"
 
 
+LEXICAL_TITLE = "lexical baseline (TF-IDF + LR)"
+
+
+def evaluate_all(config: TaosrConfig, base_model: str | None = None) -> dict:
+    """Every trained policy of the run, side by side with the lexical baseline (and the untrained
+    base model when ``eval.untrained``) on the same held-out split. Writes eval/stages.md and
+    eval/rows.json (which rows the tables show, in order, with their titles: what the report reads)."""
+    from taosr.datasets.storage import exists
+
+    rows = {"lexical": LEXICAL_TITLE}
+    table = {LEXICAL_TITLE: evaluate_lexical(config)["overall"]}
+    models = {}
+    if config.eval.untrained:
+        models["base"] = (f"{config.model.name} (untrained)",
+                          base_model or resolve_model(config.model.name, config.model.cache_dir))
+    for stage, title in policy_stages().items():
+        path = join(config.run_dir, stage, "model")
+        if exists(join(path, "config.json"), config.data.s3_endpoint):
+            models[stage] = (f"{title} ({config.sft.format})" if stage == "sft" else title, path)
+    for slug, (title, path) in models.items():
+        table[title] = evaluate_model(config, slug, path)["overall"]
+        rows[slug] = title
+    rendered = markdown_table(table)
+    write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
+    write_json(join(config.run_dir, "eval", "rows.json"), [[slug, title] for slug, title in rows.items()],
+               config.data.s3_endpoint)
+    print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n", flush=True)
+    return {name: {k: row.get(k) for k in ("n", "macro_f1", "accuracy", "qwk")} for name, row in table.items()}
+
+
+STAGE = StageSpec("eval", ("eval",), ("data",), reads_policies=True, run=evaluate_all)
+
+
 def main(argv=None) -> int:
+    """Score one model (``--model``; default: the config's base model) on the eval split."""
     from taosr.config import load_config
-    from taosr.ray_jobs.job_args import job_parser
+    from taosr.stages.job_args import job_parser
 
     parser = job_parser(__doc__)
     parser.add_argument("--model", default=None, help="HF folder to evaluate (default: the config's model)")

@@ -28,18 +28,19 @@ import yaml
 from taosr.config import TaosrConfig
 from taosr.decision import DecisionRule
 from taosr.datasets.storage import absolute, copy_tree, join, remove_tree
-from taosr.ray_jobs.job_args import run_job
-from taosr.ray_jobs.policies import POLICY_STAGES, latest_policy
+from taosr.stages.job_args import run_job
+from taosr.stages.policies import latest_policy
+from taosr.stages.registry import StageSpec, policy_stages
 
 SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve" / "config.yaml"
 
 
 def chosen_model(config: TaosrConfig) -> tuple[str, str]:
     """(stage, model folder) of ``export.model_stage``."""
-    wanted = config.export.model_stage
-    if wanted != "last" and wanted not in POLICY_STAGES:
-        raise ValueError(f"export.model_stage must be one of last, {', '.join(POLICY_STAGES)}; got {wanted!r}")
-    return latest_policy(config.run_dir, config.data.s3_endpoint, POLICY_STAGES if wanted == "last" else (wanted,))
+    wanted, policies = config.export.model_stage, tuple(policy_stages())
+    if wanted != "last" and wanted not in policies:
+        raise ValueError(f"export.model_stage must be one of last, {', '.join(policies)}; got {wanted!r}")
+    return latest_policy(config.run_dir, config.data.s3_endpoint, policies if wanted == "last" else (wanted,))
 
 
 def serve_config(model_path: str, rule: DecisionRule, port: int, gpus_per_replica: float = 0.0,
@@ -135,8 +136,11 @@ def run(config: TaosrConfig) -> dict:
                 for name in ("chosen", "argmax")}}
 
 
+STAGE = StageSpec("export", ("export", "eval"), ("data",), reads_policies=True, run=run)
+
+
 def main(argv=None) -> int:
-    return run_job(run, argv, __doc__)
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

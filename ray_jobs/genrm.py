@@ -25,8 +25,9 @@ from taosr.formats import Reasoning
 from taosr.genrm import AnnotatedRow, annotated_reasoning, judge_examples, judge_prompt
 from taosr.models import model_info
 from taosr.prompts import item_from_row, render_item
-from taosr.ray_jobs.job_args import run_job
-from taosr.ray_jobs.training import fit, require_examples
+from taosr.stages.job_args import run_job
+from taosr.stages.registry import StageSpec
+from taosr.training.trainer import fit, require_examples
 
 ROW_COLUMNS = ("query", "item_id", "title", "category", "attributes", "price", "description", "step_annotations",
                "reasoning", "split")
@@ -97,7 +98,7 @@ def step_accuracy(config: TaosrConfig, model_path: str, examples) -> dict:
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker: SFT's loop and its plain token-mean loss."""
     from taosr.ray_jobs.sft import sft_loss
-    from taosr.ray_jobs.training import run_training
+    from taosr.training.trainer import run_training
 
     run_training(loop_config, "genrm", sft_loss)
 
@@ -135,13 +136,20 @@ def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
 
 
 def base_model_for(config: TaosrConfig) -> str:
-    from taosr.models import resolve_model
+    from taosr.datasets.embedded_models import resolve_model
 
     return resolve_model(config.genrm.base_model or config.model.name, config.model.cache_dir)
 
 
+def run_stage(config: TaosrConfig) -> dict:
+    return train(config, base_model_for(config), join(config.run_dir, "genrm"))
+
+
+STAGE = StageSpec("genrm", ("genrm",), ("cot",), run=run_stage)
+
+
 def main(argv=None) -> int:
-    return run_job(lambda config: train(config, base_model_for(config), join(config.run_dir, "genrm")), argv, __doc__)
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""The whole pipeline as one resumable Ray job:
+"""The whole pipeline as one resumable Ray job, running the stages of the registry
+(``taosr.stages.registry``) in order:
 
     data -> cot -> sft -> sample -> dpo -> grpo -> genrm -> srpo -> eval -> export -> serve
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.pipeline --config configs/tiny.yaml
 
 Each stage writes under <run_dir>/<stage>/ (local or s3://) and, last, a manifest (see
-``taosr.ray_jobs.manifest``). A rerun skips stages whose manifest matches, reruns a stage whose
+``taosr.stages.manifest``). A rerun skips stages whose manifest matches, reruns a stage whose
 config sections or inputs changed (and so everything downstream that read it), and resumes an
 interrupted training stage from its latest Ray Train checkpoint. ``--stages`` picks stages,
 ``--skip`` leaves some out, ``--force`` reruns some even when up to date. The serve stage
@@ -21,96 +22,31 @@ import time
 
 from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict
-from taosr.datasets.storage import exists, join, remove_tree, write_json, write_text
-from taosr.metrics import markdown_table
-from taosr.models import resolve_model
-from taosr.ray_jobs import manifest as manifests
-from taosr.ray_jobs.job_args import job_parser
-from taosr.ray_jobs.manifest import StageSpec
-from taosr.ray_jobs.policies import POLICY_STAGES
-
-
-SPECS = (
-    StageSpec("data", (), (), reads_logs=True),
-    StageSpec("cot", ("cot",), ("data",)),
-    StageSpec("sft", ("sft",), ("cot",)),
-    StageSpec("sample", ("sample",), ("cot", "sft")),
-    StageSpec("dpo", ("dpo",), ("sample", "sft")),
-    StageSpec("grpo", ("grpo",), ("data", "sample", "sft", "dpo")),
-    StageSpec("genrm", ("genrm",), ("cot",)),
-    StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo", "grpo", "genrm")),
-    StageSpec("eval", ("eval",), ("data", *POLICY_STAGES)),
-    StageSpec("export", ("export", "eval"), ("data", *POLICY_STAGES)),
-    StageSpec("serve", ("serve",), ("export",), always_run=True),
-)
-STAGES = tuple(spec.name for spec in SPECS)
-
-
-def run_stage(name: str, config: TaosrConfig, base_model: str) -> dict:
-    """Run one stage; returns the short summary its manifest keeps."""
-    from taosr.ray_jobs import cot, data, dpo, export, genrm, grpo, sample, serve_check, sft, srpo
-
-    out = join(config.run_dir, name)
-    if name == "data":
-        return data.run(config).counts
-    if name == "cot":
-        return cot.run(config)
-    if name == "sft":
-        return sft.train(config, base_model, out)
-    if name == "sample":
-        return sample.run(config, join(config.run_dir, "sft", "model"))["overall"]
-    if name == "dpo":
-        return dpo.train(config, join(config.run_dir, "sft", "model"), out)
-    if name == "grpo":
-        return grpo.train(config, grpo.start_model_for(config), out)
-    if name == "genrm":
-        return genrm.train(config, genrm.base_model_for(config), out)
-    if name == "srpo":
-        return srpo.train(config, srpo.start_model_for(config), out)
-    if name == "eval":
-        return evaluate_all(config, base_model)
-    if name == "export":
-        return export.run(config)
-    if name == "serve":
-        return serve_check.run(config)
-    raise ValueError(f"unknown stage {name!r}")
-
-
-def evaluate_all(config: TaosrConfig, base_model: str) -> dict:
-    """Every model that exists, side by side on the same held-out split."""
-    from taosr.ray_jobs.eval import evaluate_lexical, evaluate_model
-
-    table = {"lexical baseline (TF-IDF + LR)": evaluate_lexical(config)["overall"]}
-    models = {"base": (f"{config.model.name} (untrained)", base_model)} if config.eval.untrained else {}
-    for stage, title in POLICY_STAGES.items():
-        path = join(config.run_dir, stage, "model")
-        if exists(join(path, "config.json"), config.data.s3_endpoint):
-            models[stage] = (f"{title} ({config.sft.format})" if stage == "sft" else title, path)
-    table.update({name: evaluate_model(config, slug, path)["overall"] for slug, (name, path) in models.items()})
-    rendered = markdown_table(table)
-    write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
-    print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n", flush=True)
-    return {name: {k: row.get(k) for k in ("n", "macro_f1", "accuracy", "qwk")} for name, row in table.items()}
+from taosr.datasets.storage import exists, join, remove_tree, write_json
+from taosr.stages import manifest as manifests
+from taosr.stages import registry
+from taosr.stages.job_args import job_parser
 
 
 def selected_stages(stages: str, skip: str) -> list[str]:
+    known = registry.stage_names()
+
     def names(text: str) -> list[str]:
         chosen = [s.strip() for s in text.split(",") if s.strip()]
-        unknown = sorted(set(chosen) - set(STAGES))
+        unknown = sorted(set(chosen) - set(known))
         if unknown:
-            raise ValueError(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
+            raise ValueError(f"unknown stages {unknown}; known: {', '.join(known)}")
         return chosen
 
     wanted, skipped = set(names(stages)), set(names(skip))
-    return [s for s in STAGES if s in wanted and s not in skipped]
+    return [s for s in known if s in wanted and s not in skipped]
 
 
 def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = frozenset()) -> dict:
     """Run ``stages`` in pipeline order; returns {stage: what happened} for the timings file."""
     endpoint = config.data.s3_endpoint
     config_dict = to_dict(config)
-    base_model = resolve_model(config.model.name, config.model.cache_dir)
-    specs = {spec.name: spec for spec in SPECS}
+    specs = {spec.name: spec for spec in registry.stages()}
     record = {}
     for name in stages:
         spec = specs[name]
@@ -123,7 +59,7 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
             remove_tree(join(config.run_dir, name), endpoint)  # no stale checkpoint may be resumed
         manifests.mark_started(config.run_dir, name, decision, endpoint)
         started = time.time()
-        summary = run_stage(name, config, base_model)
+        summary = spec.run(config)
         seconds = time.time() - started
         manifests.write_manifest(config.run_dir, name, decision, config_dict, spec, summary, seconds, endpoint)
         print(f"[{name}] done in {seconds:.0f} s: {json.dumps(summary, default=str)[:600]}", flush=True)
@@ -135,7 +71,7 @@ def main(argv=None) -> int:
     from taosr.config import load_config
 
     parser = job_parser(__doc__)
-    parser.add_argument("--stages", default=",".join(STAGES),
+    parser.add_argument("--stages", default=",".join(registry.stage_names()),
                         help="comma-separated stages to run, in pipeline order (default: all: %(default)s)")
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
     parser.add_argument("--force", default="", help="comma-separated stages to rerun even when their manifest matches")

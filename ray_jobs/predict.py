@@ -126,7 +126,7 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
 def main(argv=None) -> int:
     from taosr.actors.runtime import init_ray
     from taosr.config import load_config
-    from taosr.ray_jobs.job_args import job_parser
+    from taosr.stages.job_args import job_parser
 
     parser = job_parser(__doc__)
     parser.add_argument("--model", required=True, help="a trained or exported model folder")

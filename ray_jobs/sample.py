@@ -25,7 +25,8 @@ from taosr.datasets.storage import join, read_parquet, write_dataset, write_json
 from taosr.formats import ParsedResponse, Reasoning, ResponseFormat, parse, render
 from taosr.metrics import NO_ANSWER, pass_at_k_table
 from taosr.prompts import build_prompt, item_from_row
-from taosr.ray_jobs.job_args import parse_job_args
+from taosr.stages.job_args import parse_job_args
+from taosr.stages.registry import StageSpec
 
 PASS_RATE_COLUMNS = ("id", "query_id", "query", "query_type", "label", "n", "num_correct", "pass_rate")
 SAMPLE_INPUT_COLUMNS = ("id", "query_id", "query", "title", "category", "attributes", "price", "description",
@@ -140,6 +141,13 @@ def run(config: TaosrConfig, model_path: str) -> dict:
     write_text(join(out, "pass_at_k.md"), pass_at_k_markdown(summary, config.sample.n), endpoint)
     write_text(join(out, "config.yaml"), to_yaml(config), endpoint)
     return summary
+
+
+def run_stage(config: TaosrConfig) -> dict:
+    return run(config, join(config.run_dir, "sft", "model"))["overall"]
+
+
+STAGE = StageSpec("sample", ("sample",), ("cot", "sft"), run=run_stage)
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,8 @@ import yaml
 
 from taosr.config import TaosrConfig
 from taosr.datasets.storage import join, read_parquet, read_text, write_json
-from taosr.ray_jobs.job_args import run_job
+from taosr.stages.job_args import run_job
+from taosr.stages.registry import StageSpec
 
 
 def sample_request(config: TaosrConfig) -> dict:
@@ -95,8 +96,11 @@ def run(config: TaosrConfig) -> dict:
             serve.shutdown()
 
 
+STAGE = StageSpec("serve", ("serve",), ("export",), always_run=True, run=run)
+
+
 def main(argv=None) -> int:
-    return run_job(run, argv, __doc__)
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

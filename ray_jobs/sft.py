@@ -19,14 +19,14 @@ import json
 import random
 import sys
 
-from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict, to_yaml
 from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import Reasoning, ResponseFormat, decision_offset, render
 from taosr.models import level_token_ids, model_info
 from taosr.prompts import PROMPT_COLUMNS, build_prompt, item_from_row
-from taosr.ray_jobs.job_args import parse_job_args
-from taosr.ray_jobs.training import fit, require_examples, run_training
+from taosr.stages.job_args import run_job
+from taosr.stages.registry import StageSpec
+from taosr.training.trainer import fit, require_examples, run_training
 from taosr.sft_examples import pad_batch, padded_decision_index, tokenize_example
 
 
@@ -204,14 +204,17 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     return {"model": join(out_dir, "model"), **summary}
 
 
-def main(argv=None) -> int:
-    from taosr.models import resolve_model
+def run_stage(config: TaosrConfig) -> dict:
+    from taosr.datasets.embedded_models import resolve_model
 
-    config = parse_job_args(argv, __doc__)
-    init_ray(config.ray, config.data.s3_endpoint)
-    base = resolve_model(config.model.name, config.model.cache_dir)
-    print(json.dumps(train(config, base, join(config.run_dir, "sft"))))
-    return 0
+    return train(config, resolve_model(config.model.name, config.model.cache_dir), join(config.run_dir, "sft"))
+
+
+STAGE = StageSpec("sft", ("sft",), ("cot",), run=run_stage, policy_title="SFT")
+
+
+def main(argv=None) -> int:
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ curriculum (docs/method.md section 6).
 
     ray job submit --working-dir . -- python -m taosr.ray_jobs.srpo --config configs/tiny.yaml
 
-One loop, two estimators: this job runs ``taosr.ray_jobs.rl`` exactly as GRPO does, with
+One loop, two estimators: this job runs ``taosr.training.rl`` exactly as GRPO does, with
 ``srpo.advantage`` naming the step-level estimator of ``taosr.advantages``. Step rewards come
 from the offline verifier (annotations of steps 3-5, kept for ``srpo.verifier_coverage`` of the
 prompts); where it has none, a generative stepwise reward model scores the step when one is
@@ -23,9 +23,10 @@ import sys
 
 from taosr.config import SrpoConfig, TaosrConfig, to_yaml
 from taosr.datasets.storage import absolute, join, write_json, write_text
-from taosr.ray_jobs import grpo
-from taosr.ray_jobs.job_args import run_job
-from taosr.ray_jobs.policies import latest_policy
+from taosr.training import rl_stage
+from taosr.stages.job_args import run_job
+from taosr.stages.policies import latest_policy
+from taosr.stages.registry import StageSpec, policy_stages_before
 
 
 def stage_config(srpo: SrpoConfig, stage: dict) -> SrpoConfig:
@@ -45,16 +46,16 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
     import ray
 
     model, stages = start_model, {}
-    judge = grpo.start_judge(config, config.srpo)  # one GenRM actor for every curriculum stage
+    judge = rl_stage.start_judge(config, config.srpo)  # one GenRM actor for every curriculum stage
     # Tokenised once: the stages share the tokenizer and differ only in their pre-filter window.
-    tokenized = grpo.tokenized_training_prompts(config, absolute(start_model))
+    tokenized = rl_stage.tokenized_training_prompts(config, absolute(start_model))
     try:
         for stage in config.srpo.curriculum:
             rl = stage_config(config.srpo, stage)
             # An interrupted run resumes each stage from its own Ray Train checkpoints (a finished
             # stage's final checkpoint is re-reported without training); the pipeline's manifest
             # decides whether the folder is reused at all.
-            result = grpo.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo",
+            result = rl_stage.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo",
                                 judge=judge, tokenized=tokenized)
             stages[stage["name"]] = {k: v for k, v in result.items() if k != "model"}
             model = result["model"]
@@ -76,12 +77,22 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
 def start_model_for(config: TaosrConfig) -> str:
     """The policy SRPO starts from (``srpo.start_from``): the last trained one before it (GRPO's
     when the run has one), or DPO's (else SFT's) for an arm beside GRPO."""
-    stages = ("sft", "dpo", "grpo") if config.srpo.start_from == "latest" else ("sft", "dpo")
+    stages = policy_stages_before("srpo")
+    if config.srpo.start_from != "latest":
+        stages = tuple(stage for stage in stages if stage != "grpo")
     return latest_policy(config.run_dir, config.data.s3_endpoint, stages)[1]
 
 
+def run_stage(config: TaosrConfig) -> dict:
+    return train(config, start_model_for(config), join(config.run_dir, "srpo"))
+
+
+STAGE = StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo", "grpo", "genrm"), run=run_stage,
+                  policy_title="+ SRPO (TaoSR-SHE)")
+
+
 def main(argv=None) -> int:
-    return run_job(lambda config: train(config, start_model_for(config), join(config.run_dir, "srpo")), argv, __doc__)
+    return run_job(STAGE.run, argv, __doc__)
 
 
 if __name__ == "__main__":

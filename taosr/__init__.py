@@ -1,8 +1,9 @@
 """taosr: Taobao-style "thinking" relevance models (TaoSR1, TaoSR-SHE) trained and served on Ray.
 
-The user-facing folders ``actors/``, ``datasets/``, ``ray_jobs/`` and ``serve/`` sit at the
-repository root and are importable as ``taosr.actors`` and so on. An install maps them through
-``package-dir`` in pyproject.toml; from a source checkout a finder maps exactly those four names
+The layers above this core (``datasets/``, ``actors/``, ``training/``, ``stages/``, ``ray_jobs/``
+and ``serve/``, docs/architecture.md) sit at the repository root and are importable as
+``taosr.datasets`` and so on. An install maps them through ``package-dir`` in pyproject.toml;
+from a source checkout a finder maps exactly those names
 to their folders, so ``python -m taosr.ray_jobs.<stage>`` and ``ray job submit --working-dir .``
 work without installing, and nothing else at the root (tests, bench, this folder itself)
 becomes part of the package.
@@ -14,7 +15,7 @@ from pathlib import Path as _Path
 
 __version__ = "0.1.0"
 
-_FOLDERS = ("actors", "datasets", "ray_jobs", "serve")
+_FOLDERS = ("actors", "datasets", "training", "stages", "ray_jobs", "serve")
 _root = _Path(__file__).resolve().parent.parent
 
 

@@ -15,12 +15,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 from taosr.labels import LABEL_TEXT, LEVELS
 
 EMBEDDED_MODELS = ("smollm2-135m", "tiny")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _READY = "taosr-materialised.json"
+TINY_FOLDER = "tiny-qwen2"
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -38,7 +40,11 @@ def resolve_model(name: str, cache_dir: str = "~/.cache/taosr/models") -> str:
     if name == "smollm2-135m":
         return str(materialise_smollm2(cache / "smollm2-135m-instruct"))
     if name == "tiny":
-        return str(build_tiny_model(cache / "tiny-qwen2"))
+        target = cache / TINY_FOLDER
+        if (target / _READY).is_file():
+            return str(target)
+        raise ValueError("the 'tiny' test model's tokenizer is trained on the built-in generator's text: "
+                         "resolve it with taosr.datasets.embedded_models.resolve_model")
     if name.startswith("s3://"):
         return name  # fetched by each actor that loads it, on its own node (taosr.datasets.storage.local_dir)
     path = Path(os.path.expanduser(name))
@@ -86,8 +92,8 @@ def materialise_smollm2(target: Path) -> Path:
     return target
 
 
-def build_tiny_model(target: Path, seed: int = 0) -> Path:
-    """A tiny random Qwen2 and a trained byte-level BPE tokenizer (digits always split)."""
+def build_tiny_model(target: Path, corpus: Iterable[str], seed: int = 0) -> Path:
+    """A tiny random Qwen2 and a byte-level BPE tokenizer trained on ``corpus`` (digits always split)."""
     target = Path(target)
     if (target / _READY).is_file():
         return target
@@ -104,7 +110,7 @@ def build_tiny_model(target: Path, seed: int = 0) -> Path:
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(_tokenizer_corpus(seed), trainer=trainer)
+    bpe.train_from_iterator(corpus, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         bos_token=None, unk_token=None)
     tokenizer.chat_template = CHATML_TEMPLATE
@@ -118,18 +124,6 @@ def build_tiny_model(target: Path, seed: int = 0) -> Path:
     model = Qwen2ForCausalLM(config)
     _save_atomically(target, model, tokenizer, {"name": "tiny", "seed": seed})
     return target
-
-
-def _tokenizer_corpus(seed: int):
-    from taosr.formats import Reasoning, ResponseFormat, render
-    from taosr.datasets.synthetic import generate_rows
-    from taosr.prompts import Item, build_messages
-
-    for row in generate_rows(600, seed=seed):
-        item = Item(title=row["title"], category=row["category"], attributes=row["attributes"], price=row["price"])
-        for message in build_messages(row["query"], item):
-            yield message["content"]
-        yield render(ResponseFormat.POST_COT, row["label"], Reasoning(**row["step_annotations"]))
 
 
 def _save_atomically(target: Path, model, tokenizer, info: dict) -> None:

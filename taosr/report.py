@@ -18,9 +18,6 @@ from taosr.cumpt_sweep import plot_sweep
 from taosr.labels import LEVELS
 from taosr.metrics import paired_bootstrap
 
-STAGE_ROWS = (("lexical", "lexical baseline (TF-IDF + LR)"), ("base", "untrained"), ("sft", "SFT"), ("dpo", "CoT SFT + DPO"), ("grpo", "+ GRPO"),
-              ("srpo", "+ SRPO (TaoSR-SHE)"))
-PIPELINE = ("data", "cot", "sft", "sample", "dpo", "grpo", "genrm", "srpo", "eval", "export", "serve")
 BOOTSTRAP_RESAMPLES = 2000  # of the held-out examples, for the stage-difference intervals
 # Curves drawn per training stage, when the stage logged them.
 CURVES = {"sft": ("loss", "decision_nll", "val_macro_f1", "val_qwk"), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
@@ -46,20 +43,41 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _started_at(run: Path, stage: str) -> float:
+    manifest = _read_json(run / stage / "manifest.json") or {}
+    return manifest["finished_at"] - manifest.get("seconds", 0) if "finished_at" in manifest else float("inf")
+
+
+def stage_rows(run: Path) -> dict[str, str]:
+    """{slug: title} of the rows the eval stage scored, in its order (eval/rows.json, written from
+    the stage registry). A run from before that file: every eval/<slug>/, the lexical baseline and
+    the untrained base first, then the stages in the order they ran, titled by their slugs."""
+    recorded = _read_json(run / "eval" / "rows.json")
+    if recorded:
+        return {slug: title for slug, title in recorded}
+    found = [path.parent.name for path in (run / "eval").glob("*/metrics.json")]
+    order = {slug: (slug != "lexical", slug != "base", _started_at(run, slug), slug) for slug in found}
+    return {slug: slug for slug in sorted(found, key=order.get)}
+
+
 def stage_metrics(run: Path) -> dict[str, dict]:
-    """{slug: eval metrics} for the stages evaluated in this run, in pipeline order."""
+    """{slug: eval metrics, with the row's "title"} for the stages evaluated in this run, in order."""
     found = {}
-    for slug, _ in STAGE_ROWS:
+    for slug, title in stage_rows(run).items():
         metrics = _read_json(run / "eval" / slug / "metrics.json")
         if metrics is not None:
-            found[slug] = metrics
+            found[slug] = {**metrics, "title": title}
     return found
+
+
+def _titles(metrics: dict[str, dict]) -> dict[str, str]:
+    return {slug: result.get("title", slug) for slug, result in metrics.items()}
 
 
 def stage_table(metrics: dict[str, dict]) -> str:
     """docs/method.md section 8's layout (C1..C4 F1, macro-F1, accuracy) plus Good-F1, hallucination
     and format-error rates on the decoded sample, and n."""
-    names = dict(STAGE_ROWS)
+    names = _titles(metrics)
     lines = ["| model | n | C1 F1 | C2 F1 | C3 F1 | C4 F1 | macro-F1 | acc | Good F1 | QWK | Spearman | halluc. | format err. |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for slug, result in metrics.items():
@@ -72,7 +90,7 @@ def stage_table(metrics: dict[str, dict]) -> str:
 
 
 def query_type_table(metrics: dict[str, dict], key: str = "macro_f1") -> str:
-    names = dict(STAGE_ROWS)
+    names = _titles(metrics)
     types = sorted({t for result in metrics.values() for t in result.get("by_query_type", {})})
     lines = ["| query type | n | " + " | ".join(names.get(s, s) for s in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for query_type in types:
@@ -94,7 +112,7 @@ def pass_at_k_table(pass_at_k: dict) -> str:
 def first_token_pass_table(metrics: dict[str, dict]) -> str:
     """Each stage's pass@k on the eval split from its first-token distribution (the same prompts
     for every stage): RL that sharpens the policy lifts pass@1 toward pass@k."""
-    names = dict(STAGE_ROWS)
+    names = _titles(metrics)
     rows = {slug: result["overall"]["first_token_pass_at_k"] for slug, result in metrics.items()
             if result["overall"].get("first_token_pass_at_k")}
     if not rows:
@@ -107,14 +125,16 @@ def first_token_pass_table(metrics: dict[str, dict]) -> str:
 
 
 def timings_table(run: Path) -> str:
-    lines = ["| stage | seconds | finished |", "|---|---|---|"]
+    """Every stage that finished, in the order it started (from the manifests)."""
     import datetime
 
-    for stage in PIPELINE:
-        manifest = _read_json(run / stage / "manifest.json")
-        if manifest:
-            when = datetime.datetime.fromtimestamp(manifest["finished_at"], datetime.timezone.utc)
-            lines.append(f"| {stage} | {manifest['seconds']:.0f} | {when:%Y-%m-%d %H:%M} UTC |")
+    finished = {path.parent.name: _read_json(path) for path in run.glob("*/manifest.json")}
+    finished = {stage: m for stage, m in finished.items() if m and "finished_at" in m}
+    lines = ["| stage | seconds | finished |", "|---|---|---|"]
+    for stage in sorted(finished, key=lambda stage: (_started_at(run, stage), stage)):
+        manifest = finished[stage]
+        when = datetime.datetime.fromtimestamp(manifest["finished_at"], datetime.timezone.utc)
+        lines.append(f"| {stage} | {manifest.get('seconds', 0):.0f} | {when:%Y-%m-%d %H:%M} UTC |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -154,7 +174,7 @@ def stage_comparisons(slugs: list[str]) -> list[tuple[str, str]]:
 def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     """Paired-bootstrap 95% intervals of the change in macro-F1, accuracy and QWK between
     stages, on the examples both were scored on."""
-    names = dict(STAGE_ROWS)
+    names = stage_rows(run)
     predictions = {slug: stage_predictions(run, slug) for slug in slugs}
     lines = difference_header("its stage's time")
     scored = [s for s in slugs if predictions[s]]
@@ -290,7 +310,7 @@ def plot_confusions(metrics: dict[str, dict], folder: Path) -> Path | None:
     with_confusion = {slug: m["confusion"] for slug, m in metrics.items() if m.get("confusion")}
     if not with_confusion:
         return None
-    names = dict(STAGE_ROWS)
+    names = _titles(metrics)
     figure, axes = plt.subplots(1, len(with_confusion), figsize=(3.4 * len(with_confusion), 3.4), squeeze=False)
     predicted = sorted({int(p) for c in with_confusion.values() for row in c.values() for p in row}, reverse=True)
     for axis, (slug, confusion) in zip(axes[0], with_confusion.items()):

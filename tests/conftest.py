@@ -33,7 +33,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
-    from taosr.models import resolve_model
+    from taosr.datasets.embedded_models import resolve_model
 
     return resolve_model("tiny", MODEL_CACHE)
 

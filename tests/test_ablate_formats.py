@@ -6,9 +6,9 @@ import copy
 import json
 
 from taosr.config import load_config, to_dict, to_yaml
-from taosr.ray_jobs import manifest as manifests
+from taosr.stages import manifest as manifests
 from taosr.ray_jobs.ablate_formats import earlier_ablation, pipeline_sft, render
-from taosr.ray_jobs.pipeline import SPECS
+from taosr.stages.registry import get as stage_spec
 from taosr.report import difference_row
 
 GOLD = [1, 2, 3, 4] * 5
@@ -74,7 +74,7 @@ def test_an_earlier_run_is_reused_only_with_the_same_config(tmp_path):
 def test_the_pipelines_sft_is_reused_only_when_its_manifest_matches(tmp_path):
     config = load_config("configs/tiny.yaml", [f"run_dir={tmp_path}"])
     assert pipeline_sft(config) is None  # the pipeline never ran here
-    spec = next(s for s in SPECS if s.name == "sft")
+    spec = stage_spec("sft")
     expected = manifests.decide(str(tmp_path), spec, to_dict(config)).expected
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "summary.json").write_text(json.dumps({"examples": 3200, "train_seconds": 1093.2}))

@@ -81,7 +81,7 @@ def test_production_profile_asks_for_the_node_type_of_each_kind_of_work():
     from taosr.ray_jobs.eval import _run
     from taosr.ray_jobs.export import serve_config
     from taosr.ray_jobs.sample import sample_dataset
-    from taosr.ray_jobs.training import scaling_config
+    from taosr.training.trainer import scaling_config
     from taosr.actors.rollout import rollout_actor_class
     from taosr.decision import DecisionRule
     from taosr.formats import ResponseFormat

@@ -138,7 +138,7 @@ def test_real_esci_sample_in_its_own_format(ray_cluster, tmp_path):
 
 
 def test_cli_validate_prints_counts_and_writes_both_outputs(ray_cluster, tmp_path, capsys):
-    from taosr.cli import main
+    from taosr.ray_jobs.cli import main
 
     rows = generate_rows(20, seed=4)
     lines = [json.dumps(r) for r in rows] + ['{"id": "z", "query": "q", "title": "t", "label": "??"}']
@@ -239,7 +239,7 @@ def test_training_logs_of_a_run_on_s3_land_on_s3_and_survive_a_resume(s3_endpoin
     import boto3
 
     from taosr.datasets.storage import exists, read_text
-    from taosr.ray_jobs.training import MetricsLog
+    from taosr.training.trainer import MetricsLog
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="logs")
     folder = "s3://logs/run/sft"

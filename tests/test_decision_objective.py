@@ -176,7 +176,7 @@ def test_micro_batches_keep_every_full_batch_put_reasoning_rows_apart_and_hold_t
 
     import pyarrow as pa
 
-    from taosr.ray_jobs.training import stratified_micro_batches
+    from taosr.training.trainer import stratified_micro_batches
 
     draw = random.Random(1)
     # A quarter of the rows train a whole response; prompt lengths follow the row's level.
@@ -213,7 +213,7 @@ def test_every_micro_batch_holds_the_label_mix_even_where_length_follows_the_lab
 
     import pyarrow as pa
 
-    from taosr.ray_jobs.training import stratified_micro_batches
+    from taosr.training.trainer import stratified_micro_batches
 
     levels = [4] * 32 + [2] * 16 + [1] * 16
     random.Random(3).shuffle(levels)

@@ -52,7 +52,7 @@ def test_srpo_step_rewards_take_the_verifier_first_and_the_genrm_elsewhere(judge
 
     from taosr.actors.rollout import Rollout
     from taosr.config import SrpoConfig
-    from taosr.ray_jobs.rl import step_reward_inputs
+    from taosr.training.rl import step_reward_inputs
     from taosr.verifier import OfflineVerifier
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)

@@ -100,7 +100,7 @@ def test_without_diversity_the_batch_ignores_paths():
 
 def test_which_genrm_an_rl_stage_uses(tmp_path):
     from taosr.config import load_config
-    from taosr.ray_jobs.grpo import genrm_model_for
+    from taosr.training.rl_stage import genrm_model_for
 
     config = load_config(None, [f"run_dir={tmp_path}"])
     assert genrm_model_for(config, config.srpo) is None  # auto, and no genrm stage ran

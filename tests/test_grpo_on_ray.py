@@ -7,6 +7,8 @@ import math
 
 import pytest
 
+from taosr.training import rl_stage
+
 pytestmark = pytest.mark.slow
 
 
@@ -135,7 +137,7 @@ def test_a_run_crashed_right_after_an_epoch_boundary_resumes_without_repeating_o
     sampler would."""
     from taosr.label_balance import BalancedSampler
     from taosr.ray_jobs import grpo
-    from taosr.ray_jobs.rl import prompts_digest
+    from taosr.training.rl import prompts_digest
 
     config, start = learnable
     config = _with_train_prompts(config, 8, tmp_path)
@@ -147,7 +149,7 @@ def test_a_run_crashed_right_after_an_epoch_boundary_resumes_without_repeating_o
     steps = _logged(out)
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]
     assert [s["prompt_cursor"] for s in steps] == [4, 8, 12, 16, 20]  # the checkpoint (step 2) ends epoch 1
-    prompts, _ = grpo.training_prompts(config, start, rl)
+    prompts, _ = rl_stage.training_prompts(config, start, rl)
     assert len(prompts) == 8
     sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, config.seed)
     expected = [prompts_digest([str(prompts[i]["id"]) for i in sampler.take(4)]) for _ in steps]
@@ -204,8 +206,7 @@ def test_a_sigkilled_job_resumes_from_its_checkpoint_when_run_again(learnable, r
     import re
 
     from taosr.label_balance import BalancedSampler
-    from taosr.ray_jobs import grpo
-    from taosr.ray_jobs.rl import prompts_digest
+    from taosr.training.rl import prompts_digest
     from tests.conftest import kill_once_resumable, stage_job, wait_for_free_cpus
 
     config, start = learnable
@@ -228,7 +229,7 @@ def test_a_sigkilled_job_resumes_from_its_checkpoint_when_run_again(learnable, r
     assert started and started[0] > 0 and started[0] % rl.checkpoint_every_steps == 0, output[-3000:]
     steps = _logged(tmp_path / "grpo")
     assert [s["step"] for s in steps] == list(range(1, rl.steps + 1))
-    prompts, _ = grpo.training_prompts(config, start, rl)
+    prompts, _ = rl_stage.training_prompts(config, start, rl)
     sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, config.seed)
     drawn = [[str(prompts[i]["id"]) for i in sampler.take(rl.prompts_per_step)] for _ in steps]
     assert [s["prompts_digest"] for s in steps] == [prompts_digest(ids) for ids in drawn]

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from taosr.ray_jobs import manifest as m
-from taosr.ray_jobs.manifest import StageSpec
+from taosr.stages import manifest as m
+from taosr.stages.registry import StageSpec
 
 UP = StageSpec("up", ("up",), ())
 DOWN = StageSpec("down", ("down",), ("up",))
@@ -96,7 +96,10 @@ def test_manifest_records_hashes_metrics_and_time(tmp_path):
 
 
 def test_stage_selection_rejects_unknown_names():
-    from taosr.ray_jobs.pipeline import STAGES, selected_stages
+    from taosr.ray_jobs.pipeline import selected_stages
+    from taosr.stages.registry import stage_names
+
+    STAGES = stage_names()
 
     assert selected_stages("eval,data", "") == ["data", "eval"]  # pipeline order, whatever the order given
     assert selected_stages(",".join(STAGES), "grpo,srpo,serve") == [s for s in STAGES if s not in ("grpo", "srpo", "serve")]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from taosr.report import build_report, pass_at_k_table, stage_comparisons, stage_table
+from taosr.report import build_report, pass_at_k_table, stage_comparisons, stage_rows, stage_table
 
 
 def metrics(f1_4, acc, confusion_4_4):
@@ -27,6 +27,8 @@ def run(tmp_path):
         gold = [4] * 5 + [2] * 5
         rows = [{"id": f"x{i}", "label": g, "pred": 1 if slug == "base" else g} for i, g in enumerate(gold)]
         (folder / "predictions.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    # the rows and titles the eval stage scored, from the stage registry
+    (tmp_path / "eval" / "rows.json").write_text(json.dumps([["base", "untrained"], ["sft", "SFT"], ["dpo", "+ DPO"]]))
     (tmp_path / "sample").mkdir()
     (tmp_path / "sample" / "pass_at_k.json").write_text(json.dumps(
         {"prompts": 12, "overall": {"pass@1": 0.4, "pass@2": 0.6},
@@ -64,7 +66,7 @@ def test_report_tables_and_plots(run):
     assert "| model | pass@1 | pass@2 |" in text and "| SFT | 65.00 | 75.00 |" in text
     # a constant answer has QWK 0, a perfect one 1
     assert "| untrained → SFT | 10 | +100.00 [+100.00, +100.00] | +100.00 [+100.00, +100.00] | +1.000 [+1.000, +1.000] | 10 (10 / 0) | yes | 1.0 min |" in text
-    assert "| SFT → CoT SFT + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.000 [+0.000, +0.000] | 0 (0 / 0) | no | – |" in text
+    assert "| SFT → + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.000 [+0.000, +0.000] | 0 (0 / 0) | no | – |" in text
     assert {p.split("/")[-1] for p in result["plots"]} == {"confusion.png", "curves-sft.png", "pass_at_k.png"}
     for plot in result["plots"]:
         assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -92,6 +94,17 @@ def test_report_shows_the_cumpt_choice_and_the_genrm(run):
     assert str(run / "report" / "cumpt_sweep.png") in result["plots"] and result["missing"] == []
 
 
+def test_a_run_from_before_rows_json_shows_its_rows_in_the_order_the_stages_ran(run):
+    (run / "eval" / "rows.json").unlink()
+    (run / "dpo").mkdir()
+    (run / "dpo" / "manifest.json").write_text(json.dumps({"seconds": 30.0, "finished_at": 1.8e9 + 100}))
+    assert stage_rows(run) == {"base": "base", "sft": "sft", "dpo": "dpo"}
+    build_report(str(run))
+    text = (run / "report" / "report.md").read_text()
+    assert "| sft → dpo | 10 |" in text
+    assert text.index("| sft | 61 |") < text.index("| dpo | 30 |")  # timings in the order the stages started
+
+
 def test_report_needs_an_evaluation(tmp_path):
     with pytest.raises(FileNotFoundError, match="eval stage"):
         build_report(str(tmp_path))
@@ -106,7 +119,7 @@ def test_each_stage_is_compared_with_the_one_before_and_the_last_with_sft():
 
 
 def test_tables_leave_absent_values_blank():
-    assert "| untrained | 0 | – |" in stage_table({"base": {"overall": {}}})
+    assert "| untrained | 0 | – |" in stage_table({"base": {"title": "untrained", "overall": {}}})
     assert pass_at_k_table({"overall": {"pass@1": 0.5}}).splitlines()[-1] == "| all |  | 50.00 |"
 
 

@@ -190,7 +190,7 @@ def test_response_window_gives_the_full_grid_values_on_response_tokens(tiny_mode
     token its log-probs must equal those of the full [B, T - 1] grid."""
     from transformers import AutoModelForCausalLM
 
-    from taosr.ray_jobs.policy_update import _logprobs_and_entropy, response_window
+    from taosr.training.policy_update import _logprobs_and_entropy, response_window
     from taosr.rollout_batch import pack_rollouts
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
@@ -213,7 +213,7 @@ def test_one_token_rollouts_share_their_prompt_pass_with_the_same_loss_and_gradi
     parameter's gradient of one forward per rollout."""
     from transformers import AutoModelForCausalLM
 
-    from taosr.ray_jobs.policy_update import _logprobs_and_entropy, response_window, shared_prompt_window
+    from taosr.training.policy_update import _logprobs_and_entropy, response_window, shared_prompt_window
     from taosr.rollout_batch import pack_rollouts
 
     torch.manual_seed(0)
@@ -253,7 +253,7 @@ def test_one_token_rollouts_share_their_prompt_pass_with_the_same_loss_and_gradi
 
 
 def test_longer_responses_keep_the_full_window():
-    from taosr.ray_jobs.policy_update import shared_prompt_window
+    from taosr.training.policy_update import shared_prompt_window
 
     rows = [{"prompt_ids": [5, 6], "response_ids": [7], "old_logprobs": [0.0], "advantages": [1.0]},
             {"prompt_ids": [5, 6], "response_ids": [7, 8], "old_logprobs": [0.0, 0.0], "advantages": [1.0, 1.0]}]
@@ -262,7 +262,7 @@ def test_longer_responses_keep_the_full_window():
 
 def test_rl_layouts_the_weight_sync_cannot_serve_are_refused_before_any_actor_starts():
     from taosr.config import GrpoConfig
-    from taosr.ray_jobs.grpo import check_layout
+    from taosr.training.rl_stage import check_layout
 
     with pytest.raises(ValueError, match="zero_stage <= 2"):
         check_layout(GrpoConfig(zero_stage=3))
@@ -291,7 +291,7 @@ def test_the_loop_stops_only_when_stalled_by_a_lost_format():
 
 def test_every_input_an_estimator_declares_has_a_provider_in_the_loop():
     from taosr.advantages import ESTIMATOR_NEEDS, estimator_needs
-    from taosr.ray_jobs.rl import INPUT_PROVIDERS
+    from taosr.training.rl import INPUT_PROVIDERS
 
     assert estimator_needs("grpo") == () and estimator_needs("srpo") == ("step_rewards",)
     declared = {need for needs in ESTIMATOR_NEEDS.values() for need in needs}

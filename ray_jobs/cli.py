@@ -1,4 +1,4 @@
-"""The `taosr` command. Data subcommands run on Ray Data (a local cluster unless RAY_ADDRESS is
+"""The `taosr` command (installed by pyproject.toml's [project.scripts]). Data subcommands run on Ray Data (a local cluster unless RAY_ADDRESS is
 set); each prints one JSON object on stdout so scripts can read it."""
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ def _report(args) -> dict:
     return build_report(args.run_dir, args.out)
 
 
+def _stages(args) -> dict:
+    from taosr.stages.registry import stages
+
+    return {"stages": [{"name": spec.name, "reads": list(spec.inputs), "config_sections": list(spec.sections),
+                        "trains_policy": bool(spec.policy_title)} for spec in stages()]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taosr", description="Thinking relevance models on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="a pipeline run directory (local), e.g. runs/tiny")
     report.add_argument("--out", default=None, help="output folder (default: <run_dir>/report)")
     report.set_defaults(handler=_report)
+
+    stages = commands.add_parser("stages", help="the pipeline's stages in order, with what each reads (the registry)")
+    stages.set_defaults(handler=_stages)
 
     config = commands.add_parser("config", help="print the resolved config, or every field's help")
     config.add_argument("--config", default=None)

@@ -1,6 +1,6 @@
 """The RL learner's step on a batch of rollouts (every rank): the windows its logits are computed
 on, the log-probs and entropy there, and the clipped policy loss with KL over micro-batches.
-``ray_jobs/rl.py`` drives it; docs/architecture.md, "The RL loop on Ray".
+``training/rl.py`` drives it; docs/architecture.md, "The RL loop on Ray".
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ from taosr.dynamic_sampling import DynamicBatch, distinct_paths, lost_format_err
 from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
-from taosr.ray_jobs.checkpoints import crash_once, load_state, report_final, save_state
-from taosr.ray_jobs.policy_update import train_on
-from taosr.ray_jobs.training import MetricsLog, build_engine
+from taosr.training.checkpoints import crash_once, load_state, report_final, save_state
+from taosr.training.policy_update import train_on
+from taosr.training.trainer import MetricsLog, build_engine
 from taosr.rewards import outcome_reward
 from taosr.steps import segment
 from taosr.verifier import OfflineVerifier, hybrid

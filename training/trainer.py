@@ -18,7 +18,7 @@ from typing import Callable
 
 from taosr.config import RayConfig
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
-from taosr.ray_jobs.checkpoints import load_state, report_final, save_state
+from taosr.training.checkpoints import load_state, report_final, save_state
 from taosr.sft_examples import IGNORE_INDEX
 
 PHASES = ("data", "forward", "backward", "update")  # a micro-step's timed parts, summed per optimizer step

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from taosr.datasets.storage import exists, join, read_text, write_json
+from taosr.stages.registry import StageSpec
 
 MANIFEST = "manifest.json"
 STARTED = "started.json"
@@ -30,15 +31,6 @@ STARTED = "started.json"
 SHARED_SECTIONS = ("seed", "model", "data")
 # What a fingerprint leaves out: Ray Train's checkpoint store, and the bookkeeping files themselves.
 NOT_OUTPUTS = ("ray_train", MANIFEST, STARTED)
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    sections: tuple[str, ...]  # config sections it reads besides SHARED_SECTIONS
-    inputs: tuple[str, ...]  # stages whose outputs it reads (those without a manifest are ignored)
-    always_run: bool = False  # a side effect (serving check), never skipped
-    reads_logs: bool = False  # reads data.source: new or changed log files make it run again
 
 
 @dataclass(frozen=True)
