@@ -17,6 +17,7 @@ writing <run_dir>/report/ (``taosr report``).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 
@@ -25,7 +26,9 @@ from taosr.config import TaosrConfig, to_dict
 from taosr.datasets.storage import exists, join, remove_tree, write_json
 from taosr.stages import manifest as manifests
 from taosr.stages import registry
-from taosr.stages.job_args import job_parser
+from taosr.stages.job_args import configure_logging, job_parser
+
+log = logging.getLogger("taosr.pipeline")
 
 
 def selected_stages(stages: str, skip: str) -> list[str]:
@@ -51,7 +54,7 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
     for name in stages:
         spec = specs[name]
         decision = manifests.decide(config.run_dir, spec, config_dict, endpoint, force=name in force)
-        print(f"[{name}] {decision.action}: {decision.reason}", flush=True)
+        log.info("[%s] %s: %s", name, decision.action, decision.reason)
         if decision.action == "skip":
             record[name] = {"action": "skip", "seconds": 0.0}
             continue
@@ -62,7 +65,7 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
         summary = spec.run(config)
         seconds = time.time() - started
         manifests.write_manifest(config.run_dir, name, decision, config_dict, spec, summary, seconds, endpoint)
-        print(f"[{name}] done in {seconds:.0f} s: {json.dumps(summary, default=str)[:600]}", flush=True)
+        log.info("[%s] done in %.0f s: %s", name, seconds, json.dumps(summary, default=str)[:600])
         record[name] = {"action": decision.action, "seconds": round(seconds, 1)}
     return record
 
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
     parser.add_argument("--force", default="", help="comma-separated stages to rerun even when their manifest matches")
     args = parser.parse_args(argv)
+    configure_logging()
     config = load_config(args.config, args.overrides)
     try:
         stages = selected_stages(args.stages, args.skip)

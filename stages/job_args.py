@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 
 from taosr.config import load_config
+
+
+def configure_logging() -> None:
+    """Progress and warnings go to stderr through ``logging`` (``TAOSR_LOG_LEVEL``, default INFO);
+    result lines (a stage's summary, per-step metrics as JSON) stay on stdout."""
+    logging.basicConfig(level=os.environ.get("TAOSR_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def job_parser(description: str | None) -> argparse.ArgumentParser:
@@ -24,6 +33,7 @@ def run_job(run, argv, description: str | None) -> int:
     """The body of a stage's ``main``: parse, join Ray, run, print the summary as JSON."""
     from taosr.actors.runtime import init_ray
 
+    configure_logging()
     config = parse_job_args(argv, description)
     init_ray(config.ray, config.data.s3_endpoint)
     print(json.dumps(run(config), default=str))

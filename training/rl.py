@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -319,7 +320,7 @@ class Alarms:
 
     def _say(self, message: dict) -> None:
         if self.rank == 0:
-            print(json.dumps({self.stage: message}), flush=True)
+            logging.getLogger(f"taosr.{self.stage}").warning(json.dumps(message))
 
     def check(self, step: int, metrics: dict) -> dict:
         """The alarm fields for this step's metrics; raises when the run cannot make progress
