@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from taosr.limits import InputLimits
 
@@ -396,21 +396,31 @@ def _rename_deprecated(node, source: str):
 def load_config(profile: str | Path | None = None, overrides: Sequence[str] = (), schema=TaosrConfig):
     """Defaults, then the YAML profile, then ``key.sub=value`` overrides; returns the dataclass.
 
-    Unknown keys and wrongly typed values raise with the offending key named; renamed keys
-    (``RENAMED_KEYS``) are accepted with a FutureWarning.
+    A profile may start from another with ``extends: other.yaml`` (a path relative to the
+    profile), and changes only what differs. Unknown keys and wrongly typed values raise with
+    the offending key named; renamed keys (``RENAMED_KEYS``) are accepted with a FutureWarning.
     """
     merged = OmegaConf.structured(schema)
-    if profile:
-        path = Path(profile)
-        if not path.is_file():
-            raise FileNotFoundError(f"config profile not found: {path}")
-        merged = OmegaConf.merge(merged, _rename_deprecated(OmegaConf.load(path), str(path)))
+    for layer in _profile_chain(Path(profile)) if profile else ():
+        merged = OmegaConf.merge(merged, layer)
     bad = [item for item in overrides if "=" not in item]
     if bad:
         raise ValueError(f"overrides must look like key.sub=value; got {bad}")
     if overrides:
         merged = OmegaConf.merge(merged, _rename_deprecated(OmegaConf.from_dotlist(list(overrides)), "overrides"))
     return OmegaConf.to_object(merged)
+
+
+def _profile_chain(path: Path, seen: tuple[Path, ...] = ()) -> list:
+    """The profile and the ones it extends, base first, each loaded with old names renamed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config profile not found: {path}" + (f" (extended by {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ValueError(f"config profiles extend each other in a cycle: {' -> '.join(map(str, (*seen, path)))}")
+    node = OmegaConf.load(path)
+    base = node.pop("extends", None) if isinstance(node, DictConfig) else None
+    chain = _profile_chain(path.parent / str(base), (*seen, path.resolve())) if base else []
+    return [*chain, _rename_deprecated(node, str(path))]
 
 
 def to_dict(config) -> dict:

@@ -50,9 +50,24 @@ def test_every_shipped_profile_loads_and_gives_srpo_the_grpo_budget(profile):
     config = load_config(ROOT / "configs" / profile)
     srpo_steps = sum(stage["steps"] for stage in config.srpo.curriculum)
     if config.grpo.max_new_tokens == 1:
-        assert (profile, srpo_steps) in (("tiny.yaml", 2), ("user-logs.yaml", 12))
+        assert (profile, srpo_steps) in (("tiny.yaml", 2), ("long.yaml", 6), ("user-logs.yaml", 12))
     else:
         assert srpo_steps == config.grpo.steps
+
+
+def test_a_profile_extends_another_and_changes_only_what_it_names(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\ndata:\n  rows: 100\n  seed: 5\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ndata:\n  rows: 200\n")
+    config = load_config(tmp_path / "child.yaml", ["data.seed=6"])
+    assert (config.seed, config.data.rows, config.data.seed) == (3, 200, 6)
+    long, tiny = load_config(ROOT / "configs" / "long.yaml"), load_config(ROOT / "configs" / "tiny.yaml")
+    assert long.sft == tiny.sft and long.data.rows == 2 * tiny.data.rows and long.run_dir == "runs/long"
+    (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(tmp_path / "child.yaml")
+    (tmp_path / "child.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match="extended by"):
+        load_config(tmp_path / "child.yaml")
 
 
 def test_an_unknown_advantage_estimator_fails_when_the_config_loads():
