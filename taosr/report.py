@@ -193,16 +193,17 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
 def difference_header(*extra: str) -> list[str]:
     """The header and rule lines of a table of ``difference_row`` rows, with ``extra`` columns."""
     columns = ["change", "n", "Δ macro-F1 [95% interval]", "Δ acc [95% interval]", "Δ QWK [95% interval]",
-               "rows changed (→ right / → wrong)", "beyond noise?", *extra]
+               "rows changed (→ right / → wrong)", "sign test p", "beyond noise?", *extra]
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seed: int = 0) -> str:
     """``| label | n | Δ macro-F1 [interval] | Δ acc [interval] | Δ QWK [interval] | rows changed |
-    beyond noise? |`` for two models' {id: (gold, pred)} on the ids both scored (a paired
-    bootstrap). The changed rows say what the intervals rest on: when a stage changes a handful
-    of predictions, the bootstrap resamples only those, and a lopsided handful gives an interval
-    that just excludes 0."""
+    sign test p | beyond noise? |`` for two models' {id: (gold, pred)} on the ids both scored (a
+    paired bootstrap). The changed rows say what the intervals rest on: when a stage changes a
+    handful of predictions, the bootstrap resamples only those, and a lopsided handful gives an
+    interval that just excludes 0. The sign test is the exact one for that case (McNemar's, for
+    accuracy): five rows all to right give p = 0.0625."""
     shared = sorted(before.keys() & after.keys())
     result = paired_bootstrap([before[i][0] for i in shared], [before[i][1] for i in shared],
                               [after[i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
@@ -214,7 +215,21 @@ def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[s
     to_right = sum(after[i][1] == after[i][0] for i in changed)
     to_wrong = sum(before[i][1] == before[i][0] for i in changed)
     cells.append(f"{len(changed)} ({to_right} / {to_wrong})")
+    cells.append(_p_value(sign_test(to_right, to_wrong)))
     return f"| {label} | {result['n']} | {' | '.join(cells)} | {'yes' if result['beyond_noise'] else 'no'} |"
+
+
+def sign_test(to_right: int, to_wrong: int) -> float:
+    """Two-sided exact binomial p of the rows that became right against those that became wrong
+    (1 when none did): how likely so lopsided a split is from changes that help and hurt alike."""
+    from scipy.stats import binomtest
+
+    total = to_right + to_wrong
+    return 1.0 if total == 0 else float(binomtest(to_right, total, 0.5).pvalue)
+
+
+def _p_value(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def decision_section(decision: dict) -> str:
@@ -369,7 +384,9 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         parts += ["## Stage differences against noise\n",
                   f"Paired bootstrap over the held-out examples ({BOOTSTRAP_RESAMPLES:,} resamples): a change is beyond noise "
                   "when the 95% interval of its macro-F1 difference excludes 0. \"Rows changed\" counts the predictions that differ, "
-                  "how many of them became right and how many became wrong: the intervals rest on those rows alone. The last column is the wall time of the stage "
+                  "how many of them became right and how many became wrong: the intervals rest on those rows alone, and the sign test "
+                  "(exact, two-sided) says how likely that split is if the changes helped and hurt alike; a handful of rows all one way "
+                  "gives an interval that excludes 0 and a sign test that does not convince. The last column is the wall time of the stage "
                   "that made the change: what it cost next to what it bought.\n", differences, "\n"]
     else:
         missing.append("stage differences (no eval/<stage>/predictions.jsonl)")

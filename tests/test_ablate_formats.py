@@ -26,7 +26,8 @@ def test_difference_row_by_hand():
     assert cells[0] == "const → perfect" and cells[1] == "20"
     assert cells[2].startswith("+90.00 [") and cells[3].startswith("+75.00 [") and cells[4].startswith("+1.000 [")
     assert cells[5] == "15 (15 / 0)"  # the 15 rows whose gold is not 1 changed, each to the right level
-    assert cells[6] == "yes"
+    assert cells[6] == "< 0.001"  # 2 / 2**15 = 0.00006
+    assert cells[7] == "yes"
     # Only the ids both models scored are compared.
     assert "| 12 |" in difference_row("x", by_id([1] * 20), {k: v for k, v in list(by_id(GOLD).items())[:12]})
 
@@ -34,12 +35,21 @@ def test_difference_row_by_hand():
 def test_a_change_within_noise_is_called_so():
     one_flip = list(GOLD)
     one_flip[0] = 2
-    assert difference_row("x", by_id(GOLD), by_id(one_flip)).endswith("| 1 (0 / 1) | no |")
+    assert difference_row("x", by_id(GOLD), by_id(one_flip)).endswith("| 1 (0 / 1) | 1.000 | no |")
     # Rows 1 and 2 go from right to wrong, row 3 from wrong (1 for a 4) to right.
     before, after = list(GOLD), list(GOLD)
     before[3] = 1
     after[1], after[2] = 1, 4
-    assert "| 3 (1 / 2) |" in difference_row("x", by_id(before), by_id(after))
+    assert "| 3 (1 / 2) | 1.000 |" in difference_row("x", by_id(before), by_id(after))
+
+
+def test_the_sign_test_by_hand():
+    from taosr.report import sign_test
+
+    assert sign_test(5, 0) == 0.0625  # 2 * (1/2)**5: five rows all one way convince nobody
+    assert sign_test(0, 6) == 0.03125  # 2 * (1/2)**6
+    assert abs(sign_test(8, 2) - 112 / 1024) < 1e-12  # 2 * (1 + 10 + 45) / 2**10
+    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
 
 
 def test_render_compares_each_format_with_the_configured_one_and_the_baseline():

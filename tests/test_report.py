@@ -65,8 +65,8 @@ def test_report_tables_and_plots(run):
     assert "| sft | 61 |" in text
     assert "| model | pass@1 | pass@2 |" in text and "| SFT | 65.00 | 75.00 |" in text
     # a constant answer has QWK 0, a perfect one 1
-    assert "| untrained → SFT | 10 | +100.00 [+100.00, +100.00] | +100.00 [+100.00, +100.00] | +1.000 [+1.000, +1.000] | 10 (10 / 0) | yes | 1.0 min |" in text
-    assert "| SFT → + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.000 [+0.000, +0.000] | 0 (0 / 0) | no | – |" in text
+    assert "| untrained → SFT | 10 | +100.00 [+100.00, +100.00] | +100.00 [+100.00, +100.00] | +1.000 [+1.000, +1.000] | 10 (10 / 0) | 0.002 | yes | 1.0 min |" in text
+    assert "| SFT → + DPO | 10 | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] | +0.000 [+0.000, +0.000] | 0 (0 / 0) | 1.000 | no | – |" in text
     assert {p.split("/")[-1] for p in result["plots"]} == {"confusion.png", "curves-sft.png", "pass_at_k.png"}
     for plot in result["plots"]:
         assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
