@@ -114,20 +114,69 @@ def test_a_policy_that_lost_the_format_stops_the_run_with_the_cause(learnable):
         grpo.train(config, start, f"{config.run_dir}/grpo-lost-format")
 
 
-def _with_train_prompts(config, count, run_dir):
-    """A copy of the run's accepted logs keeping only ``count`` training rows (others untouched)."""
+def _with_train_prompts(config, count, run_dir, labels=None):
+    """A copy of the run's accepted logs keeping only ``count`` training rows (others untouched),
+    their gold levels replaced by ``labels`` when given."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.read_table(f"{config.run_dir}/data/accepted")
     rows = table.to_pylist()
     train = [r for r in rows if r["split"] == "train"][:count]
+    for row, label in zip(train, labels or []):
+        row["label"] = label
     (run_dir / "data" / "accepted").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(train + [r for r in rows if r["split"] != "train"], schema=table.schema),
                    run_dir / "data" / "accepted" / "part-0.parquet")
     config = copy.deepcopy(config)
     config.run_dir = str(run_dir)
     return config
+
+
+def _first_token_level_probs(model_dir, prompts):
+    """P(level 1..4) at the first answer token of each prompt, as eval scores it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from taosr.first_token import first_token_scores
+    from taosr.models import level_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
+    level_ids = level_token_ids(tokenizer)
+    probs, _ = first_token_scores(model, [p["prompt_ids"] for p in prompts], [level_ids[lv] for lv in (1, 2, 3, 4)],
+                                  tokenizer.pad_token_id or 0)
+    return probs
+
+
+def test_on_a_two_level_mix_grpo_learns_each_prompt_not_one_level(learnable, tmp_path):
+    """Half the prompts' gold level is 4, half 2: a policy that answers one level everywhere
+    earns 0.5, the collapse the all-4 test cannot tell from learning. Here the reward must pass
+    that ceiling, and every prompt's own gold level must gain probability and become the
+    argmax: collapsing to either level lowers the other half's. Level 2 because the start model
+    samples it (about a quarter of its mass); it gives level 1 under 5%, so a group of 8 seldom
+    holds a right answer and dynamic sampling drops it as equal-reward (tried: with 4 and 1 the
+    policy collapsed to 4 in 12 steps)."""
+    from taosr.ray_jobs import grpo
+
+    config, start = learnable
+    config = _with_train_prompts(config, 4, tmp_path, labels=[4, 2, 4, 2])
+    rl = config.grpo
+    # Telling four near-identical prompts apart takes the tiny model 20-30 steps; 48 steps of
+    # 16 rollouts learnt it from each of three start models (24 steps of 8 from one of two).
+    rl.max_new_tokens, rl.steps, rl.group_size, rl.checkpoint_every_steps = 1, 48, 16, 100
+    out = f"{config.run_dir}/grpo-two-levels"
+    grpo.train(config, start, out)
+    steps = _logged(out)
+    assert [s["step"] for s in steps] == list(range(1, 49))
+    prompts, _ = rl_stage.training_prompts(config, start, rl)
+    assert sorted(p["label"] for p in prompts) == [2, 2, 4, 4]
+    rewards = [s["reward_mean"] for s in steps]
+    assert sum(rewards[-3:]) / 3 > 0.7, rewards
+    before, after = _first_token_level_probs(start, prompts), _first_token_level_probs(f"{out}/model", prompts)
+    gold = [p["label"] - 1 for p in prompts]
+    for row, level in enumerate(gold):
+        assert after[row, level] > before[row, level], (prompts[row]["label"], before[row], after[row])
+        assert after[row].argmax() == level, (prompts[row]["label"], after[row])
 
 
 def test_a_run_crashed_right_after_an_epoch_boundary_resumes_without_repeating_or_skipping(learnable, tmp_path):
