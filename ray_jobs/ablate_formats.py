@@ -27,7 +27,7 @@ from taosr.formats import ResponseFormat
 from taosr.metrics import DECODED_COLUMNS, TABLE_COLUMNS, markdown_table
 from taosr.ray_jobs import eval as eval_stage
 from taosr.ray_jobs import sft as sft_stage
-from taosr.report import difference_header, difference_row
+from taosr.differences import difference_header, difference_row
 from taosr.stages import manifest as manifests
 from taosr.stages.job_args import job_parser
 

@@ -249,3 +249,12 @@ def _percent(value) -> str:
 
 def _unit(value) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def sign_test(to_right: int, to_wrong: int) -> float:
+    """Two-sided exact binomial p of the rows that became right against those that became wrong
+    (1 when none did): how likely so lopsided a split is from changes that help and hurt alike."""
+    from scipy.stats import binomtest  # with scikit-learn, already a dependency
+
+    total = to_right + to_wrong
+    return 1.0 if total == 0 else float(binomtest(to_right, total, 0.5).pvalue)

@@ -15,14 +15,8 @@ import json
 from pathlib import Path
 
 from taosr.cumpt_sweep import plot_sweep
-from taosr.labels import LEVELS
-from taosr.metrics import paired_bootstrap
-
-BOOTSTRAP_RESAMPLES = 2000  # of the held-out examples, for the stage-difference intervals
-# Curves drawn per training stage, when the stage logged them.
-CURVES = {"sft": ("loss", "decision_nll", "val_macro_f1", "val_qwk"), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
-          "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
-          "srpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction")}
+from taosr.differences import BOOTSTRAP_RESAMPLES, difference_header, difference_row
+from taosr.report_plots import plot_confusions, plot_curves, plot_pass_at_k
 
 
 def _pct(value) -> str:
@@ -190,48 +184,6 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def difference_header(*extra: str) -> list[str]:
-    """The header and rule lines of a table of ``difference_row`` rows, with ``extra`` columns."""
-    columns = ["change", "n", "Δ macro-F1 [95% interval]", "Δ acc [95% interval]", "Δ QWK [95% interval]",
-               "rows changed (→ right / → wrong)", "sign test p", "beyond noise?", *extra]
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-
-
-def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seed: int = 0) -> str:
-    """``| label | n | Δ macro-F1 [interval] | Δ acc [interval] | Δ QWK [interval] | rows changed |
-    sign test p | beyond noise? |`` for two models' {id: (gold, pred)} on the ids both scored (a
-    paired bootstrap). The changed rows say what the intervals rest on: when a stage changes a
-    handful of predictions, the bootstrap resamples only those, and a lopsided handful gives an
-    interval that just excludes 0. The sign test is the exact one for that case (McNemar's, for
-    accuracy): five rows all to right give p = 0.0625."""
-    shared = sorted(before.keys() & after.keys())
-    result = paired_bootstrap([before[i][0] for i in shared], [before[i][1] for i in shared],
-                              [after[i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
-    cells = [f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
-             for m in ("macro_f1", "accuracy")]
-    qwk = result["qwk"]
-    cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
-    changed = [i for i in shared if before[i][1] != after[i][1]]
-    to_right = sum(after[i][1] == after[i][0] for i in changed)
-    to_wrong = sum(before[i][1] == before[i][0] for i in changed)
-    cells.append(f"{len(changed)} ({to_right} / {to_wrong})")
-    cells.append(_p_value(sign_test(to_right, to_wrong)))
-    return f"| {label} | {result['n']} | {' | '.join(cells)} | {'yes' if result['beyond_noise'] else 'no'} |"
-
-
-def sign_test(to_right: int, to_wrong: int) -> float:
-    """Two-sided exact binomial p of the rows that became right against those that became wrong
-    (1 when none did): how likely so lopsided a split is from changes that help and hurt alike."""
-    from scipy.stats import binomtest
-
-    total = to_right + to_wrong
-    return 1.0 if total == 0 else float(binomtest(to_right, total, 0.5).pvalue)
-
-
-def _p_value(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def decision_section(decision: dict) -> str:
     """The rule the export stage chose on validation, and what it does on the eval split."""
     chosen = next(row for row in decision["candidates"] if row["rule"] == decision["described"])
@@ -281,79 +233,6 @@ def training_logs(run: Path) -> dict[str, list[dict]]:
     return logs
 
 
-# --------------------------------------------------------------------------- plots
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    _pyplot().close(figure)
-    return path
-
-
-def plot_curves(logs: dict[str, list[dict]], folder: Path) -> list[Path]:
-    plt = _pyplot()
-    written = []
-    for stage, rows in logs.items():
-        keys = [k for k in CURVES[stage.split("/")[0]] if any(isinstance(r.get(k), (int, float)) for r in rows)]
-        if not keys:
-            continue
-        figure, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
-        for axis, key in zip(axes[0], keys):
-            points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-            axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 40 else None)
-            axis.set_title(key)
-            axis.set_xlabel("step")
-        figure.suptitle(f"{stage} training")
-        written.append(_save(figure, folder / f"curves-{stage.replace('/', '-')}.png"))
-    return written
-
-
-def plot_confusions(metrics: dict[str, dict], folder: Path) -> Path | None:
-    """Gold level (rows) against predicted level (columns; 0 = unparseable) per stage."""
-    import numpy as np
-
-    plt = _pyplot()
-    with_confusion = {slug: m["confusion"] for slug, m in metrics.items() if m.get("confusion")}
-    if not with_confusion:
-        return None
-    names = _titles(metrics)
-    figure, axes = plt.subplots(1, len(with_confusion), figsize=(3.4 * len(with_confusion), 3.4), squeeze=False)
-    predicted = sorted({int(p) for c in with_confusion.values() for row in c.values() for p in row}, reverse=True)
-    for axis, (slug, confusion) in zip(axes[0], with_confusion.items()):
-        grid = np.array([[confusion.get(str(g), {}).get(str(p), 0) for p in predicted] for g in LEVELS])
-        axis.imshow(grid, cmap="Blues")
-        for (i, j), count in np.ndenumerate(grid):
-            axis.text(j, i, str(count), ha="center", va="center", fontsize=8)
-        axis.set_xticks(range(len(predicted)), [str(p) for p in predicted])
-        axis.set_yticks(range(len(LEVELS)), [str(g) for g in LEVELS])
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("gold")
-        axis.set_title(names[slug])
-    return _save(figure, folder / "confusion.png")
-
-
-def plot_pass_at_k(pass_at_k: dict, folder: Path) -> Path:
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    for name, row in {"all": pass_at_k["overall"], **pass_at_k.get("by_query_type", {})}.items():
-        ks = sorted(int(k.split("@")[1]) for k in row if k.startswith("pass@"))
-        axis.plot(ks, [row[f"pass@{k}"] for k in ks], marker="o", linewidth=2.5 if name == "all" else 1, label=name)
-    axis.set_xlabel("k")
-    axis.set_ylabel("pass@k")
-    axis.set_title("pass@k of the SFT model (stage 2 sampling)")
-    axis.legend(fontsize=7)
-    return _save(figure, folder / "pass_at_k.png")
-
-
 # --------------------------------------------------------------------------- the report
 
 def build_report(run_dir: str, out_dir: str | None = None, title: str | None = None) -> dict:
@@ -390,7 +269,7 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
                   "that made the change: what it cost next to what it bought.\n", differences, "\n"]
     else:
         missing.append("stage differences (no eval/<stage>/predictions.jsonl)")
-    confusion = plot_confusions(metrics, out)
+    confusion = plot_confusions(metrics, _titles(metrics), out)
     if confusion:
         parts += ["## Confusion matrices\n", f"![confusion]({confusion.name})\n"]
     first_token_pass = first_token_pass_table(metrics)

@@ -9,7 +9,7 @@ from taosr.config import load_config, to_dict, to_yaml
 from taosr.stages import manifest as manifests
 from taosr.ray_jobs.ablate_formats import earlier_ablation, pipeline_sft, render
 from taosr.stages.registry import get as stage_spec
-from taosr.report import difference_row
+from taosr.differences import difference_row
 
 GOLD = [1, 2, 3, 4] * 5
 
@@ -44,7 +44,7 @@ def test_a_change_within_noise_is_called_so():
 
 
 def test_the_sign_test_by_hand():
-    from taosr.report import sign_test
+    from taosr.metrics import sign_test
 
     assert sign_test(5, 0) == 0.0625  # 2 * (1/2)**5: five rows all one way convince nobody
     assert sign_test(0, 6) == 0.03125  # 2 * (1/2)**6
