@@ -1,7 +1,8 @@
 """Serving benchmark (issue 8): one query x N items per request, side by side in one run.
 
 Measured, in this order, on the same model, prompts and box:
-  a1. vLLM in-process, prefill-only first-token scoring (bf16, prefix caching on): the practical limit
+  a1. vLLM in-process, prefill-only first-token scoring (bf16, prefix caching on with the serving
+      app's KV block size): the practical limit
   a2. transformers forward in-process, same scoring (bf16)
   serve. the Ray Serve endpoint over HTTP with C concurrent clients (prefix caching on)
   c.  the same endpoint with prefix caching off
@@ -84,6 +85,7 @@ def in_process(model: str, query: str, batches: list[list[dict]], dtype: str) ->
     """Each timed call scores a batch no earlier call saw (batch 0 is the warm-up)."""
     from taosr.actors.scorer import DecodingScorer, LevelScorer
     from taosr.prompts import item_from_row
+    from taosr.serve.app import ServeArgs
 
     def prompts_of(scorer, items):
         objects = [item_from_row(dict(i, attributes=json.dumps(i["attributes"]))) for i in items]
@@ -92,7 +94,8 @@ def in_process(model: str, query: str, batches: list[list[dict]], dtype: str) ->
     items = len(batches[0])
     results = []
     # One engine for both paths: a second in-process vLLM engine breaks the first one's state.
-    vllm = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160)
+    # The serving app's KV block size, so a1 and the endpoint reuse the same query prefix.
+    vllm = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160, kv_block_size=ServeArgs.kv_block_size)
     prompts = [prompts_of(vllm, batch) for batch in batches]
     vllm.score_prompts(prompts[0][:8])  # warm-up
     results.append(summary("a1. vLLM in-process, first token", timed_calls(vllm.score_prompts, prompts[1:]), items))

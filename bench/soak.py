@@ -1,5 +1,7 @@
 """Soak benchmark of the Ray Serve endpoint: C concurrent clients for S seconds, each request
-one query with 1, 50 or 200 items (cycled), against the real app on 127.0.0.1.
+one query with 1, 50 or 200 items (cycled), against the real app on 127.0.0.1. Every request
+pairs a query with items no earlier request paired it with (a query-first prompt is then new
+past the query), so prefix caching can reuse only the query's prefix, as with real traffic.
 
     .venv/bin/python bench/soak.py --model runs/tiny/export/model --clients 32 --seconds 60
 
@@ -28,6 +30,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SIZES = (1, 50, 200)
 
 
+class RequestBodies:
+    """Request bodies built on demand: request k pairs the k-th of the generator's distinct
+    queries (cycled) with the next items of a 5,000-item pool (cycled), so no two requests in a
+    soak render the same prompts. Thread-safe."""
+
+    def __init__(self, pool: int = 5000, seed: int = 0):
+        from taosr.datasets.synthetic import generate_rows
+
+        rows = generate_rows(pool, seed=seed)
+        self.queries = list(dict.fromkeys(row["query"] for row in rows))
+        self.items = [{"id": str(i), "title": r["title"], "category": r["category"], "attributes": r["attributes"],
+                       **({"price": r["price"]} if r["price"] is not None else {})} for i, r in enumerate(rows)]
+        self.count, self.offset = 0, 0
+        self.lock = threading.Lock()
+
+    def next(self, size: int) -> str:
+        with self.lock:
+            query = self.queries[self.count % len(self.queries)]
+            start, self.offset, self.count = self.offset, (self.offset + size) % len(self.items), self.count + 1
+        items = [self.items[(start + i) % len(self.items)] for i in range(size)]
+        return json.dumps({"query": query, "items": items})
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="an exported model folder (e.g. runs/tiny/export/model)")
@@ -36,13 +61,15 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--max-scoring-items", type=int, default=0,
                         help="the ingress's bound on items waiting on the model (0: off); past it, 503 at once")
+    parser.add_argument("--kv-block-size", type=int, default=32, help="the serving engine's KV block size (0: vLLM's default)")
+    parser.add_argument("--request-timeout-s", type=float, default=120.0, help="Serve's HTTP timeout; the clients wait as long")
     parser.add_argument("--out", default="bench/results/soak.json")
     args = parser.parse_args(argv)
 
     import httpx
     from ray import serve
 
-    from serve_bench import make_items, summary
+    from serve_bench import summary
     from taosr.actors.runtime import init_ray
     from taosr.ray_jobs.serve_check import wait_until_healthy
     from taosr.serve.app import run
@@ -52,11 +79,11 @@ def main(argv=None) -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = run(args.model, port=port, engine="vllm", dtype=args.dtype, limits={"max_items": max(SIZES)},
-              request_timeout_s=120.0, max_scoring_items=args.max_scoring_items)
+              request_timeout_s=args.request_timeout_s, max_scoring_items=args.max_scoring_items,
+              kv_block_size=args.kv_block_size)
     wait_until_healthy(url, timeout_s=300)
-    query, items = make_items(max(SIZES))
-    bodies = {size: json.dumps({"query": query, "items": items[:size]}) for size in SIZES}
-    httpx.post(f"{url}/v1/relevance", content=bodies[50], headers={"content-type": "application/json"}, timeout=120)
+    bodies = RequestBodies()
+    httpx.post(f"{url}/v1/relevance", content=bodies.next(50), headers={"content-type": "application/json"}, timeout=120)
 
     statuses: Counter = Counter()
     latencies: dict[int, list[float]] = defaultdict(list)
@@ -65,13 +92,13 @@ def main(argv=None) -> int:
 
     def client(index: int) -> None:
         sizes = itertools.islice(itertools.cycle(SIZES), index % len(SIZES), None)
-        with httpx.Client(timeout=120) as session:
+        with httpx.Client(timeout=args.request_timeout_s) as session:
             for size in sizes:
                 if time.time() >= deadline:
                     return
                 started = time.perf_counter()
                 try:
-                    status = session.post(f"{url}/v1/relevance", content=bodies[size],
+                    status = session.post(f"{url}/v1/relevance", content=bodies.next(size),
                                           headers={"content-type": "application/json"}).status_code
                 except httpx.HTTPError as error:
                     status = type(error).__name__
@@ -88,7 +115,7 @@ def main(argv=None) -> int:
 
     rows = [summary(f"{size} items", latencies[size], size, args.clients, wall) for size in SIZES if latencies[size]]
     scored = sum(size * len(latencies[size]) for size in SIZES)
-    result = {"args": vars(args), "commit": git_commit(), "wall_s": wall, "statuses": {str(k): v for k, v in statuses.items()},
+    result = {"args": vars(args), "commit": git_commit(), "requests_built": bodies.count, "wall_s": wall, "statuses": {str(k): v for k, v in statuses.items()},
               "errors": sum(v for k, v in statuses.items() if k != 200), "items_per_s": scored / wall, "by_size": rows}
     print(f"{args.clients} clients, {wall:.0f} s: statuses {dict(statuses)}, {scored / wall:.1f} items/s")
     print("| request | calls | p50 s | p99 s |\n|---|---|---|---|")

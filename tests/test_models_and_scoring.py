@@ -59,11 +59,21 @@ def test_vllm_first_token_probabilities_match_a_transformers_forward(tiny_model)
     prompts = hf.prompts_for(["phone case not pink"] * 2 + ["beach wedding outfit"], items)
     assert prompts[0][:80] == prompts[1][:80]  # instructions and query first: a shared prefix
     expected = hf.score_prompts(prompts)
-    vllm = LevelScorer(tiny_model, engine="vllm", dtype="float32", max_seq_len=1024)
+    vllm = LevelScorer(tiny_model, engine="vllm", dtype="float32", max_seq_len=1024, kv_block_size=32)
     got = vllm.score_prompts(prompts)
     assert got.shape == (3, 4)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+    # A later item of the same query reuses the query's cached prefix block (the tiny model's
+    # prompts share 42 tokens: one 32-token block; vLLM's CPU default of 128 would reuse none),
+    # and the level distribution read over cached KV is still the forward pass's.
+    later = hf.prompts_for(["phone case not pink"], [Item("OtterBox Defender Case for iPhone 15, black")])
+    output = vllm.llm.generate(later, vllm.params, use_tqdm=False)[0]
+    assert output.num_cached_tokens == 32
+    logprobs = output.outputs[0].logprobs[0]
+    np.testing.assert_allclose([np.exp(logprobs[i].logprob) for i in vllm.ids_in_order],
+                               hf.score_prompts(later)[0], atol=1e-4)
 
 
 def test_a_bf16_engine_scores_levels_with_a_float32_head_so_rows_do_not_tie():
