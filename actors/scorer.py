@@ -30,7 +30,7 @@ class ChoiceScorer:
     def __init__(self, model_path: str, engine: str = "vllm", dtype: str = "bfloat16",
                  max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot",
                  enable_prefix_caching: bool = True, tensor_parallel_size: int = 1,
-                 kv_block_size: int | None = None):
+                 kv_block_size: int = 0):
         from transformers import AutoTokenizer
 
         model_path = local_dir(model_path)  # an s3:// export is fetched to this node once
@@ -53,7 +53,7 @@ class ChoiceScorer:
             self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
                            max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed,
                            tensor_parallel_size=tensor_parallel_size, hf_overrides={"head_dtype": "float32"},
-                           # Prefix caching reuses whole blocks only: vLLM's CPU default of 128
+                           # kv_block_size 0: vLLM's default. Prefix caching reuses whole blocks only: the CPU default of 128
                            # tokens is longer than a query's shared prefix, so nothing is reused.
                            **({"block_size": kv_block_size} if kv_block_size else {}))
             self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(self.ids_in_order),

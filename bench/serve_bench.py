@@ -47,11 +47,14 @@ def make_batches(count: int, batches: int, seed: int = 0) -> tuple[str, list[lis
     from taosr.datasets.synthetic import generate_rows
 
     rows = generate_rows(count * batches, seed=seed)
-    query = rows[0]["query"]
-    items = [{"id": str(i), "title": r["title"], "category": r["category"],
-              "attributes": r["attributes"], **({"price": r["price"]} if r["price"] is not None else {})}
-             for i, r in enumerate(rows)]
-    return query, [items[start:start + count] for start in range(0, count * batches, count)]
+    items = request_items(rows)
+    return rows[0]["query"], [items[start:start + count] for start in range(0, count * batches, count)]
+
+
+def request_items(rows: list[dict]) -> list[dict]:
+    """Generated rows as the items of a relevance request (the fields the API accepts)."""
+    return [{"id": str(i), "title": r["title"], "category": r["category"], "attributes": r["attributes"],
+             **({"price": r["price"]} if r["price"] is not None else {})} for i, r in enumerate(rows)]
 
 
 def timed_calls(fn, arguments: list) -> list[float]:

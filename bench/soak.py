@@ -36,12 +36,12 @@ class RequestBodies:
     soak render the same prompts. Thread-safe."""
 
     def __init__(self, pool: int = 5000, seed: int = 0):
+        from serve_bench import request_items
         from taosr.datasets.synthetic import generate_rows
 
         rows = generate_rows(pool, seed=seed)
         self.queries = list(dict.fromkeys(row["query"] for row in rows))
-        self.items = [{"id": str(i), "title": r["title"], "category": r["category"], "attributes": r["attributes"],
-                       **({"price": r["price"]} if r["price"] is not None else {})} for i, r in enumerate(rows)]
+        self.items = request_items(rows)
         self.count, self.offset = 0, 0
         self.lock = threading.Lock()
 

@@ -210,7 +210,7 @@ class LevelModel:
                                      max_seq_len=config.max_seq_len, kv_cache_gib=config.kv_cache_gib,
                                      enable_prefix_caching=config.enable_prefix_caching,
                                      tensor_parallel_size=config.tensor_parallel_size,
-                                     kv_block_size=config.kv_block_size or None,
+                                     kv_block_size=config.kv_block_size,
                                      prompt_format=self.info.get("format", "post_cot"),
                                      max_new_tokens=config.explain_max_new_tokens)
         self.batch_items = metrics.Histogram("taosr_batch_items", description="items per engine call",
