@@ -30,7 +30,7 @@ class ChoiceScorer:
     def __init__(self, model_path: str, engine: str = "vllm", dtype: str = "bfloat16",
                  max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot",
                  enable_prefix_caching: bool = True, tensor_parallel_size: int = 1,
-                 kv_block_size: int = 0):
+                 kv_block_size: int = 0, compile_engine: bool = False):
         from transformers import AutoTokenizer
 
         model_path = local_dir(model_path)  # an s3:// export is fetched to this node once
@@ -50,7 +50,9 @@ class ChoiceScorer:
             # so the four level logits tie on a large share of rows and a test split of
             # thousands of rows gets a few dozen distinct distributions (ties, then, decide the
             # level and the ranking). The other layers stay in ``dtype``.
-            self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
+            # compile_engine: torch.compile the forward (inductor fuses the norms and activations
+            # around the matmuls); scoring runs faster on CPU, but the engine takes ~1.5 min to start.
+            self.llm = LLM(model_path, dtype=dtype, enforce_eager=not compile_engine, enable_prefix_caching=enable_prefix_caching,
                            max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed,
                            tensor_parallel_size=tensor_parallel_size, hf_overrides={"head_dtype": "float32"},
                            # kv_block_size 0: vLLM's default. Prefix caching reuses whole blocks only: the CPU default of 128

@@ -97,8 +97,9 @@ def in_process(model: str, query: str, batches: list[list[dict]], dtype: str) ->
     items = len(batches[0])
     results = []
     # One engine for both paths: a second in-process vLLM engine breaks the first one's state.
-    # The serving app's KV block size, so a1 and the endpoint reuse the same query prefix.
-    vllm = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160, kv_block_size=ServeArgs.kv_block_size)
+    # The serving app's KV block size and compilation, so a1 and the endpoint run the same engine.
+    vllm = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160, kv_block_size=ServeArgs.kv_block_size,
+                          compile_engine=ServeArgs.compile_engine)
     prompts = [prompts_of(vllm, batch) for batch in batches]
     vllm.score_prompts(prompts[0][:8])  # warm-up
     results.append(summary("a1. vLLM in-process, first token", timed_calls(vllm.score_prompts, prompts[1:]), items))

@@ -62,6 +62,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-scoring-items", type=int, default=0,
                         help="the ingress's bound on items waiting on the model (0: off); past it, 503 at once")
     parser.add_argument("--kv-block-size", type=int, default=32, help="the serving engine's KV block size (0: vLLM's default)")
+    parser.add_argument("--eager", action="store_true", help="do not torch.compile the serving engine (ServeArgs.compile_engine)")
+    parser.add_argument("--replica-niceness", default="0",
+                        help="nice value of the app's replicas (ServeArgs.replica_niceness); 'ray' keeps Ray's 15")
     parser.add_argument("--request-timeout-s", type=float, default=120.0, help="Serve's HTTP timeout; the clients wait as long")
     parser.add_argument("--out", default="bench/results/soak.json")
     args = parser.parse_args(argv)
@@ -80,10 +83,13 @@ def main(argv=None) -> int:
         port = sock.getsockname()[1]
     url = run(args.model, port=port, engine="vllm", dtype=args.dtype, limits={"max_items": max(SIZES)},
               request_timeout_s=args.request_timeout_s, max_scoring_items=args.max_scoring_items,
-              kv_block_size=args.kv_block_size)
+              kv_block_size=args.kv_block_size, compile_engine=not args.eager,
+              replica_niceness=None if args.replica_niceness == "ray" else int(args.replica_niceness))
     wait_until_healthy(url, timeout_s=300)
     bodies = RequestBodies()
     httpx.post(f"{url}/v1/relevance", content=bodies.next(50), headers={"content-type": "application/json"}, timeout=120)
+    model = serve.get_deployment_handle("LevelModel", "taosr")
+    before = model.stats.remote().result()
 
     statuses: Counter = Counter()
     latencies: dict[int, list[float]] = defaultdict(list)
@@ -111,13 +117,19 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(args.clients) as pool:
         list(pool.map(client, range(args.clients)))
     wall = time.time() - started
+    # The replica's own count: engine time against wall time tells a slow engine from an idle one.
+    after = model.stats.remote().result()
+    replica = {key: after[key] - before[key] for key in after}
+    replica["engine_items_per_s"] = replica["items_scored"] / max(replica["engine_s"], 1e-9)
     serve.shutdown()
 
     rows = [summary(f"{size} items", latencies[size], size, args.clients, wall) for size in SIZES if latencies[size]]
     scored = sum(size * len(latencies[size]) for size in SIZES)
     result = {"args": vars(args), "commit": git_commit(), "requests_built": bodies.count, "wall_s": wall, "statuses": {str(k): v for k, v in statuses.items()},
-              "errors": sum(v for k, v in statuses.items() if k != 200), "items_per_s": scored / wall, "by_size": rows}
+              "errors": sum(v for k, v in statuses.items() if k != 200), "items_per_s": scored / wall, "by_size": rows,
+              "replica": replica}
     print(f"{args.clients} clients, {wall:.0f} s: statuses {dict(statuses)}, {scored / wall:.1f} items/s")
+    print(f"replica: {replica}")
     print("| request | calls | p50 s | p99 s |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row['name']} | {row['calls']} | {row['p50_s']:.2f} | {row['p99_s']:.2f} |")

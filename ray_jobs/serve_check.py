@@ -69,6 +69,10 @@ def run(config: TaosrConfig) -> dict:
 
     deployment = yaml.safe_load(read_text(join(config.run_dir, "export", "serve.yaml"), config.data.s3_endpoint))
     args = dict(deployment["applications"][0]["args"])
+    if not config.serve.keep_running:
+        # One request to check the export end to end: compiling the engine would add ~1.5 min
+        # and check nothing more (the compiled engine is tested by test_export_serve_run).
+        args["compile_engine"] = False
     url = start_app(args.pop("model_path"), port=config.serve.port,
                     request_timeout_s=deployment["http_options"].get("request_timeout_s", 30), **args)
     try:

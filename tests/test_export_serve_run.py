@@ -24,6 +24,17 @@ pytestmark = pytest.mark.slow
 SERVE = str(Path(sys.executable).with_name("serve"))
 
 
+def transformers_probs(model: str, request: dict) -> np.ndarray:
+    """P(level) of each request item from a float32 transformers forward of the served prompt."""
+    from taosr.actors.scorer import LevelScorer
+    from taosr.serve.app import prompt_inputs
+    from taosr.serve.validation import RequestLimits, parse_request
+
+    query, items = prompt_inputs(parse_request(json.dumps(request).encode(), RequestLimits()))
+    reference = LevelScorer(model, engine="hf", dtype="float32")
+    return reference.score_prompts(reference.prompts_for([query] * len(items), items))
+
+
 def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, tmp_path):
     from taosr.decision import DecisionRule
     from taosr.ray_jobs import export
@@ -68,6 +79,10 @@ def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, 
         rule = DecisionRule(**chosen["chosen"])
         probs = np.array([[r["probs"][str(level)] for level in (4, 3, 2, 1)] for r in results])
         assert [r["level"] for r in results] == rule.levels(probs).tolist()
+        # serve.yaml runs the compiled bfloat16 engine: its distributions are a float32 forward's,
+        # up to bfloat16 rounding (a broken compile gives NaN or unrelated numbers)
+        assert args["compile_engine"] is True and args["dtype"] == "bfloat16"
+        np.testing.assert_allclose(probs, transformers_probs(str(served / "model"), request), atol=0.05)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)  # serve run's Ctrl-C: deletes the app, stops its cluster

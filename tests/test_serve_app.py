@@ -40,7 +40,8 @@ def endpoint(ray_cluster, tiny_model, tmp_path_factory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     os.environ["TAOSR_TEST_API_KEYS"] = f"old-key,{API_KEY}"
-    url = run(model, port=port, engine="vllm", dtype="float32", beta=0.5,
+    # Eager: these tests are about HTTP behaviour (test_export_serve_run serves the compiled engine).
+    url = run(model, port=port, engine="vllm", dtype="float32", beta=0.5, compile_engine=False,
               limits={"max_items": 50, "max_explain_items": 2}, api_keys_env="TAOSR_TEST_API_KEYS")
     wait_until_healthy(url, timeout_s=180)
     yield url, model
@@ -211,3 +212,50 @@ def test_a_chunked_body_past_the_limit_is_refused_while_it_streams(endpoint):
     response = httpx.post(f"{url}/v1/relevance", content=chunks(), timeout=60,
                           headers={"content-type": "application/json", "x-api-key": API_KEY})
     assert response.status_code == 413 and "while streaming" in response.json()["detail"]
+
+
+def test_requests_whose_clients_left_never_reach_the_engine(endpoint, tmp_path):
+    """Serve cancels a request when its client disconnects; the replica drops cancelled requests
+    from its queue, so four abandoned requests queued behind one slow batch cost no engine time.
+    SmolLM2-135M on the transformers engine makes a 50-item batch take seconds, and a one-item
+    batch bound keeps the four waiting behind it."""
+    from ray import serve
+
+    from taosr.models import export_model, resolve_model
+    from taosr.serve.app import build_app
+
+    from conftest import MODEL_CACHE
+
+    url, _ = endpoint
+    model = export_model(resolve_model("smollm2-135m", MODEL_CACHE), str(tmp_path / "model"))
+    serve.run(build_app({"model_path": model, "engine": "hf", "dtype": "float32", "max_batch_items": 1,
+                         "limits": {"max_items": 50}}), name="patience", route_prefix="/patience", blocking=False)
+    deadline = time.time() + 180
+    while httpx.get(f"{url}/patience/healthz", timeout=10).status_code != 200:
+        assert time.time() < deadline, "the patience app never became healthy"
+        time.sleep(2)
+    items = [dict(ITEMS[0], id=str(n)) for n in range(50)]
+
+    def call(timeout_s: float):
+        try:
+            return httpx.post(f"{url}/patience/v1/relevance", json={"query": "phone case", "items": items},
+                              timeout=timeout_s).status_code
+        except httpx.TimeoutException:
+            return "gave up"
+
+    model_handle = serve.get_deployment_handle("LevelModel", "patience")
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            kept = pool.submit(call, 300)
+            time.sleep(0.5)  # the kept request's batch is on the engine
+            gone = [pool.submit(call, 1.0) for _ in range(4)]
+            assert [future.result() for future in gone] == ["gave up"] * 4
+            assert kept.result() == 200
+        deadline = time.time() + 30
+        while (stats := model_handle.stats.remote().result())["requests_dropped"] < 4 and time.time() < deadline:
+            time.sleep(1)
+        assert {k: stats[k] for k in ("batches", "items_scored", "requests_dropped")} == {
+            "batches": 1, "items_scored": 50, "requests_dropped": 4}
+        assert call(300) == 200  # and the replica still answers
+    finally:
+        serve.delete("patience")
