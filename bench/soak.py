@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-scoring-items", type=int, default=0,
                         help="the ingress's bound on items waiting on the model (0: off); past it, 503 at once")
     parser.add_argument("--kv-block-size", type=int, default=32, help="the serving engine's KV block size (0: vLLM's default)")
+    parser.add_argument("--max-batch-items", type=int, default=256, help="ServeArgs.max_batch_items: items an engine call scores at most")
     parser.add_argument("--eager", action="store_true", help="do not torch.compile the serving engine (ServeArgs.compile_engine)")
     parser.add_argument("--replica-niceness", default="0",
                         help="nice value of the app's replicas (ServeArgs.replica_niceness); 'ray' keeps Ray's 15")
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
         port = sock.getsockname()[1]
     url = run(args.model, port=port, engine="vllm", dtype=args.dtype, limits={"max_items": max(SIZES)},
               request_timeout_s=args.request_timeout_s, max_scoring_items=args.max_scoring_items,
-              kv_block_size=args.kv_block_size, compile_engine=not args.eager,
+              kv_block_size=args.kv_block_size, compile_engine=not args.eager, max_batch_items=args.max_batch_items,
               replica_niceness=None if args.replica_niceness == "ray" else int(args.replica_niceness))
     wait_until_healthy(url, timeout_s=300)
     bodies = RequestBodies()

@@ -37,7 +37,7 @@ from taosr.formats import ResponseFormat
 from taosr.labels import DEFAULT_TIERS, LABEL_TEXT, LEVELS
 from taosr.models import MODEL_INFO
 from taosr.prompts import PROMPT_VERSION, Item, template_fingerprint
-from taosr.serve.batching import ItemBatcher
+from taosr.serve.batching import DeadlineMissed, ItemBatcher
 from taosr.serve.validation import RelevanceRequest, RequestError, RequestLimits, parse_request
 from taosr.text import clean_text
 
@@ -137,6 +137,11 @@ class ServeArgs:
     # large enough to fill the engine's steps (serve/batching.py).
     max_batch_items: int = 256
     batch_wait_timeout_s: float = 0.002
+    # Seconds a request may take on the LevelModel (0: no limit); set it to the HTTP
+    # request_timeout_s. A request that, at the engine's recent rate, would finish later gets 503
+    # at once instead of being scored: its answer would be discarded, and scoring it would push
+    # the requests behind it past their own deadlines. taosr.serve.app.run sets it for you.
+    request_deadline_s: float = 0.0
     explain_max_new_tokens: int = 256
     limits: dict = field(default_factory=dict)
     tiers: dict = field(default_factory=lambda: {str(k): v for k, v in DEFAULT_TIERS.items()})
@@ -257,20 +262,25 @@ class LevelModel:
                                        description="requests whose caller left before their batch started")
         # One in-process engine: batched scoring and explain calls must never overlap on it.
         self.engine_lock = asyncio.Lock()
-        self.batcher = ItemBatcher(self.score_prompts, max_items=config.max_batch_items,
-                                   wait_s=config.batch_wait_timeout_s, on_batch=self.observe_batch)
-        self.totals = {"batches": 0, "items_scored": 0, "requests_dropped": 0, "engine_s": 0.0}
+        self.late = metrics.Counter("taosr_late_requests",
+                                    description="requests answered 503 because they could not finish by the deadline")
+        self.batcher = ItemBatcher(self.score_prompts, max_items=config.max_batch_items, wait_s=config.batch_wait_timeout_s,
+                                   deadline_s=config.request_deadline_s, on_batch=self.observe_batch)
+        self.totals = {"batches": 0, "items_scored": 0, "requests_dropped": 0, "requests_late": 0, "engine_s": 0.0}
         # After the engine started, so its OpenMP threads exist and are included.
         warn_if_any(set_process_niceness(config.replica_niceness))
 
-    def observe_batch(self, items: int, dropped: int) -> None:
+    def observe_batch(self, items: int, cancelled: int, late: int) -> None:
         if items:
             self.batch_items.observe(items)
             self.totals["batches"] += 1
             self.totals["items_scored"] += items
-        if dropped:
-            self.dropped.inc(dropped)
-            self.totals["requests_dropped"] += dropped
+        if cancelled:
+            self.dropped.inc(cancelled)
+            self.totals["requests_dropped"] += cancelled
+        if late:
+            self.late.inc(late)
+            self.totals["requests_late"] += late
 
     def stats(self) -> dict:
         """This replica's totals since it started, for benchmarks and operators (engine_s: time on
@@ -348,6 +358,9 @@ class RelevanceAPI:
         self.admission.enter(len(items))
         try:
             probs = await self.model.score.remote((query, items))
+        except DeadlineMissed as error:
+            return self.refuse(503, f"overloaded: {error}; retry after {self.retry_after_s} s",
+                               {"Retry-After": str(self.retry_after_s)})
         finally:
             self.admission.leave(len(items))
         levels = self.rule.levels(probs)
@@ -390,5 +403,6 @@ def build_app(args: dict):
 def run(model_path: str, host: str = "127.0.0.1", port: int = 8000, request_timeout_s: float = 30.0, **args):
     """Start the app from Python on a running (or local) Ray cluster; returns the base URL."""
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+    args.setdefault("request_deadline_s", request_timeout_s)
     serve.run(build_app({"model_path": model_path, **args}), name="taosr", route_prefix="/", blocking=False)
     return f"http://{host}:{port}"

@@ -214,11 +214,12 @@ def test_a_chunked_body_past_the_limit_is_refused_while_it_streams(endpoint):
     assert response.status_code == 413 and "while streaming" in response.json()["detail"]
 
 
-def test_requests_whose_clients_left_never_reach_the_engine(endpoint, tmp_path):
+def test_requests_whose_clients_left_or_cannot_finish_in_time_never_reach_the_engine(endpoint, tmp_path):
     """Serve cancels a request when its client disconnects; the replica drops cancelled requests
     from its queue, so four abandoned requests queued behind one slow batch cost no engine time.
-    SmolLM2-135M on the transformers engine makes a 50-item batch take seconds, and a one-item
-    batch bound keeps the four waiting behind it."""
+    Then, with the engine's rate known, a request that could not be scored within the app's
+    0.5 s deadline gets 503 at once. SmolLM2-135M on the transformers engine makes a 50-item
+    batch take seconds, and a one-item batch bound keeps the four waiting behind it."""
     from ray import serve
 
     from taosr.models import export_model, resolve_model
@@ -229,7 +230,8 @@ def test_requests_whose_clients_left_never_reach_the_engine(endpoint, tmp_path):
     url, _ = endpoint
     model = export_model(resolve_model("smollm2-135m", MODEL_CACHE), str(tmp_path / "model"))
     serve.run(build_app({"model_path": model, "engine": "hf", "dtype": "float32", "max_batch_items": 1,
-                         "limits": {"max_items": 50}}), name="patience", route_prefix="/patience", blocking=False)
+                         "request_deadline_s": 0.5, "retry_after_s": 3, "limits": {"max_items": 50}}),
+              name="patience", route_prefix="/patience", blocking=False)
     deadline = time.time() + 180
     while httpx.get(f"{url}/patience/healthz", timeout=10).status_code != 200:
         assert time.time() < deadline, "the patience app never became healthy"
@@ -239,23 +241,28 @@ def test_requests_whose_clients_left_never_reach_the_engine(endpoint, tmp_path):
     def call(timeout_s: float):
         try:
             return httpx.post(f"{url}/patience/v1/relevance", json={"query": "phone case", "items": items},
-                              timeout=timeout_s).status_code
+                              timeout=timeout_s)
         except httpx.TimeoutException:
             return "gave up"
 
     model_handle = serve.get_deployment_handle("LevelModel", "patience")
     try:
         with ThreadPoolExecutor(5) as pool:
-            kept = pool.submit(call, 300)
+            kept = pool.submit(call, 300)  # the replica knows no rate yet: scored whatever it takes
             time.sleep(0.5)  # the kept request's batch is on the engine
             gone = [pool.submit(call, 1.0) for _ in range(4)]
             assert [future.result() for future in gone] == ["gave up"] * 4
-            assert kept.result() == 200
+            assert kept.result().status_code == 200
         deadline = time.time() + 30
         while (stats := model_handle.stats.remote().result())["requests_dropped"] < 4 and time.time() < deadline:
             time.sleep(1)
         assert {k: stats[k] for k in ("batches", "items_scored", "requests_dropped")} == {
             "batches": 1, "items_scored": 50, "requests_dropped": 4}
-        assert call(300) == 200  # and the replica still answers
+
+        started = time.time()
+        late = call(300)  # 50 items at the measured rate take seconds: past the 0.5 s deadline
+        assert late.status_code == 503 and late.headers["retry-after"] == "3", late.text
+        assert "deadline" in late.json()["detail"] and time.time() - started < 5
+        assert model_handle.stats.remote().result()["requests_late"] == 1
     finally:
         serve.delete("patience")

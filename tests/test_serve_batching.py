@@ -12,7 +12,7 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from taosr.serve.batching import ItemBatcher, Waiting, take_batch
+from taosr.serve.batching import DeadlineMissed, ItemBatcher, Waiting, take_batch
 
 
 def waiting(size: int, name: str = "p") -> Waiting:
@@ -24,18 +24,33 @@ def test_take_batch_keeps_order_never_splits_and_skips_the_cancelled():
     a, b, c, d = waiting(100, "a"), waiting(100, "b"), waiting(100, "c"), waiting(1, "d")
     b.future.cancel()
     queue = deque([a, b, c, d])
-    batch, dropped = take_batch(queue, max_items=200)
-    assert [w.prompts[0] for w in batch] == ["a0", "c0"] and dropped == 1
+    batch, cancelled, late = take_batch(queue, max_items=200)
+    assert [w.prompts[0] for w in batch] == ["a0", "c0"] and cancelled == 1 and late == []
     assert list(queue) == [d]  # d would pass 200 items: it waits for the next batch, still first
-    assert take_batch(queue, max_items=200) == ([d], 0)
+    assert take_batch(queue, max_items=200) == ([d], 0, [])
 
 
 def test_take_batch_sends_a_request_larger_than_the_bound_alone():
     big, small = waiting(300), waiting(1)
     queue = deque([big, small])
-    assert take_batch(queue, max_items=256) == ([big], 0)
-    assert take_batch(queue, max_items=256) == ([small], 0)
-    assert take_batch(deque(), max_items=256) == ([], 0)
+    assert take_batch(queue, max_items=256) == ([big], 0, [])
+    assert take_batch(queue, max_items=256) == ([small], 0, [])
+    assert take_batch(deque(), max_items=256) == ([], 0, [])
+
+
+def test_take_batch_sets_aside_requests_that_would_end_too_late():
+    """``too_late`` sees each request with the items the batch would hold with it."""
+    old, fresh, older = waiting(10, "old"), waiting(10, "fresh"), waiting(10, "older")
+    old.arrived, fresh.arrived, older.arrived = 0.0, 50.0, 1.0
+    seen = []
+
+    def too_late(request, items):
+        seen.append((request.prompts[0], items))
+        return request.arrived < 10
+
+    batch, cancelled, late = take_batch(deque([old, fresh, older]), max_items=100, too_late=too_late)
+    assert batch == [fresh] and late == [old, older] and cancelled == 0
+    assert seen == [("old0", 10), ("fresh0", 10), ("older0", 20)]
 
 
 class SlowEngine:
@@ -56,14 +71,14 @@ def test_concurrent_calls_share_engine_calls_and_each_gets_its_own_rows():
     seen = []
 
     async def main():
-        batcher = ItemBatcher(engine, max_items=5, on_batch=lambda items, dropped: seen.append((items, dropped)))
+        batcher = ItemBatcher(engine, max_items=5, on_batch=lambda *counts: seen.append(counts))
         calls = [batcher.score([f"x{10 * r + i}" for i in range(size)]) for r, size in enumerate([2, 3, 4, 1])]
         return await asyncio.gather(*calls)
 
     results = asyncio.run(main())
     assert [r[:, 0].tolist() for r in results] == [[0, 1], [10, 11, 12], [20, 21, 22, 23], [30]]
     # 2 + 3 fill the first call; 4 + 1 the second: two engine calls for four requests
-    assert [len(c) for c in engine.calls] == [5, 5] and seen == [(5, 0), (5, 0)]
+    assert [len(c) for c in engine.calls] == [5, 5] and seen == [(5, 0, 0), (5, 0, 0)]
 
 
 def test_a_caller_cancelled_while_queued_costs_no_engine_time():
@@ -71,7 +86,7 @@ def test_a_caller_cancelled_while_queued_costs_no_engine_time():
     seen = []
 
     async def main():
-        batcher = ItemBatcher(engine, max_items=3, on_batch=lambda items, dropped: seen.append((items, dropped)))
+        batcher = ItemBatcher(engine, max_items=3, on_batch=lambda *counts: seen.append(counts))
         first = asyncio.create_task(batcher.score(["x1", "x2", "x3"]))
         await asyncio.sleep(0.05)  # the first batch is on the engine now
         gone = asyncio.create_task(batcher.score(["x4", "x5"]))
@@ -84,7 +99,34 @@ def test_a_caller_cancelled_while_queued_costs_no_engine_time():
     assert gone.cancelled()
     assert first[:, 0].tolist() == [1, 2, 3] and kept[:, 0].tolist() == [6]
     assert engine.calls == [["x1", "x2", "x3"], ["x6"]]
-    assert seen == [(3, 0), (1, 1)]
+    assert seen == [(3, 0, 0), (1, 1, 0)]
+
+
+def test_a_request_that_cannot_finish_by_its_deadline_is_refused_without_engine_time():
+    """The engine takes 0.1 s an item. With a 0.5 s deadline, a 3-item request that arrives
+    while a 3-item batch runs (0.3 s) would end ~0.55 s after it arrived: DeadlineMissed at once.
+    A 1-item request behind it (~0.35 s) is scored. No estimate yet: nothing is refused."""
+    engine = SlowEngine(delay=0.0)
+
+    async def timed_engine(prompts):
+        await asyncio.sleep(0.1 * len(prompts))
+        return await engine(prompts)
+
+    async def main():
+        seen = []
+        batcher = ItemBatcher(timed_engine, max_items=3, deadline_s=0.5, on_batch=lambda *counts: seen.append(counts))
+        first = asyncio.create_task(batcher.score(["x1", "x2", "x3"]))  # no rate known: always scored
+        await asyncio.sleep(0.05)
+        doomed = asyncio.create_task(batcher.score(["x4", "x5", "x6"]))
+        kept = asyncio.create_task(batcher.score(["x7"]))
+        outcomes = await asyncio.gather(first, doomed, kept, return_exceptions=True)
+        return outcomes, seen
+
+    (first, doomed, kept), seen = asyncio.run(main())
+    assert first[:, 0].tolist() == [1, 2, 3] and kept[:, 0].tolist() == [7]
+    assert isinstance(doomed, DeadlineMissed) and "0.5 s deadline" in str(doomed)
+    assert engine.calls == [["x1", "x2", "x3"], ["x7"]]
+    assert seen == [(3, 0, 0), (1, 0, 1)]
 
 
 def test_an_engine_error_reaches_every_caller_of_the_batch_and_the_next_batch_runs():
