@@ -6,7 +6,9 @@ past the query), so prefix caching can reuse only the query's prefix, as with re
     .venv/bin/python bench/soak.py --model runs/tiny/export/model --clients 32 --seconds 60
 
 Prints and writes (default bench/results/soak.json) the status counts, and per request size
-the calls, p50 and p99 latency; items/s over the whole soak. Any status but 200 is an error.
+the calls, p50 and p99 latency; items/s over the whole soak; and the engine replica's own counts
+over the soak (``LevelModel.stats``: engine seconds, items scored, requests dropped or refused
+as late). Any status but 200 is an error.
 """
 
 from __future__ import annotations

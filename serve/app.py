@@ -63,8 +63,8 @@ def prompt_inputs(request: RelevanceRequest) -> tuple[str, list[Item]]:
 def set_process_niceness(niceness: int | None) -> str | None:
     """Give every thread of this replica the nice value ``niceness`` (None: leave it). Ray starts
     worker processes at 15, below its own daemons, the driver and anything else on the node; an
-    engine's OpenMP threads then stall at each barrier whenever any of those runs (measured: the
-    serving engine scored 21 items/s at 15 and 24 at 0 on 2 cores). Linux keeps a nice value per
+    engine's OpenMP threads then stall at each barrier whenever any of those runs (soaks on 2
+    cores: ~21 items/s at 15, 24-29 at 0; bench/README.md). Linux keeps a nice value per
     thread, and threads started later inherit it. Returns a warning when the node does not allow
     lowering it (that needs root or CAP_SYS_NICE), else None."""
     if niceness is None or not os.path.isdir("/proc/self/task"):
@@ -125,7 +125,7 @@ class ServeArgs:
     # nothing; 32 scores 200 one-query items 1.7x faster on 2 CPU cores (bench/README.md).
     kv_block_size: int = 32
     # torch.compile the engine's forward (vLLM's own default; inductor fuses the norms and
-    # activations around the matmuls): ~10% more items/s on 2 CPU cores, but a replica takes
+    # activations around the matmuls): 10-30% more items/s on 2 CPU cores, but a replica takes
     # ~1.5 min longer to start. False: eager, for tests and quick checks.
     compile_engine: bool = True
     # Nice value of the ingress and engine replicas' threads (None: Ray's 15 for workers). At 15

@@ -1,5 +1,5 @@
 """First-come-first-served batching of scoring requests, bounded by items, that drops requests
-whose caller has gone.
+whose caller has gone and refuses those that could no longer finish in time.
 
 Why not ``@serve.batch``: its bound counts requests, and one bound cannot fit both pointwise
 traffic (1 item a request: batches of 512 requests are right) and listwise traffic (200 items a
@@ -80,7 +80,9 @@ class ItemBatcher:
         self.deadline_s = deadline_s
         self.on_batch = on_batch or (lambda items, cancelled, late: None)
         # Decayed sums of engine seconds and items: their ratio is the recent seconds per item,
-        # weighted by items so that one-item batches' fixed cost does not inflate it.
+        # weighted by items so that one-item batches' fixed cost does not inflate it. (A call that
+        # waited for an explain request on the same engine counts that wait: the estimate errs
+        # slow for a few batches, refusing a little early rather than scoring too late.)
         self.engine_s = self.engine_items = 0.0
         self.queue: deque[Waiting] = deque()
         self.arrived = asyncio.Event()
