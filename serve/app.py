@@ -266,34 +266,25 @@ class LevelModel:
                                     description="requests answered 503 because they could not finish by the deadline")
         self.batcher = ItemBatcher(self.score_prompts, max_items=config.max_batch_items, wait_s=config.batch_wait_timeout_s,
                                    deadline_s=config.request_deadline_s, on_batch=self.observe_batch)
-        self.totals = {"batches": 0, "items_scored": 0, "requests_dropped": 0, "requests_late": 0, "engine_s": 0.0}
         # After the engine started, so its OpenMP threads exist and are included.
         warn_if_any(set_process_niceness(config.replica_niceness))
 
     def observe_batch(self, items: int, cancelled: int, late: int) -> None:
         if items:
             self.batch_items.observe(items)
-            self.totals["batches"] += 1
-            self.totals["items_scored"] += items
         if cancelled:
             self.dropped.inc(cancelled)
-            self.totals["requests_dropped"] += cancelled
         if late:
             self.late.inc(late)
-            self.totals["requests_late"] += late
 
     def stats(self) -> dict:
         """This replica's totals since it started, for benchmarks and operators (engine_s: time on
         the engine; items_scored / engine_s is the engine's own rate, whatever the traffic)."""
-        return dict(self.totals)
+        return dict(self.batcher.totals)
 
     async def score_prompts(self, prompts: list[str]) -> np.ndarray:
         async with self.engine_lock:
-            started = time.perf_counter()
-            try:
-                return await asyncio.to_thread(self.scorer.score_prompts, prompts)
-            finally:
-                self.totals["engine_s"] += time.perf_counter() - started
+            return await asyncio.to_thread(self.scorer.score_prompts, prompts)
 
     async def score(self, request: tuple[str, list[Item]]) -> np.ndarray:
         query, items = request
@@ -339,6 +330,11 @@ class RelevanceAPI:
         self.requests.inc(tags={"status": str(status)})
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
+    def overloaded(self, reason: str) -> JSONResponse:
+        """503 with Retry-After: the client may try again; nothing is wrong with its request."""
+        return self.refuse(503, f"overloaded: {reason}; retry after {self.retry_after_s} s",
+                           {"Retry-After": str(self.retry_after_s)})
+
     @app.post("/v1/relevance", openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": RelevanceRequest.model_json_schema()}}}})
     async def relevance(self, request: Request):
@@ -353,14 +349,12 @@ class RelevanceAPI:
             return self.refuse(error.status, error.message)
         refusal = self.admission.refusal(len(items))
         if refusal:
-            return self.refuse(503, f"overloaded: {refusal}; retry after {self.retry_after_s} s",
-                               {"Retry-After": str(self.retry_after_s)})
+            return self.overloaded(refusal)
         self.admission.enter(len(items))
         try:
             probs = await self.model.score.remote((query, items))
         except DeadlineMissed as error:
-            return self.refuse(503, f"overloaded: {error}; retry after {self.retry_after_s} s",
-                               {"Retry-After": str(self.retry_after_s)})
+            return self.overloaded(str(error))
         finally:
             self.admission.leave(len(items))
         levels = self.rule.levels(probs)

@@ -84,6 +84,8 @@ class ItemBatcher:
         # waited for an explain request on the same engine counts that wait: the estimate errs
         # slow for a few batches, refusing a little early rather than scoring too late.)
         self.engine_s = self.engine_items = 0.0
+        # Plain totals since start (LevelModel.stats); engine_s includes any wait for the engine.
+        self.totals = {"batches": 0, "items_scored": 0, "requests_dropped": 0, "requests_late": 0, "engine_s": 0.0}
         self.queue: deque[Waiting] = deque()
         self.arrived = asyncio.Event()
         self.worker: asyncio.Task | None = None
@@ -113,7 +115,12 @@ class ItemBatcher:
             for waiting in late:
                 waiting.future.set_exception(DeadlineMissed(
                     f"waited {now - waiting.arrived:.1f} s; scoring it would end past the {self.deadline_s:g} s deadline"))
-            self.on_batch(sum(len(w.prompts) for w in batch), cancelled, len(late))
+            items = sum(len(w.prompts) for w in batch)
+            self.totals["batches"] += bool(batch)
+            self.totals["items_scored"] += items
+            self.totals["requests_dropped"] += cancelled
+            self.totals["requests_late"] += len(late)
+            self.on_batch(items, cancelled, len(late))
             if batch:
                 await self.settle(batch)
 
@@ -133,7 +140,9 @@ class ItemBatcher:
                 if not waiting.future.done():
                     waiting.future.set_exception(error)
             return
-        self.engine_s = 0.8 * self.engine_s + (time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self.totals["engine_s"] += elapsed
+        self.engine_s = 0.8 * self.engine_s + elapsed
         self.engine_items = 0.8 * self.engine_items + len(prompts)
         sizes = [len(waiting.prompts) for waiting in batch]
         for waiting, part in zip(batch, np.split(probs, np.cumsum(sizes)[:-1])):

@@ -93,9 +93,12 @@ def test_a_caller_cancelled_while_queued_costs_no_engine_time():
         kept = asyncio.create_task(batcher.score(["x6"]))
         await asyncio.sleep(0.05)
         gone.cancel()  # as Serve does when the HTTP client times out
-        return await first, await kept, gone
+        return await first, await kept, gone, batcher.totals
 
-    first, kept, gone = asyncio.run(main())
+    first, kept, gone, totals = asyncio.run(main())
+    assert {k: v for k, v in totals.items() if k != "engine_s"} == {
+        "batches": 2, "items_scored": 4, "requests_dropped": 1, "requests_late": 0}
+    assert totals["engine_s"] >= 0.4  # two calls of 0.2 s
     assert gone.cancelled()
     assert first[:, 0].tolist() == [1, 2, 3] and kept[:, 0].tolist() == [6]
     assert engine.calls == [["x1", "x2", "x3"], ["x6"]]
@@ -120,6 +123,7 @@ def test_a_request_that_cannot_finish_by_its_deadline_is_refused_without_engine_
         doomed = asyncio.create_task(batcher.score(["x4", "x5", "x6"]))
         kept = asyncio.create_task(batcher.score(["x7"]))
         outcomes = await asyncio.gather(first, doomed, kept, return_exceptions=True)
+        assert batcher.totals["requests_late"] == 1 and batcher.totals["items_scored"] == 4
         return outcomes, seen
 
     (first, doomed, kept), seen = asyncio.run(main())
