@@ -59,11 +59,13 @@ def job_env_vars() -> dict:
     return dict(runtime_env.get("env_vars") or {})
 
 
-def worker_env(device: str, s3_endpoint: str = "") -> dict:
+def worker_env(device: str, s3_endpoint: str = "", parquet_footer_readers: int = 0) -> dict:
     """The env vars this run ships to every worker: the CPU traps' settings on ``device: cpu``,
     only the telemetry switch on ``gpu`` (a GPU node keeps its own threads, accelerator, hub
-    access and vLLM memory settings), and ``data.s3_endpoint`` as AWS_ENDPOINT_URL_S3, so an
-    actor that fetches an s3:// model folder reaches the endpoint the driver uses. Keys the
+    access and vLLM memory settings), ``data.s3_endpoint`` as AWS_ENDPOINT_URL_S3, so an
+    actor that fetches an s3:// model folder reaches the endpoint the driver uses, and
+    ``ray.parquet_footer_readers`` (0: Ray's default) where Ray Data's Parquet listing reads it,
+    in the driver and in the listing task. Keys the
     submitted job's runtime env already sets are left out: the job's value wins, and Ray refuses
     to merge two runtime envs that set the same key."""
     if device not in ("cpu", "gpu"):
@@ -71,6 +73,8 @@ def worker_env(device: str, s3_endpoint: str = "") -> dict:
     env = dict(CPU_ENV) if device == "cpu" else {"RAY_USAGE_STATS_ENABLED": "0"}
     if s3_endpoint:
         env["AWS_ENDPOINT_URL_S3"] = s3_endpoint
+    if parquet_footer_readers:
+        env["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] = str(parquet_footer_readers)
     from_job = job_env_vars()
     return {key: value for key, value in env.items() if key not in from_job}
 
@@ -81,13 +85,17 @@ def init_ray(ray_config=None, s3_endpoint: str = ""):
     import ray
 
     check_single_vllm_build()
-    env = worker_env(getattr(ray_config, "device", "cpu"), s3_endpoint)
+    if ray_config is None:
+        from taosr.config import RayConfig
+
+        ray_config = RayConfig()
+    env = worker_env(ray_config.device, s3_endpoint, ray_config.parquet_footer_readers)
     for key, value in env.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         return ray
-    address = getattr(ray_config, "address", "") or os.environ.get("RAY_ADDRESS") or None
-    num_cpus = getattr(ray_config, "num_cpus", 0) or None
+    address = ray_config.address or os.environ.get("RAY_ADDRESS") or None
+    num_cpus = ray_config.num_cpus or None
     kwargs = {"runtime_env": {"env_vars": env}} if env else {}
     kwargs["log_to_driver"] = True
     if address:
@@ -99,7 +107,7 @@ def init_ray(ray_config=None, s3_endpoint: str = ""):
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = (getattr(ray_config, "progress_bars", True)
+    context.enable_progress_bars = (ray_config.progress_bars
                                     and os.environ.get("TAOSR_PROGRESS_BARS", "1") != "0")
     # Rows in the same order on every run: a seed then fixes what each training step sees, and a
     # resumed trainer skips exactly the batches it had consumed.

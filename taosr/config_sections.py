@@ -312,11 +312,14 @@ class RayConfig:
     progress_bars: bool = option(True, "Ray Data's progress bars for the data, CoT, sampling, eval and prediction passes (TAOSR_PROGRESS_BARS=0 turns them off, as the test suite does)")
     device: str = option("cpu", "cpu or gpu: on cpu every worker gets the CPU settings (DS_ACCELERATOR=cpu, 2 OpenMP threads, vLLM's CPU KV cache, an offline hub); on gpu none of them")
     learner_node_resource: str = option("", "a custom resource every GPU learner worker (SFT, DPO, GenRM, GRPO, SRPO) also asks for, one unit per GPU, so the autoscaler starts the node type that offers it (cluster.yaml's H100 type offers learner_gpu); empty: any node with a free GPU")
+    parquet_footer_readers: int = option(1, "actors Ray Data starts to read Parquet footers, per read (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS; Ray 2.60's default is 32, each a new worker process): a run's own artifacts are a few files, for which one actor (each reads 128 files at once) is plenty and 32 cost a 2-core box half of a small run's time; raise it for input folders of many thousands of files on S3; 0 leaves Ray's default")
     engine_node_resource: str = option("", "the same for every GPU engine and replica (CoT teacher, pass@N sampling, evaluation, rollouts, the GenRM judge, prediction, Serve replicas); cluster.yaml's L40S type offers engine_gpu")
 
     def __post_init__(self):
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"ray.device must be cpu or gpu; got {self.device!r}")
+        if self.parquet_footer_readers < 0:
+            raise ValueError(f"ray.parquet_footer_readers must be 0 (Ray's default) or more; got {self.parquet_footer_readers}")
 
     def engine_options(self, cpus: float, gpus: float) -> dict[str, Any]:
         """Ray's resource options for one engine, actor or replica (``ray.remote``, Ray Data's

@@ -105,6 +105,19 @@ def test_worker_env_follows_the_device_and_leaves_a_submitted_jobs_keys_to_it(mo
     assert worker_env("gpu") == {}
 
 
+def test_the_parquet_footer_reader_count_reaches_the_workers_on_either_device(monkeypatch):
+    from taosr.actors.runtime import worker_env
+    from taosr.config import RayConfig
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert RayConfig().parquet_footer_readers == 1
+    for device in ("cpu", "gpu"):
+        assert worker_env(device, "", 3)["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "3"
+        assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in worker_env(device, "", 0)  # Ray's own default
+    with pytest.raises(ValueError, match="parquet_footer_readers must be 0"):
+        RayConfig(parquet_footer_readers=-1)
+
+
 def test_the_configured_s3_endpoint_reaches_every_worker_unless_the_job_names_one(monkeypatch):
     import json
 

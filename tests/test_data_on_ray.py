@@ -96,6 +96,27 @@ def test_parquet_and_gzip_jsonl_from_a_folder(ray_cluster, tmp_path):
     assert result.counts["accepted"] == 10
 
 
+def test_a_parquet_read_starts_only_the_configured_footer_readers(ray_cluster, tmp_path):
+    """Ray 2.60 starts 32 footer-reading actors, a worker process each, for every read_parquet;
+    ray.parquet_footer_readers (1 in the suite's cluster, as by default) bounds them."""
+    from ray.util.state import list_actors
+
+    from taosr.datasets.storage import read_parquet
+
+    def footer_readers() -> set:
+        return {a.actor_id for a in list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000,
+                                                raise_on_missing_output=False)}
+
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    for part in range(3):
+        pq.write_table(pa.table({"id": [f"{part}-{i}" for i in range(5)]}), folder / f"part-{part}.parquet")
+    before = footer_readers()
+    assert len(read_parquet(str(folder)).take_all()) == 15
+    started = footer_readers() - before
+    assert 1 <= len(started) <= 1, f"{len(started)} FooterReader actors for one read"
+
+
 def test_reading_from_s3(ray_cluster, s3_endpoint):
     import boto3
 
