@@ -23,6 +23,9 @@ def learnable(stage1_run, tiny_model, tmp_path_factory):
     config, _, _, stage1_dir = stage1_run
     config = copy.deepcopy(config)
     config.sft.format, config.sft.epochs, config.sft.max_seq_len = "label_only", 5, 384
+    # One SFT worker: Ray Data hands two workers' shards out in the order they ask, so the start
+    # model (and whether a near-threshold RL test learns from it) would change from run to run.
+    config.sft.num_workers, config.sft.cpus_per_worker = 1, 2
     start = sft_stage.train(config, tiny_model, str(tmp_path_factory.mktemp("label-only") / "sft"))["model"]
     config.run_dir = str(tmp_path_factory.mktemp("grpo"))
     config.data.rows = 96
