@@ -114,7 +114,7 @@ def test_a_parquet_read_starts_only_the_configured_footer_readers(ray_cluster, t
     before = footer_readers()
     assert len(read_parquet(str(folder)).take_all()) == 15
     started = footer_readers() - before
-    assert 1 <= len(started) <= 1, f"{len(started)} FooterReader actors for one read"
+    assert len(started) == 1, f"{len(started)} FooterReader actors for one read"
 
 
 def test_reading_from_s3(ray_cluster, s3_endpoint):
