@@ -41,7 +41,7 @@ class SamplingSpec:
 class RolloutEngine:
     def __init__(self, model_path: str, dtype: str = "bfloat16", max_seq_len: int = 1024, seed: int = 0,
                  kv_cache_gib: int = 1, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enable_prefix_caching: bool = True):
+                 enable_prefix_caching: bool = True, kv_block_size: int = 0):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         from vllm import LLM
@@ -56,7 +56,8 @@ class RolloutEngine:
         # (after temperature and top-k/p), which is what importance ratios need.
         self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
                        max_model_len=max_seq_len, seed=seed, tensor_parallel_size=tensor_parallel_size,
-                       gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="processed_logprobs")
+                       gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="processed_logprobs",
+                       **({"block_size": kv_block_size} if kv_block_size else {}))
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
 

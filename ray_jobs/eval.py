@@ -47,6 +47,7 @@ def _split_rows(config: TaosrConfig):
 def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrConfig, columns, **extra):
     kwargs = dict(model_path=model_path, engine=config.eval.engine, dtype=config.model.dtype,
                   max_seq_len=config.model.max_seq_len, kv_cache_gib=config.eval.kv_cache_gib, seed=config.seed,
+                  kv_block_size=config.model.kv_block_size,
                   prompt_format=fmt.value, tensor_parallel_size=config.eval.tensor_parallel_size, **extra)
     scored = rows.map_batches(scorer_cls, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,
                               batch_format="numpy", concurrency=config.eval.num_engines,

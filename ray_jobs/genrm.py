@@ -81,7 +81,8 @@ def step_accuracy(config: TaosrConfig, model_path: str, examples) -> dict:
 
     judge = step_judge_actor(model_path, **config.ray.engine_options(1.0, 1.0 if config.genrm.use_gpu else 0.0),
                              dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
-                             kv_cache_gib=config.genrm.kv_cache_gib, seed=config.seed)
+                             kv_cache_gib=config.genrm.kv_cache_gib, seed=config.seed,
+                             kv_block_size=config.model.kv_block_size)
     try:
         probs = ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
     finally:

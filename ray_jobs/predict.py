@@ -103,6 +103,7 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
     fmt = model_format(model_path)
     kwargs = dict(model_path=model_path, engine=config.eval.engine, dtype=config.model.dtype,
                   max_seq_len=config.model.max_seq_len, kv_cache_gib=config.eval.kv_cache_gib, seed=config.seed,
+                  kv_block_size=config.model.kv_block_size,
                   prompt_format=fmt.value, tensor_parallel_size=config.eval.tensor_parallel_size)
     accepted = result.accepted.select_columns(list(MODEL_INPUT_COLUMNS) + ["source", "line"])
     scored = accepted.map_batches(LevelScorer, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,

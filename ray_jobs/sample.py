@@ -36,10 +36,10 @@ SAMPLE_INPUT_COLUMNS = ("id", "query_id", "query", "title", "category", "attribu
 class PassAtNSampler:
     """Ray Data callable class: training rows -> the same rows with N parsed samples each."""
 
-    def __init__(self, model_path: str, sample: dict, dtype: str, max_seq_len: int, seed: int):
+    def __init__(self, model_path: str, sample: dict, dtype: str, max_seq_len: int, seed: int, kv_block_size: int = 0):
         self.engine = RolloutEngine(model_path, dtype=dtype, max_seq_len=max_seq_len, seed=seed,
                                     kv_cache_gib=sample["kv_cache_gib"],
-                                    tensor_parallel_size=sample["tensor_parallel_size"])
+                                    tensor_parallel_size=sample["tensor_parallel_size"], kv_block_size=kv_block_size)
         self.spec = SamplingSpec(n=sample["n"], temperature=sample["temperature"], top_p=sample["top_p"],
                                  top_k=sample["top_k"], max_new_tokens=sample["max_new_tokens"])
 
@@ -90,7 +90,8 @@ def sample_dataset(rows, model_path: str, config: TaosrConfig):
     return rows.map_batches(
         PassAtNSampler,
         fn_constructor_kwargs=dict(model_path=model_path, sample=to_dict(config)["sample"], dtype=config.model.dtype,
-                                   max_seq_len=config.model.max_seq_len, seed=config.seed),
+                                   max_seq_len=config.model.max_seq_len, seed=config.seed,
+                                   kv_block_size=config.model.kv_block_size),
         batch_size=sample.batch_size, batch_format="pyarrow", concurrency=sample.num_engines,
         **config.ray.engine_options(sample.cpus_per_engine, sample.gpus_per_engine),
     )

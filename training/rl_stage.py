@@ -109,7 +109,7 @@ def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = N
 
     return step_judge_actor(absolute(judge_model),
                             **config.ray.engine_options(rl.genrm_cpus_per_engine, rl.genrm_gpus_per_engine), dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
-                            kv_cache_gib=rl.kv_cache_gib, seed=config.seed)
+                            kv_cache_gib=rl.kv_cache_gib, seed=config.seed, kv_block_size=config.model.kv_block_size)
 
 
 def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | None = None, stage: str = "grpo",
@@ -133,7 +133,8 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     owns_judge = judge is None
     group = RolloutGroup.create(rl.num_engines, start_model, **config.ray.engine_options(rl.cpus_per_engine, rl.gpus_per_engine),
                                 dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
-                                kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size)
+                                kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size,
+                                kv_block_size=config.model.kv_block_size)
     try:
         if owns_judge and counts["genrm"]:
             judge = start_judge(config, rl, counts["genrm"])
