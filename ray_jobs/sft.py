@@ -27,7 +27,7 @@ from taosr.prompts import PROMPT_COLUMNS, build_prompt, item_from_row
 from taosr.stages.job_args import run_job
 from taosr.stages.registry import StageSpec
 from taosr.training.trainer import fit, require_examples, run_training
-from taosr.sft_examples import pad_batch, padded_decision_index, split_by_answer_length, tokenize_example
+from taosr.sft_examples import pad_batch, padded_decision_index, tokenize_example
 
 
 class SftTokenizer:
@@ -97,38 +97,29 @@ def class_weights(levels: list[int], power: float) -> dict[int, float]:
     return {level: weight / mean for level, weight in raw.items()}
 
 
-def sft_step_loss(decision_weight: float, level_weights: dict | None = None, split_groups: bool = True):
-    """The loss_fn for ``run_training``: decision-weighted cross-entropy on the assistant turn.
-    Decision-only rows and rows with reasoning go through the model as two padded groups whose
-    loss sums are added before dividing: the loss (and gradient) of the batch padded as one, at
-    the cost of each group's own width (``split_by_answer_length``; ``split_groups=False`` pads
-    the batch as one, for bench/sft_grouping_bench.py's side-by-side)."""
+def sft_step_loss(decision_weight: float, level_weights: dict | None = None):
+    """The loss_fn for ``run_training``: decision-weighted cross-entropy on the assistant turn."""
 
     def loss_fn(engine, rows: list[dict]):
         import torch
 
-        from taosr.losses import combine_decision_nll, decision_nll_sums, label_window_start, labelled_logits
+        from taosr.losses import decision_weighted_nll, label_window_start, labelled_logits
 
-        sums, tokens = None, 0
-        for group in split_by_answer_length(rows) if split_groups else [rows]:
-            # Left padding: a decision-only row's labels are its last two tokens, so every row's
-            # end sits in the last columns and the vocabulary projection covers those alone.
-            padded = pad_batch(group, pad_id=0, left=True)  # any valid id: padding is masked out
-            tensors = {key: torch.tensor(value, device=engine.device) for key, value in padded.items()}
-            start = label_window_start(tensors["labels"])
-            logits, labels = labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"],
-                                             tensors["labels"], tensors["position_ids"])
-            decision = torch.tensor(padded_decision_index(group, tensors["input_ids"].shape[1], left=True),
-                                    device=engine.device)
-            decision = torch.where(decision >= 0, decision - start, decision)
-            weights = None
-            if level_weights:
-                weights = torch.tensor([level_weights[str(r["level"])] for r in group], device=engine.device)
-            group_sums = decision_nll_sums(logits, labels, decision, weights)
-            sums = group_sums if sums is None else sums + group_sums
-            tokens += int(tensors["attention_mask"].sum())
-        loss, parts = combine_decision_nll(sums, decision_weight)
-        return loss, parts, tokens
+        # Left padding: a decision-only row's labels are its last two tokens, so every row's
+        # end sits in the last columns and the vocabulary projection covers those alone.
+        padded = pad_batch(rows, pad_id=0, left=True)  # any valid id: padding is masked out
+        tensors = {key: torch.tensor(value, device=engine.device) for key, value in padded.items()}
+        start = label_window_start(tensors["labels"])
+        logits, labels = labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"],
+                                         tensors["position_ids"])
+        decision = torch.tensor(padded_decision_index(rows, tensors["input_ids"].shape[1], left=True),
+                                device=engine.device)
+        decision = torch.where(decision >= 0, decision - start, decision)
+        weights = None
+        if level_weights:
+            weights = torch.tensor([level_weights[str(r["level"])] for r in rows], device=engine.device)
+        loss, parts = decision_weighted_nll(logits, labels, decision, decision_weight, weights)
+        return loss, parts, int(tensors["attention_mask"].sum())
 
     return loss_fn
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
 from taosr.sft_examples import IGNORE_INDEX
@@ -47,47 +45,9 @@ def masked_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     return -(picked * mask).sum() / count, count
 
 
-class DecisionNllSums(NamedTuple):
-    """The sums behind ``decision_weighted_nll``: a batch cut into groups (rows of like length,
-    each group padded apart) adds its groups' sums and divides once, which gives the loss of the
-    whole batch, so the gradient does not depend on how the rows were grouped."""
-
-    decision: torch.Tensor          # sum of example_weight * NLL of each level token
-    decision_weight: torch.Tensor   # sum of the weights of the rows that have a level token
-    rest: torch.Tensor              # sum of the NLL of every other labelled token
-    rest_count: torch.Tensor
-    labelled: torch.Tensor          # sum of the NLL of every labelled token, unweighted
-    labelled_count: torch.Tensor
-    rows_with_decision: int
-
-    def __add__(self, other: "DecisionNllSums") -> "DecisionNllSums":
-        return DecisionNllSums(*(a + b for a, b in zip(self, other)))
-
-
-def decision_nll_sums(logits: torch.Tensor, labels: torch.Tensor, decision_index: torch.Tensor,
-                      example_weight: torch.Tensor | None = None) -> DecisionNllSums:
-    """One group's ``DecisionNllSums``. ``logits`` and ``labels`` are [B, T(, V)] and aligned
-    (``labelled_logits`` output, indices shifted to its window); ``decision_index`` is each
-    row's level-token column of ``labels`` (-1: the row has none, e.g. a cut pre-CoT answer)."""
-    shifted = logits[:, :-1, :].float()
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    nll = -torch.log_softmax(shifted, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    rows = (decision_index >= 1).nonzero(as_tuple=True)[0]
-    columns = decision_index[rows] - 1  # the logits at t-1 predict the token at t
-    decision_mask = torch.zeros_like(mask)
-    decision_mask[rows, columns] = True
-    if bool((decision_mask & ~mask).any()):
-        raise ValueError("a decision_index points at a token that carries no label")
-    rest_mask = mask & ~decision_mask
-    weights = nll.new_ones(len(rows)) if example_weight is None else example_weight[rows].to(nll.dtype)
-    return DecisionNllSums(decision=(weights * nll[rows, columns]).sum(), decision_weight=weights.sum(),
-                           rest=(nll * rest_mask).sum(), rest_count=rest_mask.sum(),
-                           labelled=(nll * mask).sum(), labelled_count=mask.sum(),
-                           rows_with_decision=len(rows))
-
-
-def combine_decision_nll(sums: DecisionNllSums, decision_weight: float) -> tuple[torch.Tensor, dict]:
+def decision_weighted_nll(logits: torch.Tensor, labels: torch.Tensor, decision_index: torch.Tensor,
+                          decision_weight: float, example_weight: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, dict]:
     """SFT's loss with the level token weighed on its own (docs/method.md section 3).
 
     In a CoT response the decision is one token of ~90, and the others are predictable without
@@ -95,28 +55,35 @@ def combine_decision_nll(sums: DecisionNllSums, decision_weight: float) -> tuple
 
         loss = w * decision_nll + (1 - w) * rest_nll
 
-    where decision_nll is the (``example_weight``-weighted) mean NLL of the rows' level tokens
-    and rest_nll the mean NLL of every other labelled token. ``w = 0`` falls back to the plain
-    token mean (the decision weighs as one token). Returns (loss, {decision_nll, rest_nll}) with
-    the parts detached."""
+    where decision_nll is the (``example_weight``-weighted) mean NLL of each example's level
+    token, at column ``decision_index`` of ``labels`` (-1: the example has none, e.g. a cut
+    pre-CoT answer), and rest_nll the mean NLL of every other labelled token. ``w = 0`` falls
+    back to ``masked_token_nll`` (the decision weighs as one token). ``logits`` and ``labels``
+    are [B, T(, V)] and aligned (``labelled_logits`` output, indices shifted to its window).
+    Returns (loss, {decision_nll, rest_nll}) with the parts detached.
+    """
     if not 0.0 <= decision_weight <= 1.0:
         raise ValueError(f"decision_weight is a share of the loss, in [0, 1]; got {decision_weight}")
-    rest = sums.rest / sums.rest_count.clamp(min=1)
-    if sums.rows_with_decision:
-        decision = sums.decision / sums.decision_weight.clamp(min=1e-12)
-    else:
-        decision = sums.rest * 0.0
+    shifted = logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    nll = -torch.log_softmax(shifted, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    has_decision = decision_index >= 1
+    rows = has_decision.nonzero(as_tuple=True)[0]
+    columns = decision_index[rows] - 1  # the logits at t-1 predict the token at t
+    decision_mask = torch.zeros_like(mask)
+    decision_mask[rows, columns] = True
+    if bool((decision_mask & ~mask).any()):
+        raise ValueError("a decision_index points at a token that carries no label")
+    rest_mask = mask & ~decision_mask
+    rest = (nll * rest_mask).sum() / rest_mask.sum().clamp(min=1)
+    decision_nll = nll[rows, columns]
+    weights = torch.ones_like(decision_nll) if example_weight is None else example_weight[rows].to(nll.dtype)
+    decision = (weights * decision_nll).sum() / weights.sum().clamp(min=1e-12) if len(rows) else nll.sum() * 0.0
     parts = {"decision_nll": decision.detach(), "rest_nll": rest.detach()}
     if decision_weight == 0.0:
-        return sums.labelled / sums.labelled_count.clamp(min=1), parts
+        return (nll * mask).sum() / mask.sum().clamp(min=1), parts
     return decision_weight * decision + (1.0 - decision_weight) * rest, parts
-
-
-def decision_weighted_nll(logits: torch.Tensor, labels: torch.Tensor, decision_index: torch.Tensor,
-                          decision_weight: float, example_weight: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, dict]:
-    """``combine_decision_nll`` of one group: the loss of a batch padded as one."""
-    return combine_decision_nll(decision_nll_sums(logits, labels, decision_index, example_weight), decision_weight)
 
 
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, first_token_weight: float = 1.0) -> torch.Tensor:

@@ -91,18 +91,3 @@ def padded_decision_index(examples: list[dict], width: int, left: bool) -> list[
     left padding shifts a row's tokens right by its padding."""
     return [e["decision_index"] + (width - len(e["input_ids"]) if left else 0) if e["decision_index"] >= 0 else -1
             for e in examples]
-
-
-def split_by_answer_length(examples: list[dict], short_answer: int = 2) -> list[list[dict]]:
-    """The rows whose answer is at most ``short_answer`` labelled tokens (a decision-only row:
-    its level token and end of turn) and the rest, each in its given order, empty groups left
-    out. Padded together, one reasoning row widens every decision-only row of its batch to its
-    length and stretches the vocabulary projection over its whole answer; padded apart, the
-    decision-only rows cost their prompt and two columns of logits."""
-    short = [e for e in examples if _labelled_count(e) <= short_answer]
-    long = [e for e in examples if _labelled_count(e) > short_answer]
-    return [group for group in (short, long) if group]
-
-
-def _labelled_count(example: dict) -> int:
-    return sum(1 for label in example["labels"] if label != IGNORE_INDEX)

@@ -127,44 +127,6 @@ def test_losses_on_the_label_window_equal_the_whole_sequence(tiny_model, tokeniz
     torch.testing.assert_close(window["sequence_logprobs"], whole["sequence_logprobs"], rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("decision_weight", [0.0, 0.5])
-def test_sft_step_loss_padded_apart_equals_the_batch_padded_as_one(tiny_model, tokenizer, decision_weight):
-    """SFT pads decision-only rows and reasoning rows apart (a speed-up): the loss, its parts,
-    the token count and every gradient must be those of the batch padded as one."""
-    from transformers import AutoModelForCausalLM
-
-    from ray_jobs.sft import sft_step_loss
-    from taosr.sft_examples import split_by_answer_length
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    pairs = [("charger for iphone 15", "Anker 20W Charger, Lightning", 2, True),
-             ("usb-c cable", "Belkin USB-C to USB-C cable, 2 m", 4, False),
-             ("usb-c charger for a long trip with a laptop", "Anker 65W Charger", 3, True),
-             ("laptop stand", "Aluminium laptop stand, adjustable", 1, False),
-             ("phone case", "Silicone case for iPhone 15", 4, False)]
-    rows = []
-    for query, title, level, with_reasoning in pairs:
-        response = render(ResponseFormat.POST_COT, level, REASONING)
-        example = tokenize_example(tokenizer, build_prompt(tokenizer, query, Item(title)), response, max_len=1024,
-                                   decision_only=not with_reasoning)
-        rows.append({**vars(example), "level": level})
-    assert [len(group) for group in split_by_answer_length(rows)] == [3, 2]  # decision-only first, order kept
-    weights = {"1": 2.0, "2": 0.5, "3": 1.5, "4": 0.75}
-
-    def run(split: bool) -> tuple:
-        model.zero_grad()
-        loss, parts, tokens = sft_step_loss(decision_weight, weights, split_groups=split)(model, rows)
-        loss.backward()
-        return float(loss.detach()), {k: float(v) for k, v in parts.items()}, tokens, [p.grad.clone() for p in model.parameters()]
-
-    whole, apart = run(split=False), run(split=True)
-    assert apart[0] == pytest.approx(whole[0], rel=1e-5)
-    assert apart[1] == pytest.approx(whole[1], rel=1e-5)
-    assert apart[2] == whole[2] == sum(len(r["input_ids"]) for r in rows)
-    for expected, got in zip(whole[3], apart[3]):
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
-
-
 def test_retrieval_finds_the_fact_a_knowledge_query_needs():
     # In a process of its own: bm25s loads numba/llvmlite, after which no in-process vLLM engine
     # may start in this pytest process (taosr.actors.runtime.check_in_process_engine).
