@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         out = subprocess.run([sys.executable, __file__, args.model, args.accepted, "--steps", str(args.steps),
                               "--side", str(block)], capture_output=True, text=True, check=True).stdout
         sides[name] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-    from provenance import git_commit  # bench/, beside this script
+    from provenance import git_commit, write_result  # bench/, beside this script
 
     default, small = sides["vllm_cpu_default_128"], sides["block_32"]
     result = {
@@ -79,9 +79,7 @@ def main(argv=None) -> int:
         "rollout_speedup_median": statistics.median(default["rollout_step_s"]) / statistics.median(small["rollout_step_s"]),
         "scoring_speedup": default["scoring_s"] / small["scoring_s"],
     }
-    print(json.dumps(result, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.out)
     return 0
 
 

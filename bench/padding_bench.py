@@ -13,7 +13,6 @@ weights under bf16 autocast, as the stage trains.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
             if index:
                 seconds[side].append(took)
     gap = max(abs(a - b) for a, b in zip(losses["right"], losses["left"]))
-    from provenance import git_commit  # bench/, beside this script
+    from provenance import git_commit, write_result  # bench/, beside this script
 
     commit = git_commit()
     result = {
@@ -91,9 +90,7 @@ def main(argv=None) -> int:
         "speedup_mean": statistics.mean(seconds["right"]) / statistics.mean(seconds["left"]),
         "max_loss_gap": gap,
     }
-    print(json.dumps(result, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.out)
     return 0
 
 

@@ -15,3 +15,12 @@ def git_commit() -> str:
     except OSError:
         return "unknown"
     return done.stdout.strip() or "unknown"
+
+
+def write_result(result: dict, out: str | Path) -> None:
+    """Print a benchmark's result and save it as indented JSON at ``out``."""
+    import json
+
+    print(json.dumps(result, indent=1))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
