@@ -46,7 +46,7 @@ class RolloutEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         from vllm import LLM
 
-        from taosr.actors.runtime import check_in_process_engine
+        from taosr.actors.runtime import block_size_option, check_in_process_engine
         from taosr.datasets.storage import local_dir
 
         check_in_process_engine()
@@ -57,7 +57,7 @@ class RolloutEngine:
         self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
                        max_model_len=max_seq_len, seed=seed, tensor_parallel_size=tensor_parallel_size,
                        gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="processed_logprobs",
-                       **({"block_size": kv_block_size} if kv_block_size else {}))
+                       **block_size_option(kv_block_size))
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
 

@@ -59,6 +59,11 @@ def job_env_vars() -> dict:
     return dict(runtime_env.get("env_vars") or {})
 
 
+def block_size_option(kv_block_size: int) -> dict:
+    """vLLM's ``block_size`` keyword for an engine, or nothing for vLLM's default (0)."""
+    return {"block_size": kv_block_size} if kv_block_size else {}
+
+
 def worker_env(device: str, s3_endpoint: str = "", parquet_footer_readers: int = 0) -> dict:
     """The env vars this run ships to every worker: the CPU traps' settings on ``device: cpu``,
     only the telemetry switch on ``gpu`` (a GPU node keeps its own threads, accelerator, hub

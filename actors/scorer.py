@@ -41,7 +41,7 @@ class ChoiceScorer:
         if engine == "vllm":
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
-            from taosr.actors.runtime import check_in_process_engine
+            from taosr.actors.runtime import block_size_option, check_in_process_engine
             from vllm import LLM, SamplingParams
 
             check_in_process_engine()
@@ -57,7 +57,7 @@ class ChoiceScorer:
                            tensor_parallel_size=tensor_parallel_size, hf_overrides={"head_dtype": "float32"},
                            # kv_block_size 0: vLLM's default. Prefix caching reuses whole blocks only: the CPU default of 128
                            # tokens is longer than a query's shared prefix, so nothing is reused.
-                           **({"block_size": kv_block_size} if kv_block_size else {}))
+                           **block_size_option(kv_block_size))
             self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(self.ids_in_order),
                                          allowed_token_ids=self.ids_in_order)
         elif engine == "hf":

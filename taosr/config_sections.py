@@ -68,7 +68,7 @@ class ModelConfig:
     cache_dir: str = option("~/.cache/taosr/models", "where embedded models are materialised as Hugging Face folders")
     dtype: str = option("bfloat16", "inference dtype; bfloat16 is 3-4x faster than float32 on CPU")
     max_seq_len: int = option(1024, "longest prompt plus response in tokens")
-    kv_block_size: int = option(32, "KV-cache block in tokens of every vLLM engine a stage starts (rollouts, scoring, the GenRM judge; 0: vLLM's default). Prefix caching reuses whole blocks only, and vLLM's CPU default of 128 is longer than a prompt's shared part: with 32, a GRPO step's 8 one-token rollouts of a prompt prefill it once (16 prompts: 10 s -> 2.7 s on the 2-core box) and evaluation reuses a query's prefix (563 rows: 51 -> 33 s)")
+    kv_block_size: int = option(32, "KV-cache block in tokens of the vLLM engines of rollouts, pass@N sampling, scoring, prediction and the GenRM judge (0: vLLM's default; the CoT stage's vLLM teacher keeps vLLM's default). Prefix caching reuses whole blocks only, and vLLM's CPU default of 128 is longer than a prompt's shared part: with 32, a GRPO step's 8 one-token rollouts of a prompt prefill it once (16 prompts: 10 s -> 2.7 s on the 2-core box) and evaluation reuses a query's prefix (563 rows: 51 -> 33 s)")
 
 
 @dataclass
