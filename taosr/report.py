@@ -193,7 +193,10 @@ def decision_section(decision: dict) -> str:
     on_eval = decision.get("on_eval_split")
     if on_eval:
         rows = ["| rule | n | macro-F1 | accuracy | QWK |", "|---|---|---|---|---|"]
-        for name, label in (("argmax", "argmax"), ("chosen", decision["described"])):
+        shown = [("argmax", "argmax"), ("chosen", decision["described"])]
+        if decision["described"] == "argmax":  # the plain argmax kept: one row, not the same one twice
+            shown = [("argmax", "argmax (chosen)")]
+        for name, label in shown:
             m = on_eval[name]
             rows.append(f"| {label} | {on_eval['n']} | {_pct(m['macro_f1'])} | {_pct(m['accuracy'])} | {_unit(m['qwk'])} |")
         text += f"\nOn the {on_eval['split']} split:\n\n" + "\n".join(rows) + "\n"

@@ -137,3 +137,20 @@ def test_a_run_on_s3_gets_its_report_on_s3(run, s3_endpoint, tmp_path_factory):
     local = build_report(str(run), str(tmp_path_factory.mktemp("local-report")), title="s3://runs/r1")
     # The same tables from the S3 copy as from the local run.
     assert read_text("s3://runs/r1/report/report.md", s3_endpoint) == open(local["markdown"]).read()
+
+
+def test_the_decision_section_shows_the_chosen_rule_beside_the_argmax_and_the_argmax_once():
+    from taosr.report import decision_section
+
+    scores = {"n": 10, "macro_f1": 0.5, "accuracy": 0.6, "qwk": 0.4}
+    decision = {"split": "val", "n": 30, "metric": "macro_f1", "described": "cumpt beta=0.35",
+                "candidates": [{"rule": "argmax", "macro_f1": 0.45}, {"rule": "cumpt beta=0.35", "macro_f1": 0.52}],
+                "on_eval_split": {"split": "test", "n": 10, "argmax": scores,
+                                  "chosen": {**scores, "macro_f1": 0.55}}}
+    text = decision_section(decision)
+    assert "**cumpt beta=0.35** (52.00)" in text
+    assert "| argmax | 10 | 50.00 |" in text and "| cumpt beta=0.35 | 10 | 55.00 |" in text
+
+    kept = {**decision, "described": "argmax", "on_eval_split": {**decision["on_eval_split"], "chosen": scores}}
+    rows = [line for line in decision_section(kept).splitlines() if line.startswith("| argmax")]
+    assert rows == ["| argmax (chosen) | 10 | 50.00 | 60.00 | 0.400 |"]
