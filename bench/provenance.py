@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -19,8 +20,6 @@ def git_commit() -> str:
 
 def write_result(result: dict, out: str | Path) -> None:
     """Print a benchmark's result and save it as indented JSON at ``out``."""
-    import json
-
     print(json.dumps(result, indent=1))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")

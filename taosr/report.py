@@ -193,9 +193,9 @@ def decision_section(decision: dict) -> str:
     on_eval = decision.get("on_eval_split")
     if on_eval:
         rows = ["| rule | n | macro-F1 | accuracy | QWK |", "|---|---|---|---|---|"]
-        shown = [("argmax", "argmax"), ("chosen", decision["described"])]
-        if decision["described"] == "argmax":  # the plain argmax kept: one row, not the same one twice
-            shown = [("argmax", "argmax (chosen)")]
+        # The plain argmax kept: one row, not the same one twice.
+        shown = ([("argmax", "argmax (chosen)")] if decision["described"] == "argmax"
+                 else [("argmax", "argmax"), ("chosen", decision["described"])])
         for name, label in shown:
             m = on_eval[name]
             rows.append(f"| {label} | {on_eval['n']} | {_pct(m['macro_f1'])} | {_pct(m['accuracy'])} | {_unit(m['qwk'])} |")
