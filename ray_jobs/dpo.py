@@ -37,14 +37,16 @@ class PairsWithReference:
     """Ray Data callable class: sampled rows -> preference pairs with reference log-probs."""
 
     def __init__(self, reference_path: str, pairs_per_prompt: int, max_seq_len: int, batch_size: int, seed: int,
-                 dtype: str, decision_scale: float = 1.0):
+                 dtype: str, decision_scale: float = 1.0, attn_implementation: str = "sdpa"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(local_dir(reference_path))
-        # The policy's training dtype, so that before the first update policy == reference exactly.
-        self.model = AutoModelForCausalLM.from_pretrained(local_dir(reference_path), dtype=getattr(torch, dtype)).eval()
+        # The policy's training dtype and attention kernel, so that before the first update
+        # policy == reference exactly.
+        self.model = AutoModelForCausalLM.from_pretrained(local_dir(reference_path), dtype=getattr(torch, dtype),
+                                                          attn_implementation=attn_implementation).eval()
         self.pairs_per_prompt, self.max_seq_len, self.batch_size = pairs_per_prompt, max_seq_len, batch_size
         self.seed, self.decision_scale = seed, decision_scale
 
@@ -104,7 +106,8 @@ def build_pair_dataset(config: TaosrConfig, reference_path: str):
         PairsWithReference,
         fn_constructor_args=(reference_path, config.dpo.pairs_per_prompt, config.dpo.max_seq_len,
                              config.dpo.reference_batch_size, config.seed,
-                             "bfloat16" if config.dpo.bf16 else "float32", config.dpo.decision_scale),
+                             "bfloat16" if config.dpo.bf16 else "float32", config.dpo.decision_scale,
+                             config.dpo.attn_implementation),
         batch_size=32, batch_format="pyarrow", concurrency=1, num_cpus=config.dpo.cpus_per_worker,
     )
     if config.dpo.max_examples:  # streaming stops early: no reference pass for pairs never trained on

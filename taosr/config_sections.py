@@ -108,6 +108,9 @@ class CotConfig:
     batch_size: int = option(64, "rows per teacher call")
 
 
+ATTENTION_KERNELS = ("sdpa", "eager")  # the kernels every transformers decoder supports on CPU and GPU
+
+
 @dataclass
 class LearnerConfig:
     """The optimizer and the Ray Train + DeepSpeed workers: what every training stage shares."""
@@ -125,6 +128,11 @@ class LearnerConfig:
     num_workers: int = option(1, "Ray Train workers (one process each)")
     cpus_per_worker: int = option(2, "CPUs (and torch threads) per worker")
     use_gpu: bool = option(False, "one GPU per worker")
+    attn_implementation: str = option("sdpa", "attention kernel of the trained model and its frozen reference (transformers' attn_implementation): sdpa (PyTorch's fused attention, transformers' default) or eager (plain matmuls and softmax). On CPU eager is faster for short rows and slower for long ones: on the 2-core box, SFT steps of 16 left-padded rows with SmolLM2-135M's top 15 blocks trained took 1.22x less time with eager at ~111 tokens, about the same at ~238, and 1.42x more at 512 (bench/attention_bench.py)")
+
+    def __post_init__(self):
+        if self.attn_implementation not in ATTENTION_KERNELS:
+            raise ValueError(f"attn_implementation must be one of {', '.join(ATTENTION_KERNELS)}; got {self.attn_implementation!r}")
 
 
 @dataclass
@@ -138,14 +146,14 @@ class TrainerConfig(LearnerConfig):
     max_seq_len: int = option(512, "prompt plus response tokens; longer responses are cut at the end")
     shuffle: bool = option(True, "train in a seeded random order, reshuffled every epoch (rows arrive grouped by query otherwise)")
     shuffle_buffer: int = option(100000, "rows each worker shuffles at once (Ray Data's local shuffle buffer); at least the shard size gives a full permutation")
-    length_group: int = option(1, "in each run of this many shuffled micro-batches, put rows that train a whole response apart from rows that train their level alone (a short row is not padded to a long one), and deal each group's rows out by level so every micro-batch holds the run's label mix; 1 = off")
+    length_group: int = option(1, "in each run of this many shuffled micro-batches, put rows that train a whole response apart from rows that train their level alone (a short row is not padded to a long one), and give each micro-batch its share of every level's rows from one length quantile of each, so every micro-batch holds the run's label mix; 1 = off")
     log_every_steps: int = option(5, "print and log the metrics every this many steps")
     checkpoint_every_steps: int = option(100, "report a checkpoint to Ray Train every this many steps (and at the end)")
 
 
 @dataclass
 class SftConfig(TrainerConfig):
-    length_group: int = option(16, "in each run of this many shuffled micro-batches, put rows that train their reasoning apart from rows that train the level alone (less padding; never sorted by length, which can follow the label), and deal each group out by level so every micro-batch holds the run's label mix (a drifting mix swings the level token's bias); 1 = off")
+    length_group: int = option(16, "in each run of this many shuffled micro-batches, put rows that train their reasoning apart from rows that train the level alone, and give each micro-batch its share of every level's rows, taken from one length quantile of each level: every micro-batch holds the run's label mix (a drifting mix swings the level token's bias; plain length sorting, where length follows the label, gives micro-batches of one level) and little padding; 1 = off")
     format: str = option("post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only")
     decision_weight: float = option(0.5, "share of the loss carried by the level token's cross-entropy (the rest: the mean over the other response tokens). In a CoT response the decision is ~1 token of ~90; 0 = a plain token mean, 1 = the decision alone")
     reasoning_share: float = option(1.0, "post-CoT: share of training rows (a seeded draw) trained on the whole response; the rest are trained on the level token alone. The reasoning is learned from a few hundred rows (its loss is near 0 after that) while the decision needs thousands, so a share below 1 spends the compute on the decision")
@@ -186,6 +194,7 @@ class DpoConfig(TrainerConfig):
     reference_batch_size: int = option(16, "sequences per forward pass when precomputing reference log-probs")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.decision_scale <= 0:
             raise ValueError(f"dpo.decision_scale={self.decision_scale}: the level token's log-probability must "
                              "count a positive number of times (1 = standard DPO)")
@@ -240,6 +249,7 @@ class GrpoConfig(LearnerConfig):
     fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")
 
     def __post_init__(self):
+        super().__post_init__()
         # A misspelled estimator fails when the config loads, not after the engines, DeepSpeed
         # and the reference model have started.
         from taosr.advantages import get_estimator

@@ -149,3 +149,11 @@ def test_srpo_start_policy_is_validated_when_the_config_loads():
         load_config(None, ["srpo.start_from=grpo"])
     with pytest.raises(ValueError, match="unknown advantage estimator"):  # the parent's checks still run
         load_config(None, ["srpo.advantage=srp"])
+
+
+def test_attention_kernel_is_validated_in_every_training_section():
+    assert load_config("configs/tiny.yaml").sft.attn_implementation == "eager"
+    assert load_config(None).grpo.attn_implementation == "sdpa"
+    for section in ("sft", "dpo", "grpo", "srpo", "genrm"):
+        with pytest.raises(ValueError, match="attn_implementation must be one of sdpa, eager; got 'flash'"):
+            load_config(None, [f"{section}.attn_implementation=flash"])

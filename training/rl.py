@@ -248,7 +248,8 @@ def start_learner(loop_config: dict, rl: GrpoConfig, world: int) -> Learner:
     reference = None
     if rl.kl_coef > 0:
         dtype = torch.bfloat16 if rl.bf16 else torch.float32
-        reference = AutoModelForCausalLM.from_pretrained(local_dir(loop_config["model_path"]), dtype=dtype).eval()
+        reference = AutoModelForCausalLM.from_pretrained(local_dir(loop_config["model_path"]), dtype=dtype,
+                                                         attn_implementation=rl.attn_implementation).eval()
         reference.requires_grad_(False)
     return Learner(engine, scheduler, reference, tokenizer, gas)
 
