@@ -267,19 +267,18 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
 def stratified_micro_batches(batches, micro_batch_size: int, rng: random.Random):
     """Micro-batches (lists of rows) from larger shuffled batches, each with the batch's mix of
     levels. The rows that train a whole response (reasoning) are put apart from those that train
-    their decision alone, so a level token's prompt is not padded to a reasoning row three times
-    its length; within each group every micro-batch takes its share of each level's rows, from
-    the same length quantile of every level (``by_length_within_level``), so it holds the group's
-    label mix and is padded only to rows about as long as its own (on the built-in logs, 111
-    tokens a decision-only micro-batch instead of 133). Both keep the level token's bias still: where a
-    micro-batch's mix follows something else (length-sorted micro-batches held one level each
-    where length follows the label) or drifts by chance (a 16-row draw from 50/40/7/3 often
-    holds 11 of one level), each step pushes the bias its own way, and the model's answers jump
-    from one constant to another instead of it learning from the input
-    (tests/test_learns_the_decision.py). A group's rows that do not fill a micro-batch (a seeded
-    draw) are pooled; a batch of exactly one micro-batch passes through unchanged. A last part
-    shorter than a micro-batch is dropped, as ``drop_last`` would: every rank then runs
-    ``shard rows // micro_batch_size`` micro-steps."""
+    their decision alone, so a level token's prompt is not padded to a reasoning row three times its
+    length; within each group every micro-batch takes its share of each level's rows, from the same
+    length quantile of every level (``by_length_within_level``), so it holds the group's label mix
+    and is padded only to rows about as long as its own (on the built-in logs, 111 tokens a
+    decision-only micro-batch instead of 133). Both keep the level token's bias still: where a
+    micro-batch's mix follows something else (length-sorted micro-batches held one level each where
+    length follows the label) or drifts by chance (a 16-row draw from 50/40/7/3 often holds 11 of
+    one level), each step pushes the bias its own way, and the model's answers jump from one
+    constant to another instead of it learning from the input (tests/test_learns_the_decision.py). A
+    group's rows that do not fill a micro-batch (a seeded draw) are pooled; a batch of exactly one
+    micro-batch passes through unchanged. A last part shorter than a micro-batch is dropped, as
+    ``drop_last`` would: every rank then runs ``shard rows // micro_batch_size`` micro-steps."""
     for batch in batches:
         rows = batch.to_pylist()
         if len(rows) <= micro_batch_size:
@@ -301,11 +300,11 @@ def stratified_micro_batches(batches, micro_batch_size: int, rng: random.Random)
 
 
 def by_length_within_level(rows: list[dict]) -> list[dict]:
-    """``rows`` ordered so that consecutive runs hold each level in its share and rows of about
-    the same length: each level's rows are ranked by length and every row keyed by its rank's
-    quantile within its level; the rows then go in quantile order. A run of k rows thus takes the
-    next k/n of every level's length-ranked rows (n rows in all), so a micro-batch cut from it
-    keeps the label mix and is padded only to rows of its own quantile."""
+    """``rows`` ordered so that any k consecutive rows hold each level in its share and rows of
+    about the same length: each level's rows are ranked by length, every row is keyed by its
+    rank's quantile within its level, and the rows go in quantile order. k consecutive rows of n
+    thus hold about k/n of every level's rows, the next ones by length, so a micro-batch cut
+    from them keeps the label mix and is padded only to rows of its own quantile."""
     by_level: dict = {}
     for row in rows:
         by_level.setdefault(row.get("level") or 0, []).append(row)
