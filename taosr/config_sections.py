@@ -146,14 +146,14 @@ class TrainerConfig(LearnerConfig):
     max_seq_len: int = option(512, "prompt plus response tokens; longer responses are cut at the end")
     shuffle: bool = option(True, "train in a seeded random order, reshuffled every epoch (rows arrive grouped by query otherwise)")
     shuffle_buffer: int = option(100000, "rows each worker shuffles at once (Ray Data's local shuffle buffer); at least the shard size gives a full permutation")
-    length_group: int = option(1, "in each run of this many shuffled micro-batches, put rows that train a whole response apart from rows that train their level alone (a short row is not padded to a long one), and give each micro-batch its share of every level's rows from one length quantile of each, so every micro-batch holds the run's label mix; 1 = off")
+    length_group: int = option(1, "in each run of this many shuffled micro-batches, put rows that train a whole response apart from rows that train their level alone (a short row is not padded to a long one), and deal each group's rows out by level so every micro-batch holds the run's label mix; 1 = off")
     log_every_steps: int = option(5, "print and log the metrics every this many steps")
     checkpoint_every_steps: int = option(100, "report a checkpoint to Ray Train every this many steps (and at the end)")
 
 
 @dataclass
 class SftConfig(TrainerConfig):
-    length_group: int = option(16, "in each run of this many shuffled micro-batches, put rows that train their reasoning apart from rows that train the level alone, and give each micro-batch its share of every level's rows, taken from one length quantile of each level: every micro-batch holds the run's label mix (a drifting mix swings the level token's bias; plain length sorting, where length follows the label, gives micro-batches of one level) and little padding; 1 = off")
+    length_group: int = option(16, "in each run of this many shuffled micro-batches, put rows that train their reasoning apart from rows that train the level alone (less padding; never sorted by length, which can follow the label), and deal each group out by level so every micro-batch holds the run's label mix (a drifting mix swings the level token's bias); 1 = off")
     format: str = option("post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only")
     decision_weight: float = option(0.5, "share of the loss carried by the level token's cross-entropy (the rest: the mean over the other response tokens). In a CoT response the decision is ~1 token of ~90; 0 = a plain token mean, 1 = the decision alone")
     reasoning_share: float = option(1.0, "post-CoT: share of training rows (a seeded draw) trained on the whole response; the rest are trained on the level token alone. The reasoning is learned from a few hundred rows (its loss is near 0 after that) while the decision needs thousands, so a share below 1 spends the compute on the decision")

@@ -225,27 +225,6 @@ def test_every_micro_batch_holds_the_label_mix_even_where_length_follows_the_lab
     assert sorted(r["n"] for c in chunks for r in c) == list(range(64))
 
 
-def test_micro_batches_hold_rows_of_one_length_quantile_of_every_level():
-    """Two levels of 8 decision-only rows, lengths 10-17 and 20-27 in a shuffled order, dealt
-    into micro-batches of 4: each takes the next two length ranks of both levels, so it holds
-    two rows of each level and is padded only to its own quarter (by hand below)."""
-    import random
-
-    import pyarrow as pa
-
-    from taosr.training.trainer import stratified_micro_batches
-
-    lengths = [(1, n) for n in range(10, 18)] + [(2, n) for n in range(20, 28)]
-    random.Random(5).shuffle(lengths)
-    rows = [{"input_ids": [1] * n, "labels": [-100] * (n - 2) + [5, 6], "level": level} for level, n in lengths]
-    chunks = list(stratified_micro_batches([pa.Table.from_pylist(rows)], 4, random.Random(0)))
-    assert sorted(tuple(sorted(len(r["input_ids"]) for r in c)) for c in chunks) == [
-        (10, 11, 20, 21), (12, 13, 22, 23), (14, 15, 24, 25), (16, 17, 26, 27)]
-    # padded to each micro-batch's longest row: 4 * (21 + 23 + 25 + 27) = 384 token slots, where
-    # dealing each level round robin (ranks 0 and 4 together, ...) would pad every batch to 24-27
-    assert sum(4 * max(len(r["input_ids"]) for r in c) for c in chunks) == 384
-
-
 def test_decision_only_examples_keep_the_level_token_alone(tokenizer):
     prompt = build_prompt(tokenizer, "charger for iphone 15", Item("Anker 20W Charger, Lightning"))
     response = render(ResponseFormat.POST_COT, 2, REASONING)

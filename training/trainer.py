@@ -267,18 +267,17 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
 def stratified_micro_batches(batches, micro_batch_size: int, rng: random.Random):
     """Micro-batches (lists of rows) from larger shuffled batches, each with the batch's mix of
     levels. The rows that train a whole response (reasoning) are put apart from those that train
-    their decision alone, so a level token's prompt is not padded to a reasoning row three times its
-    length; within each group every micro-batch takes its share of each level's rows, from the same
-    length quantile of every level (``by_length_within_level``), so it holds the group's label mix
-    and is padded only to rows about as long as its own (on the built-in logs, 111 tokens a
-    decision-only micro-batch instead of 133). Both keep the level token's bias still: where a
-    micro-batch's mix follows something else (length-sorted micro-batches held one level each where
-    length follows the label) or drifts by chance (a 16-row draw from 50/40/7/3 often holds 11 of
-    one level), each step pushes the bias its own way, and the model's answers jump from one
-    constant to another instead of it learning from the input (tests/test_learns_the_decision.py). A
-    group's rows that do not fill a micro-batch (a seeded draw) are pooled; a batch of exactly one
-    micro-batch passes through unchanged. A last part shorter than a micro-batch is dropped, as
-    ``drop_last`` would: every rank then runs ``shard rows // micro_batch_size`` micro-steps."""
+    their decision alone, so a level token's prompt is not padded to a reasoning row three times
+    its length; within each group the rows are dealt out by level, round robin, so every
+    micro-batch holds the group's label mix. Both keep the level token's bias still: where a
+    micro-batch's mix follows something else (length-sorted micro-batches held one level each
+    where length follows the label) or drifts by chance (a 16-row draw from 50/40/7/3 often
+    holds 11 of one level), each step pushes the bias its own way, and the model's answers jump
+    from one constant to another instead of it learning from the input
+    (tests/test_learns_the_decision.py). A group's rows that do not fill a micro-batch (a seeded
+    draw) are pooled; a batch of exactly one micro-batch passes through unchanged. A last part
+    shorter than a micro-batch is dropped, as ``drop_last`` would: every rank then runs
+    ``shard rows // micro_batch_size`` micro-steps."""
     for batch in batches:
         rows = batch.to_pylist()
         if len(rows) <= micro_batch_size:
@@ -291,29 +290,12 @@ def stratified_micro_batches(batches, micro_batch_size: int, rng: random.Random)
             count = len(group) // micro_batch_size
             left_out = set(rng.sample(range(len(group)), len(group) - count * micro_batch_size))
             spare += [row for i, row in enumerate(group) if i in left_out]
-            dealt = by_length_within_level([row for i, row in enumerate(group) if i not in left_out])
-            chunks += [dealt[j * micro_batch_size:(j + 1) * micro_batch_size] for j in range(count)]
+            dealt = sorted((row for i, row in enumerate(group) if i not in left_out), key=lambda row: row.get("level") or 0)
+            chunks += [dealt[j::count] for j in range(count)]
         chunks += [spare[i:i + micro_batch_size] for i in range(0, len(spare), micro_batch_size)]
         chunks = [chunk for chunk in chunks if len(chunk) == micro_batch_size]
         rng.shuffle(chunks)
         yield from chunks
-
-
-def by_length_within_level(rows: list[dict]) -> list[dict]:
-    """``rows`` ordered so that any k consecutive rows hold each level in its share and rows of
-    about the same length: each level's rows are ranked by length, every row is keyed by its
-    rank's quantile within its level, and the rows go in quantile order. k consecutive rows of n
-    thus hold about k/n of every level's rows, the next ones by length, so a micro-batch cut
-    from them keeps the label mix and is padded only to rows of its own quantile."""
-    by_level: dict = {}
-    for row in rows:
-        by_level.setdefault(row.get("level") or 0, []).append(row)
-    keyed = []
-    for level, members in by_level.items():
-        members.sort(key=lambda row: len(row["input_ids"]))  # stable: equal lengths keep the shuffled order
-        keyed += [((rank + 0.5) / len(members), level, rank, row) for rank, row in enumerate(members)]
-    keyed.sort(key=lambda entry: entry[:3])
-    return [entry[3] for entry in keyed]
 
 
 def trains_whole_response(row: dict) -> bool:
