@@ -54,12 +54,12 @@ def synthetic_batch(length: int, micro_batch_size: int, level_id: int, seed: int
             for _ in range(micro_batch_size)]
 
 
-def timed_step(engine, loss_fn, rows: list[dict]) -> tuple[float, float]:
-    """(seconds for forward, backward and update; the loss)."""
-    import torch
+def timed_step(engine, cfg: dict, loss_fn, rows: list[dict]) -> tuple[float, float]:
+    """(seconds for forward, backward and update; the loss), under the stages' own autocast."""
+    from taosr.training.trainer import autocast
 
     began = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with autocast(cfg):
         loss, _, _ = loss_fn(engine, rows)
     engine.backward(loss)
     engine.step()
@@ -96,20 +96,20 @@ def main(argv=None) -> int:
     engines = {kernel: build_engine(model, {**cfg, "attn_implementation": kernel}, total_steps=1000)[0]
                for kernel in KERNELS}
     loss_fn = sft_step_loss(0.5)
-    first_losses = {kernel: timed_step(engines[kernel], loss_fn, batches[0])[1] for kernel in KERNELS}  # warm-up
+    first_losses = {kernel: timed_step(engines[kernel], cfg, loss_fn, batches[0])[1] for kernel in KERNELS}  # warm-up
     steps = []
     for rows in batches[1:]:  # the kernels take turns, micro-batch by micro-batch
         kind = "reasoning" if any(trains_whole_response(r) for r in rows) else "decision-only"
         width = max(len(r["input_ids"]) for r in rows)
         for kernel in KERNELS:
-            seconds, _ = timed_step(engines[kernel], loss_fn, rows)
+            seconds, _ = timed_step(engines[kernel], cfg, loss_fn, rows)
             steps.append({"kernel": kernel, "kind": kind, "width": width, "seconds": seconds})
     level_id = batches[0][0]["input_ids"][batches[0][0]["decision_index"]]
     for length in [int(x) for x in args.lengths.split(",") if x]:
         for repeat in range(4):  # the first of each is a warm-up for the new shape
             rows = synthetic_batch(length, args.micro_batch_size, level_id, seed=repeat)
             for kernel in KERNELS:
-                seconds, _ = timed_step(engines[kernel], loss_fn, rows)
+                seconds, _ = timed_step(engines[kernel], cfg, loss_fn, rows)
                 if repeat:
                     steps.append({"kernel": kernel, "kind": f"synthetic {length}", "width": length, "seconds": seconds})
     dist.destroy_process_group()
