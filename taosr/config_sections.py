@@ -109,6 +109,7 @@ class CotConfig:
 
 
 ATTENTION_KERNELS = ("sdpa", "eager")  # the kernels every transformers decoder supports on CPU and GPU
+LR_SCHEDULES = ("cosine", "wsd")
 
 
 @dataclass
@@ -118,6 +119,8 @@ class LearnerConfig:
     lr: float = option(1e-4, "peak learning rate (small models need far more than the paper's 1e-6 at 42B)")
     warmup_ratio: float = option(0.05, "share of steps spent warming up, then cosine decay to min_lr_ratio * lr")
     min_lr_ratio: float = option(0.1, "the cosine schedule ends at this share of the peak lr instead of 0, so the last steps still learn")
+    lr_schedule: str = option("cosine", "after the warm-up: cosine (decay over every remaining step) or wsd (warm-up, stable, decay: the peak lr held until the last decay_ratio of the steps, then the same cosine decay over those). A decision learnt only after a plateau keeps the peak lr through it with wsd")
+    decay_ratio: float = option(0.2, "wsd: share of the steps in the final cosine decay")
     train_layers: int = option(0, "train only the top N decoder blocks and the final norm, the rest (embeddings and tied output head included) frozen: a step needs no backward pass below them; 0 = train every weight")
     weight_decay: float = option(0.0, "AdamW weight decay")
     micro_batch_size: int = option(4, "examples per worker per forward pass")
@@ -133,6 +136,11 @@ class LearnerConfig:
     def __post_init__(self):
         if self.attn_implementation not in ATTENTION_KERNELS:
             raise ValueError(f"attn_implementation must be one of {', '.join(ATTENTION_KERNELS)}; got {self.attn_implementation!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
+        if not 0.0 < self.decay_ratio <= 1.0 or self.warmup_ratio + self.decay_ratio > 1.0:
+            raise ValueError(f"decay_ratio must be in (0, 1] and leave room for the warm-up (warmup_ratio {self.warmup_ratio}); "
+                             f"got {self.decay_ratio}")
 
 
 @dataclass

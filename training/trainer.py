@@ -48,11 +48,25 @@ def total_optimizer_steps(cfg: dict, num_examples: int, world: int) -> tuple[int
     return micro_steps_per_epoch, total
 
 
+def lr_scheduler(optimizer, cfg: dict, total_steps: int):
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak, over every remaining step
+    (``lr_schedule: cosine``) or over the last ``decay_ratio`` of the steps after a stable peak
+    (``wsd``)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
+
+    warmup = math.ceil(cfg["warmup_ratio"] * total_steps)
+    if cfg.get("lr_schedule", "cosine") == "cosine":
+        return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps, min_lr_rate=cfg["min_lr_ratio"])
+    decay = min(max(1, round(cfg["decay_ratio"] * total_steps)), total_steps - warmup)
+    return get_wsd_schedule(optimizer, warmup, decay, num_stable_steps=total_steps - warmup - decay,
+                            min_lr_ratio=cfg["min_lr_ratio"])
+
+
 def build_engine(model_path: str, cfg: dict, total_steps: int):
-    """fp32 master weights in a DeepSpeed engine with client AdamW and cosine warm-up."""
+    """fp32 master weights in a DeepSpeed engine with client AdamW and the configured lr schedule."""
     import deepspeed
     import torch
-    from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
+    from transformers import AutoModelForCausalLM
 
     # float32 here, bf16 in the engine: DeepSpeed's bf16 mode keeps these float32 copies as the
     # optimizer's master weights. Updating bf16 weights directly would round most small AdamW
@@ -62,8 +76,7 @@ def build_engine(model_path: str, cfg: dict, total_steps: int):
     model.config.use_cache = False
     trainable = train_top_layers(model, cfg.get("train_layers", 0))
     optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, math.ceil(cfg["warmup_ratio"] * total_steps), total_steps, min_lr_rate=cfg["min_lr_ratio"])
+    scheduler = lr_scheduler(optimizer, cfg, total_steps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg), dist_init_required=False)
     return engine, scheduler
