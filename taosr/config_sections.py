@@ -117,8 +117,8 @@ class LearnerConfig:
     """The optimizer and the Ray Train + DeepSpeed workers: what every training stage shares."""
 
     lr: float = option(1e-4, "peak learning rate (small models need far more than the paper's 1e-6 at 42B)")
-    warmup_ratio: float = option(0.05, "share of steps spent warming up, then cosine decay to min_lr_ratio * lr")
-    min_lr_ratio: float = option(0.1, "the cosine schedule ends at this share of the peak lr instead of 0, so the last steps still learn")
+    warmup_ratio: float = option(0.05, "share of steps spent warming up (linearly), then lr_schedule's decay to min_lr_ratio * lr")
+    min_lr_ratio: float = option(0.1, "the decay ends at this share of the peak lr instead of 0, so the last steps still learn")
     lr_schedule: str = option("cosine", "after the warm-up: cosine (decay over every remaining step) or wsd (warm-up, stable, decay: the peak lr held until the last decay_ratio of the steps, then the same cosine decay over those). A decision learnt only after a plateau keeps the peak lr through it with wsd")
     decay_ratio: float = option(0.2, "wsd: share of the steps in the final cosine decay")
     train_layers: int = option(0, "train only the top N decoder blocks and the final norm, the rest (embeddings and tied output head included) frozen: a step needs no backward pass below them; 0 = train every weight")
@@ -138,7 +138,7 @@ class LearnerConfig:
             raise ValueError(f"attn_implementation must be one of {', '.join(ATTENTION_KERNELS)}; got {self.attn_implementation!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
-        if not 0.0 < self.decay_ratio <= 1.0 or self.warmup_ratio + self.decay_ratio > 1.0:
+        if self.lr_schedule == "wsd" and (not 0.0 < self.decay_ratio <= 1.0 or self.warmup_ratio + self.decay_ratio > 1.0):
             raise ValueError(f"decay_ratio must be in (0, 1] and leave room for the warm-up (warmup_ratio {self.warmup_ratio}); "
                              f"got {self.decay_ratio}")
 

@@ -45,3 +45,4 @@ def test_schedule_options_are_checked():
         LearnerConfig(lr_schedule="wsd", decay_ratio=0.0)
     with pytest.raises(ValueError, match="decay_ratio"):
         LearnerConfig(lr_schedule="wsd", warmup_ratio=0.5, decay_ratio=0.6)
+    LearnerConfig(warmup_ratio=0.9)  # the decay ratio only binds wsd

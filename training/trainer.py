@@ -50,8 +50,8 @@ def total_optimizer_steps(cfg: dict, num_examples: int, world: int) -> tuple[int
 
 def lr_scheduler(optimizer, cfg: dict, total_steps: int):
     """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak, over every remaining step
-    (``lr_schedule: cosine``) or over the last ``decay_ratio`` of the steps after a stable peak
-    (``wsd``)."""
+    (``lr_schedule: cosine``, the warm-up from 0) or over the last ``decay_ratio`` of the steps
+    after a stable peak (``wsd``, transformers' warm-up from ``min_lr_ratio`` of the peak)."""
     from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
     warmup = math.ceil(cfg["warmup_ratio"] * total_steps)
