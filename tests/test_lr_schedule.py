@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from taosr.config_sections import LearnerConfig
-from training.trainer import lr_scheduler
+from taosr.training.trainer import lr_scheduler
 
 
 def lrs(schedule: str, steps: int = 200, **extra) -> list[float]:
