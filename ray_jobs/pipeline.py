@@ -70,14 +70,20 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
     return record
 
 
-def main(argv=None) -> int:
-    from taosr.config import load_config
-
+def build_parser():
+    """The pipeline's command line: the job options plus which stages to run."""
     parser = job_parser(__doc__)
     parser.add_argument("--stages", default=",".join(registry.stage_names()),
                         help="comma-separated stages to run, in pipeline order (default: all: %(default)s)")
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
     parser.add_argument("--force", default="", help="comma-separated stages to rerun even when their manifest matches")
+    return parser
+
+
+def main(argv=None) -> int:
+    from taosr.config import load_config
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging()
     config = load_config(args.config, args.overrides)

@@ -9,7 +9,7 @@ Two families, both chosen on a held-out split the reported table never uses:
   rare levels be answered, which is what macro-F1 rewards. tau = 0 is the plain argmax.
 
 On Home Depot's logs the SFT model answered level 1 for almost no row under the plain argmax
-(test F1 of level 1: 1.4), and no CumPT beta fixed that (README, "Choosing the decision rule").
+(test F1 of level 1: 1.4), and no CumPT beta fixed that (docs/results.md, "Teaching the decision").
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def choose_rule(probs, gold: Sequence[int], metric: str = "macro_f1", betas: Seq
     argmax only when the paired bootstrap's 95% interval of its gain over the argmax excludes 0.
     The best of 31 candidates on a few hundred rows is partly luck: on the main job's 300
     validation rows and Home Depot's 681 the chosen rule's gain was within noise, and it lost to
-    the argmax on the test split both times (README, "Choosing the decision rule")."""
+    the argmax on the test split both times (docs/results.md, "Teaching the decision")."""
     probs = np.asarray(probs, dtype=np.float64)
     prior = tuple(probs.mean(axis=0))
     candidates = [DecisionRule("cumpt", beta=beta) for beta in betas]

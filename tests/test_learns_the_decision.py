@@ -6,7 +6,7 @@ collapses to a constant cannot. Here the title word's length follows the level: 
 micro-batches sorted by length (before 8dff31d) the stage stayed at the prior. It guards the
 stage's machinery (the decision's index, the label window, the micro-batch grouping, the class
 weights, keeping the best step) with the tiny model; the recipe for the real model is measured
-in the README ("Teaching the decision"). Decision weight 1: on these logs class balance 0.5
+in docs/results.md ("Teaching the decision"). Decision weight 1: on these logs class balance 0.5
 with decision weight 0.5 (half of a label-only row's loss on its end-of-turn token) also
 stayed at the prior while either knob alone learned (bench/results/tiny_decision_runs.json)."""
 
