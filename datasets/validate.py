@@ -1,7 +1,8 @@
 """Validation of raw log records on Ray Data: every input row ends up either accepted (clean,
 normalised) or quarantined with a reason, and input = accepted + quarantined is checked, so no
 row is ever silently lost. Duplicate ids keep their first occurrence (by source, then line) and
-quarantine the rest.
+quarantine the rest. With ``data.label_bins`` set, logs whose labels are already levels stop
+here with the cause (``label_bins``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Mapping
 
 import pyarrow as pa
 
+from taosr.datasets import label_bins
 from taosr.datasets.schema import ACCEPTED_COLUMNS, QUARANTINE_COLUMNS, Limits, RowError, normalise_row, rename_columns
 from taosr.datasets.splits import assign_split, query_sampled
 
@@ -94,6 +96,8 @@ def validate_records(raw_ds, data_config, require_label: bool = True) -> Validat
         bad = bad.union(marked.filter(expr="not ok"))
     accepted = good.select_columns(list(ACCEPTED_COLUMNS) + ["split"]).materialize()
     quarantined = bad.select_columns(list(QUARANTINE_COLUMNS)).materialize()
+    if data_config.label_bins:
+        label_bins.check(accepted)  # stops before anything is written when the bins would relabel levels
     sampled_out = 0
     if data_config.max_rows and accepted.count() > data_config.max_rows:
         before = accepted.count()

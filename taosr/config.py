@@ -99,7 +99,22 @@ def load_config(profile: str | Path | None = None, overrides: Sequence[str] = ()
         raise ValueError(f"overrides must look like key.sub=value; got {bad}")
     if overrides:
         merged = OmegaConf.merge(merged, _rename_deprecated(OmegaConf.from_dotlist(list(overrides)), "overrides"))
+        for key, value in _whole_maps(overrides):
+            OmegaConf.update(merged, key, value, merge=False)  # type-checked against the field again
     return OmegaConf.to_object(merged)
+
+
+def _whole_maps(overrides: Sequence[str]) -> list[tuple[str, object]]:
+    """The overrides that give a whole map (``data.label_bins={}``, ``data.columns={query: q}``):
+    those replace the profile's map instead of merging into it, so a key of the profile's map
+    can be removed from the command line. A dotted key (``data.columns.query=q``) still sets
+    one entry."""
+    whole = []
+    for item in overrides:
+        key, value = item.split("=", 1)
+        if value.strip().startswith("{"):
+            whole.append((key, OmegaConf.select(OmegaConf.from_dotlist([item]), key)))
+    return whole
 
 
 def _profile_chain(path: Path, seen: tuple[Path, ...] = ()) -> list:

@@ -172,6 +172,16 @@ class SftConfig(TrainerConfig):
     eval_every_steps: int = option(50, "every this many steps, score eval_examples validation rows by their first-token level distribution (macro-F1, QWK, the decision's cross-entropy); 0 = off. Post-CoT and label-only only")
     eval_examples: int = option(256, "validation rows scored while training (a seeded sample of the val split)")
     keep_best: bool = option(True, "the saved model is the validated step with the best macro-F1 (the last step when validation is off). A resumed run tracks the best from its restart on")
+    patience: int = option(0, "stop when this many validation checks in a row bring no macro-F1 gain of more than min_delta over the best so far (the best step is kept); 0 = train to the step budget. Needs eval_every_steps")
+    min_delta: float = option(0.0, "the smallest validation macro-F1 gain (0-1 scale) that resets the patience count")
+    max_minutes: float = option(0.0, "stop at the first step past this many minutes of training in this attempt (0 = no cap); the best validated step is kept")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.patience < 0 or self.min_delta < 0 or self.max_minutes < 0:
+            raise ValueError("patience, min_delta and max_minutes must be 0 or more")
+        if self.patience and not self.eval_every_steps:
+            raise ValueError("patience counts validation checks: set eval_every_steps too")
 
 
 @dataclass
@@ -222,7 +232,7 @@ class GrpoConfig(LearnerConfig):
     top_p: float = option(1.0, "rollout nucleus threshold (1 = off)")
     max_new_tokens: int = option(160, "longest rollout")
     advantage: str = option("grpo", "advantage estimator by name (taosr.advantages registry): grpo, or srpo in stage 4")
-    partial_credit: bool = option(False, "reward 1 - |pred - gold| / 3 instead of 0 for a wrong but well-formed label (on Home Depot's averaged ratings it paid hedging to the middle level and cost 5 points of macro-F1: README)")
+    partial_credit: bool = option(False, "reward 1 - |pred - gold| / 3 instead of 0 for a wrong but well-formed label (on Home Depot's averaged ratings it paid hedging to the middle level and cost 5 points of macro-F1: docs/results.md)")
     format_gate: bool = option(True, "a response that breaks the post-CoT format earns 0 whatever its label (off: the first-token label alone decides)")
     clip_eps: float = option(0.2, "importance-ratio clip")
     kl_coef: float = option(0.02, "weight of the KL penalty to the frozen start model (0 skips the reference model)")

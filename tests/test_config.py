@@ -50,7 +50,7 @@ def test_every_shipped_profile_loads_and_gives_srpo_the_grpo_budget(profile):
     config = load_config(ROOT / "configs" / profile)
     srpo_steps = sum(stage["steps"] for stage in config.srpo.curriculum)
     if config.grpo.max_new_tokens == 1:
-        assert (profile, srpo_steps) in (("tiny.yaml", 2), ("long.yaml", 6), ("user-logs.yaml", 12))
+        assert (profile, srpo_steps) in (("tiny.yaml", 2), ("long.yaml", 6), ("user-logs.yaml", 12), ("homedepot.yaml", 12))
     else:
         assert srpo_steps == config.grpo.steps
 
@@ -157,3 +157,22 @@ def test_attention_kernel_is_validated_in_every_training_section():
     for section in ("sft", "dpo", "grpo", "srpo", "genrm"):
         with pytest.raises(ValueError, match="attn_implementation must be one of sdpa, eager; got 'flash'"):
             load_config(None, [f"{section}.attn_implementation=flash"])
+
+
+def test_a_whole_map_on_the_command_line_replaces_the_profiles_map():
+    """`data.label_bins={}` removes the example profile's bins, `data.columns={...}` replaces its
+    mapping; a dotted key still sets one entry and keeps the rest."""
+    profile = ROOT / "configs" / "homedepot.yaml"
+    base = load_config(profile)
+    assert base.data.label_bins == {"4": 2.75, "3": 2.25, "2": 1.5, "1": 1.0}
+    cleared = load_config(profile, ["data.label_bins={}", "data.columns={query: q, title: t}"])
+    assert cleared.data.label_bins == {} and cleared.data.columns == {"query": "q", "title": "t"}
+    one = load_config(profile, ["data.columns.query=q"])
+    assert one.data.columns == {**base.data.columns, "query": "q"} and one.data.label_bins == base.data.label_bins
+
+
+def test_the_user_logs_profile_holds_no_example_sets_mapping():
+    config = load_config(ROOT / "configs" / "user-logs.yaml")
+    assert config.data.columns == {} and config.data.label_bins == {} and config.data.encoding == "utf-8"
+    example = load_config(ROOT / "configs" / "homedepot.yaml")
+    assert example.sft == config.sft and example.grpo == config.grpo  # the recipe is the user-logs one

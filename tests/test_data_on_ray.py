@@ -277,3 +277,26 @@ def test_training_logs_of_a_run_on_s3_land_on_s3_and_survive_a_resume(s3_endpoin
     lines = [json.loads(line) for line in read_text(f"{folder}/metrics.jsonl", s3_endpoint).splitlines()]
     assert [(row["step"], row["loss"]) for row in lines] == [(1, 1.0), (2, 0.5), (3, 0.3)]
     assert exists(f"{folder}/tensorboard", s3_endpoint)
+
+
+def test_a_csv_labelled_1_to_4_under_rating_bins_stops_with_the_cause(ray_cluster, tmp_path):
+    """Levels 1-4 read through the Home Depot profile's bins would turn every 3 into a 4: the data
+    stage stops before writing anything, names the cause and the fix; without the bins
+    (``data.label_bins={}`` on the command line) the same file is accepted with its labels."""
+    from taosr.config import load_config
+    from taosr.datasets.label_bins import LabelBinsError
+    from taosr.ray_jobs.data import validate_to
+
+    lines = ["id,search_term,product_title,relevance"]
+    lines += [f"{i},query {i % 5},item {i},{1 + i % 4}" for i in range(40)]
+    (tmp_path / "logs.csv").write_text("\n".join(lines) + "\n")
+    config = load_config("configs/homedepot.yaml", [f"data.source={tmp_path / 'logs.csv'}", "data.encoding=utf-8"])
+    with pytest.raises(LabelBinsError, match=r"already a level 1-4.*3 -> 4 \(10 rows\)"):
+        validate_to(config.data.source, str(tmp_path / "out"), config.data)
+    assert not (tmp_path / "out" / "accepted").exists()
+
+    config = load_config("configs/homedepot.yaml", [f"data.source={tmp_path / 'logs.csv'}", "data.encoding=utf-8",
+                                                    "data.label_bins={}"])
+    result = validate_to(config.data.source, str(tmp_path / "out"), config.data)
+    assert result.counts["accepted"] == 40
+    assert Counter(r["label"] for r in result.accepted.take_all()) == {1: 10, 2: 10, 3: 10, 4: 10}
