@@ -20,6 +20,7 @@ from taosr.config import RayConfig
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
 from taosr.training.checkpoints import load_state, report_final, save_state
 from taosr.sft_examples import IGNORE_INDEX
+from taosr.stopping import Stopping
 
 PHASES = ("data", "forward", "backward", "update")  # a micro-step's timed parts, summed per optimizer step
 PHASE_KEYS = tuple(f"{phase}_s" for phase in PHASES)
@@ -182,7 +183,9 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     epoch's order is a seeded shuffle of the shard (``shuffle``), the same on every attempt.
 
     ``validate(module) -> metrics`` (rank 0, every ``eval_every_steps``) scores the model while
-    it trains; with ``keep_best`` the saved model is the step whose ``macro_f1`` was best."""
+    it trains; with ``keep_best`` the saved model is the step whose ``macro_f1`` was best. The
+    stage stops before its step budget when ``patience`` checks in a row bring no gain over the
+    best, or past ``max_minutes`` of training (``taosr.stopping``); ``stop_reason`` says which."""
     import ray.train
     import torch
     from transformers import AutoTokenizer
@@ -214,6 +217,9 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     best = BestWeights(enabled=rank == 0 and validate is not None and cfg.get("keep_best", False)
                        and cfg["zero_stage"] != 3)
     every = cfg.get("eval_every_steps", 0) if validate is not None else 0
+    stopping = Stopping(patience=cfg.get("patience", 0) if every else 0, min_delta=cfg.get("min_delta", 0.0),
+                        max_seconds=60 * cfg.get("max_minutes", 0.0))
+    stopped = False
     for epoch in range(start_epoch, cfg["epochs"]):
         shuffled = {"local_shuffle_buffer_size": cfg["shuffle_buffer"],
                     "local_shuffle_seed": loop_config["seed"] * 1000 + epoch * 10 + rank} if cfg.get("shuffle") else {}
@@ -253,24 +259,35 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
                        "tokens_per_s": tokens * world / elapsed, "examples_per_s": done * per_step / elapsed,
                        "eta_s": round((total_steps - step) * elapsed / max(done, 1))}
             window = []
-            if rank == 0 and every and (step % every == 0 or step == total_steps):
+            validating = bool(every) and (step % every == 0 or step == total_steps)
+            stop = False
+            if rank == 0 and validating:
                 with autocast(cfg):
                     checked = validate(engine.module)
                 metrics.update({f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))})
                 best.offer(step, checked.get("macro_f1"), engine.module)
+                stop = stopping.validated(step, checked.get("macro_f1"))
                 metrics["val_best_step"] = best.step
                 log.log(step, {**metrics, "val_predicted_levels": checked.get("predicted_levels")})
             elif step % cfg["log_every_steps"] == 0 or step == 1 or step == total_steps:
                 log.log(step, metrics)
+            if stopping.max_seconds and rank == 0:
+                stop = stop or stopping.out_of_time(time.time() - started)
+            if world > 1 and (validating or stopping.max_seconds):
+                stop = rank_zero_says(stop, engine.device)  # every rank must leave the loop at the same step
+            if stop:
+                stopped = True
+                break
             if step % cfg["checkpoint_every_steps"] == 0 and step < total_steps:
                 save_state(engine, rank, {"step": step, "epoch": epoch, "next_micro_step": micro_step + 1}, metrics)
                 log.sync()
             waited = time.perf_counter()  # validation and checkpoints are not the rows' wait
-        if step >= total_steps:
+        if stopped or step >= total_steps:
             break
     final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
              "train_seconds": time.time() - started, "resumed_after_step": resumed.get("step", 0),
-             **{f"total_{k}": v for k, v in phase_totals.items()}}
+             **{f"total_{k}": v for k, v in phase_totals.items()},
+             "stop_reason": stopping.finished(step, total_steps), "stopped_early": int(stopped)}
     if best.restore(engine.module):
         final.update({"saved_step": best.step, **{f"saved_val_{k}": v for k, v in best.metrics.items()}})
     report_final(engine, tokenizer, loop_config, rank, final)
@@ -315,6 +332,16 @@ def trains_whole_response(row: dict) -> bool:
     """More labelled tokens than a level and its end-of-turn token."""
     labels = row.get("labels") or ()
     return sum(1 for token in labels if token != IGNORE_INDEX) > 2
+
+
+def rank_zero_says(flag: bool, device) -> bool:
+    """Rank 0's ``flag`` on every rank (a one-element broadcast over the training group)."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1 if flag else 0], device=device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
 
 
 class BestWeights:
@@ -391,4 +418,4 @@ def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: 
     else:
         with result.checkpoint.as_directory() as folder:
             copy_tree(folder, final_dir, s3_endpoint)
-    return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))}
