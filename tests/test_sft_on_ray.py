@@ -97,3 +97,25 @@ def test_vllm_teacher_actor_runs_and_its_drops_are_counted(ray_cluster, tiny_mod
     # A random tiny model cannot write five valid steps: every row is dropped, with a reason.
     assert counts["drop_reasons"] == {"unparseable": 6}
     assert dropped.count() == 6
+
+
+def test_two_workers_stop_together_when_patience_runs_out(trained, tiny_model, tmp_path):
+    """Patience through the real stage on two gloo workers: with a min_delta no check can beat,
+    the first check (step 2) is the best and the second (step 4) runs patience out, so rank 0
+    tells both workers to stop there. The saved weights are the better validated of the two steps
+    (keep_best needs no min_delta), and the reason is in the summary."""
+    import dataclasses
+
+    from taosr.ray_jobs import sft as sft_stage
+
+    config, _, _, _ = trained
+    config = dataclasses.replace(config, sft=dataclasses.replace(
+        config.sft, eval_every_steps=2, eval_examples=8, patience=1, min_delta=1.0, checkpoint_every_steps=100))
+    summary = sft_stage.train(config, tiny_model, str(tmp_path / "sft"))
+    assert summary["step"] == 4 and summary["stopped_early"] == 1
+    assert summary["stop_reason"].startswith("patience: 1 validation checks without a gain over step 2's")
+    logged = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert max(line["step"] for line in logged) == 4
+    scores = {line["step"]: line["val_macro_f1"] for line in logged if "val_macro_f1" in line}
+    assert set(scores) == {2, 4}
+    assert summary["saved_step"] == (4 if scores[4] > scores[2] else 2)
