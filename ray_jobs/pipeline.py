@@ -77,6 +77,9 @@ def build_parser():
                         help="comma-separated stages to run, in pipeline order (default: all: %(default)s)")
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
     parser.add_argument("--force", default="", help="comma-separated stages to rerun even when their manifest matches")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 0,1,2: run the pipeline once per seed "
+                        "into <run_dir>/seed-<k>/ and write <run_dir>/seeds.md (each stage's macro-F1 and QWK per "
+                        "seed, mean and sd, and each seed's paired intervals against the lexical baseline and SFT)")
     return parser
 
 
@@ -93,12 +96,34 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     init_ray(config.ray, config.data.s3_endpoint)
+    if not args.seeds:
+        run_once(config, stages, force)
+        return 0
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated whole numbers; got {args.seeds!r}")
+    runs = {}
+    for seed in seeds:  # the data seed stays: every seed sees the same logs and splits
+        runs[seed] = join(config.run_dir, f"seed-{seed}")
+        run_once(load_config(args.config, [*args.overrides, f"seed={seed}", f"run_dir={runs[seed]}"]), stages, force)
+    if "://" not in config.run_dir and all(exists(join(r, "eval", "lexical", "metrics.json")) for r in runs.values()):
+        from taosr.report_seeds import seed_table
+
+        path = join(config.run_dir, "seeds.md")
+        with open(path, "w") as out:
+            out.write(f"# {config.run_dir}: one run per seed\n\n" + seed_table(runs))
+        print("seed table:", path)
+    return 0
+
+
+def run_once(config: TaosrConfig, stages: list[str], force: set[str]) -> None:
+    """One pipeline run: its stages, its timings file and, when eval ran, its report."""
     record = run_pipeline(config, stages, force)
     write_json(join(config.run_dir, "timings.json"), record, config.data.s3_endpoint)
     print("stages:", json.dumps(record))
     if exists(join(config.run_dir, "eval", "lexical", "metrics.json"), config.data.s3_endpoint):  # eval ran
         print("report:", write_report(config.run_dir, config.data.s3_endpoint))
-    return 0
 
 
 def write_report(run_dir: str, s3_endpoint: str = "") -> str:

@@ -81,3 +81,23 @@ def test_sigkill_during_sft_then_rerun_matches_uninterrupted(ray_cluster, tiny_m
     # A third run has nothing to do.
     output = finish(pipeline(killed, address, MODEL_CACHE, every))
     assert all(f"[{stage}] skip" in output for stage in STAGES.split(","))
+
+
+def test_seeds_run_the_pipeline_once_per_seed_and_write_the_seed_table(ray_cluster, tiny_model, tmp_path):
+    """`--seeds 0,1` runs each seed into its own folder and writes seeds.md; the lexical line is
+    fitted in each run and reads the same in both (the data seed stays, so the rows do)."""
+    from tests.conftest import MODEL_CACHE
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", "data,eval",
+               "--seeds", "0,1", f"run_dir={tmp_path}", f"ray.address={address}", f"model.cache_dir={MODEL_CACHE}",
+               "data.rows=160", "model.name=tiny", "eval.engine=hf"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=RUN_BUDGET_S,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert (tmp_path / "seed-0" / "eval" / "lexical" / "metrics.json").exists()
+    assert (tmp_path / "seed-1" / "eval" / "lexical" / "metrics.json").exists()
+    table = (tmp_path / "seeds.md").read_text()
+    lexical = next(line for line in table.splitlines() if line.startswith("| lexical") and "±" in line)
+    cells = [cell.strip() for cell in lexical.strip("|").split("|")]
+    assert cells[1] == cells[2] and cells[3].endswith("± 0.0"), lexical
