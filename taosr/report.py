@@ -184,6 +184,22 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def validation_section(run: Path, stage: str) -> str:
+    """A training stage's validation checks (step, macro-F1, QWK, answers per level), the step it
+    kept and the reason it stopped (``taosr.stopping``); empty when it did not validate."""
+    checks = [line for line in _read_jsonl(run / stage / "metrics.jsonl") if "val_macro_f1" in line]
+    if not checks:
+        return ""
+    lines = ["| step | val macro-F1 | val QWK | answers 1/2/3/4 |", "|---|---|---|---|"]
+    for check in checks:
+        answers = check.get("val_predicted_levels") or {}
+        lines.append(f"| {check['step']} | {_pct(check['val_macro_f1'])} | {_unit(check.get('val_qwk'))} | "
+                     + "/".join(str(answers.get(str(level), 0)) for level in (1, 2, 3, 4)) + " |")
+    summary = _read_json(run / stage / "summary.json") or {}
+    kept = summary.get("saved_step", summary.get("step"))
+    return "\n".join(lines) + f"\n\nKept step {kept}; stopped by {summary.get('stop_reason', 'its step budget')}.\n"
+
+
 def decision_section(decision: dict) -> str:
     """The rule the export stage chose on validation, and what it does on the eval split."""
     chosen = next(row for row in decision["candidates"] if row["rule"] == decision["described"])
@@ -287,6 +303,9 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         parts += ["## pass@k (stage 2)\n", pass_at_k_table(pass_at_k), "\n", f"![pass@k]({plot.name})\n"]
     else:
         missing.append("pass@k (no sample/pass_at_k.json)")
+    sft_curve = validation_section(run, "sft")
+    if sft_curve:
+        parts += ["## SFT's validation curve, and why it stopped\n", sft_curve, "\n"]
     cot_sample = cot_examples(run)
     if cot_sample:
         parts += ["## What SFT was trained on: a sample of the CoT\n", cot_sample, "\n"]

@@ -154,3 +154,19 @@ def test_the_decision_section_shows_the_chosen_rule_beside_the_argmax_and_the_ar
     kept = {**decision, "described": "argmax", "on_eval_split": {**decision["on_eval_split"], "chosen": scores}}
     rows = [line for line in decision_section(kept).splitlines() if line.startswith("| argmax")]
     assert rows == ["| argmax (chosen) | 10 | 50.00 | 60.00 | 0.400 |"]
+
+
+def test_the_sft_validation_curve_and_its_stop_reason(tmp_path):
+    from taosr.report import validation_section
+
+    (tmp_path / "sft").mkdir()
+    checks = [{"step": 50, "val_macro_f1": 0.25, "val_qwk": 0.1, "val_predicted_levels": {"2": 100, "4": 28}},
+              {"step": 100, "val_macro_f1": 0.5, "val_qwk": 0.4, "val_predicted_levels": {"1": 9, "2": 40, "3": 11, "4": 68}},
+              {"step": 110, "loss": 1.0}]
+    (tmp_path / "sft" / "metrics.jsonl").write_text("\n".join(json.dumps(c) for c in checks))
+    (tmp_path / "sft" / "summary.json").write_text(json.dumps({"saved_step": 100, "stop_reason": "time cap: 30.1 of 30.0 minutes"}))
+    section = validation_section(tmp_path, "sft")
+    assert "| 50 | 25.00 | 0.100 | 0/100/0/28 |" in section and "| 100 | 50.00 | 0.400 | 9/40/11/68 |" in section
+    assert section.count("\n|") == 3  # header rule and the two checks, not the plain step
+    assert "Kept step 100; stopped by time cap: 30.1 of 30.0 minutes." in section
+    assert validation_section(tmp_path, "dpo") == ""
