@@ -72,9 +72,8 @@ def tokenized_examples(examples, model_path: str, max_seq_len: int):
     return ray.data.from_arrow(table), len(examples) - len(tokenized)
 
 
-def step_accuracy(config: TaosrConfig, model_path: str, examples) -> dict:
-    """Accuracy of P("Yes") > 0.5 against the examples' answers: overall, per step, and on the
-    correct and the corrupted steps apart (a judge that always says Yes gets 1.0 and 0.0)."""
+def yes_probabilities(config: TaosrConfig, model_path: str, examples) -> list[float]:
+    """P("Yes") of each example's question from ``model_path`` on a vLLM judge actor."""
     import ray
 
     from taosr.actors.step_judge import step_judge_actor
@@ -84,16 +83,39 @@ def step_accuracy(config: TaosrConfig, model_path: str, examples) -> dict:
                              kv_cache_gib=config.genrm.kv_cache_gib, seed=config.seed,
                              kv_block_size=config.model.kv_block_size)
     try:
-        probs = ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
+        return ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
     finally:
         ray.kill(judge)
-    right = np.asarray([(p > 0.5) == (e.answer == "Yes") for p, e in zip(probs, examples)], dtype=float)
+
+
+def answered_right(probs, examples) -> np.ndarray:
+    """Whether P("Yes") > 0.5 agrees with each example's answer."""
+    return np.asarray([(p > 0.5) == (e.answer == "Yes") for p, e in zip(probs, examples)], dtype=bool)
+
+
+def step_accuracy(probs, examples) -> dict:
+    """Accuracy of P("Yes") > 0.5 against the examples' answers: overall, per step, and on the
+    correct and the corrupted steps apart (a judge that always says Yes gets 1.0 and 0.0)."""
+    right = answered_right(probs, examples).astype(float)
     steps = np.asarray([e.step for e in examples])
     clean = np.asarray([e.answer == "Yes" for e in examples])
     return {"n": len(examples), "accuracy": float(right.mean()),
             "correct_steps": float(right[clean].mean()), "corrupted_steps": float(right[~clean].mean()),
             "yes_rate": float(np.mean(np.asarray(probs) > 0.5)),
             "per_step": {str(step): float(right[steps == step].mean()) for step in sorted(set(steps.tolist()))}}
+
+
+def gain_over_base(base_probs, trained_probs, examples, seed: int) -> dict:
+    """The trained GenRM's step accuracy minus its base's on the same held-out questions, with a
+    bootstrap interval over (query, item) pairs (a pair's questions share one response), and
+    whether SRPO may use it: only a judge that beats its base beyond noise carries information
+    the base does not."""
+    from taosr.metrics import paired_accuracy_gain
+
+    gain = paired_accuracy_gain(answered_right(base_probs, examples), answered_right(trained_probs, examples),
+                                clusters=[f"{e.query}\n{e.item_text}" for e in examples], seed=seed)
+    gain["beats_base"] = bool(gain["beyond_noise"] and gain["delta"] > 0)
+    return gain
 
 
 def train_loop(loop_config: dict) -> None:
@@ -129,8 +151,11 @@ def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
     summary = {"examples": num_examples, "too_long": too_long, "yes_share": float(np.mean([e.answer == "Yes" for e in examples])),
                "train_rows": train_counts, "held_out_rows": held_out_counts, **metrics}
     if held_out:
-        summary["step_accuracy"] = step_accuracy(config, model, held_out)
-        summary["base_step_accuracy"] = step_accuracy(config, base_model, held_out)
+        trained_probs = yes_probabilities(config, model, held_out)
+        base_probs = yes_probabilities(config, base_model, held_out)
+        summary["step_accuracy"] = step_accuracy(trained_probs, held_out)
+        summary["base_step_accuracy"] = step_accuracy(base_probs, held_out)
+        summary["gain_over_base"] = gain_over_base(base_probs, trained_probs, held_out, config.seed)
     write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)
     write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
     return {"model": model, **summary}

@@ -17,6 +17,7 @@ stage's model is <run_dir>/srpo/model. The first starts from the last policy tra
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import sys
@@ -46,7 +47,9 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
     import ray
 
     model, stages = start_model, {}
-    judge = rl_stage.start_judge(config, config.srpo)  # one GenRM actor for every curriculum stage
+    genrm = rl_stage.genrm_choice(config, config.srpo)
+    print(json.dumps({"srpo": {"genrm": genrm}}), flush=True)  # a GenRM left out says why here and in the summary
+    judge = rl_stage.start_judge(config, config.srpo, genrm["model"] or "")  # one GenRM actor for every stage
     # Tokenised once: the stages share the tokenizer and differ only in their pre-filter window.
     tokenized = rl_stage.tokenized_training_prompts(config, absolute(start_model))
     try:
@@ -69,9 +72,9 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
         shutil.copytree(model, final)
     else:
         final = model
-    write_json(join(out_dir, "summary.json"), {"curriculum": stages}, config.data.s3_endpoint)
+    write_json(join(out_dir, "summary.json"), {"curriculum": stages, "genrm": genrm}, config.data.s3_endpoint)
     write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
-    return {"model": final, "curriculum": stages}
+    return {"model": final, "curriculum": stages, "genrm": genrm}
 
 
 def start_model_for(config: TaosrConfig) -> str:

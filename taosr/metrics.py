@@ -156,6 +156,30 @@ def paired_bootstrap(gold: Sequence[int], pred_a: Sequence[int], pred_b: Sequenc
     return out
 
 
+def paired_accuracy_gain(right_a: Sequence[bool], right_b: Sequence[bool], clusters: Sequence | None = None,
+                         resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Accuracy of b minus accuracy of a on the same questions, with a percentile interval from a
+    paired bootstrap that resamples whole ``clusters`` (questions that share one, such as the five
+    step questions about one response, are not independent; None: every question on its own).
+    ``beyond_noise``: the interval excludes 0."""
+    right_a, right_b = np.asarray(right_a, dtype=float), np.asarray(right_b, dtype=float)
+    if len(right_a) != len(right_b) or len(right_a) == 0:
+        raise ValueError(f"a paired accuracy gain needs the same non-empty questions: {len(right_a)} and {len(right_b)}")
+    keys = np.arange(len(right_a)) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
+    if len(keys) != len(right_a):
+        raise ValueError(f"one cluster per question: {len(keys)} clusters for {len(right_a)} questions")
+    count = int(keys.max()) + 1
+    gained = np.bincount(keys, weights=right_b - right_a, minlength=count)  # per cluster: sum of b - a
+    sizes = np.bincount(keys, minlength=count).astype(float)
+    picks = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
+    deltas = gained[picks].sum(axis=1) / sizes[picks].sum(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    return {"n": len(right_a), "clusters": count, "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean()),
+            "delta": float(right_b.mean() - right_a.mean()), "low": float(low), "high": float(high),
+            "beyond_noise": bool(low > 0 or high < 0), "resamples": resamples, "confidence": confidence}
+
+
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     """Probability that at least one of k samples drawn without replacement from n is correct."""
     if not 0 <= num_correct <= num_samples:

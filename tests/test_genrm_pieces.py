@@ -99,18 +99,33 @@ def test_without_diversity_the_batch_ignores_paths():
 
 
 def test_which_genrm_an_rl_stage_uses(tmp_path):
+    import json
+
     from taosr.config import load_config
-    from taosr.training.rl_stage import genrm_model_for
+    from taosr.training.rl_stage import genrm_choice, genrm_model_for
 
     config = load_config(None, [f"run_dir={tmp_path}"])
     assert genrm_model_for(config, config.srpo) is None  # auto, and no genrm stage ran
     trained = tmp_path / "genrm" / "model"
     trained.mkdir(parents=True)
     (trained / "config.json").write_text("{}")
+    assert "not measured" in genrm_choice(config, config.srpo)["reason"]  # no summary: not used
+    summary = tmp_path / "genrm" / "summary.json"
+    gain = {"n": 200, "clusters": 20, "accuracy_a": 0.52, "accuracy_b": 0.50, "delta": -0.02, "low": -0.08,
+            "high": 0.04, "beyond_noise": False, "beats_base": False}
+    summary.write_text(json.dumps({"gain_over_base": gain}))
+    left_out = genrm_choice(config, config.srpo)
+    assert left_out["model"] is None
+    assert "not used" in left_out["reason"] and "50.0%" in left_out["reason"] and "52.0%" in left_out["reason"]
+    summary.write_text(json.dumps({"gain_over_base": {**gain, "accuracy_b": 0.71, "delta": 0.19, "low": 0.12,
+                                                      "high": 0.26, "beyond_noise": True, "beats_base": True}}))
     assert genrm_model_for(config, config.srpo) == str(trained)
     assert genrm_model_for(config, config.grpo) is None  # GRPO has outcome rewards only
     config.srpo.genrm = "none"
     assert genrm_model_for(config, config.srpo) is None
+    config.srpo.genrm = str(trained)  # a named model is used without the check
+    summary.write_text(json.dumps({"gain_over_base": gain}))
+    assert genrm_model_for(config, config.srpo) == str(trained)
     config.srpo.genrm = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         genrm_model_for(config, config.srpo)

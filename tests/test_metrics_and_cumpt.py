@@ -247,3 +247,23 @@ def test_decision_rule_records_round_trip_and_old_records_mean_cumpt():
     for bad in ({"rule": "vote"}, {"beta": 0.0}, {"prior_tau": -1.0}, {"level_prior": (1, 1, 0, 1)}):
         with pytest.raises(ValueError):
             DecisionRule(**bad)
+
+
+def test_paired_accuracy_gain_by_hand():
+    from taosr.metrics import paired_accuracy_gain
+
+    # Three responses of two questions each; b fixes one question of every response: +3/6.
+    a = [1, 0, 1, 0, 1, 0]
+    b = [1, 1, 1, 1, 1, 1]
+    clusters = ["r1", "r1", "r2", "r2", "r3", "r3"]
+    gain = paired_accuracy_gain(a, b, clusters, resamples=500)
+    assert gain["delta"] == pytest.approx(0.5) and gain["clusters"] == 3 and gain["n"] == 6
+    assert gain["low"] == gain["high"] == pytest.approx(0.5)  # every response gains the same: no spread
+    assert gain["beyond_noise"]
+    # One response gains both questions, one loses both, one holds: the mean is 0 and the
+    # interval must straddle it (resampling whole responses: -2/6 .. +2/6 at the extremes).
+    mixed = paired_accuracy_gain([0, 0, 1, 1, 1, 0], [1, 1, 0, 0, 1, 0], clusters, resamples=2000)
+    assert mixed["delta"] == 0.0 and mixed["low"] < 0 < mixed["high"] and not mixed["beyond_noise"]
+    assert -1.0 <= mixed["low"] and mixed["high"] <= 1.0
+    with pytest.raises(ValueError, match="same non-empty"):
+        paired_accuracy_gain([1, 0], [1], None)
