@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import sys
 
 from taosr.config import TaosrConfig, to_dict, to_yaml
 from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import Reasoning, ResponseFormat, decision_offset, render
-from taosr.models import level_token_ids, model_info
-from taosr.prompts import PROMPT_COLUMNS, build_prompt, item_from_row
+from taosr.models import model_info
+from taosr.prompts import build_prompt, item_from_row
 from taosr.stages.job_args import run_job
 from taosr.stages.registry import StageSpec
 from taosr.training.trainer import fit, require_examples, run_training
+from taosr.training.validation import first_token_validator, run_validation_set
 from taosr.sft_examples import pad_batch, padded_decision_index, tokenize_example
 
 
@@ -124,40 +124,12 @@ def sft_step_loss(decision_weight: float, level_weights: dict | None = None):
     return loss_fn
 
 
-def first_token_validator(validation: dict, batch_size: int = 16):
-    """validate(module) -> metrics, over the prompts the driver tokenised (see ``validation_set``)."""
-    from taosr.first_token import first_token_scores, validation_metrics
-
-    def validate(module) -> dict:
-        probs, logprobs = first_token_scores(module, validation["prompts"], validation["level_ids"],
-                                             validation["pad_id"], batch_size)
-        return validation_metrics(probs, logprobs, validation["gold"])
-
-    return validate
-
-
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
     cfg = loop_config["trainer"]
     validation = loop_config.get("validation")
     run_training(loop_config, "sft", sft_step_loss(cfg["decision_weight"], loop_config.get("level_weights")),
                  first_token_validator(validation) if validation else None)
-
-
-def validation_set(rows: list[dict], tokenizer, fmt: ResponseFormat, count: int, seed: int) -> dict | None:
-    """A seeded sample of ``count`` rows as prompt token ids and gold levels, with the level
-    tokens' ids: what SFT scores while training. None for pre-CoT (its answer comes last, so
-    the first token says nothing) or when there are no rows."""
-    if fmt is ResponseFormat.PRE_COT or not rows or count <= 0:
-        return None
-    rows = sorted(rows, key=lambda r: r["id"])
-    random.Random(seed).shuffle(rows)
-    rows = rows[:count]
-    ids = level_token_ids(tokenizer)
-    return {"prompts": [tokenizer.encode(build_prompt(tokenizer, r["query"], item_from_row(r), fmt),
-                                         add_special_tokens=False) for r in rows],
-            "gold": [int(r["label"]) for r in rows], "level_ids": [ids[level] for level in sorted(ids)],
-            "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
 
 
 def tokenized_dataset(cot_ds, model_path: str, sft_config, seed: int = 0):
@@ -192,10 +164,9 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     if config.sft.class_balance:
         loop_config["level_weights"] = {str(k): v for k, v in class_weights(levels, config.sft.class_balance).items()}
     if config.sft.eval_every_steps:
-        val_rows = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
-        val_rows = val_rows.filter(expr="split == 'val'").select_columns(["id", "label", *PROMPT_COLUMNS]).take_all()
-        loop_config["validation"] = validation_set(val_rows, tokenizer, ResponseFormat(config.sft.format),
-                                                   config.sft.eval_examples, config.seed)
+        loop_config["validation"] = run_validation_set(config.run_dir, config.data.s3_endpoint, tokenizer,
+                                                       ResponseFormat(config.sft.format), config.sft.eval_examples,
+                                                       config.seed)
     metrics = fit(train_loop, loop_config, config.sft, data, out_dir, config.data.s3_endpoint, config.ray)
     summary = {"examples": num_examples, "label_counts": label_counts, "format": config.sft.format,
                "validation_rows": len((loop_config.get("validation") or {}).get("gold", [])), **metrics}

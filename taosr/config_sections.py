@@ -262,6 +262,11 @@ class GrpoConfig(LearnerConfig):
     stall_alarm_steps: int = option(3, "log a dynamic-sampling alarm after this many consecutive steps that kept no group (the policy answers every prompt all-right or all-wrong)")
     lost_format_abort: float = option(0.95, "with format_gate on, stop the job once stall_alarm_steps steps in a row kept no group and at least this share of a step's rollouts broke the format: the start model has lost the output format and no reward can vary (above 1: never stop)")
     entropy_alarm_ratio: float = option(0.5, "log an entropy-collapse alarm when policy entropy falls below this share of its first measured value")
+    eval_every_steps: int = option(0, "every this many steps (and at step 0, before the first update), score eval_examples validation rows by the policy's first-token level distribution (macro-F1, QWK, decision cross-entropy; in metrics.jsonl and TensorBoard); 0 = off")
+    eval_examples: int = option(256, "validation rows scored at each check (a seeded sample of the val split)")
+    keep_best: bool = option(True, "with validation on, the saved model is the checked step with the best macro-F1, step 0 (the start model) included: a stage that only lowers validation hands on the model it started from")
+    patience: int = option(0, "stop when this many validation checks in a row bring no macro-F1 gain of more than min_delta over the best so far (0 = run every step)")
+    min_delta: float = option(0.0, "the smallest validation macro-F1 gain (0-1 scale) that resets the patience count")
     fault_skip_sync_step: int = option(0, "testing only: skip the weight push after this step, to prove the sync check stops the run")
     fault_kill_engine_before_step: int = option(0, "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and the loop restores its weights")
     fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")
@@ -273,6 +278,8 @@ class GrpoConfig(LearnerConfig):
         from taosr.advantages import get_estimator
 
         get_estimator(self.advantage)
+        if self.patience and not self.eval_every_steps:
+            raise ValueError("patience counts validation checks: set eval_every_steps too")
         if not 0.25 <= self.label_cap <= 1.0:
             raise ValueError(f"label_cap={self.label_cap}: it must lie in [0.25, 1] (below a quarter the four "
                              "relevance levels could never fill a batch)")

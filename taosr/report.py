@@ -132,6 +132,21 @@ def timings_table(run: Path) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def genrm_verdict(summary: dict, srpo_summary: dict | None) -> str:
+    """The GenRM's gain over its base with its interval, and whether SRPO scored steps with it."""
+    gain = summary.get("gain_over_base")
+    lines = []
+    if gain:
+        lines.append(f"Gain over the untrained base: {100 * gain['delta']:+.1f} points of step accuracy "
+                     f"[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] (95% bootstrap over "
+                     f"{gain['clusters']} held-out responses, {gain['n']} questions): "
+                     f"{'beyond noise' if gain['beyond_noise'] else 'within noise'}.")
+    used = (srpo_summary or {}).get("genrm")
+    if used:
+        lines.append(f"SRPO's step rewards: {used['reason']}.")
+    return "\n\n".join(lines)
+
+
 def genrm_table(summary: dict) -> str:
     """Step accuracy of the trained GenRM and of its untrained base on the held-out steps."""
     rows = {"GenRM": summary.get("step_accuracy"), "base (untrained)": summary.get("base_step_accuracy")}
@@ -182,6 +197,14 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
         lines.append(difference_row(f"{names[before]} → {names[after]}", predictions[before], predictions[after], seed)
                      + f" {seconds} |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def validated_stages(run: Path) -> list[str]:
+    """The training stages' folders that may hold validation checks, in pipeline order (SRPO's
+    curriculum stages each have their own)."""
+    curriculum = (_read_json(run / "srpo" / "summary.json") or {}).get("curriculum") or {}
+    srpo = [f"srpo/stage-{name}" for name in curriculum]  # the order they ran in
+    return ["sft", "grpo", *srpo]
 
 
 def validation_section(run: Path, stage: str) -> str:
@@ -303,9 +326,12 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         parts += ["## pass@k (stage 2)\n", pass_at_k_table(pass_at_k), "\n", f"![pass@k]({plot.name})\n"]
     else:
         missing.append("pass@k (no sample/pass_at_k.json)")
-    sft_curve = validation_section(run, "sft")
-    if sft_curve:
-        parts += ["## SFT's validation curve, and why it stopped\n", sft_curve, "\n"]
+    curves = [(stage, validation_section(run, stage)) for stage in validated_stages(run)]
+    curves = [(stage, curve) for stage, curve in curves if curve]
+    if curves:
+        parts.append("## Validation while training, and why each stage stopped\n")
+        for stage, curve in curves:
+            parts += [f"### {stage}\n", curve, "\n"]
     cot_sample = cot_examples(run)
     if cot_sample:
         parts += ["## What SFT was trained on: a sample of the CoT\n", cot_sample, "\n"]
@@ -316,7 +342,7 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
     if genrm and genrm_table(genrm):
         parts += ["## GenRM step accuracy (held-out annotated steps)\n",
                   f"Trained on {genrm['examples']} Yes/No step questions ({_pct(genrm['yes_share'])}% Yes).\n",
-                  genrm_table(genrm), "\n"]
+                  genrm_table(genrm), "\n", genrm_verdict(genrm, _read_json(run / "srpo" / "summary.json")), "\n"]
     else:
         missing.append("GenRM step accuracy (no genrm/summary.json)")
     ablation = run / "ablation" / "srpo_step_rewards.md"

@@ -93,6 +93,55 @@ def test_one_token_rollouts_learn_through_the_shared_prompt_pass(learnable):
                if not s["skipped_update"] and s["groups_kept"] == config.grpo.prompts_per_step)
 
 
+def test_grpo_validates_while_it_trains_and_keeps_the_best_checked_step(learnable):
+    """Validation at step 0 (the start model) and every eval_every_steps; the saved model is the
+    checked step with the best validation macro-F1, and scoring the saved folder again gives
+    exactly the macro-F1 logged for that step."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from taosr.first_token import first_token_scores, validation_metrics
+    from taosr.formats import ResponseFormat
+    from taosr.ray_jobs import grpo
+    from taosr.training.validation import run_validation_set
+
+    config, start = learnable
+    config = copy.deepcopy(config)
+    config.grpo.max_new_tokens, config.grpo.eval_every_steps, config.grpo.eval_examples = 1, 4, 12
+    out = f"{config.run_dir}/grpo-validated"
+    summary = grpo.train(config, start, out)
+    checks = [s for s in _logged(out) if "val_macro_f1" in s]
+    assert [c["step"] for c in checks] == [0, 4, 8, 12]
+    best = max(checks, key=lambda c: (c["val_macro_f1"], -c["step"]))  # ties keep the earlier step
+    assert summary["saved_step"] == best["step"] and summary["stop_reason"] == "step budget: 12 of 12 steps"
+    tokenizer = AutoTokenizer.from_pretrained(summary["model"])
+    validation = run_validation_set(config.run_dir, "", tokenizer, ResponseFormat.POST_COT, 12, config.seed)
+    saved = AutoModelForCausalLM.from_pretrained(summary["model"])
+    probs, logprobs = first_token_scores(saved, validation["prompts"], validation["level_ids"], validation["pad_id"])
+    assert validation_metrics(probs, logprobs, validation["gold"])["macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-6)
+
+
+def test_grpo_without_a_validation_gain_stops_on_patience_and_hands_on_its_start_model(learnable):
+    """lr 0: no check can beat step 0, so with patience 1 both ranks leave after the first check
+    and the saved model is the start model (step 0)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from taosr.ray_jobs import grpo
+
+    config, start = learnable
+    config = copy.deepcopy(config)
+    config.grpo.max_new_tokens, config.grpo.lr = 1, 0.0
+    config.grpo.eval_every_steps, config.grpo.eval_examples, config.grpo.patience = 2, 8, 1
+    out = f"{config.run_dir}/grpo-patience"
+    summary = grpo.train(config, start, out)
+    assert [s["step"] for s in _logged(out)] == [0, 1, 2]
+    assert summary["stop_reason"].startswith("patience: 1 validation checks") and summary["stopped_early"] == 1
+    assert summary["saved_step"] == 0 and summary["step"] == 2
+    saved = AutoModelForCausalLM.from_pretrained(summary["model"]).state_dict()
+    begun = AutoModelForCausalLM.from_pretrained(start).state_dict()
+    assert all(torch.equal(saved[name], begun[name]) for name in begun)
+
+
 def test_sync_probe_stops_a_run_whose_weights_were_not_pushed(learnable):
     from taosr.ray_jobs import grpo
 

@@ -170,3 +170,32 @@ def test_the_sft_validation_curve_and_its_stop_reason(tmp_path):
     assert section.count("\n|") == 3  # header rule and the two checks, not the plain step
     assert "Kept step 100; stopped by time cap: 30.1 of 30.0 minutes." in section
     assert validation_section(tmp_path, "dpo") == ""
+
+
+def test_the_genrm_verdict_says_whether_srpo_scored_steps_with_it(tmp_path):
+    from taosr.report import genrm_verdict
+
+    gain = {"n": 400, "clusters": 40, "accuracy_a": 0.555, "accuracy_b": 0.5475, "delta": -0.0075, "low": -0.06,
+            "high": 0.045, "beyond_noise": False, "beats_base": False}
+    srpo = {"genrm": {"model": None, "reason": "the GenRM is not used: held-out step accuracy 54.8% ..."}}
+    text = genrm_verdict({"gain_over_base": gain}, srpo)
+    assert "Gain over the untrained base: -0.8 points of step accuracy [-6.0, +4.5]" in text
+    assert "over 40 held-out responses, 400 questions): within noise." in text
+    assert "SRPO's step rewards: the GenRM is not used: held-out step accuracy 54.8% ...." in text
+    assert genrm_verdict({}, None) == ""
+
+
+def test_the_rl_stages_validation_appears_per_stage_in_curriculum_order(tmp_path):
+    from taosr.report import validated_stages, validation_section
+
+    for stage in ("grpo", "srpo/stage-hard", "srpo/stage-easy"):
+        (tmp_path / stage).mkdir(parents=True)
+        checks = [{"step": 0, "val_macro_f1": 0.5, "val_qwk": 0.3, "val_predicted_levels": {"1": 3}},
+                  {"step": 1, "val_macro_f1": 0.4, "val_qwk": 0.2, "val_predicted_levels": {"1": 3}}]
+        (tmp_path / stage / "metrics.jsonl").write_text("\n".join(json.dumps(c) for c in checks))
+        (tmp_path / stage / "summary.json").write_text(json.dumps({"saved_step": 0, "step": 1,
+                                                                    "stop_reason": "step budget: 1 of 1 steps"}))
+    (tmp_path / "srpo" / "summary.json").write_text(json.dumps({"curriculum": {"easy": {}, "hard": {}}}))
+    assert validated_stages(tmp_path) == ["sft", "grpo", "srpo/stage-easy", "srpo/stage-hard"]
+    section = validation_section(tmp_path, "srpo/stage-easy")
+    assert "| 0 | 50.00 | 0.300 | 3/0/0/0 |" in section and "Kept step 0; stopped by step budget: 1 of 1 steps." in section

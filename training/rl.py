@@ -39,7 +39,9 @@ from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
 from taosr.training.checkpoints import crash_once, load_state, report_final, save_state
 from taosr.training.policy_update import train_on
-from taosr.training.trainer import MetricsLog, build_engine
+from taosr.stopping import Stopping
+from taosr.training.trainer import BestWeights, MetricsLog, build_engine, rank_zero_says
+from taosr.training.validation import first_token_validator
 from taosr.rewards import outcome_reward
 from taosr.steps import segment
 from taosr.verifier import OfflineVerifier, hybrid
@@ -344,6 +346,47 @@ class Alarms:
         return alarms
 
 
+class PolicyChecks:
+    """Validation while the policy trains (rank 0 scores; every rank learns whether to stop): the
+    first-token metrics of ``taosr.training.validation`` at step 0 and every ``eval_every_steps``,
+    the best step's weights kept (``keep_best``; step 0 is the start model) and the stage stopped
+    after ``patience`` checks without a gain (``taosr.stopping``)."""
+
+    def __init__(self, rl: GrpoConfig, validation: dict | None, rank: int):
+        self.rl, self.rank = rl, rank
+        self.validate = first_token_validator(validation) if validation and rl.eval_every_steps else None
+        # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
+        self.best = BestWeights(enabled=rank == 0 and self.validate is not None and rl.keep_best and rl.zero_stage != 3)
+        self.stopping = Stopping(patience=rl.patience if self.validate else 0, min_delta=rl.min_delta)
+
+    def due(self, step: int) -> bool:
+        return self.validate is not None and (step % self.rl.eval_every_steps == 0 or step == self.rl.steps)
+
+    def check(self, step: int, module, device, world: int) -> tuple[dict, bool]:
+        """This step's validation metrics (rank 0; empty elsewhere) and whether to stop (every rank)."""
+        import torch
+
+        metrics, stop = {}, False
+        if self.rank == 0:
+            with torch.no_grad():
+                checked = self.validate(module)
+            metrics = {f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))}
+            metrics["val_predicted_levels"] = checked.get("predicted_levels")
+            self.best.offer(step, checked.get("macro_f1"), module)
+            stop = self.stopping.validated(step, checked.get("macro_f1"))
+            metrics["val_best_step"] = self.best.step
+        if world > 1:
+            stop = rank_zero_says(stop, device)
+        return metrics, stop
+
+    def finish(self, step: int, module, stopped: bool) -> dict:
+        """The summary's stopping fields, with the best step's weights put back into ``module``."""
+        final = {"stop_reason": self.stopping.finished(step, self.rl.steps), "stopped_early": int(stopped)}
+        if self.best.restore(module):
+            final.update({"saved_step": self.best.step, **{f"saved_val_{k}": v for k, v in self.best.metrics.items()}})
+        return final
+
+
 def rl_train_loop(loop_config: dict) -> None:
     """Runs on every learner rank: set up (or resume), then for each step roll out on rank 0,
     broadcast, learn on every rank, sync the engines, watch for alarms, log and checkpoint."""
@@ -371,6 +414,11 @@ def rl_train_loop(loop_config: dict) -> None:
         print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
 
     alarms, metrics = Alarms(rl, stage, rank), {}
+    checks, device, stopped = PolicyChecks(rl, loop_config.get("validation"), rank), learner.engine.device, False
+    if checks.validate is not None and not start_step:  # the start model: what the stage must beat
+        start_metrics, _ = checks.check(0, learner.engine.module, device, world)
+        log.log(0, {"step": 0, **start_metrics})
+    step = start_step
     step_clock = time.time()  # step_s: wall time between consecutive steps' ends, as a user waits it
     for step in range(start_step + 1, rl.steps + 1):
         payload = [rollouts.next_batch(step) if rank == 0 else None]
@@ -389,13 +437,20 @@ def rl_train_loop(loop_config: dict) -> None:
                    "sync_gap": gap, "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
                    "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
         metrics.update(alarms.check(step, metrics))
-        if step % rl.log_every_steps == 0 or step == rl.steps:
+        if checks.due(step):
+            validated, stopped = checks.check(step, learner.engine.module, device, world)
+            metrics.update(validated)
+        if step % rl.log_every_steps == 0 or step == rl.steps or checks.due(step) or stopped:
             log.log(step, metrics)
+        if stopped:
+            break
         if step % rl.checkpoint_every_steps == 0 and step < rl.steps:
             save_state(learner.engine, rank, {"step": step, "sampler": rollouts.sampler.state_dict() if rollouts else None},
                        metrics)
             log.sync()
         if step == rl.fault_crash_after_step:
             crash_once(loop_config.get("log_dir"), step)
-    report_final(learner.engine, learner.tokenizer, loop_config, rank, {**metrics, "step": rl.steps})
+    final = {k: v for k, v in metrics.items() if k != "val_predicted_levels"}
+    final.update(step=step, **checks.finish(step, learner.engine.module, stopped))
+    report_final(learner.engine, learner.tokenizer, loop_config, rank, final)
     log.close()

@@ -6,12 +6,13 @@ docs/architecture.md "The RL loop on Ray")."""
 from __future__ import annotations
 
 from taosr.config import GrpoConfig, TaosrConfig, to_yaml
-from taosr.datasets.storage import absolute, exists, join, local_dir, read_parquet, write_json, write_text
+from taosr.datasets.storage import absolute, exists, join, local_dir, read_parquet, read_text, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.labels import label_text
 from taosr.models import model_info
 from taosr.prompts import build_prompt, item_from_row, render_item
 from taosr.training.trainer import fit
+from taosr.training.validation import run_validation_set
 from taosr.verifier import OfflineVerifier, annotation_key
 
 PROMPT_COLUMNS = ("id", "query", "item_id", "title", "category", "attributes", "price", "description", "label",
@@ -129,7 +130,8 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     prompts, counts = training_prompts(config, start_model, rl, tokenized)
     annotations = verifier_annotations(config, rl.verifier_coverage) if rl.advantage == "srpo" else {}
     counts["verifier_annotations"] = len(annotations)
-    counts["genrm"] = genrm_model_for(config, rl)
+    genrm = genrm_choice(config, rl)
+    counts["genrm"], counts["genrm_reason"] = genrm["model"], genrm["reason"]
     owns_judge = judge is None
     group = RolloutGroup.create(rl.num_engines, start_model, **config.ray.engine_options(rl.cpus_per_engine, rl.gpus_per_engine),
                                 dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
@@ -138,9 +140,13 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     try:
         if owns_judge and counts["genrm"]:
             judge = start_judge(config, rl, counts["genrm"])
-        info = model_info(AutoTokenizer.from_pretrained(local_dir(start_model)), ResponseFormat.POST_COT.value,
+        tokenizer = AutoTokenizer.from_pretrained(local_dir(start_model))
+        info = model_info(tokenizer, ResponseFormat.POST_COT.value,
                           base_model=start_model, stage=stage)
+        validation = run_validation_set(config.run_dir, config.data.s3_endpoint, tokenizer, ResponseFormat.POST_COT,
+                                        rl.eval_examples, config.seed) if rl.eval_every_steps else None
         loop_config = {"rl": rl, "stage": stage, "seed": config.seed, "model_path": start_model,
+                       "validation": validation,
                        "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),
                        "annotations_ref": ray.put(annotations), "genrm": judge,
                        "engines": group.engines, "engine_dtype": config.model.dtype, "model_info": info}
@@ -158,12 +164,36 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
 
 def genrm_model_for(config: TaosrConfig, rl: GrpoConfig) -> str | None:
     """The GenRM an SRPO run scores unverified steps with (``srpo.genrm``), or None."""
+    return genrm_choice(config, rl)["model"]
+
+
+def genrm_choice(config: TaosrConfig, rl: GrpoConfig) -> dict:
+    """{"model": the GenRM an SRPO run uses or None, "reason": why}. ``auto`` takes the run's
+    trained GenRM only when its held-out step accuracy beat its untrained base's beyond noise
+    (genrm/summary.json's ``gain_over_base``): a judge no better than its base gives step
+    rewards that carry no information about the steps, only noise in the advantages."""
+    import json
+
     choice = getattr(rl, "genrm", "none") if rl.advantage == "srpo" else "none"
     if choice == "none":
-        return None
-    if choice == "auto":
-        path = join(config.run_dir, "genrm", "model")
-        return path if exists(join(path, "config.json"), config.data.s3_endpoint) else None
-    if not exists(join(choice, "config.json"), config.data.s3_endpoint):
-        raise FileNotFoundError(f"srpo.genrm={choice!r} is not a model folder (use auto, none or a trained GenRM)")
-    return choice
+        return {"model": None, "reason": "no GenRM: srpo.genrm is none" if rl.advantage == "srpo" else "no GenRM: outcome rewards only"}
+    if choice != "auto":
+        if not exists(join(choice, "config.json"), config.data.s3_endpoint):
+            raise FileNotFoundError(f"srpo.genrm={choice!r} is not a model folder (use auto, none or a trained GenRM)")
+        return {"model": choice, "reason": "the GenRM srpo.genrm names is used"}
+    path = join(config.run_dir, "genrm", "model")
+    if not exists(join(path, "config.json"), config.data.s3_endpoint):
+        return {"model": None, "reason": "no GenRM: the run has none trained (genrm/model)"}
+    summary_path = join(config.run_dir, "genrm", "summary.json")
+    gain = json.loads(read_text(summary_path, config.data.s3_endpoint)).get("gain_over_base") \
+        if exists(summary_path, config.data.s3_endpoint) else None
+    if gain is None:
+        return {"model": None, "reason": "the GenRM is not used: it was not measured against its base on held-out steps "
+                                         "(genrm.eval_rows, or no annotated rows in genrm.eval_split)"}
+    measured = (f"held-out step accuracy {100 * gain['accuracy_b']:.1f}% against its base's "
+                f"{100 * gain['accuracy_a']:.1f}%, gain {100 * gain['delta']:+.1f} "
+                f"[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] on {gain['n']} questions")
+    if not gain["beats_base"]:
+        return {"model": None, "reason": f"the GenRM is not used: {measured}, not beyond noise; steps the verifier cannot "
+                                         "judge get the outcome advantage alone"}
+    return {"model": path, "reason": f"the GenRM is used: {measured}"}
