@@ -267,6 +267,7 @@ class GrpoConfig(LearnerConfig):
     keep_best: bool = option(True, "with validation on, the saved model is the checked step with the best macro-F1, step 0 (the start model) included: a stage that only lowers validation hands on the model it started from")
     patience: int = option(0, "stop when this many validation checks in a row bring no macro-F1 gain of more than min_delta over the best so far (0 = run every step)")
     min_delta: float = option(0.0, "the smallest validation macro-F1 gain (0-1 scale) that resets the patience count")
+    max_minutes: float = option(0.0, "stop at the first step past this many minutes of this attempt's loop (0 = no cap); with validation on, the best checked step is kept")
     fault_skip_sync_step: int = option(0, "testing only: skip the weight push after this step, to prove the sync check stops the run")
     fault_kill_engine_before_step: int = option(0, "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and the loop restores its weights")
     fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")

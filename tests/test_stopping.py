@@ -32,3 +32,18 @@ def test_the_time_cap():
     assert not stopping.out_of_time(599.0)
     assert stopping.out_of_time(630.0) and stopping.reason == "time cap: 10.5 of 10.0 minutes"
     assert not Stopping().out_of_time(10**6)
+
+
+def test_the_rl_loop_stops_on_its_time_cap_with_the_reason():
+    import time
+
+    from taosr.config import GrpoConfig
+    from taosr.training.rl import PolicyChecks
+
+    checks = PolicyChecks(GrpoConfig(steps=10, max_minutes=0.0005), validation=None, rank=0)  # 30 ms
+    assert not checks.due(5) and not checks.out_of_time(device=None, world=1)
+    time.sleep(0.05)
+    assert checks.out_of_time(device=None, world=1)
+    assert checks.finish(3, module=None, stopped=True) == {"stop_reason": checks.stopping.reason, "stopped_early": 1}
+    assert checks.stopping.reason.startswith("time cap:")
+    assert not PolicyChecks(GrpoConfig(steps=10), validation=None, rank=0).out_of_time(device=None, world=1)

@@ -357,7 +357,9 @@ class PolicyChecks:
         self.validate = first_token_validator(validation) if validation and rl.eval_every_steps else None
         # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
         self.best = BestWeights(enabled=rank == 0 and self.validate is not None and rl.keep_best and rl.zero_stage != 3)
-        self.stopping = Stopping(patience=rl.patience if self.validate else 0, min_delta=rl.min_delta)
+        self.stopping = Stopping(patience=rl.patience if self.validate else 0, min_delta=rl.min_delta,
+                                 max_seconds=60 * rl.max_minutes)
+        self.started = time.time()
 
     def due(self, step: int) -> bool:
         return self.validate is not None and (step % self.rl.eval_every_steps == 0 or step == self.rl.steps)
@@ -378,6 +380,13 @@ class PolicyChecks:
         if world > 1:
             stop = rank_zero_says(stop, device)
         return metrics, stop
+
+    def out_of_time(self, device, world: int) -> bool:
+        """Whether the loop has run past ``max_minutes`` (rank 0's clock, told to every rank)."""
+        if not self.stopping.max_seconds:
+            return False
+        late = self.rank == 0 and self.stopping.out_of_time(time.time() - self.started)
+        return rank_zero_says(late, device) if world > 1 else late
 
     def finish(self, step: int, module, stopped: bool) -> dict:
         """The summary's stopping fields, with the best step's weights put back into ``module``."""
@@ -440,6 +449,7 @@ def rl_train_loop(loop_config: dict) -> None:
         if checks.due(step):
             validated, stopped = checks.check(step, learner.engine.module, device, world)
             metrics.update(validated)
+        stopped = checks.out_of_time(device, world) or stopped
         if step % rl.log_every_steps == 0 or step == rl.steps or checks.due(step) or stopped:
             log.log(step, metrics)
         if stopped:
