@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                         help="comma-separated formats to train and evaluate")
     parser.add_argument("--retrain", action="store_true",
                         help="train every format afresh, even when the pipeline's SFT or an earlier ablation run matches the config")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)
     init_ray(config.ray, config.data.s3_endpoint)
     endpoint = config.data.s3_endpoint

@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--model", default=None, help="HF folder to evaluate (default: the config's model)")
     parser.add_argument("--name", default=None, help="name of the result under eval/ (default: the folder's name)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)
     init_ray(config.ray, config.data.s3_endpoint)
     model_path = args.model or resolve_model(config.model.name, config.model.cache_dir)

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     from taosr.config import load_config
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     configure_logging()
     config = load_config(args.config, args.overrides)
     try:

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True, help="a trained or exported model folder")
     parser.add_argument("--input", required=True, help="logs: a file or folder (JSONL, Parquet, CSV, TSV), local or s3://")
     parser.add_argument("--out", required=True, help="output folder (local or s3://)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         parser.error(f"--model {args.model!r} is not a Hugging Face model folder")

@@ -25,7 +25,7 @@ def job_parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def parse_job_args(argv, description: str | None = None):
-    args = job_parser(description).parse_args(argv)
+    args = job_parser(description).parse_intermixed_args(argv)
     return load_config(args.config, args.overrides)
 
 

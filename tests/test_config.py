@@ -176,3 +176,12 @@ def test_the_user_logs_profile_holds_no_example_sets_mapping():
     assert config.data.columns == {} and config.data.label_bins == {} and config.data.encoding == "utf-8"
     example = load_config(ROOT / "configs" / "homedepot.yaml")
     assert example.sft == config.sft and example.grpo == config.grpo  # the recipe is the user-logs one
+
+
+def test_overrides_may_come_before_or_after_the_options():
+    from taosr.stages.job_args import job_parser
+
+    parser = job_parser(None)
+    parser.add_argument("--name", default=None)
+    args = parser.parse_intermixed_args(["seed=2", "--name", "sft", "eval.split=val", "--config", "configs/tiny.yaml"])
+    assert args.name == "sft" and args.overrides == ["seed=2", "eval.split=val"] and args.config == "configs/tiny.yaml"
