@@ -39,9 +39,18 @@ class SamplingSpec:
 
 
 class RolloutEngine:
-    def __init__(self, model_path: str, dtype: str = "bfloat16", max_seq_len: int = 1024, seed: int = 0,
-                 kv_cache_gib: int = 1, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enable_prefix_caching: bool = True, kv_block_size: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "bfloat16",
+        max_seq_len: int = 1024,
+        seed: int = 0,
+        kv_cache_gib: int = 1,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.5,
+        enable_prefix_caching: bool = True,
+        kv_block_size: int = 0,
+    ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         from vllm import LLM
@@ -54,10 +63,18 @@ class RolloutEngine:
 
         # processed_logprobs: the log-probs of the distribution tokens were actually drawn from
         # (after temperature and top-k/p), which is what importance ratios need.
-        self.llm = LLM(model_path, dtype=dtype, enforce_eager=True, enable_prefix_caching=enable_prefix_caching,
-                       max_model_len=max_seq_len, seed=seed, tensor_parallel_size=tensor_parallel_size,
-                       gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="processed_logprobs",
-                       **block_size_option(kv_block_size))
+        self.llm = LLM(
+            model_path,
+            dtype=dtype,
+            enforce_eager=True,
+            enable_prefix_caching=enable_prefix_caching,
+            max_model_len=max_seq_len,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            logprobs_mode="processed_logprobs",
+            **block_size_option(kv_block_size),
+        )
         self.tokenizer = self.llm.get_tokenizer()
         self.weight_version = 0
 
@@ -77,9 +94,15 @@ class RolloutEngine:
 
         if not prompts:
             return []
-        params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
-                                top_k=spec.top_k if spec.top_k > 0 else -1, max_tokens=spec.max_new_tokens,
-                                logprobs=0, stop_token_ids=spec.stop_token_ids or None)
+        params = SamplingParams(
+            n=spec.n,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            top_k=spec.top_k if spec.top_k > 0 else -1,
+            max_tokens=spec.max_new_tokens,
+            logprobs=0,
+            stop_token_ids=spec.stop_token_ids or None,
+        )
         inputs = [{"prompt_token_ids": list(p)} if not isinstance(p, str) else p for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         groups = []
@@ -111,8 +134,9 @@ class RolloutEngine:
         return self.weight_version
 
 
-def rollout_actor_class(num_cpus: float = 1.0, num_gpus: float | None = 0.0, resources: dict | None = None,
-                        max_restarts: int = 1):
+def rollout_actor_class(
+    num_cpus: float = 1.0, num_gpus: float | None = 0.0, resources: dict | None = None, max_restarts: int = 1
+):
     """``RolloutEngine`` as a Ray actor class with the resources one engine needs (``resources``:
     custom ones that place it on a node type, ``RayConfig.engine_options``).
 
@@ -121,5 +145,10 @@ def rollout_actor_class(num_cpus: float = 1.0, num_gpus: float | None = 0.0, res
     """
     import ray
 
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or 0, resources=resources or {},
-                      max_restarts=max_restarts, max_task_retries=0)(RolloutEngine)
+    return ray.remote(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus or 0,
+        resources=resources or {},
+        max_restarts=max_restarts,
+        max_task_retries=0,
+    )(RolloutEngine)

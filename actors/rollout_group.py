@@ -30,13 +30,22 @@ class RolloutGroup:
         self.recoveries = 0  # engines found restarted and given the current weights again
 
     @classmethod
-    def create(cls, count: int, model_path: str, num_cpus: float = 1.0, num_gpus: float | None = 0.0,
-               resources: dict | None = None, ready_timeout_s: float = 600.0, **engine_kwargs) -> "RolloutGroup":
+    def create(
+        cls,
+        count: int,
+        model_path: str,
+        num_cpus: float = 1.0,
+        num_gpus: float | None = 0.0,
+        resources: dict | None = None,
+        ready_timeout_s: float = 600.0,
+        **engine_kwargs,
+    ) -> "RolloutGroup":
         import ray
 
         actor = rollout_actor_class(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources)
-        engines = [actor.remote(model_path, seed=engine_kwargs.pop("seed", 0) + i, **engine_kwargs)
-                   for i in range(count)]
+        engines = [
+            actor.remote(model_path, seed=engine_kwargs.pop("seed", 0) + i, **engine_kwargs) for i in range(count)
+        ]
         ray.get([e.ready.remote() for e in engines], timeout=ready_timeout_s)
         return cls(engines)
 
@@ -46,8 +55,11 @@ class RolloutGroup:
             return []
         self._restore_restarted(timeout_s)
         chunks = _split(list(prompt_ids), len(self.engines))
-        return [group for chunk_groups in self._call_all("generate", chunks, spec, timeout_s=timeout_s)
-                for group in chunk_groups]
+        return [
+            group
+            for chunk_groups in self._call_all("generate", chunks, spec, timeout_s=timeout_s)
+            for group in chunk_groups
+        ]
 
     def push_weights(self, named_tensors: list, version: int, timeout_s: float) -> None:
         """Put the weights in the object store once; every engine loads them in place."""
@@ -56,8 +68,9 @@ class RolloutGroup:
         self._weights_ref = ray.put(named_tensors)
         self._version = version
         try:
-            versions = ray.get([e.update_weights.remote(self._weights_ref, version) for e in self.engines],
-                               timeout=timeout_s)
+            versions = ray.get(
+                [e.update_weights.remote(self._weights_ref, version) for e in self.engines], timeout=timeout_s
+            )
         except ray.exceptions.GetTimeoutError as error:
             raise WeightSyncError(f"weight push v{version} took longer than {timeout_s}s") from error
         if any(v != version for v in versions):
@@ -65,8 +78,9 @@ class RolloutGroup:
 
     def probe(self, prompt_ids: list[int], response_ids: list[int], timeout_s: float) -> list[list[float]]:
         """Each engine's teacher-forced log-probs of one fixed response."""
-        return self._call_all("sequence_token_logprobs", [prompt_ids] * len(self.engines), response_ids,
-                              timeout_s=timeout_s)
+        return self._call_all(
+            "sequence_token_logprobs", [prompt_ids] * len(self.engines), response_ids, timeout_s=timeout_s
+        )
 
     def _call_all(self, method: str, first_args: list, *rest, timeout_s: float):
         """``method(first_args[i], *rest)`` on engine i, for every engine, in parallel."""
@@ -94,14 +108,19 @@ class RolloutGroup:
 
         if self._weights_ref is None:
             return  # nothing pushed yet: every engine, restarted or not, holds the start model
-        for attempt in Retrying(retry=retry_if_exception_type(ray.exceptions.ActorUnavailableError),
-                                stop=stop_after_delay(timeout_s), wait=wait_fixed(1.0), reraise=True):
+        for attempt in Retrying(
+            retry=retry_if_exception_type(ray.exceptions.ActorUnavailableError),
+            stop=stop_after_delay(timeout_s),
+            wait=wait_fixed(1.0),
+            reraise=True,
+        ):
             with attempt:
                 held = ray.get([e.held_version.remote() for e in self.engines], timeout=timeout_s)
                 stale = [engine for engine, version in zip(self.engines, held) if version != self._version]
                 if stale:
-                    ray.get([e.update_weights.remote(self._weights_ref, self._version) for e in stale],
-                            timeout=timeout_s)
+                    ray.get(
+                        [e.update_weights.remote(self._weights_ref, self._version) for e in stale], timeout=timeout_s
+                    )
                     self.recoveries += len(stale)
 
     def shutdown(self) -> None:

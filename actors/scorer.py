@@ -27,10 +27,20 @@ class ChoiceScorer:
     """P(choice | prompt) over a fixed set of answers at the first generated position, each
     answer identified by its first token; subclasses name the tokens (``choice_token_ids``)."""
 
-    def __init__(self, model_path: str, engine: str = "vllm", dtype: str = "bfloat16",
-                 max_seq_len: int = 1024, kv_cache_gib: int = 1, seed: int = 0, prompt_format: str = "post_cot",
-                 enable_prefix_caching: bool = True, tensor_parallel_size: int = 1,
-                 kv_block_size: int = 0, compile_engine: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        engine: str = "vllm",
+        dtype: str = "bfloat16",
+        max_seq_len: int = 1024,
+        kv_cache_gib: int = 1,
+        seed: int = 0,
+        prompt_format: str = "post_cot",
+        enable_prefix_caching: bool = True,
+        tensor_parallel_size: int = 1,
+        kv_block_size: int = 0,
+        compile_engine: bool = False,
+    ):
         from transformers import AutoTokenizer
 
         model_path = local_dir(model_path)  # an s3:// export is fetched to this node once
@@ -52,14 +62,23 @@ class ChoiceScorer:
             # level and the ranking). The other layers stay in ``dtype``.
             # compile_engine: torch.compile the forward (inductor fuses the norms and activations
             # around the matmuls); scoring runs 10-30% faster on CPU, but the engine takes ~1.5 min to start.
-            self.llm = LLM(model_path, dtype=dtype, enforce_eager=not compile_engine, enable_prefix_caching=enable_prefix_caching,
-                           max_model_len=max_seq_len, logprobs_mode="processed_logprobs", seed=seed,
-                           tensor_parallel_size=tensor_parallel_size, hf_overrides={"head_dtype": "float32"},
-                           # kv_block_size 0: vLLM's default. Prefix caching reuses whole blocks only: the CPU default of 128
-                           # tokens is longer than a query's shared prefix, so nothing is reused.
-                           **block_size_option(kv_block_size))
-            self.params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=len(self.ids_in_order),
-                                         allowed_token_ids=self.ids_in_order)
+            self.llm = LLM(
+                model_path,
+                dtype=dtype,
+                enforce_eager=not compile_engine,
+                enable_prefix_caching=enable_prefix_caching,
+                max_model_len=max_seq_len,
+                logprobs_mode="processed_logprobs",
+                seed=seed,
+                tensor_parallel_size=tensor_parallel_size,
+                hf_overrides={"head_dtype": "float32"},
+                # kv_block_size 0: vLLM's default. Prefix caching reuses whole blocks only: the CPU default of 128
+                # tokens is longer than a query's shared prefix, so nothing is reused.
+                **block_size_option(kv_block_size),
+            )
+            self.params = SamplingParams(
+                max_tokens=1, temperature=1.0, logprobs=len(self.ids_in_order), allowed_token_ids=self.ids_in_order
+            )
         elif engine == "hf":
             import torch
             from transformers import AutoModelForCausalLM
@@ -94,7 +113,7 @@ class ChoiceScorer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
-                chunk = list(prompts[start:start + batch_size])
+                chunk = list(prompts[start : start + batch_size])
                 encoded = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
                 # the choices' rows of the output layer in float32, as the vLLM engine's head
                 hidden = self.model.base_model(**encoded).last_hidden_state[:, -1].float()
@@ -148,9 +167,13 @@ class DecodingScorer(LevelScorer):
         self.tokenizer.padding_side = "left"
         encoded = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
         with self.torch.inference_mode():
-            out = self.model.generate(**encoded, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
-        return self.tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                **encoded,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        return self.tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def __call__(self, batch: dict) -> dict:
         from taosr.formats import parse
@@ -190,8 +213,11 @@ class SampledDecodingScorer(DecodingScorer):
             texts = self.generate(self.prompts_for([r["query"] for r in rows], [item_from_row(r) for r in rows]))
             for i, text in zip(chosen, texts):
                 parsed = parse(self.prompt_format, text)
-                columns["format_ok"][i], columns["hallucinated"][i], columns["response"][i] = \
-                    parsed.format_ok, parsed.hallucinated, text
+                columns["format_ok"][i], columns["hallucinated"][i], columns["response"][i] = (
+                    parsed.format_ok,
+                    parsed.hallucinated,
+                    text,
+                )
         for key, values in columns.items():
             batch[key] = np.asarray(values, dtype=object)
         return batch

@@ -48,14 +48,21 @@ class StepJudge(ChoiceScorer):
         return out
 
 
-def step_judge_actor(model_path: str, num_cpus: float = 1.0, num_gpus: float | None = 0.0,
-                     resources: dict | None = None, ready_timeout_s: float = 600.0, **engine_kwargs):
+def step_judge_actor(
+    model_path: str,
+    num_cpus: float = 1.0,
+    num_gpus: float | None = 0.0,
+    resources: dict | None = None,
+    ready_timeout_s: float = 600.0,
+    **engine_kwargs,
+):
     """A started ``StepJudge`` actor on vLLM (waits until its engine is loaded); ``resources``:
     custom ones that place it on a node type (``RayConfig.engine_options``)."""
     import ray
 
-    actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or 0, resources=resources or {}, max_restarts=1,
-                       max_task_retries=1)(StepJudge)
+    actor = ray.remote(
+        num_cpus=num_cpus, num_gpus=num_gpus or 0, resources=resources or {}, max_restarts=1, max_task_retries=1
+    )(StepJudge)
     handle = actor.remote(model_path, engine="vllm", **engine_kwargs)
     ray.get(handle.ready.remote(), timeout=ready_timeout_s)
     return handle

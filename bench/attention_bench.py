@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 KERNELS = ("sdpa", "eager")
 
 
-def stage_micro_batches(cot_folder: str, model_path: str, count: int, micro_batch_size: int, seed: int) -> list[list[dict]]:
+def stage_micro_batches(
+    cot_folder: str, model_path: str, count: int, micro_batch_size: int, seed: int
+) -> list[list[dict]]:
     """``count`` micro-batches of the SFT stage's rows, dealt as the stage deals them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -41,17 +43,25 @@ def stage_micro_batches(cot_folder: str, model_path: str, count: int, micro_batc
     tokenized = SftTokenizer(model_path, "post_cot", 1024, seed, reasoning_share=0.1)(pa.Table.from_pylist(rows))
     group = micro_batch_size * 16  # configs/tiny.yaml's sft.length_group
     batches = [tokenized.slice(i, group) for i in range(0, tokenized.num_rows, group)]
-    dealt = [[{k: v for k, v in r.items() if k != "training_order"} for r in chunk]
-             for chunk in stratified_micro_batches(batches, micro_batch_size, random.Random(seed))]
+    dealt = [
+        [{k: v for k, v in r.items() if k != "training_order"} for r in chunk]
+        for chunk in stratified_micro_batches(batches, micro_batch_size, random.Random(seed))
+    ]
     return dealt[:count]
 
 
 def synthetic_batch(length: int, micro_batch_size: int, level_id: int, seed: int) -> list[dict]:
     """Rows of exactly ``length`` tokens whose only label is the last (a level token)."""
     draw = random.Random(seed)
-    return [{"input_ids": [draw.randrange(100, 40000) for _ in range(length - 1)] + [level_id],
-             "labels": [-100] * (length - 1) + [level_id], "decision_index": length - 1, "level": 4}
-            for _ in range(micro_batch_size)]
+    return [
+        {
+            "input_ids": [draw.randrange(100, 40000) for _ in range(length - 1)] + [level_id],
+            "labels": [-100] * (length - 1) + [level_id],
+            "decision_index": length - 1,
+            "level": 4,
+        }
+        for _ in range(micro_batch_size)
+    ]
 
 
 def timed_step(engine, cfg: dict, loss_fn, rows: list[dict]) -> tuple[float, float]:
@@ -71,7 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("cot", help="a run's cot/kept folder")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=24, help="timed micro-batches of the stage's rows per kernel")
-    parser.add_argument("--lengths", default="180,512", help="synthetic batch lengths, 3 timed steps each ('' for none)")
+    parser.add_argument(
+        "--lengths", default="180,512", help="synthetic batch lengths, 3 timed steps each ('' for none)"
+    )
     parser.add_argument("--micro-batch-size", type=int, default=16)
     parser.add_argument("--train-layers", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
@@ -90,11 +102,22 @@ def main(argv=None) -> int:
     start_single_rank(port=29519, threads=args.threads)
     model = resolve_model(args.model)
     batches = stage_micro_batches(args.cot, model, args.steps + 1, args.micro_batch_size, seed=0)
-    cfg = {"lr": 3e-4, "weight_decay": 0.0, "warmup_ratio": 0.0, "min_lr_ratio": 0.1, "grad_accum": 1,
-           "micro_batch_size": args.micro_batch_size, "grad_clip": 1.0, "zero_stage": 0, "bf16": False,
-           "autocast": True, "train_layers": args.train_layers}
-    engines = {kernel: build_engine(model, {**cfg, "attn_implementation": kernel}, total_steps=1000)[0]
-               for kernel in KERNELS}
+    cfg = {
+        "lr": 3e-4,
+        "weight_decay": 0.0,
+        "warmup_ratio": 0.0,
+        "min_lr_ratio": 0.1,
+        "grad_accum": 1,
+        "micro_batch_size": args.micro_batch_size,
+        "grad_clip": 1.0,
+        "zero_stage": 0,
+        "bf16": False,
+        "autocast": True,
+        "train_layers": args.train_layers,
+    }
+    engines = {
+        kernel: build_engine(model, {**cfg, "attn_implementation": kernel}, total_steps=1000)[0] for kernel in KERNELS
+    }
     loss_fn = sft_step_loss(0.5)
     first_losses = {kernel: timed_step(engines[kernel], cfg, loss_fn, batches[0])[1] for kernel in KERNELS}  # warm-up
     steps = []
@@ -116,23 +139,47 @@ def main(argv=None) -> int:
 
     kinds = list(dict.fromkeys(s["kind"] for s in steps))
     summary = []
-    print(f"model {args.model}, top {args.train_layers} blocks trained, float32 weights under bf16 autocast, "
-          f"{args.threads} threads, micro-batch {args.micro_batch_size}")
-    print("| micro-batches | steps | mean width | sdpa median s | eager median s | sdpa total s | eager total s | sdpa / eager |")
+    print(
+        f"model {args.model}, top {args.train_layers} blocks trained, float32 weights under bf16 autocast, "
+        f"{args.threads} threads, micro-batch {args.micro_batch_size}"
+    )
+    print(
+        "| micro-batches | steps | mean width | sdpa median s | eager median s | sdpa total s | eager total s | "
+        "sdpa / eager |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for kind in [*kinds, "all stage rows"]:
-        chosen = [s for s in steps if s["kind"] == kind or (kind == "all stage rows" and not s["kind"].startswith("synthetic"))]
+        chosen = [
+            s
+            for s in steps
+            if s["kind"] == kind or (kind == "all stage rows" and not s["kind"].startswith("synthetic"))
+        ]
         by = {k: [s["seconds"] for s in chosen if s["kernel"] == k] for k in KERNELS}
-        row = {"micro_batches": kind, "steps": len(by["sdpa"]),
-               "mean_width": statistics.fmean(s["width"] for s in chosen if s["kernel"] == "sdpa"),
-               **{f"{k}_median_s": statistics.median(by[k]) for k in KERNELS},
-               **{f"{k}_total_s": sum(by[k]) for k in KERNELS}}
+        row = {
+            "micro_batches": kind,
+            "steps": len(by["sdpa"]),
+            "mean_width": statistics.fmean(s["width"] for s in chosen if s["kernel"] == "sdpa"),
+            **{f"{k}_median_s": statistics.median(by[k]) for k in KERNELS},
+            **{f"{k}_total_s": sum(by[k]) for k in KERNELS},
+        }
         row["ratio"] = row["sdpa_total_s"] / row["eager_total_s"]
         summary.append(row)
-        print(f"| {kind} | {row['steps']} | {row['mean_width']:.0f} | {row['sdpa_median_s']:.2f} | "
-              f"{row['eager_median_s']:.2f} | {row['sdpa_total_s']:.1f} | {row['eager_total_s']:.1f} | {row['ratio']:.2f}x |")
+        print(
+            f"| {kind} | {row['steps']} | {row['mean_width']:.0f} | {row['sdpa_median_s']:.2f} | "
+            f"{row['eager_median_s']:.2f} | {row['sdpa_total_s']:.1f} | {row['eager_total_s']:.1f} | "
+            f"{row['ratio']:.2f}x |"
+        )
     print(f"first step's loss (same weights): sdpa {first_losses['sdpa']:.4f}, eager {first_losses['eager']:.4f}")
-    write_result({"commit": git_commit(), "args": vars(args), "summary": summary, "first_step_loss": first_losses, "steps": steps}, args.out)
+    write_result(
+        {
+            "commit": git_commit(),
+            "args": vars(args),
+            "summary": summary,
+            "first_step_loss": first_losses,
+            "steps": steps,
+        },
+        args.out,
+    )
     return 0
 
 

@@ -20,15 +20,36 @@ from pathlib import Path
 
 from provenance import ROOT, git_commit
 
-OVERRIDES = ["data.rows=160", "model.name=tiny", "sft.num_workers=1", "sft.cpus_per_worker=1", "sft.micro_batch_size=4",
-             "sft.epochs=4", "sft.bf16=false", "sft.max_seq_len=384", "sft.train_layers=0", "eval.engine=hf",
-             "eval.batch_size=32", "eval.untrained=true", "ray.num_cpus=4"]
+OVERRIDES = [
+    "data.rows=160",
+    "model.name=tiny",
+    "sft.num_workers=1",
+    "sft.cpus_per_worker=1",
+    "sft.micro_batch_size=4",
+    "sft.epochs=4",
+    "sft.bf16=false",
+    "sft.max_seq_len=384",
+    "sft.train_layers=0",
+    "eval.engine=hf",
+    "eval.batch_size=32",
+    "eval.untrained=true",
+    "ray.num_cpus=4",
+]
 
 
 def run_pipeline(readers: int, folder: Path) -> dict:
-    command = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml",
-               "--stages", "data,cot,sft,eval", f"run_dir={folder / 'run'}", *OVERRIDES,
-               f"ray.parquet_footer_readers={readers}"]
+    command = [
+        sys.executable,
+        "-m",
+        "taosr.ray_jobs.pipeline",
+        "--config",
+        "configs/tiny.yaml",
+        "--stages",
+        "data,cot,sft,eval",
+        f"run_dir={folder / 'run'}",
+        *OVERRIDES,
+        f"ray.parquet_footer_readers={readers}",
+    ]
     env = {"TAOSR_PROGRESS_BARS": "0"}
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
@@ -36,8 +57,11 @@ def run_pipeline(readers: int, folder: Path) -> dict:
     if done.returncode != 0:
         raise RuntimeError((done.stdout + done.stderr)[-3000:])
     stages = json.loads(re.search(r"^stages: (.*)$", done.stdout + done.stderr, re.M).group(1))
-    return {"footer_readers": readers or "ray default (32)", "wall_s": round(wall, 1),
-            "stage_s": {name: info["seconds"] for name, info in stages.items()}}
+    return {
+        "footer_readers": readers or "ray default (32)",
+        "wall_s": round(wall, 1),
+        "stage_s": {name: info["seconds"] for name, info in stages.items()},
+    }
 
 
 def main(argv=None) -> int:
@@ -52,8 +76,11 @@ def main(argv=None) -> int:
     print("\n| footer readers | whole run s | " + " | ".join(runs[0]["stage_s"]) + " |")
     print("|---" * (2 + len(runs[0]["stage_s"])) + "|")
     for run in runs:
-        print(f"| {run['footer_readers']} | {run['wall_s']} | "
-              + " | ".join(str(s) for s in run["stage_s"].values()) + " |")
+        print(
+            f"| {run['footer_readers']} | {run['wall_s']} | "
+            + " | ".join(str(s) for s in run["stage_s"].values())
+            + " |"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps({"commit": git_commit(), "runs": runs}, indent=1) + "\n")
     return 0

@@ -14,7 +14,8 @@ The first step of each side is warm-up and not counted. Both sides are timed by 
 a step is the time from one step's end to the next's (taosr logs it as ``step_s``; TRL's side
 times it with a callback), and each side's whole run (start-up, model loads, every step) is timed
 around it. Reported per side: seconds per step by the median and the mean (and the rollout share),
-generated tokens/s (tokens sampled / step time), trained sequences per step. Prompts: the training split of a pipeline run (default runs/tiny, after its dpo stage).
+generated tokens/s (tokens sampled / step time), trained sequences per step. Prompts: the training
+split of a pipeline run (default runs/tiny, after its dpo stage).
 
     .venv/bin/python bench/grpo_bench.py --setup-trl
     .venv/bin/python bench/grpo_bench.py --run-dir runs/tiny --steps 4
@@ -51,11 +52,24 @@ def bench_config(args):
 
     config = load_config(HERE.parent / "configs" / "tiny.yaml", [f"run_dir={args.run_dir}"])
     rl = config.grpo
-    for key, value in dict(steps=args.steps + 1, prompts_per_step=args.prompts_per_step, group_size=args.group_size,
-                           micro_batch_size=args.micro_batch, max_new_tokens=args.max_new_tokens, lr=args.lr,
-                           kl_coef=args.kl, temperature=1.0, top_p=1.0, top_k=0, min_pass_rate=0.0, max_pass_rate=1.0,
-                           oversample=1.0, max_refill_rounds=1, warmup_ratio=0.0,
-                           checkpoint_every_steps=10_000).items():
+    for key, value in dict(
+        steps=args.steps + 1,
+        prompts_per_step=args.prompts_per_step,
+        group_size=args.group_size,
+        micro_batch_size=args.micro_batch,
+        max_new_tokens=args.max_new_tokens,
+        lr=args.lr,
+        kl_coef=args.kl,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        min_pass_rate=0.0,
+        max_pass_rate=1.0,
+        oversample=1.0,
+        max_refill_rounds=1,
+        warmup_ratio=0.0,
+        checkpoint_every_steps=10_000,
+    ).items():
         setattr(rl, key, value)
     return config
 
@@ -67,9 +81,15 @@ def run_taosr(config, out_dir: str) -> tuple[list[dict], float]:
     grpo.train(config, grpo.start_model_for(config), out_dir)
     wall = time.perf_counter() - started
     steps = [json.loads(line) for line in open(Path(out_dir) / "metrics.jsonl")]
-    return [{"step_s": s["step_s"], "rollout_s": s["rollout_s"] + s["reward_s"],
-             "generated_tokens": s["generated_tokens"], "trained_sequences": s["groups_kept"] * config.grpo.group_size}
-            for s in steps], wall
+    return [
+        {
+            "step_s": s["step_s"],
+            "rollout_s": s["rollout_s"] + s["reward_s"],
+            "generated_tokens": s["generated_tokens"],
+            "trained_sequences": s["groups_kept"] * config.grpo.group_size,
+        }
+        for s in steps
+    ], wall
 
 
 def write_prompts(config, path: Path) -> None:
@@ -93,10 +113,20 @@ def run_trl(config, args, prompts: Path, out_dir: str) -> tuple[list[dict], floa
     python = TRL_VENV / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"{python} not found: run `bench/grpo_bench.py --setup-trl` first")
-    settings = {"model": str(Path(grpo.start_model_for(config)).resolve()), "prompts": str(prompts),
-                "steps": args.steps + 1, "prompts_per_step": args.prompts_per_step, "group_size": args.group_size,
-                "micro_batch": args.micro_batch, "max_new_tokens": args.max_new_tokens, "lr": args.lr, "kl": args.kl,
-                "threads": args.threads, "seed": config.seed, "out_dir": out_dir}
+    settings = {
+        "model": str(Path(grpo.start_model_for(config)).resolve()),
+        "prompts": str(prompts),
+        "steps": args.steps + 1,
+        "prompts_per_step": args.prompts_per_step,
+        "group_size": args.group_size,
+        "micro_batch": args.micro_batch,
+        "max_new_tokens": args.max_new_tokens,
+        "lr": args.lr,
+        "kl": args.kl,
+        "threads": args.threads,
+        "seed": config.seed,
+        "out_dir": out_dir,
+    }
     command = [str(python), str(HERE / "trl_grpo_side.py"), "--settings", json.dumps(settings)]
     started = time.perf_counter()
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -105,8 +135,15 @@ def run_trl(config, args, prompts: Path, out_dir: str) -> tuple[list[dict], floa
     if len(steps) != args.steps + 1:
         raise RuntimeError(f"TRL side logged {len(steps)} steps, expected {args.steps + 1}:\n{done.stderr[-3000:]}")
     sequences = args.prompts_per_step * args.group_size
-    return [{"step_s": s["step_s"], "rollout_s": s["generate_s"], "generated_tokens": s["generated_tokens"],
-             "trained_sequences": sequences} for s in steps], wall
+    return [
+        {
+            "step_s": s["step_s"],
+            "rollout_s": s["generate_s"],
+            "generated_tokens": s["generated_tokens"],
+            "trained_sequences": sequences,
+        }
+        for s in steps
+    ], wall
 
 
 def summarise(name: str, steps: list[dict], run_wall_s: float, sequences: int) -> dict:
@@ -115,14 +152,21 @@ def summarise(name: str, steps: list[dict], run_wall_s: float, sequences: int) -
     every group (TRL trains all of them)."""
     counted = steps[1:]  # the first step is warm-up
     step_s = statistics.mean(s["step_s"] for s in counted)
-    equal = statistics.mean(s["rollout_s"] + (s["step_s"] - s["rollout_s"]) * sequences / s["trained_sequences"]
-                            for s in counted)
-    return {"name": name, "steps": len(counted), "step_s": step_s,
-            "median_step_s": statistics.median(s["step_s"] for s in counted), "run_wall_s": run_wall_s,
-            "equal_work_step_s": equal,
-            "rollout_share": statistics.mean(s["rollout_s"] / s["step_s"] for s in counted),
-            "generated_tokens_per_s": sum(s["generated_tokens"] for s in counted) / sum(s["step_s"] for s in counted),
-            "trained_sequences_per_step": statistics.mean(s["trained_sequences"] for s in counted), "raw": steps}
+    equal = statistics.mean(
+        s["rollout_s"] + (s["step_s"] - s["rollout_s"]) * sequences / s["trained_sequences"] for s in counted
+    )
+    return {
+        "name": name,
+        "steps": len(counted),
+        "step_s": step_s,
+        "median_step_s": statistics.median(s["step_s"] for s in counted),
+        "run_wall_s": run_wall_s,
+        "equal_work_step_s": equal,
+        "rollout_share": statistics.mean(s["rollout_s"] / s["step_s"] for s in counted),
+        "generated_tokens_per_s": sum(s["generated_tokens"] for s in counted) / sum(s["step_s"] for s in counted),
+        "trained_sequences_per_step": statistics.mean(s["trained_sequences"] for s in counted),
+        "raw": steps,
+    }
 
 
 def main() -> int:
@@ -136,7 +180,12 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--lr", type=float, default=5e-6)
     parser.add_argument("--kl", type=float, default=0.02)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the TRL process (the taosr learner uses grpo.cpus_per_worker)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads of the TRL process (the taosr learner uses grpo.cpus_per_worker)",
+    )
     parser.add_argument("--out", default=str(HERE / "results" / "grpo.json"))
     args = parser.parse_args()
     if args.setup_trl:
@@ -152,33 +201,53 @@ def main() -> int:
         prompts = Path(scratch) / "prompts.jsonl"
         write_prompts(config, prompts)
         sequences = args.prompts_per_step * args.group_size
-        taosr_side = summarise("taosr (vLLM actor + DeepSpeed on Ray)",
-                               *run_taosr(copy.deepcopy(config), f"{scratch}/taosr"), sequences)
+        taosr_side = summarise(
+            "taosr (vLLM actor + DeepSpeed on Ray)", *run_taosr(copy.deepcopy(config), f"{scratch}/taosr"), sequences
+        )
         import ray
 
         ray.shutdown()  # the TRL side gets the whole box
-        trl_side = summarise("TRL GRPOTrainer (transformers generate)",
-                             *run_trl(config, args, prompts, f"{scratch}/trl"), sequences)
+        trl_side = summarise(
+            "TRL GRPOTrainer (transformers generate)", *run_trl(config, args, prompts, f"{scratch}/trl"), sequences
+        )
     ratio = trl_side["step_s"] / taosr_side["step_s"]
     median_ratio = trl_side["median_step_s"] / taosr_side["median_step_s"]
     run_ratio = trl_side["run_wall_s"] / taosr_side["run_wall_s"]
     token_ratio = taosr_side["generated_tokens_per_s"] / trl_side["generated_tokens_per_s"]
     equal_ratio = trl_side["equal_work_step_s"] / taosr_side["equal_work_step_s"]
-    print("| side | s/step (mean) | s/step (median) | whole run s | rollout share | generated tok/s | trained seq/step |\n"
-          "|---|---|---|---|---|---|---|")
+    print(
+        "| side | s/step (mean) | s/step (median) | whole run s | rollout share | generated tok/s | trained "
+        "seq/step |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for side in (taosr_side, trl_side):
-        print(f"| {side['name']} | {side['step_s']:.1f} | {side['median_step_s']:.1f} | {side['run_wall_s']:.0f} | "
-              f"{100 * side['rollout_share']:.0f}% | {side['generated_tokens_per_s']:.1f} | "
-              f"{side['trained_sequences_per_step']:.1f} |")
-    print(f"\nwall-clock step time, TRL / taosr, over {taosr_side['steps']} counted steps a side: {ratio:.2f}x by the "
-          f"mean, {median_ratio:.2f}x by the median; whole runs (start-up included): {run_ratio:.2f}x; generated "
-          f"tokens/s (taosr / TRL): {token_ratio:.2f}x; at equal trained sequences (estimate): {equal_ratio:.2f}x")
+        print(
+            f"| {side['name']} | {side['step_s']:.1f} | {side['median_step_s']:.1f} | {side['run_wall_s']:.0f} | "
+            f"{100 * side['rollout_share']:.0f}% | {side['generated_tokens_per_s']:.1f} | "
+            f"{side['trained_sequences_per_step']:.1f} |"
+        )
+    print(
+        f"\nwall-clock step time, TRL / taosr, over {taosr_side['steps']} counted steps a side: {ratio:.2f}x by the "
+        f"mean, {median_ratio:.2f}x by the median; whole runs (start-up included): {run_ratio:.2f}x; generated "
+        f"tokens/s (taosr / TRL): {token_ratio:.2f}x; at equal trained sequences (estimate): {equal_ratio:.2f}x"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "taosr": taosr_side, "trl": trl_side,
-                                          "commit": git_commit(), "step_time_ratio": ratio,
-                                          "median_step_time_ratio": median_ratio, "whole_run_ratio": run_ratio,
-                                          "generated_tokens_per_s_ratio": token_ratio,
-                                          "equal_work_step_time_ratio": equal_ratio}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "taosr": taosr_side,
+                "trl": trl_side,
+                "commit": git_commit(),
+                "step_time_ratio": ratio,
+                "median_step_time_ratio": median_ratio,
+                "whole_run_ratio": run_ratio,
+                "generated_tokens_per_s_ratio": token_ratio,
+                "equal_work_step_time_ratio": equal_ratio,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

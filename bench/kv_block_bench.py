@@ -33,20 +33,20 @@ def measure(model: str, accepted: str, block: int, steps: int) -> dict:
     from taosr.prompts import build_prompt, item_from_row
 
     table = pq.read_table(accepted)
-    train = table.filter(pc.equal(table["split"], "train")).to_pylist()[:16 * (steps + 1)]
+    train = table.filter(pc.equal(table["split"], "train")).to_pylist()[: 16 * (steps + 1)]
     test = table.filter(pc.equal(table["split"], "test")).to_pylist()
     engine = RolloutEngine(model, kv_block_size=block)
     prompts = [build_prompt(engine.tokenizer, r["query"], item_from_row(r), ResponseFormat.POST_COT) for r in train]
     rollouts = []
     for step in range(steps + 1):
         began = time.perf_counter()
-        engine.generate(prompts[step * 16:(step + 1) * 16], SamplingSpec(n=8, max_new_tokens=1))
+        engine.generate(prompts[step * 16 : (step + 1) * 16], SamplingSpec(n=8, max_new_tokens=1))
         rollouts.append(time.perf_counter() - began)
     del engine
     scorer = LevelScorer(model, kv_block_size=block)
     prompts = scorer.prompts_for([r["query"] for r in test], [item_from_row(r) for r in test])
     began = time.perf_counter()
-    probs = [scorer.score_prompts(prompts[i:i + 64]) for i in range(0, len(prompts), 64)]
+    probs = [scorer.score_prompts(prompts[i : i + 64]) for i in range(0, len(prompts), 64)]
     scoring = time.perf_counter() - began
     return {"rollout_step_s": rollouts[1:], "scoring_s": scoring, "test_rows": sum(len(p) for p in probs)}
 
@@ -64,19 +64,31 @@ def main(argv=None) -> int:
         return 0
     sides = {}
     for name, block in (("vllm_cpu_default_128", 0), ("block_32", 32)):
-        out = subprocess.run([sys.executable, __file__, args.model, args.accepted, "--steps", str(args.steps),
-                              "--side", str(block)], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, args.model, args.accepted, "--steps", str(args.steps), "--side", str(block)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         sides[name] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     from provenance import git_commit, write_result  # bench/, beside this script
 
     default, small = sides["vllm_cpu_default_128"], sides["block_32"]
     result = {
         "command": "bench/kv_block_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": git_commit(), "model": args.model,
-        "rows": {name: {"rollout_step_median_s": statistics.median(side["rollout_step_s"]),
-                        "rollout_steps": side["rollout_step_s"], "scoring_s": side["scoring_s"],
-                        "test_rows": side["test_rows"]} for name, side in sides.items()},
-        "rollout_speedup_median": statistics.median(default["rollout_step_s"]) / statistics.median(small["rollout_step_s"]),
+        "commit": git_commit(),
+        "model": args.model,
+        "rows": {
+            name: {
+                "rollout_step_median_s": statistics.median(side["rollout_step_s"]),
+                "rollout_steps": side["rollout_step_s"],
+                "scoring_s": side["scoring_s"],
+                "test_rows": side["test_rows"],
+            }
+            for name, side in sides.items()
+        },
+        "rollout_speedup_median": statistics.median(default["rollout_step_s"])
+        / statistics.median(small["rollout_step_s"]),
         "scoring_speedup": default["scoring_s"] / small["scoring_s"],
     }
     write_result(result, args.out)

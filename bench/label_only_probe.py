@@ -55,19 +55,32 @@ def main(argv=None) -> int:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if args.train_layers:
         from taosr.training.trainer import train_top_layers
+
         train_top_layers(model, args.train_layers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     schedule = get_cosine_schedule_with_warmup(optimizer, 10, args.steps)
 
     def last_logits(batch):
-        prompts = [tokenizer.encode(build_prompt(tokenizer, r["query"], item_from_row(r), "label_only"),
-                                    add_special_tokens=False) for r in batch]
+        prompts = [
+            tokenizer.encode(
+                build_prompt(tokenizer, r["query"], item_from_row(r), "label_only"), add_special_tokens=False
+            )
+            for r in batch
+        ]
         width = max(map(len, prompts))
         ids_ = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(input_ids=ids_, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                         logits_to_keep=1).logits[:, -1].float()
+            return (
+                model(
+                    input_ids=ids_,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    logits_to_keep=1,
+                )
+                .logits[:, -1]
+                .float()
+            )
 
     started, losses = time.time(), []
     for step in range(1, args.steps + 1):
@@ -82,19 +95,29 @@ def main(argv=None) -> int:
         if step % args.eval_every == 0:
             model.eval()
             with torch.no_grad():
-                probs = torch.cat([last_logits(val[start:start + 32])[:, levels].softmax(-1)
-                                   for start in range(0, len(val), 32)])
+                probs = torch.cat(
+                    [last_logits(val[start : start + 32])[:, levels].softmax(-1) for start in range(0, len(val), 32)]
+                )
             model.train()
             pred = [int(i) + 1 for i in probs.argmax(-1)]
             metrics = classification_metrics([r["label"] for r in val], pred)
             # Is the input read at all? The expected level can rank the rows while the prior still
             # decides every argmax.
             metrics["spearman"] = spearman((probs * torch.arange(1, 5)).sum(-1).tolist(), [r["label"] for r in val])
-            print(json.dumps({"step": step, "train_nll_25": round(sum(losses[-args.eval_every:]) / args.eval_every, 4),
-                              "val_f1": round(metrics["macro_f1"], 3), "val_qwk": metrics["qwk"] and round(metrics["qwk"], 3),
-                              "val_spearman": metrics["spearman"] and round(metrics["spearman"], 3),
-                              "pred": {level: pred.count(level) for level in (1, 2, 3, 4)},
-                              "s": round(time.time() - started)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "step": step,
+                        "train_nll_25": round(sum(losses[-args.eval_every :]) / args.eval_every, 4),
+                        "val_f1": round(metrics["macro_f1"], 3),
+                        "val_qwk": metrics["qwk"] and round(metrics["qwk"], 3),
+                        "val_spearman": metrics["spearman"] and round(metrics["spearman"], 3),
+                        "pred": {level: pred.count(level) for level in (1, 2, 3, 4)},
+                        "s": round(time.time() - started),
+                    }
+                ),
+                flush=True,
+            )
     return 0
 
 

@@ -41,9 +41,11 @@ def sft_batches(tokenizer, count: int, batch: int, seed: int) -> list[list[dict]
     for row in generate_rows(count * batch, seed=seed):
         reasoning = Reasoning(**row["step_annotations"])
         prompt = build_prompt(tokenizer, row["query"], item_from_row(row), ResponseFormat.POST_COT)
-        example = tokenize_example(tokenizer, prompt, render(ResponseFormat.POST_COT, int(row["label"]), reasoning), 512)
+        example = tokenize_example(
+            tokenizer, prompt, render(ResponseFormat.POST_COT, int(row["label"]), reasoning), 512
+        )
         examples.append({"input_ids": example.input_ids, "labels": example.labels})
-    return [examples[i:i + batch] for i in range(0, len(examples), batch)]
+    return [examples[i : i + batch] for i in range(0, len(examples), batch)]
 
 
 def genrm_batches(tokenizer, count: int, batch: int, seed: int) -> list[list[dict]]:
@@ -57,10 +59,12 @@ def genrm_batches(tokenizer, count: int, batch: int, seed: int) -> list[list[dic
         reasoning, judged = annotated_reasoning(row["step_annotations"], None)
         rows.append(AnnotatedRow(row["query"], render_item(item_from_row(row)), reasoning, judged))
     examples = []
-    for e in judge_examples(rows, random.Random(seed))[:count * batch]:
-        example = tokenize_example(tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer, 1024)
+    for e in judge_examples(rows, random.Random(seed))[: count * batch]:
+        example = tokenize_example(
+            tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer, 1024
+        )
         examples.append({"input_ids": example.input_ids, "labels": example.labels})
-    return [examples[i:i + batch] for i in range(0, len(examples), batch)]
+    return [examples[i : i + batch] for i in range(0, len(examples), batch)]
 
 
 def dpo_batches(sft: list[list[dict]], seed: int) -> list[list[dict]]:
@@ -72,12 +76,19 @@ def dpo_batches(sft: list[list[dict]], seed: int) -> list[list[dict]]:
     for example in flat:
         other = rng.choice(flat)
         prompt_len = example["labels"].count(-100)
-        response = other["input_ids"][other["labels"].count(-100):]
+        response = other["input_ids"][other["labels"].count(-100) :]
         rejected = example["input_ids"][:prompt_len] + response
-        pairs.append({"chosen_input_ids": example["input_ids"], "chosen_labels": example["labels"],
-                      "rejected_input_ids": rejected, "rejected_labels": [-100] * prompt_len + response,
-                      "reference_chosen": -20.0, "reference_rejected": -25.0})
-    return [pairs[i:i + 2] for i in range(0, len(pairs) - 1, 2)]
+        pairs.append(
+            {
+                "chosen_input_ids": example["input_ids"],
+                "chosen_labels": example["labels"],
+                "rejected_input_ids": rejected,
+                "rejected_labels": [-100] * prompt_len + response,
+                "reference_chosen": -20.0,
+                "reference_rejected": -25.0,
+            }
+        )
+    return [pairs[i : i + 2] for i in range(0, len(pairs) - 1, 2)]
 
 
 def whole_sequence_sft_loss(engine, rows):
@@ -98,8 +109,9 @@ def whole_sequence_dpo_loss(engine, rows):
     from taosr.losses import dpo_loss, sequence_logprobs
     from taosr.sft_examples import pad_batch
 
-    sequences = [{"input_ids": r["chosen_input_ids"], "labels": r["chosen_labels"]} for r in rows] + \
-                [{"input_ids": r["rejected_input_ids"], "labels": r["rejected_labels"]} for r in rows]
+    sequences = [{"input_ids": r["chosen_input_ids"], "labels": r["chosen_labels"]} for r in rows] + [
+        {"input_ids": r["rejected_input_ids"], "labels": r["rejected_labels"]} for r in rows
+    ]
     padded = {k: torch.tensor(v) for k, v in pad_batch(sequences, pad_id=0).items()}
     logits = engine(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
     policy = sequence_logprobs(logits, padded["labels"])
@@ -141,13 +153,29 @@ def main(argv=None) -> int:
     model = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     sft = sft_batches(tokenizer, args.steps + 1, 4, seed=0)
-    workloads = {"sft": (sft, whole_sequence_sft_loss, lambda e, r: sft_loss(e, r)[0]),
-                 "genrm": (genrm_batches(tokenizer, args.steps + 1, 4, seed=1), whole_sequence_sft_loss,
-                           lambda e, r: sft_loss(e, r)[0]),
-                 "dpo": (dpo_batches(sft, seed=2)[:args.steps + 1], whole_sequence_dpo_loss,
-                         lambda e, r: dpo_step_loss(0.1, 0.0)(e, r)[0])}
-    cfg = {"lr": 1e-5, "weight_decay": 0.0, "warmup_ratio": 0.0, "micro_batch_size": 4, "grad_accum": 1,
-           "grad_clip": 1.0, "zero_stage": 2, "bf16": True}
+    workloads = {
+        "sft": (sft, whole_sequence_sft_loss, lambda e, r: sft_loss(e, r)[0]),
+        "genrm": (
+            genrm_batches(tokenizer, args.steps + 1, 4, seed=1),
+            whole_sequence_sft_loss,
+            lambda e, r: sft_loss(e, r)[0],
+        ),
+        "dpo": (
+            dpo_batches(sft, seed=2)[: args.steps + 1],
+            whole_sequence_dpo_loss,
+            lambda e, r: dpo_step_loss(0.1, 0.0)(e, r)[0],
+        ),
+    }
+    cfg = {
+        "lr": 1e-5,
+        "weight_decay": 0.0,
+        "warmup_ratio": 0.0,
+        "micro_batch_size": 4,
+        "grad_accum": 1,
+        "grad_clip": 1.0,
+        "zero_stage": 2,
+        "bf16": True,
+    }
     engine, _ = build_engine(model, cfg, total_steps=1000)
     results = []
     for name, (batches, whole_loss, window_loss) in workloads.items():
@@ -159,20 +187,34 @@ def main(argv=None) -> int:
         labels = [r.get("labels") or r["chosen_labels"] for rows in batches for r in rows]  # DPO: the chosen side
         lengths, labelled = [len(x) for x in labels], [sum(1 for t in x if t != -100) for x in labels]
         for path, seconds in timed.items():
-            results.append({"workload": name, "path": path, "median_s": statistics.median(seconds),
-                            "mean_s": statistics.fmean(seconds), "steps": len(seconds),
-                            "mean_tokens": statistics.fmean(lengths), "mean_labelled_tokens": statistics.fmean(labelled)})
+            results.append(
+                {
+                    "workload": name,
+                    "path": path,
+                    "median_s": statistics.median(seconds),
+                    "mean_s": statistics.fmean(seconds),
+                    "steps": len(seconds),
+                    "mean_tokens": statistics.fmean(lengths),
+                    "mean_labelled_tokens": statistics.fmean(labelled),
+                }
+            )
     dist.destroy_process_group()
 
     print(f"model {args.model}, bf16 DeepSpeed ZeRO-2 step (forward, backward, AdamW), {args.threads} threads")
     print("| workload | tokens/row | labelled/row | whole s/step | window s/step | speed-up |")
     print("|---|---|---|---|---|---|")
     for name in workloads:
-        whole, window = (next(r for r in results if r["workload"] == name and r["path"] == p) for p in ("whole", "window"))
-        print(f"| {name} | {whole['mean_tokens']:.0f} | {whole['mean_labelled_tokens']:.0f} | {whole['median_s']:.2f} | "
-              f"{window['median_s']:.2f} | {whole['median_s'] / window['median_s']:.2f}x |")
+        whole, window = (
+            next(r for r in results if r["workload"] == name and r["path"] == p) for p in ("whole", "window")
+        )
+        print(
+            f"| {name} | {whole['mean_tokens']:.0f} | {whole['mean_labelled_tokens']:.0f} | {whole['median_s']:.2f} | "
+            f"{window['median_s']:.2f} | {whole['median_s'] / window['median_s']:.2f}x |"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "threads": args.threads, "results": results}, indent=1) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"model": args.model, "threads": args.threads, "results": results}, indent=1) + "\n"
+    )
     return 0
 
 

@@ -42,12 +42,19 @@ def rollout_rows(tokenizer, prompts: int, group_size: int, seed: int) -> list[di
     level_ids = list(level_token_ids(tokenizer).values())
     rows = []
     for row in generate_rows(prompts, seed=seed):
-        prompt = tokenizer.encode(build_prompt(tokenizer, row["query"], item_from_row(row), ResponseFormat.POST_COT),
-                                  add_special_tokens=False)
+        prompt = tokenizer.encode(
+            build_prompt(tokenizer, row["query"], item_from_row(row), ResponseFormat.POST_COT), add_special_tokens=False
+        )
         for _ in range(group_size):
-            rows.append({"prompt_ids": prompt, "response_ids": [rng.choice(level_ids)],
-                         "old_logprobs": [rng.uniform(-3.0, -0.1)], "advantages": [rng.gauss(0.0, 1.0)],
-                         "weight": 1.0})
+            rows.append(
+                {
+                    "prompt_ids": prompt,
+                    "response_ids": [rng.choice(level_ids)],
+                    "old_logprobs": [rng.uniform(-3.0, -0.1)],
+                    "advantages": [rng.gauss(0.0, 1.0)],
+                    "weight": 1.0,
+                }
+            )
     return rows
 
 
@@ -76,8 +83,15 @@ def main(argv=None) -> int:
     start_single_rank(port=29519, threads=args.threads)
     model = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    rl = GrpoConfig(train_layers=15, prompts_per_step=args.prompts, group_size=args.group_size,
-                    max_new_tokens=1, micro_batch_size=16, lr=1e-5, kl_coef=0.05)
+    rl = GrpoConfig(
+        train_layers=15,
+        prompts_per_step=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=1,
+        micro_batch_size=16,
+        lr=1e-5,
+        kl_coef=0.05,
+    )
     gas = micro_steps_per_step(rl, 1)
     engine, _ = build_engine(model, {**asdict(rl), "grad_accum": gas}, total_steps=1000)
     reference = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).eval()
@@ -101,19 +115,32 @@ def main(argv=None) -> int:
     dist.destroy_process_group()
 
     prompt_tokens = statistics.fmean(len(r["prompt_ids"]) for rows in batches for r in rows)
-    results = {path: {"median_s": statistics.median(s), "mean_s": statistics.fmean(s), "steps": len(s), "seconds": s}
-               for path, s in timed.items()}
+    results = {
+        path: {"median_s": statistics.median(s), "mean_s": statistics.fmean(s), "steps": len(s), "seconds": s}
+        for path, s in timed.items()
+    }
     from provenance import git_commit  # bench/, beside this script
 
     commit = git_commit()
-    record = {"command": "python bench/one_token_learner_bench.py " + " ".join(argv or sys.argv[1:]), "commit": commit,
-              "model": args.model, "threads": args.threads, "prompts": args.prompts, "group_size": args.group_size,
-              "mean_prompt_tokens": prompt_tokens, "micro_batch_size": 16, "train_layers": 15, "results": results,
-              "speedup_median": results["per_rollout"]["median_s"] / results["per_prompt"]["median_s"],
-              "speedup_mean": results["per_rollout"]["mean_s"] / results["per_prompt"]["mean_s"]}
-    print(f"model {args.model}, {args.prompts} prompts x {args.group_size} one-token rollouts a step "
-          f"(prompts {prompt_tokens:.0f} tokens), top 15 blocks, bf16 DeepSpeed, {args.threads} threads, "
-          f"{args.steps} steps per path")
+    record = {
+        "command": "python bench/one_token_learner_bench.py " + " ".join(argv or sys.argv[1:]),
+        "commit": commit,
+        "model": args.model,
+        "threads": args.threads,
+        "prompts": args.prompts,
+        "group_size": args.group_size,
+        "mean_prompt_tokens": prompt_tokens,
+        "micro_batch_size": 16,
+        "train_layers": 15,
+        "results": results,
+        "speedup_median": results["per_rollout"]["median_s"] / results["per_prompt"]["median_s"],
+        "speedup_mean": results["per_rollout"]["mean_s"] / results["per_prompt"]["mean_s"],
+    }
+    print(
+        f"model {args.model}, {args.prompts} prompts x {args.group_size} one-token rollouts a step "
+        f"(prompts {prompt_tokens:.0f} tokens), top 15 blocks, bf16 DeepSpeed, {args.threads} threads, "
+        f"{args.steps} steps per path"
+    )
     print("| path | median s/step | mean s/step |")
     print("|---|---|---|")
     for path, r in results.items():

@@ -27,7 +27,9 @@ def main(argv=None) -> int:
     parser.add_argument("accepted", help="a run's data/accepted folder")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=6, help="steps per side (the first of each is dropped as warm-up)")
+    parser.add_argument(
+        "--repeats", type=int, default=6, help="steps per side (the first of each is dropped as warm-up)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/padding.json")
     args = parser.parse_args(argv)
@@ -60,8 +62,9 @@ def main(argv=None) -> int:
         decision = torch.tensor(padded_decision_index(batch, padded["input_ids"].shape[1], left)) - start
         began = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, labels = labelled_logits(model, padded["input_ids"], padded["attention_mask"], padded["labels"],
-                                             padded.get("position_ids"))
+            logits, labels = labelled_logits(
+                model, padded["input_ids"], padded["attention_mask"], padded["labels"], padded.get("position_ids")
+            )
             loss, _ = decision_weighted_nll(logits, labels, decision, 0.5)
         loss.backward()
         model.zero_grad(set_to_none=True)
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     seconds = {"right": [], "left": []}
     columns, losses = {}, {"right": [], "left": []}
     for index in range(args.repeats):
-        batch = examples[index * args.batch:(index + 1) * args.batch]
+        batch = examples[index * args.batch : (index + 1) * args.batch]
         for side in ("right", "left"):
             took, columns[side], loss = step(batch, side == "left")
             losses[side].append(loss)
@@ -82,10 +85,19 @@ def main(argv=None) -> int:
     commit = git_commit()
     result = {
         "command": "bench/padding_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": commit, "model": args.model, "batch": args.batch, "steps_per_side": len(seconds["right"]),
+        "commit": commit,
+        "model": args.model,
+        "batch": args.batch,
+        "steps_per_side": len(seconds["right"]),
         "mean_prompt_tokens": statistics.mean(len(e["input_ids"]) for e in examples),
-        "rows": {side: {"logit_columns_last_step": columns[side], "median_s": statistics.median(seconds[side]),
-                        "mean_s": statistics.mean(seconds[side])} for side in seconds},
+        "rows": {
+            side: {
+                "logit_columns_last_step": columns[side],
+                "median_s": statistics.median(seconds[side]),
+                "mean_s": statistics.mean(seconds[side]),
+            }
+            for side in seconds
+        },
         "speedup_median": statistics.median(seconds["right"]) / statistics.median(seconds["left"]),
         "speedup_mean": statistics.mean(seconds["right"]) / statistics.mean(seconds["left"]),
         "max_loss_gap": gap,

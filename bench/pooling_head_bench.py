@@ -38,7 +38,9 @@ def prompts_for(model: str, count: int) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows = generate_rows(count, seed=0)
     query = rows[0]["query"]
-    return [build_prompt(tokenizer, query, item_from_row(dict(r, attributes=json.dumps(r["attributes"])))) for r in rows]
+    return [
+        build_prompt(tokenizer, query, item_from_row(dict(r, attributes=json.dumps(r["attributes"])))) for r in rows
+    ]
 
 
 def pooling_overrides(model: str) -> dict:
@@ -46,8 +48,11 @@ def pooling_overrides(model: str) -> dict:
 
     architecture = json.loads((Path(model) / "config.json").read_text())["architectures"][0]
     base = architecture.removesuffix("ForCausalLM")
-    return {"architectures": [f"{base}ForSequenceClassification"], "classifier_from_token": [str(level) for level in LEVELS],
-            "method": "no_post_processing"}
+    return {
+        "architectures": [f"{base}ForSequenceClassification"],
+        "classifier_from_token": [str(level) for level in LEVELS],
+        "method": "no_post_processing",
+    }
 
 
 def run_path(path: str, model: str, count: int, repeats: int, dtype: str, queue) -> None:
@@ -62,11 +67,19 @@ def run_path(path: str, model: str, count: int, repeats: int, dtype: str, queue)
     else:
         from vllm import LLM
 
-        llm = LLM(model, runner="pooling", dtype=dtype, enforce_eager=True, enable_prefix_caching=True,
-                  hf_overrides=pooling_overrides(model), max_model_len=1024)
+        llm = LLM(
+            model,
+            runner="pooling",
+            dtype=dtype,
+            enforce_eager=True,
+            enable_prefix_caching=True,
+            hf_overrides=pooling_overrides(model),
+            max_model_len=1024,
+        )
 
         def score(batch):
             return np.asarray([o.outputs.probs for o in llm.classify(list(batch), use_tqdm=False)], dtype=np.float64)
+
     probs = score(prompts)  # warm-up, and the probabilities compared
     latencies = []
     for _ in range(repeats):
@@ -101,11 +114,17 @@ def main(argv=None) -> int:
     print("| path | items/s | p50 s |\n|---|---|---|")
     for path, result in results.items():
         latencies = sorted(result["latencies"])
-        row = {"path": path, "items_per_s": args.items * len(latencies) / sum(latencies), "p50_s": latencies[len(latencies) // 2]}
+        row = {
+            "path": path,
+            "items_per_s": args.items * len(latencies) / sum(latencies),
+            "p50_s": latencies[len(latencies) // 2],
+        }
         rows.append(row)
         print(f"| {path} | {row['items_per_s']:.1f} | {row['p50_s']:.2f} |")
-    print(f"\nlargest |p_generate - p_pooling|: {gap:.2e}; pooling / generate-1: "
-          f"{rows[1]['items_per_s'] / rows[0]['items_per_s']:.2f}x")
+    print(
+        f"\nlargest |p_generate - p_pooling|: {gap:.2e}; pooling / generate-1: "
+        f"{rows[1]['items_per_s'] / rows[0]['items_per_s']:.2f}x"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "max_abs_prob_gap": gap}, indent=2))
     return 0

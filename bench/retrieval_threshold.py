@@ -45,8 +45,9 @@ def main(argv=None) -> int:
 
     retriever = RuleRetriever()
     rows = generate_rows(args.rows, seed=0)
-    scored = retriever.scored([retrieval_text(r["query"], r["title"], r.get("category"), r.get("attributes") or {})
-                               for r in rows], args.top_k)
+    scored = retriever.scored(
+        [retrieval_text(r["query"], r["title"], r.get("category"), r.get("attributes") or {}) for r in rows], args.top_k
+    )
     built_in = []
     for threshold in THRESHOLDS:
         returned = relevant = rows_with_rule = 0
@@ -55,25 +56,51 @@ def main(argv=None) -> int:
             returned += len(kept)
             relevant += sum(rule in set(row["rule_ids"]) for rule in kept)
             rows_with_rule += bool(kept)
-        built_in.append({"threshold": threshold, "precision": relevant / returned if returned else None,
-                         "rules_per_row": returned / len(rows), "rows_with_a_rule": rows_with_rule / len(rows),
-                         "recall_of_fired_rules": relevant / sum(len(r["rule_ids"]) for r in rows)})
-    result = {"command": " ".join(sys.argv), "commit": git_commit(), "built_in_rows": len(rows), "top_k": args.top_k,
-              "built_in": built_in}
+        built_in.append(
+            {
+                "threshold": threshold,
+                "precision": relevant / returned if returned else None,
+                "rules_per_row": returned / len(rows),
+                "rows_with_a_rule": rows_with_rule / len(rows),
+                "recall_of_fired_rules": relevant / sum(len(r["rule_ids"]) for r in rows),
+            }
+        )
+    result = {
+        "command": " ".join(sys.argv),
+        "commit": git_commit(),
+        "built_in_rows": len(rows),
+        "top_k": args.top_k,
+        "built_in": built_in,
+    }
     if args.real:
         with open(args.real, encoding=args.real_encoding, newline="") as handle:
             real = list(csv.DictReader(handle))
         real = random.Random(0).sample(real, min(args.real_rows, len(real)))
-        hits = retriever.scored([retrieval_text(r[args.real_query], r[args.real_title], None, {}) for r in real], args.top_k)
-        result["real"] = {"file": Path(args.real).name, "rows": len(real), "by_threshold": [
-            {"threshold": t, "rows_with_a_rule": sum(any(s > t for _, s in h) for h in hits) / len(real),
-             "example": next(((r[args.real_query], r[args.real_title], retriever.rules[h[0][0]].text)
-                              for r, h in zip(real, hits) if h and h[0][1] > t), None)}
-            for t in THRESHOLDS]}
+        hits = retriever.scored(
+            [retrieval_text(r[args.real_query], r[args.real_title], None, {}) for r in real], args.top_k
+        )
+        result["real"] = {
+            "file": Path(args.real).name,
+            "rows": len(real),
+            "by_threshold": [
+                {
+                    "threshold": t,
+                    "rows_with_a_rule": sum(any(s > t for _, s in h) for h in hits) / len(real),
+                    "example": next(
+                        (
+                            (r[args.real_query], r[args.real_title], retriever.rules[h[0][0]].text)
+                            for r, h in zip(real, hits)
+                            if h and h[0][1] > t
+                        ),
+                        None,
+                    ),
+                }
+                for t in THRESHOLDS
+            ],
+        }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
-
 
 
 if __name__ == "__main__":

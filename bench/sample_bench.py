@@ -33,9 +33,17 @@ def make_rows(count: int, seed: int = 0) -> list[dict]:
     from taosr.ray_jobs.sample import SAMPLE_INPUT_COLUMNS
 
     rows = generate_rows(count, seed=seed)
-    return [{**{key: row.get(key) for key in SAMPLE_INPUT_COLUMNS}, "id": str(i), "query_id": str(i),
-             "attributes": json.dumps(row.get("attributes") or {}), "description": row.get("description"),
-             "reasoning": None} for i, row in enumerate(rows)]
+    return [
+        {
+            **{key: row.get(key) for key in SAMPLE_INPUT_COLUMNS},
+            "id": str(i),
+            "query_id": str(i),
+            "attributes": json.dumps(row.get("attributes") or {}),
+            "description": row.get("description"),
+            "reasoning": None,
+        }
+        for i, row in enumerate(rows)
+    ]
 
 
 def prompts_of(tokenizer, rows: list[dict]) -> list[str]:
@@ -68,9 +76,16 @@ def ray_data_vllm(model: str, rows: list[dict], args) -> dict:
     from taosr.config import load_config
     from taosr.ray_jobs.sample import sample_dataset
 
-    config = load_config(None, [f"sample.n={args.n}", f"sample.max_new_tokens={args.max_new_tokens}",
-                                f"sample.batch_size={args.batch_size}", f"model.dtype={args.dtype}",
-                                "ray.num_cpus=4"])
+    config = load_config(
+        None,
+        [
+            f"sample.n={args.n}",
+            f"sample.max_new_tokens={args.max_new_tokens}",
+            f"sample.batch_size={args.batch_size}",
+            f"model.dtype={args.dtype}",
+            "ray.num_cpus=4",
+        ],
+    )
     init_ray(config.ray)
     digest = assert_same_prompts_through_ray_data(model, rows)
     started = time.perf_counter()
@@ -78,8 +93,14 @@ def ray_data_vllm(model: str, rows: list[dict], args) -> dict:
     seconds = time.perf_counter() - started
     tokens = sum(sum(row["sample_tokens"]) for row in out)
     ray.shutdown()
-    return {"name": "ray-data+vllm", "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "samples": sum(len(row["samples"]) for row in out), "prompts_digest": digest}
+    return {
+        "name": "ray-data+vllm",
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "samples": sum(len(row["samples"]) for row in out),
+        "prompts_digest": digest,
+    }
 
 
 def vllm_steady(model: str, rows: list[dict], args) -> dict:
@@ -91,12 +112,17 @@ def vllm_steady(model: str, rows: list[dict], args) -> dict:
     engine.generate(prompts[:2], SamplingSpec(n=1, max_new_tokens=4))  # first-call warm-up
     started, tokens, samples = time.perf_counter(), 0, 0
     for start in range(0, len(prompts), args.batch_size):
-        for group in engine.generate(prompts[start:start + args.batch_size], spec):
+        for group in engine.generate(prompts[start : start + args.batch_size], spec):
             tokens += sum(len(r.token_ids) for r in group)
             samples += len(group)
     seconds = time.perf_counter() - started
-    return {"name": "vllm-steady", "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "samples": samples}
+    return {
+        "name": "vllm-steady",
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "samples": samples,
+    }
 
 
 def hf_generate(model_path: str, rows: list[dict], args) -> dict:
@@ -114,11 +140,20 @@ def hf_generate(model_path: str, rows: list[dict], args) -> dict:
     per_batch = max(1, args.hf_batch_sequences // args.n)
     with torch.inference_mode():
         for start in range(0, len(prompts), per_batch):
-            encoded = tokenizer(prompts[start:start + per_batch], return_tensors="pt", padding=True,
-                                add_special_tokens=False)
-            out = model.generate(**encoded, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                 num_return_sequences=args.n, max_new_tokens=args.max_new_tokens, pad_token_id=pad_id)
-            generated = out[:, encoded["input_ids"].shape[1]:]
+            encoded = tokenizer(
+                prompts[start : start + per_batch], return_tensors="pt", padding=True, add_special_tokens=False
+            )
+            out = model.generate(
+                **encoded,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=args.n,
+                max_new_tokens=args.max_new_tokens,
+                pad_token_id=pad_id,
+            )
+            generated = out[:, encoded["input_ids"].shape[1] :]
             for sequence in generated.tolist():
                 length = len(sequence)
                 if tokenizer.eos_token_id in sequence:
@@ -126,8 +161,13 @@ def hf_generate(model_path: str, rows: list[dict], args) -> dict:
                 tokens += length
                 samples += 1
     seconds = time.perf_counter() - started
-    return {"name": "hf-generate", "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "samples": samples}
+    return {
+        "name": "hf-generate",
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "samples": samples,
+    }
 
 
 def main(argv=None) -> int:
@@ -150,17 +190,36 @@ def main(argv=None) -> int:
     rows = make_rows(args.prompts)
     results = [ray_data_vllm(model, rows, args), vllm_steady(model, rows, args), hf_generate(model, rows, args)]
     ours, steady, baseline = results
-    ratios = {name: {"wall_time": baseline["seconds"] / r["seconds"], "tokens_per_s": r["tokens_per_s"] / baseline["tokens_per_s"]}
-              for name, r in (("ray-data+vllm", ours), ("vllm-steady", steady))}
+    ratios = {
+        name: {
+            "wall_time": baseline["seconds"] / r["seconds"],
+            "tokens_per_s": r["tokens_per_s"] / baseline["tokens_per_s"],
+        }
+        for name, r in (("ray-data+vllm", ours), ("vllm-steady", steady))
+    }
     print("| path | samples | generated tokens | seconds | tokens/s |\n|---|---|---|---|---|")
     for r in results:
         print(f"| {r['name']} | {r['samples']} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} |")
     for name, ratio in ratios.items():
-        print(f"{name} / hf-generate: {ratio['wall_time']:.2f}x by wall time for the same samples, "
-              f"{ratio['tokens_per_s']:.2f}x by tokens/s (one run of each path)")
+        print(
+            f"{name} / hf-generate: {ratio['wall_time']:.2f}x by wall time for the same samples, "
+            f"{ratio['tokens_per_s']:.2f}x by tokens/s (one run of each path)"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "model": model, "commit": git_commit(), "results": results,
-                                          "ratios": ratios, "runs_per_path": 1}, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "model": model,
+                "commit": git_commit(),
+                "results": results,
+                "ratios": ratios,
+                "runs_per_path": 1,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -48,13 +48,21 @@ def make_batches(count: int, batches: int, seed: int = 0) -> tuple[str, list[lis
 
     rows = generate_rows(count * batches, seed=seed)
     items = request_items(rows)
-    return rows[0]["query"], [items[start:start + count] for start in range(0, count * batches, count)]
+    return rows[0]["query"], [items[start : start + count] for start in range(0, count * batches, count)]
 
 
 def request_items(rows: list[dict]) -> list[dict]:
     """Generated rows as the items of a relevance request (the fields the API accepts)."""
-    return [{"id": str(i), "title": r["title"], "category": r["category"], "attributes": r["attributes"],
-             **({"price": r["price"]} if r["price"] is not None else {})} for i, r in enumerate(rows)]
+    return [
+        {
+            "id": str(i),
+            "title": r["title"],
+            "category": r["category"],
+            "attributes": r["attributes"],
+            **({"price": r["price"]} if r["price"] is not None else {}),
+        }
+        for i, r in enumerate(rows)
+    ]
 
 
 def timed_calls(fn, arguments: list) -> list[float]:
@@ -76,12 +84,21 @@ def timed(fn, repeats: int) -> list[float]:
     return latencies
 
 
-def summary(name: str, latencies: list[float], items_per_call: int, concurrency: int = 1, wall: float | None = None) -> dict:
+def summary(
+    name: str, latencies: list[float], items_per_call: int, concurrency: int = 1, wall: float | None = None
+) -> dict:
     wall = wall if wall is not None else sum(latencies)
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-    return {"name": name, "items_per_s": items_per_call * len(latencies) / wall, "p50_s": statistics.median(latencies),
-            "p99_s": p99, "calls": len(latencies), "items_per_call": items_per_call, "concurrency": concurrency}
+    return {
+        "name": name,
+        "items_per_s": items_per_call * len(latencies) / wall,
+        "p50_s": statistics.median(latencies),
+        "p99_s": p99,
+        "calls": len(latencies),
+        "items_per_call": items_per_call,
+        "concurrency": concurrency,
+    }
 
 
 def in_process(model: str, query: str, batches: list[list[dict]], dtype: str) -> list[dict]:
@@ -98,26 +115,44 @@ def in_process(model: str, query: str, batches: list[list[dict]], dtype: str) ->
     results = []
     # One engine for both paths: a second in-process vLLM engine breaks the first one's state.
     # The serving app's KV block size and compilation, so a1 and the endpoint run the same engine.
-    vllm = DecodingScorer(model, engine="vllm", dtype=dtype, max_new_tokens=160, kv_block_size=ServeArgs.kv_block_size,
-                          compile_engine=ServeArgs.compile_engine)
+    vllm = DecodingScorer(
+        model,
+        engine="vllm",
+        dtype=dtype,
+        max_new_tokens=160,
+        kv_block_size=ServeArgs.kv_block_size,
+        compile_engine=ServeArgs.compile_engine,
+    )
     prompts = [prompts_of(vllm, batch) for batch in batches]
     vllm.score_prompts(prompts[0][:8])  # warm-up
     results.append(summary("a1. vLLM in-process, first token", timed_calls(vllm.score_prompts, prompts[1:]), items))
     decode_items = max(4, items // 10)
-    results.append(summary("b. decode reasoning, parse label", timed_calls(vllm.generate, [prompts[0][:decode_items]]),
-                           decode_items))
+    results.append(
+        summary(
+            "b. decode reasoning, parse label", timed_calls(vllm.generate, [prompts[0][:decode_items]]), decode_items
+        )
+    )
     del vllm
     gc.collect()
     hf = LevelScorer(model, engine="hf", dtype=dtype)
     hf.score_prompts(prompts[0][:8])
-    results.append(summary("a2. transformers in-process, first token", timed_calls(hf.score_prompts, prompts[1:]), items))
+    results.append(
+        summary("a2. transformers in-process, first token", timed_calls(hf.score_prompts, prompts[1:]), items)
+    )
     del hf
     gc.collect()
     return results
 
 
-def over_http(model: str, query: str, batches: list[list[dict]], clients: int, requests_per_client: int, dtype: str,
-              prefix_caching: bool) -> dict:
+def over_http(
+    model: str,
+    query: str,
+    batches: list[list[dict]],
+    clients: int,
+    requests_per_client: int,
+    dtype: str,
+    prefix_caching: bool,
+) -> dict:
     """Request k of client c sends batch 1 + c * requests_per_client + k (batch 0 warms up)."""
     import httpx
     from ray import serve
@@ -128,8 +163,15 @@ def over_http(model: str, query: str, batches: list[list[dict]], clients: int, r
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     items = len(batches[0])
-    url = run(model, port=port, request_timeout_s=600, engine="vllm", dtype=dtype, enable_prefix_caching=prefix_caching,
-              limits={"max_items": items})
+    url = run(
+        model,
+        port=port,
+        request_timeout_s=600,
+        engine="vllm",
+        dtype=dtype,
+        enable_prefix_caching=prefix_caching,
+        limits={"max_items": items},
+    )
     bodies = [json.dumps({"query": query, "items": batch}) for batch in batches]
     for _ in range(180):
         try:
@@ -144,7 +186,9 @@ def over_http(model: str, query: str, batches: list[list[dict]], clients: int, r
             for k in range(requests_per_client):
                 body = bodies[1 + index * requests_per_client + k]
                 started = time.perf_counter()
-                response = session.post(f"{url}/v1/relevance", content=body, headers={"content-type": "application/json"})
+                response = session.post(
+                    f"{url}/v1/relevance", content=body, headers={"content-type": "application/json"}
+                )
                 response.raise_for_status()
                 latencies.append(time.perf_counter() - started)
         return latencies
@@ -160,12 +204,28 @@ def over_http(model: str, query: str, batches: list[list[dict]], clients: int, r
 
 # Model shapes for --torch-only (transformers config fields; the weights are random).
 SHAPES = {
-    "qwen2-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
-                   "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
-                   "max_position_embeddings": 4096, "tie_word_embeddings": True},
-    "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                     "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
-                     "max_position_embeddings": 2048, "tie_word_embeddings": True},
+    "qwen2-0.5b": {
+        "model_type": "qwen2",
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": True,
+    },
+    "smollm2-135m": {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+    },
 }
 
 
@@ -193,33 +253,47 @@ def torch_only(args) -> dict:
     @torch.inference_mode()
     def score():
         for start in range(0, args.items, args.score_batch):
-            logits = model(input_ids=prompts[start:start + args.score_batch], logits_to_keep=1).logits
+            logits = model(input_ids=prompts[start : start + args.score_batch], logits_to_keep=1).logits
             logits[:, -1, level_ids].float().softmax(-1).argmax(-1).tolist()
         sync()
 
     @torch.inference_mode()
     def decode():
         for start in range(0, args.items, args.decode_batch):
-            batch = prompts[start:start + args.decode_batch]
-            model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), do_sample=False,
-                           max_new_tokens=args.reasoning_tokens, min_new_tokens=args.reasoning_tokens, pad_token_id=0)
+            batch = prompts[start : start + args.decode_batch]
+            model.generate(
+                input_ids=batch,
+                attention_mask=torch.ones_like(batch),
+                do_sample=False,
+                max_new_tokens=args.reasoning_tokens,
+                min_new_tokens=args.reasoning_tokens,
+                pad_token_id=0,
+            )
         sync()
 
     timings = {}
     for name, call in (("first-token scoring", score), ("decode reasoning, then parse", decode)):
         call()  # warm-up: kernels, allocator, caches
         timings[name] = timed(call, args.repeats)
-    rows = [summary(name, latencies, args.items) | {"mean_s": statistics.mean(latencies)}
-            for name, latencies in timings.items()]
+    rows = [
+        summary(name, latencies, args.items) | {"mean_s": statistics.mean(latencies)}
+        for name, latencies in timings.items()
+    ]
     scoring, decoding = (timings[name] for name in ("first-token scoring", "decode reasoning, then parse"))
-    ratios = {"decode / scoring, by the median call": statistics.median(decoding) / statistics.median(scoring),
-              "decode / scoring, by the mean call": statistics.mean(decoding) / statistics.mean(scoring)}
+    ratios = {
+        "decode / scoring, by the median call": statistics.median(decoding) / statistics.median(scoring),
+        "decode / scoring, by the mean call": statistics.mean(decoding) / statistics.mean(scoring),
+    }
     hardware = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{args.shape} shape, random weights, {args.dtype}, on {hardware}; 1 query x {args.items} items of "
-          f"{args.prompt_tokens} prompt tokens; decode {args.reasoning_tokens} tokens each; {args.repeats} calls a path\n")
+    print(
+        f"\n{args.shape} shape, random weights, {args.dtype}, on {hardware}; 1 query x {args.items} items of "
+        f"{args.prompt_tokens} prompt tokens; decode {args.reasoning_tokens} tokens each; {args.repeats} calls a path\n"
+    )
     print("| path | items/s | p50 s | mean s | calls |\n|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['name']} | {row['items_per_s']:.1f} | {row['p50_s']:.3f} | {row['mean_s']:.3f} | {row['calls']} |")
+        print(
+            f"| {row['name']} | {row['items_per_s']:.1f} | {row['p50_s']:.3f} | {row['mean_s']:.3f} | {row['calls']} |"
+        )
     for name, value in ratios.items():
         print(f"{name}: {value:.1f}x")
     return {"args": vars(args), "device": hardware, "torch": torch.__version__, "rows": rows, "ratios": ratios}
@@ -228,14 +302,27 @@ def torch_only(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a model folder exported for serving (not with --torch-only)")
-    parser.add_argument("--torch-only", action="store_true", help="scoring against decoding on a random-weight model "
-                        "shape with torch and transformers alone (CUDA when present); see the module docstring")
+    parser.add_argument(
+        "--torch-only",
+        action="store_true",
+        help="scoring against decoding on a random-weight model "
+        "shape with torch and transformers alone (CUDA when present); see the module docstring",
+    )
     parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2-0.5b", help="--torch-only: the model shape")
-    parser.add_argument("--prompt-tokens", type=int, default=100, help="--torch-only: tokens a prompt (query + item); "
-                        "the built-in logs' prompts are about 100 with SmolLM2's tokenizer")
+    parser.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=100,
+        help="--torch-only: tokens a prompt (query + item); "
+        "the built-in logs' prompts are about 100 with SmolLM2's tokenizer",
+    )
     parser.add_argument("--query-tokens", type=int, default=40, help="--torch-only: of those, the shared query prefix")
-    parser.add_argument("--reasoning-tokens", type=int, default=96, help="--torch-only: tokens decoded per item "
-                        "(the five-step reasoning is about 90 tokens on the built-in logs)")
+    parser.add_argument(
+        "--reasoning-tokens",
+        type=int,
+        default=96,
+        help="--torch-only: tokens decoded per item (the five-step reasoning is about 90 tokens on the built-in logs)",
+    )
     parser.add_argument("--score-batch", type=int, default=200, help="--torch-only: items a scoring forward")
     parser.add_argument("--decode-batch", type=int, default=200, help="--torch-only: items a generate call")
     parser.add_argument("--items", type=int, default=200)
@@ -243,8 +330,11 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=3, help="requests per client")
     parser.add_argument("--repeats", type=int, default=3, help="in-process calls per engine")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--out", default=None,
-                        help="result file (default bench/results/serve.json, or serve_ratio.json with --torch-only)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="result file (default bench/results/serve.json, or serve_ratio.json with --torch-only)",
+    )
     args = parser.parse_args(argv)
     args.out = args.out or f"bench/results/{'serve_ratio' if args.torch_only else 'serve'}.json"
     if args.torch_only:
@@ -261,7 +351,7 @@ def main(argv=None) -> int:
 
     init_ray()
     query, batches = make_batches(args.items, 1 + max(args.repeats, args.clients * args.requests))
-    rows = in_process(args.model, query, batches[:1 + args.repeats], args.dtype)
+    rows = in_process(args.model, query, batches[: 1 + args.repeats], args.dtype)
     rows.append(over_http(args.model, query, batches, args.clients, args.requests, args.dtype, prefix_caching=True))
     rows.append(over_http(args.model, query, batches, args.clients, args.requests, args.dtype, prefix_caching=False))
     by_name = {row["name"][:2]: row for row in rows}
@@ -275,13 +365,25 @@ def main(argv=None) -> int:
     print(f"\n1 query x {args.items} items, {args.clients} HTTP clients, dtype {args.dtype}, {os.cpu_count()} CPUs\n")
     print("| path | items/s | p50 s | p99 s | calls |\n|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['name']} | {row['items_per_s']:.1f} | {row['p50_s']:.2f} | {row['p99_s']:.2f} | {row['calls']} |")
+        print(
+            f"| {row['name']} | {row['items_per_s']:.1f} | {row['p50_s']:.2f} | {row['p99_s']:.2f} | {row['calls']} |"
+        )
     print()
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "commit": git_commit(), "model_record": model_record(args.model),
-                                          "rows": rows, "ratios": ratios}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "commit": git_commit(),
+                "model_record": model_record(args.model),
+                "rows": rows,
+                "ratios": ratios,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -12,7 +12,12 @@ def start_single_rank(port: int, threads: int) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(threads)
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0",
-                       "WORLD_SIZE": "1"}.items():
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
         os.environ.setdefault(key, value)
     dist.init_process_group("gloo", rank=0, world_size=1)

@@ -61,14 +61,32 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--max-scoring-items", type=int, default=0,
-                        help="the ingress's bound on items waiting on the model (0: off); past it, 503 at once")
-    parser.add_argument("--kv-block-size", type=int, default=32, help="the serving engine's KV block size (0: vLLM's default)")
-    parser.add_argument("--max-batch-items", type=int, default=256, help="ServeArgs.max_batch_items: items an engine call scores at most")
-    parser.add_argument("--eager", action="store_true", help="do not torch.compile the serving engine (ServeArgs.compile_engine)")
-    parser.add_argument("--replica-niceness", default="0",
-                        help="nice value of the app's replicas (ServeArgs.replica_niceness); 'ray' keeps Ray's 15")
-    parser.add_argument("--request-timeout-s", type=float, default=120.0, help="Serve's HTTP timeout; the clients wait as long")
+    parser.add_argument(
+        "--max-scoring-items",
+        type=int,
+        default=0,
+        help="the ingress's bound on items waiting on the model (0: off); past it, 503 at once",
+    )
+    parser.add_argument(
+        "--kv-block-size", type=int, default=32, help="the serving engine's KV block size (0: vLLM's default)"
+    )
+    parser.add_argument(
+        "--max-batch-items",
+        type=int,
+        default=256,
+        help="ServeArgs.max_batch_items: items an engine call scores at most",
+    )
+    parser.add_argument(
+        "--eager", action="store_true", help="do not torch.compile the serving engine (ServeArgs.compile_engine)"
+    )
+    parser.add_argument(
+        "--replica-niceness",
+        default="0",
+        help="nice value of the app's replicas (ServeArgs.replica_niceness); 'ray' keeps Ray's 15",
+    )
+    parser.add_argument(
+        "--request-timeout-s", type=float, default=120.0, help="Serve's HTTP timeout; the clients wait as long"
+    )
     parser.add_argument("--out", default="bench/results/soak.json")
     args = parser.parse_args(argv)
 
@@ -84,13 +102,24 @@ def main(argv=None) -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = run(args.model, port=port, engine="vllm", dtype=args.dtype, limits={"max_items": max(SIZES)},
-              request_timeout_s=args.request_timeout_s, max_scoring_items=args.max_scoring_items,
-              kv_block_size=args.kv_block_size, compile_engine=not args.eager, max_batch_items=args.max_batch_items,
-              replica_niceness=None if args.replica_niceness == "ray" else int(args.replica_niceness))
+    url = run(
+        args.model,
+        port=port,
+        engine="vllm",
+        dtype=args.dtype,
+        limits={"max_items": max(SIZES)},
+        request_timeout_s=args.request_timeout_s,
+        max_scoring_items=args.max_scoring_items,
+        kv_block_size=args.kv_block_size,
+        compile_engine=not args.eager,
+        max_batch_items=args.max_batch_items,
+        replica_niceness=None if args.replica_niceness == "ray" else int(args.replica_niceness),
+    )
     wait_until_healthy(url, timeout_s=300)
     bodies = RequestBodies()
-    httpx.post(f"{url}/v1/relevance", content=bodies.next(50), headers={"content-type": "application/json"}, timeout=120)
+    httpx.post(
+        f"{url}/v1/relevance", content=bodies.next(50), headers={"content-type": "application/json"}, timeout=120
+    )
     model = serve.get_deployment_handle("LevelModel", "taosr")
     before = model.stats.remote().result()
 
@@ -107,8 +136,9 @@ def main(argv=None) -> int:
                     return
                 started = time.perf_counter()
                 try:
-                    status = session.post(f"{url}/v1/relevance", content=bodies.next(size),
-                                          headers={"content-type": "application/json"}).status_code
+                    status = session.post(
+                        f"{url}/v1/relevance", content=bodies.next(size), headers={"content-type": "application/json"}
+                    ).status_code
                 except httpx.HTTPError as error:
                     status = type(error).__name__
                 with lock:
@@ -128,9 +158,17 @@ def main(argv=None) -> int:
 
     rows = [summary(f"{size} items", latencies[size], size, args.clients, wall) for size in SIZES if latencies[size]]
     scored = sum(size * len(latencies[size]) for size in SIZES)
-    result = {"args": vars(args), "commit": git_commit(), "requests_built": bodies.count, "wall_s": wall, "statuses": {str(k): v for k, v in statuses.items()},
-              "errors": sum(v for k, v in statuses.items() if k != 200), "items_per_s": scored / wall, "by_size": rows,
-              "replica": replica}
+    result = {
+        "args": vars(args),
+        "commit": git_commit(),
+        "requests_built": bodies.count,
+        "wall_s": wall,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "errors": sum(v for k, v in statuses.items() if k != 200),
+        "items_per_s": scored / wall,
+        "by_size": rows,
+        "replica": replica,
+    }
     print(f"{args.clients} clients, {wall:.0f} s: statuses {dict(statuses)}, {scored / wall:.1f} items/s")
     print(f"replica: {replica}")
     print("| request | calls | p50 s | p99 s |\n|---|---|---|---|")
@@ -139,7 +177,6 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0 if result["errors"] == 0 else 1
-
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--settings", required=True,
-                        help="JSON from bench/grpo_bench.py: model, prompts, steps, prompts_per_step, group_size, "
-                             "micro_batch, max_new_tokens, lr, kl, threads, seed, out_dir")
+    parser.add_argument(
+        "--settings",
+        required=True,
+        help="JSON from bench/grpo_bench.py: model, prompts, steps, prompts_per_step, group_size, "
+        "micro_batch, max_new_tokens, lr, kl, threads, seed, out_dir",
+    )
     args = argparse.Namespace(**json.loads(parser.parse_args().settings))
 
     import torch
@@ -42,16 +45,34 @@ def main() -> int:
 
     sequences = args.prompts_per_step * args.group_size
     config = GRPOConfig(
-        output_dir=args.out_dir, max_steps=args.steps, per_device_train_batch_size=args.micro_batch,
-        gradient_accumulation_steps=sequences // args.micro_batch, num_generations=args.group_size,
-        max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, learning_rate=args.lr,
-        beta=args.kl, epsilon=0.2, loss_type="dapo", scale_rewards="group", lr_scheduler_type="constant",
-        bf16=True, use_cpu=True, logging_steps=1, save_strategy="no", report_to=[], seed=args.seed,
-        remove_unused_columns=False, dataloader_num_workers=0)
+        output_dir=args.out_dir,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=sequences // args.micro_batch,
+        num_generations=args.group_size,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=args.lr,
+        beta=args.kl,
+        epsilon=0.2,
+        loss_type="dapo",
+        scale_rewards="group",
+        lr_scheduler_type="constant",
+        bf16=True,
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=args.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    trainer = GRPOTrainer(model=model, args=config, train_dataset=dataset, reward_funcs=reward,
-                          processing_class=tokenizer)
+    trainer = GRPOTrainer(
+        model=model, args=config, train_dataset=dataset, reward_funcs=reward, processing_class=tokenizer
+    )
 
     phase = {"generate_s": 0.0, "generated_tokens": 0}
     generate = trainer._generate_and_score_completions

@@ -39,7 +39,7 @@ def judge_rationale(text: str | None, gold: int) -> tuple[Reasoning | None, str 
     start = next((i for i, line in enumerate(lines) if line.startswith("1.")), None)
     if start is None:
         return None, "unparseable"
-    reasoning, _ = parse_steps(lines[start:start + 5])
+    reasoning, _ = parse_steps(lines[start : start + 5])
     if reasoning is None:
         return None, "unparseable"
     if reasoning.decision != gold:
@@ -68,8 +68,14 @@ class RuleTeacher:
 
     def _template(self, row: Mapping, rule_ids: Sequence[str]) -> Reasoning:
         item = item_from_row(row)
-        return grounded_reasoning(row["query"], item.title, item.category, item.attributes, int(row["label"]),
-                                  self.rules[rule_ids[0]].text if rule_ids else None)
+        return grounded_reasoning(
+            row["query"],
+            item.title,
+            item.category,
+            item.attributes,
+            int(row["label"]),
+            self.rules[rule_ids[0]].text if rule_ids else None,
+        )
 
 
 class TeacherRefused(RuntimeError):
@@ -86,9 +92,18 @@ class OpenAITeacher:
     name = "openai"
     FATAL_STATUS = {401: "the API key was refused", 403: "the API key lacks access", 404: "no such model or route"}
 
-    def __init__(self, rules: Mapping[str, Rule], base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 temperature: float = 0.3, max_new_tokens: int = 320, timeout_s: float = 60.0, max_attempts: int = 4,
-                 concurrency: int = 8):
+    def __init__(
+        self,
+        rules: Mapping[str, Rule],
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        temperature: float = 0.3,
+        max_new_tokens: int = 320,
+        timeout_s: float = 60.0,
+        max_attempts: int = 4,
+        concurrency: int = 8,
+    ):
         import httpx
 
         if not base_url or not model:
@@ -99,8 +114,9 @@ class OpenAITeacher:
         if os.environ.get(api_key_env):
             headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
         self.rules, self.api_key_env, self.base_url = rules, api_key_env, base_url.rstrip("/")
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s,
-                                   limits=httpx.Limits(max_connections=concurrency))
+        self.client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency)
+        )
         self.body = {"model": model, "temperature": temperature, "max_tokens": max_new_tokens}
         self.max_attempts, self.concurrency = max_attempts, concurrency
 
@@ -119,11 +135,16 @@ class OpenAITeacher:
                 return error.response.status_code in (408, 409, 429) or error.response.status_code >= 500
             return isinstance(error, httpx.TransportError)
 
-        messages = teacher_messages(row["query"], item_from_row(row), [self.rules[i].text for i in rule_ids],
-                                    label_text(int(row["label"])))
+        messages = teacher_messages(
+            row["query"], item_from_row(row), [self.rules[i].text for i in rule_ids], label_text(int(row["label"]))
+        )
         try:
-            for attempt in Retrying(stop=stop_after_attempt(self.max_attempts), retry=retry_if_exception(transient),
-                                    wait=wait_exponential(multiplier=0.5, max=8), reraise=True):
+            for attempt in Retrying(
+                stop=stop_after_attempt(self.max_attempts),
+                retry=retry_if_exception(transient),
+                wait=wait_exponential(multiplier=0.5, max=8),
+                reraise=True,
+            ):
                 with attempt:
                     response = self.client.post("/chat/completions", json={**self.body, "messages": messages})
                     response.raise_for_status()
@@ -131,9 +152,15 @@ class OpenAITeacher:
         except httpx.HTTPStatusError as error:
             status = error.response.status_code
             if status in self.FATAL_STATUS:
-                hint = f"; is {self.api_key_env} set?" if status in (401, 403) and not os.environ.get(self.api_key_env) else ""
-                raise TeacherRefused(f"the teacher endpoint {self.base_url} answered {status} "
-                                     f"({self.FATAL_STATUS[status]}{hint}): {error.response.text[:300]}") from error
+                hint = (
+                    f"; is {self.api_key_env} set?"
+                    if status in (401, 403) and not os.environ.get(self.api_key_env)
+                    else ""
+                )
+                raise TeacherRefused(
+                    f"the teacher endpoint {self.base_url} answered {status} "
+                    f"({self.FATAL_STATUS[status]}{hint}): {error.response.text[:300]}"
+                ) from error
             return None  # counted as teacher_error
         except (httpx.HTTPError, KeyError, IndexError, ValueError):
             return None  # counted as teacher_error
@@ -143,16 +170,28 @@ def make_teacher(cot_config, rules: Mapping[str, Rule]):
     if cot_config.teacher == "rule":
         return RuleTeacher(rules)
     if cot_config.teacher == "openai":
-        return OpenAITeacher(rules, cot_config.openai_base_url, cot_config.teacher_model, cot_config.api_key_env,
-                             cot_config.temperature, cot_config.max_new_tokens, concurrency=cot_config.concurrency)
+        return OpenAITeacher(
+            rules,
+            cot_config.openai_base_url,
+            cot_config.teacher_model,
+            cot_config.api_key_env,
+            cot_config.temperature,
+            cot_config.max_new_tokens,
+            concurrency=cot_config.concurrency,
+        )
     if cot_config.teacher == "vllm":
         from taosr.actors.teacher import VLLMTeacher
         from taosr.datasets.embedded_models import resolve_model
 
         model = cot_config.teacher_model  # an s3:// folder is fetched on the teacher's node
-        return VLLMTeacher(rules, model if model.startswith("s3://") else resolve_model(model), cot_config.temperature,
-                           cot_config.max_new_tokens, cot_config.teacher_dtype,
-                           tensor_parallel_size=cot_config.tensor_parallel_size)
+        return VLLMTeacher(
+            rules,
+            model if model.startswith("s3://") else resolve_model(model),
+            cot_config.temperature,
+            cot_config.max_new_tokens,
+            cot_config.teacher_dtype,
+            tensor_parallel_size=cot_config.tensor_parallel_size,
+        )
     raise ValueError(f"unknown teacher {cot_config.teacher!r}; use rule, openai or vllm")
 
 
@@ -173,8 +212,10 @@ class CotWriter:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        texts = [retrieval_text(r["query"], r["title"], r.get("category"), json.loads(r.get("attributes") or "{}"))
-                 for r in rows]
+        texts = [
+            retrieval_text(r["query"], r["title"], r.get("category"), json.loads(r.get("attributes") or "{}"))
+            for r in rows
+        ]
         retrieved = self.retriever.retrieve(texts, self.top_k, self.min_score)
         written = self.teacher.write(rows, retrieved)
         for row, rule_ids, text in zip(rows, retrieved, written):
@@ -184,8 +225,12 @@ class CotWriter:
             row["cot_drop_reason"] = drop
             row["teacher"] = self.teacher.name
         schema = batch.schema
-        for name, kind in (("retrieved_rule_ids", pa.list_(pa.string())), ("reasoning", pa.string()),
-                           ("cot_drop_reason", pa.string()), ("teacher", pa.string())):
+        for name, kind in (
+            ("retrieved_rule_ids", pa.list_(pa.string())),
+            ("reasoning", pa.string()),
+            ("cot_drop_reason", pa.string()),
+            ("teacher", pa.string()),
+        ):
             schema = schema.append(pa.field(name, kind))
         return pa.Table.from_pylist(rows, schema=schema)
 
@@ -196,9 +241,14 @@ def synthesize(accepted_ds, cot_config, ray_config=None):
     from taosr.config import RayConfig
 
     resources = (ray_config or RayConfig()).engine_options(cot_config.cpus_per_engine, cot_config.gpus_per_engine)
-    written = accepted_ds.map_batches(CotWriter, fn_constructor_args=(cot_config,), batch_format="pyarrow",
-                                      batch_size=cot_config.batch_size, concurrency=cot_config.num_teachers,
-                                      **resources).materialize()
+    written = accepted_ds.map_batches(
+        CotWriter,
+        fn_constructor_args=(cot_config,),
+        batch_format="pyarrow",
+        batch_size=cot_config.batch_size,
+        concurrency=cot_config.num_teachers,
+        **resources,
+    ).materialize()
     kept = written.filter(lambda row: row["cot_drop_reason"] is None)
     dropped = written.filter(lambda row: row["cot_drop_reason"] is not None)
     counts = {"input": written.count(), "kept": kept.count()}
@@ -216,5 +266,7 @@ def check_teacher_errors(counts: dict, max_share: float) -> None:
     that is down or overloaded, not rows that are hard. The dropped rows stay counted by reason."""
     failed = counts.get("drop_reasons", {}).get("teacher_error", 0)
     if counts.get("input") and failed / counts["input"] > max_share:
-        raise RuntimeError(f"the teacher failed on {failed} of {counts['input']} rows (more than "
-                           f"cot.max_teacher_error_share={max_share}): check the teacher's endpoint or engine")
+        raise RuntimeError(
+            f"the teacher failed on {failed} of {counts['input']} rows (more than "
+            f"cot.max_teacher_error_share={max_share}): check the teacher's endpoint or engine"
+        )

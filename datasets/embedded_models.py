@@ -17,7 +17,9 @@ from taosr import models
 def resolve_model(name: str, cache_dir: str = "~/.cache/taosr/models") -> str:
     """A local Hugging Face folder for a model name from the config (``model.name``)."""
     if name == "tiny":
-        return str(models.build_tiny_model(Path(os.path.expanduser(cache_dir)) / models.TINY_FOLDER, tokenizer_corpus(0)))
+        return str(
+            models.build_tiny_model(Path(os.path.expanduser(cache_dir)) / models.TINY_FOLDER, tokenizer_corpus(0))
+        )
     return models.resolve_model(name, cache_dir)
 
 

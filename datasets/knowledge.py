@@ -23,29 +23,67 @@ class Rule:
 
 _RULES = [
     Rule("CAT-01", "An item whose product type is the one the query asks for matches the query's category."),
-    Rule("CAT-02", "An item of another product type in the same product family as the one asked for is in the right broad category but violates the product type the query asks for."),
+    Rule(
+        "CAT-02",
+        "An item of another product type in the same product family as the one asked for is in the right broad "
+        "category but violates the product type the query asks for.",
+    ),
     Rule("CAT-03", "An accessory of the product the query asks for is the wrong kind of item."),
     Rule("CAT-04", "An item from a different department than the product asked for is the wrong kind of item."),
     Rule("CAT-05", "An item from the same department but a different product family is the wrong kind of item."),
-    Rule("ATTR-01", "When the item's value of an attribute the query requires differs from the required value, a key requirement is violated."),
-    Rule("ATTR-02", "When the item does not state an attribute the query requires, the requirement is unknown and the item is at most related."),
-    Rule("ATTR-03", "When only an attribute the query mentions as secondary differs, the item is related rather than excellent."),
-    Rule("ATTR-04", "An item of the right product type that meets every requirement of the query is an excellent match."),
+    Rule(
+        "ATTR-01",
+        "When the item's value of an attribute the query requires differs from the required value, a key "
+        "requirement is violated.",
+    ),
+    Rule(
+        "ATTR-02",
+        "When the item does not state an attribute the query requires, the requirement is unknown and the item is "
+        "at most related.",
+    ),
+    Rule(
+        "ATTR-03",
+        "When only an attribute the query mentions as secondary differs, the item is related rather than excellent.",
+    ),
+    Rule(
+        "ATTR-04", "An item of the right product type that meets every requirement of the query is an excellent match."
+    ),
     Rule("ATTR-05", "A brand named in the query is a key requirement."),
     Rule("ATTR-06", "A size named in the query is a key requirement, because a different size does not fit."),
     Rule("ATTR-07", "A colour named in the query is a key requirement."),
     Rule("ATTR-08", "A case or accessory fits only the device model it is made for."),
-    Rule("NEG-01", "A negated attribute value in the query ('not pink', 'without', 'no') excludes items that have that value."),
+    Rule(
+        "NEG-01",
+        "A negated attribute value in the query ('not pink', 'without', 'no') excludes items that have that value.",
+    ),
     Rule("NEG-02", "An item that does not state the negated attribute neither violates nor confirms the negation."),
     Rule("NEG-03", "An item of the right type whose value differs from the negated one satisfies the negation."),
-    Rule("ALT-01", "An alternative or dupe query asks for an item with the same function as the named product from another brand."),
-    Rule("ALT-02", "The named product itself, or another item of its brand, does not answer a query for an alternative to it."),
-    Rule("ALT-03", "An alternative that is not cheaper than the named product misses the query's request for an affordable option."),
-    Rule("ALT-04", "A cheaper item of the same function from another brand is an excellent answer to an alternative query."),
+    Rule(
+        "ALT-01",
+        "An alternative or dupe query asks for an item with the same function as the named product from another brand.",
+    ),
+    Rule(
+        "ALT-02",
+        "The named product itself, or another item of its brand, does not answer a query for an alternative to it.",
+    ),
+    Rule(
+        "ALT-03",
+        "An alternative that is not cheaper than the named product misses the query's request for an affordable "
+        "option.",
+    ),
+    Rule(
+        "ALT-04",
+        "A cheaper item of the same function from another brand is an excellent answer to an alternative query.",
+    ),
     Rule("QA-01", "A question-answer query names a need, and items of a type that serves the need match its category."),
     Rule("QA-02", "An item of a suitable type that lacks a property the need requires violates a key requirement."),
-    Rule("QA-03", "An item in the same department as the suitable items that does not serve the need violates the need."),
-    Rule("PRICE-01", "A price limit in the query ('under $50') is a key requirement, and an item without a price leaves it unknown."),
+    Rule(
+        "QA-03", "An item in the same department as the suitable items that does not serve the need violates the need."
+    ),
+    Rule(
+        "PRICE-01",
+        "A price limit in the query ('under $50') is a key requirement, and an item without a price leaves it unknown.",
+    ),
     Rule("KN-01", "The iPhone 15 charges through a USB-C port."),
     Rule("KN-02", "The iPhone 14 charges through a Lightning port."),
     Rule("KN-03", "The iPhone 13 charges through a Lightning port."),
@@ -71,7 +109,10 @@ _RULES = [
     Rule("REF-05", "The KitchenAid Artisan stand mixer costs about $449."),
     Rule("REF-06", "The Herman Miller Aeron office chair costs about $1,395."),
     Rule("REF-07", "Sony WH-1000XM5 noise-cancelling headphones cost about $399."),
-    Rule("NEED-01", "For a beach wedding, light dresses of linen, cotton or chiffon, linen shirts and sandals are suitable."),
+    Rule(
+        "NEED-01",
+        "For a beach wedding, light dresses of linen, cotton or chiffon, linen shirts and sandals are suitable.",
+    ),
     Rule("NEED-02", "For hiking in the rain, waterproof rain jackets and waterproof hiking boots are suitable."),
     Rule("NEED-03", "A newborn needs swaddles and baby bottles."),
     Rule("NEED-04", "Setting up a home office calls for a desk and an office chair."),
@@ -95,7 +136,7 @@ class Intent:
     query_type: str
     wanted_types: tuple[str, ...]
     required: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> allowed values
-    required_rule: Mapping[str, str] = field(default_factory=dict)        # attribute -> rule that requires it
+    required_rule: Mapping[str, str] = field(default_factory=dict)  # attribute -> rule that requires it
     secondary: Mapping[str, str] = field(default_factory=dict)
     negated: Mapping[str, str] = field(default_factory=dict)
     max_price: float | None = None
@@ -148,16 +189,34 @@ def judge(intent: Intent, item: Item) -> Judgement:
     if item_type.name not in intent.wanted_types:
         if any(item_type.accessory_of == t.name for t in wanted):
             fired.append("CAT-03")
-            return done(1, "mismatch", f"a {item_type.phrase} is an accessory, not a {wanted_phrases}",
-                        "unknown", "not checked: wrong kind of item")
-        if any(item_type.path[:2] == t.path[:2] for t in wanted) or (qa and any(item_type.department == t.department for t in wanted)):
+            return done(
+                1,
+                "mismatch",
+                f"a {item_type.phrase} is an accessory, not a {wanted_phrases}",
+                "unknown",
+                "not checked: wrong kind of item",
+            )
+        if any(item_type.path[:2] == t.path[:2] for t in wanted) or (
+            qa and any(item_type.department == t.department for t in wanted)
+        ):
             fired.append("QA-03" if qa else "CAT-02")
-            return done(2, "partial", f"a {item_type.phrase} is in the same {item_type.department.lower()} category but is not a {wanted_phrases}",
-                        "violated", f"the product type must be {wanted_phrases}")
+            return done(
+                2,
+                "partial",
+                f"a {item_type.phrase} is in the same {item_type.department.lower()} category but is not a "
+                f"{wanted_phrases}",
+                "violated",
+                f"the product type must be {wanted_phrases}",
+            )
         rule = "CAT-05" if any(item_type.department == t.department for t in wanted) else "CAT-04"
         fired.append(rule)
-        return done(1, "mismatch", f"a {item_type.phrase} is not a {wanted_phrases}",
-                    "unknown", "not checked: wrong kind of item")
+        return done(
+            1,
+            "mismatch",
+            f"a {item_type.phrase} is not a {wanted_phrases}",
+            "unknown",
+            "not checked: wrong kind of item",
+        )
 
     fired.append("QA-01" if qa else "CAT-01")
     category_reason = f"the item is a {item_type.phrase}, as asked"

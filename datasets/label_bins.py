@@ -67,27 +67,39 @@ def problem(counts: BinnedGrades) -> str | None:
         return None
     moved = sum(counts.moved.values())
     examples = ", ".join(f"{grade} -> {level} ({n} rows)" for (grade, level), n in sorted(counts.moved.items()))
-    fix = ("remove the bins (data.label_bins={} on the command line, or drop label_bins from the profile), "
-           "or map levels explicitly with data.label_aliases")
+    fix = (
+        "remove the bins (data.label_bins={} on the command line, or drop label_bins from the profile), "
+        "or map levels explicitly with data.label_aliases"
+    )
     seen = ", ".join(f"{grade}: {counts.whole[grade]}" for grade in sorted(counts.whole))
     if level_like == counts.binned and 4 in counts.whole:
-        return (f"data.label_bins is set, but every one of the {counts.binned} labels is already a level 1-4 "
-                f"({seen}); the bins would relabel {moved} of them ({examples or 'none'}). Fix: {fix}")
+        return (
+            f"data.label_bins is set, but every one of the {counts.binned} labels is already a level 1-4 "
+            f"({seen}); the bins would relabel {moved} of them ({examples or 'none'}). Fix: {fix}"
+        )
     if 2 * level_like > counts.binned and 2 * moved > level_like:
-        return (f"data.label_bins would give {moved} of the {level_like} labels that are whole levels 1-4 another "
-                f"level ({examples}). Fix: check the bins against the logs' grading scale, or {fix}")
+        return (
+            f"data.label_bins would give {moved} of the {level_like} labels that are whole levels 1-4 another "
+            f"level ({examples}). Fix: check the bins against the logs' grading scale, or {fix}"
+        )
     return None
 
 
 def check(accepted_ds) -> BinnedGrades:
     """Count what the bins did over a Ray dataset of accepted rows (one small record per block,
     added up on the driver) and raise ``LabelBinsError`` when they do not fit the logs."""
-    partials = accepted_ds.select_columns(["label", "extra"]).map_batches(
-        _count_batch, batch_format="pyarrow").take_all()
+    partials = (
+        accepted_ds.select_columns(["label", "extra"]).map_batches(_count_batch, batch_format="pyarrow").take_all()
+    )
     counts = BinnedGrades()
     for partial in partials:
-        counts.add(BinnedGrades(partial["binned"], {int(k): v for k, v in json.loads(partial["whole"]).items()},
-                                {tuple(map(int, k.split(">"))): v for k, v in json.loads(partial["moved"]).items()}))
+        counts.add(
+            BinnedGrades(
+                partial["binned"],
+                {int(k): v for k, v in json.loads(partial["whole"]).items()},
+                {tuple(map(int, k.split(">"))): v for k, v in json.loads(partial["moved"]).items()},
+            )
+        )
     reason = problem(counts)
     if reason:
         raise LabelBinsError(reason)
@@ -96,8 +108,13 @@ def check(accepted_ds) -> BinnedGrades:
 
 def _count_batch(batch: pa.Table) -> pa.Table:
     counts = count_binned(batch.to_pylist())
-    return pa.table({"binned": [counts.binned], "whole": [json.dumps(counts.whole)],
-                     "moved": [json.dumps({f"{g}>{lv}": n for (g, lv), n in counts.moved.items()})]})
+    return pa.table(
+        {
+            "binned": [counts.binned],
+            "whole": [json.dumps(counts.whole)],
+            "moved": [json.dumps({f"{g}>{lv}": n for (g, lv), n in counts.moved.items()})],
+        }
+    )
 
 
 def _grade(value) -> float | None:

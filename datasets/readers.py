@@ -35,9 +35,17 @@ FORMATS = ("jsonl", "parquet", "csv", "tsv")
 def _block(rows: list[dict]) -> Block:
     import pyarrow as pa
 
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("source", pa.string()), ("line", pa.int64()), ("raw", pa.string()), ("error", pa.string()),
-    ]))
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("source", pa.string()),
+                ("line", pa.int64()),
+                ("raw", pa.string()),
+                ("error", pa.string()),
+            ]
+        ),
+    )
 
 
 class JsonLinesRecords(FileBasedDatasource):
@@ -83,7 +91,12 @@ def _line_record(path: str, number: int, line: bytes, encoding: str = "utf-8") -
     try:
         text = line.decode(encoding)
     except UnicodeDecodeError:
-        return {"source": path, "line": number, "raw": line.decode("utf-8", "replace")[:4000], "error": "bad_encoding:line"}
+        return {
+            "source": path,
+            "line": number,
+            "raw": line.decode("utf-8", "replace")[:4000],
+            "error": "bad_encoding:line",
+        }
     try:
         json.loads(text)
     except json.JSONDecodeError:
@@ -142,8 +155,12 @@ def _decoded_lines(f, encoding: str) -> Iterator[str]:
 def _csv_record(path: str, number: int, header: list[str], fields: list[str]) -> dict:
     if len(fields) != len(header):
         raw = json.dumps({**dict(zip(header, fields)), "_fields": fields}, ensure_ascii=True)[:4000]
-        return {"source": path, "line": number, "raw": raw,
-                "error": f"malformed_csv:{len(fields)}_fields_for_{len(header)}_columns"}
+        return {
+            "source": path,
+            "line": number,
+            "raw": raw,
+            "error": f"malformed_csv:{len(fields)}_fields_for_{len(header)}_columns",
+        }
     row = {}
     for name, value in zip(header, fields):
         value = value.strip()
@@ -210,8 +227,12 @@ def detect_format(path: str, declared: str = "auto") -> str:
     if declared != "auto":
         raise ValueError(f"unknown log format {declared!r}; use auto, {', '.join(FORMATS)}")
     lowered = path.rstrip("/").lower()
-    for fmt, suffixes in (("parquet", _PARQUET_SUFFIXES), ("jsonl", _JSONL_SUFFIXES), ("csv", _CSV_SUFFIXES),
-                          ("tsv", _TSV_SUFFIXES)):
+    for fmt, suffixes in (
+        ("parquet", _PARQUET_SUFFIXES),
+        ("jsonl", _JSONL_SUFFIXES),
+        ("csv", _CSV_SUFFIXES),
+        ("tsv", _TSV_SUFFIXES),
+    ):
         if lowered.endswith(suffixes):
             return fmt
     if lowered.endswith(".zip"):
@@ -233,8 +254,11 @@ def filesystem_for(path: str, s3_endpoint: str = ""):
     # The filesystem is pickled into Ray workers, whose environment may lack the driver's keys;
     # without keys in the environment, the default chain (an instance role) applies there.
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                      session_token=os.environ.get("AWS_SESSION_TOKEN"))
+        kwargs.update(
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            session_token=os.environ.get("AWS_SESSION_TOKEN"),
+        )
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
@@ -259,11 +283,17 @@ def read_raw_records(path: str, fmt: str = "auto", s3_endpoint: str = "", encodi
     if resolved == "parquet":
         datasource = ParquetRecords(path, filesystem=filesystem, file_extensions=ParquetRecords._FILE_EXTENSIONS)
     elif resolved in ("csv", "tsv"):
-        datasource = CsvRecords(path, delimiter="," if resolved == "csv" else "\t", encoding=encoding,
-                                filesystem=filesystem, file_extensions=CsvRecords._FILE_EXTENSIONS)
+        datasource = CsvRecords(
+            path,
+            delimiter="," if resolved == "csv" else "\t",
+            encoding=encoding,
+            filesystem=filesystem,
+            file_extensions=CsvRecords._FILE_EXTENSIONS,
+        )
     else:
-        datasource = JsonLinesRecords(path, encoding=encoding, filesystem=filesystem,
-                                      file_extensions=JsonLinesRecords._FILE_EXTENSIONS)
+        datasource = JsonLinesRecords(
+            path, encoding=encoding, filesystem=filesystem, file_extensions=JsonLinesRecords._FILE_EXTENSIONS
+        )
     return ray.data.read_datasource(datasource)
 
 
@@ -272,7 +302,7 @@ def _format_of_folder(path: str, filesystem) -> str:
     from pyarrow import fs as pafs
 
     local = filesystem or pafs.LocalFileSystem()
-    base = path[len("s3://"):] if path.startswith("s3://") else os.path.abspath(path)
+    base = path[len("s3://") :] if path.startswith("s3://") else os.path.abspath(path)
     infos = local.get_file_info(pafs.FileSelector(base, recursive=True))
     formats = set()
     for info in infos:
@@ -282,5 +312,7 @@ def _format_of_folder(path: str, filesystem) -> str:
             except ValueError:
                 continue
     if len(formats) != 1:
-        raise ValueError(f"{path!r} holds {sorted(formats) or 'no'} log files; it needs exactly one format ({', '.join(FORMATS)})")
+        raise ValueError(
+            f"{path!r} holds {sorted(formats) or 'no'} log files; it needs exactly one format ({', '.join(FORMATS)})"
+        )
     return formats.pop()

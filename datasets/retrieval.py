@@ -45,8 +45,10 @@ class RuleRetriever:
         self.rules = dict(rules or RULES)
         self.ids = list(self.rules)
         self.index = bm25s.BM25()
-        self.index.index(bm25s.tokenize([self.rules[i].text for i in self.ids], stopwords="en", show_progress=False),
-                         show_progress=False)
+        self.index.index(
+            bm25s.tokenize([self.rules[i].text for i in self.ids], stopwords="en", show_progress=False),
+            show_progress=False,
+        )
 
     def retrieve(self, texts: Sequence[str], k: int = 4, min_score: float = 0.0) -> list[list[str]]:
         """Ids of the top ``k`` rules per text whose BM25 score is above ``min_score``: no rule
@@ -60,4 +62,6 @@ class RuleRetriever:
         k = min(k, len(self.ids))
         tokens = self._bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
         documents, scores = self.index.retrieve(tokens, k=k, show_progress=False)
-        return [[(self.ids[d], float(s)) for d, s in zip(row, row_scores)] for row, row_scores in zip(documents, scores)]
+        return [
+            [(self.ids[d], float(s)) for d, s in zip(row, row_scores)] for row, row_scores in zip(documents, scores)
+        ]

@@ -23,21 +23,48 @@ from taosr.limits import InputLimits
 from taosr.text import clean_text
 
 KNOWN_FIELDS = (
-    "id", "query_id", "query", "item_id", "title", "category", "attributes", "price",
-    "description", "label", "query_type", "rule_ids", "step_annotations",
+    "id",
+    "query_id",
+    "query",
+    "item_id",
+    "title",
+    "category",
+    "attributes",
+    "price",
+    "description",
+    "label",
+    "query_type",
+    "rule_ids",
+    "step_annotations",
 )
 
 # The columns of an accepted row, in order. Attributes, step annotations and unknown columns
 # are JSON text so the Arrow schema is the same for every shop's logs.
 ACCEPTED_COLUMNS = (
-    "id", "query_id", "query", "item_id", "title", "category", "attributes", "price",
-    "description", "label", "query_type", "rule_ids", "step_annotations", "extra", "source", "line",
+    "id",
+    "query_id",
+    "query",
+    "item_id",
+    "title",
+    "category",
+    "attributes",
+    "price",
+    "description",
+    "label",
+    "query_type",
+    "rule_ids",
+    "step_annotations",
+    "extra",
+    "source",
+    "line",
 )
 QUARANTINE_COLUMNS = ("source", "line", "reason", "detail", "raw")
 
 # A price as shops write it: an optional currency symbol or code on either side, then digits
 # with ',' or '.' (or spaces, apostrophes) as thousands or decimal separators.
-_PRICE_RE = re.compile(r"^\s*(?:[$€£¥₹]|[A-Za-z]{1,3}\$?)?\s*(?P<number>\d[\d.,' \u00a0]*)\s*(?:[$€£¥₹]|[A-Za-z]{1,4})?\s*$")
+_PRICE_RE = re.compile(
+    r"^\s*(?:[$€£¥₹]|[A-Za-z]{1,3}\$?)?\s*(?P<number>\d[\d.,' \u00a0]*)\s*(?:[$€£¥₹]|[A-Za-z]{1,4})?\s*$"
+)
 
 
 class RowError(ValueError):
@@ -60,9 +87,13 @@ def rename_columns(raw: Mapping[str, Any], columns: Mapping[str, str]) -> dict:
     return {theirs_to_ours.get(key, key): value for key, value in raw.items()}
 
 
-def normalise_row(raw: Mapping[str, Any], limits: Limits = Limits(),
-                  label_aliases: Mapping[str, int] | None = None,
-                  label_bins: Mapping[str, float] | None = None, require_label: bool = True) -> dict:
+def normalise_row(
+    raw: Mapping[str, Any],
+    limits: Limits = Limits(),
+    label_aliases: Mapping[str, int] | None = None,
+    label_bins: Mapping[str, float] | None = None,
+    require_label: bool = True,
+) -> dict:
     """Validate and clean one raw row (already renamed to our field names).
 
     ``label_aliases`` map label spellings (text or numbers) to levels; ``label_bins`` map each
@@ -198,7 +229,9 @@ def _attributes(value: Any, limits: Limits) -> dict[str, str]:
         name = clean_text(_as_text(str(key) if not isinstance(key, (str, bytes)) else key, "attributes"))
         text = clean_text(_as_text(str(item) if not isinstance(item, (str, bytes)) else item, "attributes"))
         if len(name) > limits.max_attribute_chars or len(text) > limits.max_attribute_chars:
-            raise RowError("oversized_text:attributes", f"attribute {name[:40]!r} is longer than {limits.max_attribute_chars}")
+            raise RowError(
+                "oversized_text:attributes", f"attribute {name[:40]!r} is longer than {limits.max_attribute_chars}"
+            )
         if name and text:
             clean[name] = text
     return clean
@@ -282,7 +315,11 @@ def _number(value: Any) -> float | None:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
 
 
 def _label(value: Any, aliases: Mapping, bins: Mapping | None = None) -> int:

@@ -19,7 +19,7 @@ def filesystem_and_path(path: str, s3_endpoint: str = ""):
         from pyarrow import fs
 
         return fs.LocalFileSystem(), os.path.abspath(path)
-    return filesystem, path[len("s3://"):]
+    return filesystem, path[len("s3://") :]
 
 
 def remove_tree(path: str, s3_endpoint: str = "") -> None:
@@ -100,11 +100,14 @@ def listing_hash(path: str, s3_endpoint: str = "", missing: str = "no files unde
     if info.type == fs.FileType.File:
         files = [info]
     else:
-        files = [i for i in filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
-                 if i.type == fs.FileType.File]
+        files = [
+            i
+            for i in filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+            if i.type == fs.FileType.File
+        ]
     if not files:
         raise FileNotFoundError(f"{missing} {path}")
-    listing = sorted(f"{i.path[len(root):]}\0{i.size}\0{i.mtime_ns}" for i in files)
+    listing = sorted(f"{i.path[len(root) :]}\0{i.size}\0{i.mtime_ns}" for i in files)
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
 
 
@@ -149,8 +152,9 @@ def read_parquet(path: str, s3_endpoint: str = ""):
     return ray.data.read_parquet(path, filesystem=filesystem_for(path, s3_endpoint))
 
 
-def copy_small_files(source: str, target: str, s3_endpoint: str = "", suffixes: tuple = (".json",),
-                     max_bytes: int = 50_000_000) -> int:
+def copy_small_files(
+    source: str, target: str, s3_endpoint: str = "", suffixes: tuple = (".json",), max_bytes: int = 50_000_000
+) -> int:
     """Copy the files under ``source`` whose names end in one of ``suffixes`` (and that are
     under ``max_bytes``) to a local folder, keeping their relative paths: the metrics and
     summaries of a run without its weights and datasets. Returns how many were copied."""
@@ -161,7 +165,7 @@ def copy_small_files(source: str, target: str, s3_endpoint: str = "", suffixes: 
     for info in filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True)):
         if info.type != fs.FileType.File or not info.path.endswith(suffixes) or info.size > max_bytes:
             continue
-        destination = Path(target, info.path[len(root):].lstrip("/"))
+        destination = Path(target, info.path[len(root) :].lstrip("/"))
         destination.parent.mkdir(parents=True, exist_ok=True)
         with filesystem.open_input_stream(info.path) as stream:
             destination.write_bytes(stream.read())

@@ -21,12 +21,28 @@ QUERY_TYPES = ("plain", "negation", "alternative", "question_answer", "knowledge
 
 # (device, connector, rule) for charger/cable knowledge queries.
 _DEVICE_PORTS = [
-    ("iphone 15", "USB-C", "KN-01"), ("iphone 14", "Lightning", "KN-02"), ("iphone 13", "Lightning", "KN-03"),
-    ("galaxy s24", "USB-C", "KN-04"), ("pixel 8", "USB-C", "KN-05"), ("samsung a54", "USB-C", "KN-06"),
+    ("iphone 15", "USB-C", "KN-01"),
+    ("iphone 14", "Lightning", "KN-02"),
+    ("iphone 13", "Lightning", "KN-03"),
+    ("galaxy s24", "USB-C", "KN-04"),
+    ("pixel 8", "USB-C", "KN-05"),
+    ("samsung a54", "USB-C", "KN-06"),
 ]
-_CONTROLLER_PORTS = [("ps5 controller", "USB-C", "KN-07"), ("ps4 controller", "Micro-USB", "KN-08"), ("nintendo switch", "USB-C", "KN-09")]
-_PRINTERS = [("hp deskjet 2755", "HP 67", "KN-10"), ("canon pixma ts3520", "Canon PG-275", "KN-11"), ("epson ecotank et-2800", "Epson 502", "KN-12")]
-_COFFEE = [("keurig", "K-Cup", "KN-13"), ("nespresso vertuo", "Nespresso Vertuo", "KN-14"), ("nespresso original", "Nespresso Original", "KN-15")]
+_CONTROLLER_PORTS = [
+    ("ps5 controller", "USB-C", "KN-07"),
+    ("ps4 controller", "Micro-USB", "KN-08"),
+    ("nintendo switch", "USB-C", "KN-09"),
+]
+_PRINTERS = [
+    ("hp deskjet 2755", "HP 67", "KN-10"),
+    ("canon pixma ts3520", "Canon PG-275", "KN-11"),
+    ("epson ecotank et-2800", "Epson 502", "KN-12"),
+]
+_COFFEE = [
+    ("keurig", "K-Cup", "KN-13"),
+    ("nespresso vertuo", "Nespresso Vertuo", "KN-14"),
+    ("nespresso original", "Nespresso Original", "KN-15"),
+]
 _BULBS = [("chandelier", "E12", "KN-16"), ("table lamp", "E26", "KN-17"), ("track lighting", "GU10", "KN-18")]
 
 # (name in queries, product type, brand, reference price, rule)
@@ -42,31 +58,60 @@ _REFERENCES = [
 
 # (query wordings, suitable types, required attribute values, rule)
 _NEEDS = [
-    (("what to wear to a beach wedding", "beach wedding guest outfit ideas"), ("dress", "linen_shirt", "sandals"),
-     {"material": ("linen", "cotton", "chiffon")}, "NEED-01"),
-    (("what do i need for hiking in the rain", "gear for rainy day hikes"), ("rain_jacket", "hiking_boots"),
-     {"waterproof": ("yes",)}, "NEED-02"),
+    (
+        ("what to wear to a beach wedding", "beach wedding guest outfit ideas"),
+        ("dress", "linen_shirt", "sandals"),
+        {"material": ("linen", "cotton", "chiffon")},
+        "NEED-01",
+    ),
+    (
+        ("what do i need for hiking in the rain", "gear for rainy day hikes"),
+        ("rain_jacket", "hiking_boots"),
+        {"waterproof": ("yes",)},
+        "NEED-02",
+    ),
     (("what do newborns need", "essentials for a newborn baby"), ("swaddle", "baby_bottle"), {}, "NEED-03"),
     (("how to set up a home office", "work from home setup essentials"), ("desk", "office_chair"), {}, "NEED-04"),
-    (("what to bring on a first camping trip", "camping essentials for beginners"), ("tent", "sleeping_bag", "headlamp"), {}, "NEED-05"),
+    (
+        ("what to bring on a first camping trip", "camping essentials for beginners"),
+        ("tent", "sleeping_bag", "headlamp"),
+        {},
+        "NEED-05",
+    ),
     (("what do i need to start running", "beginner running gear"), ("running_shoes", "leggings"), {}, "NEED-06"),
-    (("gift ideas for a coffee lover", "what to buy someone who loves coffee"), ("coffee_pods", "tumbler"), {}, "NEED-07"),
-    (("what to bring on a long flight", "long haul flight essentials"), ("earbuds", "headphones"), {"noise_cancelling": ("yes",)}, "NEED-08"),
+    (
+        ("gift ideas for a coffee lover", "what to buy someone who loves coffee"),
+        ("coffee_pods", "tumbler"),
+        {},
+        "NEED-07",
+    ),
+    (
+        ("what to bring on a long flight", "long haul flight essentials"),
+        ("earbuds", "headphones"),
+        {"noise_cancelling": ("yes",)},
+        "NEED-08",
+    ),
 ]
 
 _NEGATION_FORMS = ("{phrase} not {value}", "{phrase} without {value}", "non {value} {phrase}", "{phrase} no {value}")
 _NEGATABLE = {"color", "material", "noise_cancelling", "waterproof"}
 _HTML_DESCRIPTIONS = (
     "<p>{title}.</p><ul>{bullets}</ul>",
-    "<div class=\"desc\"><b>{title}</b><br/>{bullets_text} &amp; more.</div>",
+    '<div class="desc"><b>{title}</b><br/>{bullets_text} &amp; more.</div>',
 )
 
 
 class LogGenerator:
     """Deterministic generator of log rows (dicts in the log schema) for a seed and mixes."""
 
-    def __init__(self, seed: int = 0, label_mix: Mapping | None = None, query_type_mix: Mapping | None = None,
-                 items_per_query: int = 6, max_tries: int = 30):
+    def __init__(
+        self,
+        seed: int = 0,
+        label_mix: Mapping | None = None,
+        query_type_mix: Mapping | None = None,
+        items_per_query: int = 6,
+        max_tries: int = 30,
+    ):
         self.rng = random.Random(seed)
         self.seed = seed
         self.label_mix = _normalise_mix(label_mix or {4: 0.50, 3: 0.05, 2: 0.36, 1: 0.09}, key=int)
@@ -79,8 +124,11 @@ class LogGenerator:
         self.items_per_query = items_per_query
         self.max_tries = max_tries
         self._builders: dict[str, Callable[[], Intent]] = {
-            "plain": self._plain, "negation": self._negation, "alternative": self._alternative,
-            "question_answer": self._question_answer, "knowledge": self._knowledge,
+            "plain": self._plain,
+            "negation": self._negation,
+            "alternative": self._alternative,
+            "question_answer": self._question_answer,
+            "knowledge": self._knowledge,
         }
 
     def rows(self, count: int) -> Iterator[dict]:
@@ -126,7 +174,9 @@ class LogGenerator:
         ptype = self._pick_type()
         required: dict[str, tuple[str, ...]] = {}
         words = [ptype.phrase]
-        choices = [a for a in ("color", "size", "connector", "compatible_model", "capacity", "base") if a in ptype.attributes]
+        choices = [
+            a for a in ("color", "size", "connector", "compatible_model", "capacity", "base") if a in ptype.attributes
+        ]
         if choices and self.rng.random() < 0.8:
             name = self.rng.choice(choices)
             value = self.rng.choice(ptype.attributes[name])
@@ -148,8 +198,15 @@ class LogGenerator:
             max_price = float(round((low + high) / 2, -1) or 10)
             words.append(f"under ${max_price:.0f}")
         summary = _summary(ptype.phrase, required, secondary=secondary, max_price=max_price)
-        return Intent(" ".join(words), "plain", (ptype.name,), required=required, secondary=secondary,
-                      max_price=max_price, summary=summary)
+        return Intent(
+            " ".join(words),
+            "plain",
+            (ptype.name,),
+            required=required,
+            secondary=secondary,
+            max_price=max_price,
+            summary=summary,
+        )
 
     def _negation(self) -> Intent:
         ptype = self._pick_type(lambda t: any(a in _NEGATABLE for a in t.attributes))
@@ -162,18 +219,37 @@ class LogGenerator:
 
     def _alternative(self) -> Intent:
         name, type_name, brand, price, rule = self.rng.choice(_REFERENCES)
-        form = self.rng.choice(("cheaper alternative to {n}", "{n} dupe", "affordable {n} alternative", "budget alternative to {n}"))
-        summary = f"a {PRODUCT_TYPES[type_name].phrase} like the {name} from another brand, cheaper than about ${price:.0f}"
-        return Intent(form.format(n=name), "alternative", (type_name,), alternative_brand=brand,
-                      alternative_price=price, query_rules=(rule,), summary=summary)
+        form = self.rng.choice(
+            ("cheaper alternative to {n}", "{n} dupe", "affordable {n} alternative", "budget alternative to {n}")
+        )
+        summary = (
+            f"a {PRODUCT_TYPES[type_name].phrase} like the {name} from another brand, cheaper than about ${price:.0f}"
+        )
+        return Intent(
+            form.format(n=name),
+            "alternative",
+            (type_name,),
+            alternative_brand=brand,
+            alternative_price=price,
+            query_rules=(rule,),
+            summary=summary,
+        )
 
     def _question_answer(self) -> Intent:
         texts, types, required, rule = self.rng.choice(_NEEDS)
         phrases = ", ".join(PRODUCT_TYPES[t].phrase for t in types)
         summary = f"the need behind the question: items such as {phrases}" + (
-            "; " + ", ".join(f"{k.replace('_', ' ')} {'/'.join(v)}" for k, v in required.items()) if required else "")
-        return Intent(self.rng.choice(texts), "question_answer", types, required=dict(required),
-                      required_rule={k: rule for k in required}, query_rules=(rule,), summary=summary)
+            "; " + ", ".join(f"{k.replace('_', ' ')} {'/'.join(v)}" for k, v in required.items()) if required else ""
+        )
+        return Intent(
+            self.rng.choice(texts),
+            "question_answer",
+            types,
+            required=dict(required),
+            required_rule={k: rule for k in required},
+            query_rules=(rule,),
+            summary=summary,
+        )
 
     def _knowledge(self) -> Intent:
         kind = self.rng.choice(("phone", "controller", "printer", "coffee", "bulb"))
@@ -198,8 +274,15 @@ class LogGenerator:
             text = self.rng.choice(("bulbs for {f}", "{f} light bulbs", "led bulb for {f}")).format(f=fixture)
             types, required = ("light_bulb",), {"base": (base,)}
             summary = f"light bulbs for a {fixture}, which takes {base}"
-        return Intent(text, "knowledge", types, required=required, required_rule={k: rule for k in required},
-                      query_rules=(rule,), summary=summary)
+        return Intent(
+            text,
+            "knowledge",
+            types,
+            required=required,
+            required_rule={k: rule for k in required},
+            query_rules=(rule,),
+            summary=summary,
+        )
 
     # ---- items ---------------------------------------------------------------------------
     def _item_for(self, intent: Intent, target: int, item_id: str):
@@ -215,12 +298,19 @@ class LogGenerator:
         rng = self.rng
         wanted = [PRODUCT_TYPES[t] for t in intent.wanted_types]
         if target == 1:
-            ptype = self._pick_type(lambda t: all(t.path[:2] != w.path[:2] for w in wanted)
-                                    and (intent.query_type != "question_answer" or all(t.department != w.department for w in wanted)))
+            ptype = self._pick_type(
+                lambda t: (
+                    all(t.path[:2] != w.path[:2] for w in wanted)
+                    and (intent.query_type != "question_answer" or all(t.department != w.department for w in wanted))
+                )
+            )
             return self._make(ptype, {}, item_id)
         if target == 2 and rng.random() < 0.3:
-            siblings = [t for t in PRODUCT_TYPES.values() if t.name not in intent.wanted_types
-                        and any(t.path[:2] == w.path[:2] for w in wanted)]
+            siblings = [
+                t
+                for t in PRODUCT_TYPES.values()
+                if t.name not in intent.wanted_types and any(t.path[:2] == w.path[:2] for w in wanted)
+            ]
             if siblings:
                 return self._make(rng.choice(siblings), {}, item_id)
         ptype = rng.choice(wanted)
@@ -253,8 +343,11 @@ class LogGenerator:
                 return self._make(ptype, fixed, item_id, price_floor=intent.alternative_price)
             return self._make(ptype, fixed, item_id, price_cap=price_cap)
         # target 2: break one key requirement
-        options = [("violate", n) for n, allowed in intent.required.items()
-                   if n in fixed and len(_values(ptype, n)) > len(allowed)]
+        options = [
+            ("violate", n)
+            for n, allowed in intent.required.items()
+            if n in fixed and len(_values(ptype, n)) > len(allowed)
+        ]
         options += [("negated", n) for n in intent.negated]
         if intent.alternative_brand:
             options.append(("original", None))
@@ -274,8 +367,14 @@ class LogGenerator:
             return self._make(ptype, fixed, item_id, price_floor=intent.max_price + 1)
         return self._make(ptype, fixed, item_id, price_cap=price_cap)
 
-    def _make(self, ptype: ProductType, fixed: Mapping[str, str | None], item_id: str,
-              price_cap: float | None = None, price_floor: float | None = None) -> Item:
+    def _make(
+        self,
+        ptype: ProductType,
+        fixed: Mapping[str, str | None],
+        item_id: str,
+        price_cap: float | None = None,
+        price_floor: float | None = None,
+    ) -> Item:
         rng = self.rng
         attributes: dict[str, str] = {"brand": fixed.get("brand") or rng.choice(ptype.brands)}
         for name, values in ptype.attributes.items():
@@ -302,8 +401,9 @@ class LogGenerator:
         if roll < 0.7:
             return f"{item.title}. " + ". ".join(bullets) + "."
         template = self.rng.choice(_HTML_DESCRIPTIONS)
-        return template.format(title=item.title, bullets="".join(f"<li>{b}</li>" for b in bullets),
-                               bullets_text="<br/>".join(bullets))
+        return template.format(
+            title=item.title, bullets="".join(f"<li>{b}</li>" for b in bullets), bullets_text="<br/>".join(bullets)
+        )
 
     def _pick_type(self, keep: Callable[[ProductType], bool] = lambda t: True) -> ProductType:
         return self.rng.choice([t for t in PRODUCT_TYPES.values() if keep(t)])

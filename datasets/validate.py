@@ -20,14 +20,31 @@ from taosr.datasets.splits import assign_split, query_sampled
 
 _RAW_KEEP = 4000  # characters of the raw row kept in quarantine
 
-PARSED_SCHEMA = pa.schema([
-    ("id", pa.string()), ("query_id", pa.string()), ("query", pa.string()), ("item_id", pa.string()),
-    ("title", pa.string()), ("category", pa.string()), ("attributes", pa.string()), ("price", pa.float64()),
-    ("description", pa.string()), ("label", pa.int64()), ("query_type", pa.string()),
-    ("rule_ids", pa.list_(pa.string())), ("step_annotations", pa.string()), ("extra", pa.string()),
-    ("source", pa.string()), ("line", pa.int64()), ("split", pa.string()),
-    ("ok", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()), ("raw", pa.string()),
-])
+PARSED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("query_id", pa.string()),
+        ("query", pa.string()),
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("category", pa.string()),
+        ("attributes", pa.string()),
+        ("price", pa.float64()),
+        ("description", pa.string()),
+        ("label", pa.int64()),
+        ("query_type", pa.string()),
+        ("rule_ids", pa.list_(pa.string())),
+        ("step_annotations", pa.string()),
+        ("extra", pa.string()),
+        ("source", pa.string()),
+        ("line", pa.int64()),
+        ("split", pa.string()),
+        ("ok", pa.bool_()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
 
 
 class DataLossError(RuntimeError):
@@ -36,16 +53,24 @@ class DataLossError(RuntimeError):
 
 @dataclass
 class ValidationResult:
-    accepted: object      # ray.data.Dataset with ACCEPTED_COLUMNS + split
-    quarantined: object   # ray.data.Dataset with QUARANTINE_COLUMNS
-    counts: dict          # {"input", "accepted", "quarantined", "reasons": {reason: n}}
+    accepted: object  # ray.data.Dataset with ACCEPTED_COLUMNS + split
+    quarantined: object  # ray.data.Dataset with QUARANTINE_COLUMNS
+    counts: dict  # {"input", "accepted", "quarantined", "reasons": {reason: n}}
 
 
 class RowValidator:
     """Batch function: raw records in, parsed rows (ok or with a reason) out."""
 
-    def __init__(self, limits: Limits, label_aliases: Mapping, columns: Mapping, split_fractions: Mapping, seed: int,
-                 label_bins: Mapping | None = None, require_label: bool = True):
+    def __init__(
+        self,
+        limits: Limits,
+        label_aliases: Mapping,
+        columns: Mapping,
+        split_fractions: Mapping,
+        seed: int,
+        label_bins: Mapping | None = None,
+        require_label: bool = True,
+    ):
         self.limits = limits
         self.label_aliases = dict(label_aliases)
         self.label_bins = dict(label_bins or {})
@@ -63,11 +88,21 @@ class RowValidator:
     def one(self, record: Mapping) -> dict:
         base = {"source": record["source"], "line": record["line"], "raw": None, "ok": False}
         if record["error"]:
-            return {**base, "reason": record["error"], "detail": "row could not be decoded", "raw": record["raw"][:_RAW_KEEP]}
+            return {
+                **base,
+                "reason": record["error"],
+                "detail": "row could not be decoded",
+                "raw": record["raw"][:_RAW_KEEP],
+            }
         try:
             raw = json.loads(record["raw"])
-            row = normalise_row(rename_columns(raw, self.columns) if isinstance(raw, dict) else raw,
-                                self.limits, self.label_aliases, self.label_bins, self.require_label)
+            row = normalise_row(
+                rename_columns(raw, self.columns) if isinstance(raw, dict) else raw,
+                self.limits,
+                self.label_aliases,
+                self.label_bins,
+                self.require_label,
+            )
         except RowError as error:
             return {**base, "reason": error.reason, "detail": error.detail[:500], "raw": record["raw"][:_RAW_KEEP]}
         row.update(base, ok=True, reason=None, detail=None)
@@ -79,8 +114,13 @@ def validate_records(raw_ds, data_config, require_label: bool = True) -> Validat
     """Validate a dataset of raw records (from ``readers.read_raw_records``); ``require_label``
     False accepts unlabelled rows (label None), for prediction."""
     validator = RowValidator(
-        Limits.from_config(data_config), data_config.label_aliases, data_config.columns,
-        data_config.split_fractions, data_config.seed, data_config.label_bins, require_label,
+        Limits.from_config(data_config),
+        data_config.label_aliases,
+        data_config.columns,
+        data_config.split_fractions,
+        data_config.seed,
+        data_config.label_bins,
+        require_label,
     )
     parsed = raw_ds.map_batches(validator, batch_format="pyarrow").materialize()
     total = parsed.count()
@@ -119,7 +159,13 @@ def validate_records(raw_ds, data_config, require_label: bool = True) -> Validat
 
 def _duplicate_losers(good, partitions: int) -> list[list]:
     """[source, line] of every row whose id appeared earlier; only duplicated ids reach the driver."""
-    duplicated = [row["id"] for row in good.groupby("id", num_partitions=partitions).count().filter(lambda row: row["count()"] > 1).take_all()]
+    duplicated = [
+        row["id"]
+        for row in good.groupby("id", num_partitions=partitions)
+        .count()
+        .filter(lambda row: row["count()"] > 1)
+        .take_all()
+    ]
     if not duplicated:
         return []
     wanted = set(duplicated)
@@ -138,6 +184,10 @@ def _mark_duplicates(batch: pa.Table, losers: list[list]) -> pa.Table:
     rows = batch.to_pylist()
     for row in rows:
         if (row["source"], row["line"]) in keys:
-            row.update(ok=False, reason="duplicate_id", detail=f"id {row['id']!r} appeared earlier",
-                       raw=json.dumps({k: row[k] for k in ("id", "query", "title")}, ensure_ascii=False))
+            row.update(
+                ok=False,
+                reason="duplicate_id",
+                detail=f"id {row['id']!r} appeared earlier",
+                raw=json.dumps({k: row[k] for k in ("id", "query", "title")}, ensure_ascii=False),
+            )
     return pa.Table.from_pylist(rows, schema=batch.schema)

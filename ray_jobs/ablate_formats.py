@@ -69,7 +69,9 @@ def train_format(run: TaosrConfig, base: str, configured_format: str, retrain: b
 
 def predictions_by_id(folder: str, endpoint: str) -> dict[str, tuple[int, int]]:
     """{id: (gold, pred)} from an eval folder's predictions.jsonl."""
-    rows = [json.loads(line) for line in read_text(join(folder, "predictions.jsonl"), endpoint).splitlines() if line.strip()]
+    rows = [
+        json.loads(line) for line in read_text(join(folder, "predictions.jsonl"), endpoint).splitlines() if line.strip()
+    ]
     return {row["id"]: (int(row["label"]), int(row["pred"])) for row in rows}
 
 
@@ -90,10 +92,16 @@ def render(table: dict, trained: dict, predictions: dict, reference: str, seed: 
 
 def main(argv=None) -> int:
     parser = job_parser(__doc__)
-    parser.add_argument("--formats", default=",".join(f.value for f in ResponseFormat),
-                        help="comma-separated formats to train and evaluate")
-    parser.add_argument("--retrain", action="store_true",
-                        help="train every format afresh, even when the pipeline's SFT or an earlier ablation run matches the config")
+    parser.add_argument(
+        "--formats",
+        default=",".join(f.value for f in ResponseFormat),
+        help="comma-separated formats to train and evaluate",
+    )
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every format afresh, even when the pipeline's SFT or an earlier ablation run matches the config",
+    )
     args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)
     init_ray(config.ray, config.data.s3_endpoint)

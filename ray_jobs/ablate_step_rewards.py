@@ -45,8 +45,9 @@ def run_variant(config, variant: str) -> dict:
 
 def main(argv=None) -> int:
     parser = job_parser(__doc__)
-    parser.add_argument("--variants", default="no-verifier",
-                        help=f"comma-separated variants to train: {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default="no-verifier", help=f"comma-separated variants to train: {', '.join(VARIANTS)}"
+    )
     args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -64,9 +65,13 @@ def main(argv=None) -> int:
             print(f"note: {path} not found; run the pipeline's eval stage to have {title} in the table", flush=True)
     for variant in variants:
         table[VARIANTS[variant][0]] = run_variant(config, variant)
-    overall = markdown_table({name: metrics["overall"] for name, metrics in table.items()}, TABLE_COLUMNS + DECODED_COLUMNS)
-    rendered = (f"Same start model, curriculum and step budget; {config.eval.split} split.\n\n{overall}\n\n"
-                f"Macro-F1 by query type:\n\n{query_type_table(table)}\n")
+    overall = markdown_table(
+        {name: metrics["overall"] for name, metrics in table.items()}, TABLE_COLUMNS + DECODED_COLUMNS
+    )
+    rendered = (
+        f"Same start model, curriculum and step budget; {config.eval.split} split.\n\n{overall}\n\n"
+        f"Macro-F1 by query type:\n\n{query_type_table(table)}\n"
+    )
     write_text(join(config.run_dir, "ablation", "srpo_step_rewards.md"), rendered, endpoint)
     print(rendered)
     return 0

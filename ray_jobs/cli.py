@@ -1,5 +1,5 @@
-"""The `taosr` command (installed by pyproject.toml's [project.scripts]). Data subcommands run on Ray Data (a local cluster unless RAY_ADDRESS is
-set); each prints one JSON object on stdout so scripts can read it."""
+"""The `taosr` command (installed by pyproject.toml's [project.scripts]). Data subcommands run on
+Ray Data (a local cluster unless RAY_ADDRESS is set); each prints one JSON object on stdout so scripts can read it."""
 
 from __future__ import annotations
 
@@ -67,15 +67,26 @@ def _report(args) -> dict:
 def _stages(args) -> dict:
     from taosr.stages.registry import stages
 
-    return {"stages": [{"name": spec.name, "reads": list(spec.inputs), "config_sections": list(spec.sections),
-                        "trains_policy": bool(spec.policy_title)} for spec in stages()]}
+    return {
+        "stages": [
+            {
+                "name": spec.name,
+                "reads": list(spec.inputs),
+                "config_sections": list(spec.sections),
+                "trains_policy": bool(spec.policy_title),
+            }
+            for spec in stages()
+        ]
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taosr", description="Thinking relevance models on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="generate and validate query-item logs").add_subparsers(dest="action", required=True)
+    data = commands.add_parser("data", help="generate and validate query-item logs").add_subparsers(
+        dest="action", required=True
+    )
     generate = data.add_parser("generate", help="write seeded synthetic logs as JSONL")
     generate.add_argument("--out", required=True, help="output folder (local or s3://)")
     generate.add_argument("--rows", type=int, default=1000)
@@ -89,8 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", required=True)
     validate.add_argument("--format", default="auto", choices=("auto", "jsonl", "parquet", "csv", "tsv"))
     validate.add_argument("--config", default=None, help="YAML profile whose data section applies")
-    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="data config override, e.g. --set columns.query=search_term (repeatable)")
+    validate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data config override, e.g. --set columns.query=search_term (repeatable)",
+    )
     validate.add_argument("--s3-endpoint", default="")
     validate.set_defaults(handler=_data_validate)
 
@@ -98,11 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     export = model.add_parser("export", help="copy a HF folder for serving with its prompt-template record")
     export.add_argument("source")
     export.add_argument("target")
-    export.add_argument("--format", default="post_cot", choices=("post_cot", "label_only"),
-                        help="response format, for folders that do not record one")
+    export.add_argument(
+        "--format",
+        default="post_cot",
+        choices=("post_cot", "label_only"),
+        help="response format, for folders that do not record one",
+    )
     export.set_defaults(handler=_model_export)
 
-    cumpt = commands.add_parser("cumpt", help="cumulative-probability tiering").add_subparsers(dest="action", required=True)
+    cumpt = commands.add_parser("cumpt", help="cumulative-probability tiering").add_subparsers(
+        dest="action", required=True
+    )
     sweep = cumpt.add_parser("sweep", help="sweep beta on an eval predictions.jsonl, pick it, plot it")
     sweep.add_argument("predictions", help="predictions.jsonl written by the eval job (validation split)")
     sweep.add_argument("--out", required=True)

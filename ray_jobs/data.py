@@ -22,8 +22,11 @@ def generate_logs(out_dir: str, rows: int, seed: int, data_config=None, s3_endpo
     """Write generated logs as JSONL under ``out_dir``; returns the file path."""
     mixes = {}
     if data_config is not None:
-        mixes = dict(label_mix=data_config.label_mix, query_type_mix=data_config.query_type_mix,
-                     items_per_query=data_config.items_per_query)
+        mixes = dict(
+            label_mix=data_config.label_mix,
+            query_type_mix=data_config.query_type_mix,
+            items_per_query=data_config.items_per_query,
+        )
     path = join(out_dir, "logs.jsonl")
     write_jsonl(path, LogGenerator(seed=seed, **mixes).rows(rows), s3_endpoint)
     return path
@@ -32,8 +35,9 @@ def generate_logs(out_dir: str, rows: int, seed: int, data_config=None, s3_endpo
 def validate_to(input_path: str, out_dir: str, data_config) -> ValidationResult:
     """Validate logs and write ``accepted/``, ``quarantine/`` and ``counts.json`` under out_dir."""
     endpoint = data_config.s3_endpoint
-    result = validate_records(read_raw_records(input_path, data_config.format, endpoint, data_config.encoding),
-                              data_config)
+    result = validate_records(
+        read_raw_records(input_path, data_config.format, endpoint, data_config.encoding), data_config
+    )
     write_dataset(result.accepted, join(out_dir, "accepted"), endpoint)
     write_dataset(result.quarantined, join(out_dir, "quarantine"), endpoint)
     write_json(join(out_dir, "counts.json"), result.counts, endpoint)
@@ -48,8 +52,10 @@ def run(config: TaosrConfig) -> ValidationResult:
     else:
         source = config.data.source
         if not source:
-            raise ValueError("data.source is empty: set it to your logs (a file or folder, local or s3://), "
-                             "or to 'generate' for the built-in synthetic logs")
+            raise ValueError(
+                "data.source is empty: set it to your logs (a file or folder, local or s3://), "
+                "or to 'generate' for the built-in synthetic logs"
+            )
         if "://" not in source and not os.path.exists(source):
             raise FileNotFoundError(f"data.source {source!r} does not exist")
     result = validate_to(source, data_dir, config.data)

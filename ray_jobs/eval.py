@@ -45,13 +45,26 @@ def _split_rows(config: TaosrConfig):
 
 
 def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrConfig, columns, **extra):
-    kwargs = dict(model_path=model_path, engine=config.eval.engine, dtype=config.model.dtype,
-                  max_seq_len=config.model.max_seq_len, kv_cache_gib=config.eval.kv_cache_gib, seed=config.seed,
-                  kv_block_size=config.model.kv_block_size,
-                  prompt_format=fmt.value, tensor_parallel_size=config.eval.tensor_parallel_size, **extra)
-    scored = rows.map_batches(scorer_cls, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,
-                              batch_format="numpy", concurrency=config.eval.num_engines,
-                              **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine))
+    kwargs = dict(
+        model_path=model_path,
+        engine=config.eval.engine,
+        dtype=config.model.dtype,
+        max_seq_len=config.model.max_seq_len,
+        kv_cache_gib=config.eval.kv_cache_gib,
+        seed=config.seed,
+        kv_block_size=config.model.kv_block_size,
+        prompt_format=fmt.value,
+        tensor_parallel_size=config.eval.tensor_parallel_size,
+        **extra,
+    )
+    scored = rows.map_batches(
+        scorer_cls,
+        fn_constructor_kwargs=kwargs,
+        batch_size=config.eval.batch_size,
+        batch_format="numpy",
+        concurrency=config.eval.num_engines,
+        **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine),
+    )
     return scored.select_columns(list(columns)).take_all()
 
 
@@ -65,8 +78,16 @@ def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | N
         predictions = _run(rows, DecodingScorer, model_path, fmt, config, DECODED_ROW_COLUMNS, **decode)
     elif config.eval.decode_samples and fmt is ResponseFormat.POST_COT:
         sample = [row["id"] for row in rows.limit(config.eval.decode_samples).select_columns(["id"]).take_all()]
-        predictions = _run(rows, SampledDecodingScorer, model_path, fmt, config,
-                           SCORED_COLUMNS + ("format_ok", "hallucinated", "response"), decode_ids=sample, **decode)
+        predictions = _run(
+            rows,
+            SampledDecodingScorer,
+            model_path,
+            fmt,
+            config,
+            SCORED_COLUMNS + ("format_ok", "hallucinated", "response"),
+            decode_ids=sample,
+            **decode,
+        )
     else:
         predictions = _run(rows, LevelScorer, model_path, fmt, config, SCORED_COLUMNS)
     if not predictions:
@@ -104,25 +125,41 @@ def evaluate_lexical(config: TaosrConfig, name: str = "lexical", out: str | None
     predictions, records = [], []
     for row, p in zip(rows, probs):
         pred = LEVEL_ORDER[int(np.argmax(p))]
-        predictions.append({"id": row["id"], "query": row["query"], "query_type": row["query_type"],
-                            "label": int(row["label"]), "pred": pred,
-                            **{f"p_{level}": float(v) for level, v in zip(LEVEL_ORDER, p)}})
-        records.append({"gold": int(row["label"]), "pred": pred, "query_type": row["query_type"],
-                        "probs": [float(v) for v in p]})
-    about = {"model": "tf-idf word 1-2 grams + query overlap, logistic regression (class-balanced)",
-             "format": "lexical", "train_rows": len(train_rows)}
+        predictions.append(
+            {
+                "id": row["id"],
+                "query": row["query"],
+                "query_type": row["query_type"],
+                "label": int(row["label"]),
+                "pred": pred,
+                **{f"p_{level}": float(v) for level, v in zip(LEVEL_ORDER, p)},
+            }
+        )
+        records.append(
+            {"gold": int(row["label"]), "pred": pred, "query_type": row["query_type"], "probs": [float(v) for v in p]}
+        )
+    about = {
+        "model": "tf-idf word 1-2 grams + query overlap, logistic regression (class-balanced)",
+        "format": "lexical",
+        "train_rows": len(train_rows),
+    }
     return _write_results(config, name, out, about, records, predictions)
 
 
-def _write_results(config: TaosrConfig, name: str, out: str | None, about: dict, records: list, predictions: list) -> dict:
+def _write_results(
+    config: TaosrConfig, name: str, out: str | None, about: dict, records: list, predictions: list
+) -> dict:
     """metrics.json, metrics.md, predictions.jsonl and config.yaml under ``out`` (eval/<name>/)."""
     metrics = evaluate_records(records)
     out = out or join(config.run_dir, "eval", name)
     endpoint = config.data.s3_endpoint
     write_json(join(out, "metrics.json"), {**about, "split": config.eval.split, **metrics}, endpoint)
     write_text(join(out, "metrics.md"), render_markdown(name, metrics), endpoint)
-    write_text(join(out, "predictions.jsonl"),
-               "\n".join(json.dumps(r, default=_json_value) for r in predictions) + "\n", endpoint)
+    write_text(
+        join(out, "predictions.jsonl"),
+        "\n".join(json.dumps(r, default=_json_value) for r in predictions) + "\n",
+        endpoint,
+    )
     write_text(join(out, "config.yaml"), to_yaml(config), endpoint)
     return metrics
 
@@ -133,8 +170,12 @@ def _json_value(value):
 
 def render_markdown(name: str, metrics: dict) -> str:
     columns = TABLE_COLUMNS + tuple(c for c in DECODED_COLUMNS if c in metrics["overall"])
-    parts = [f"## {name}: overall\n", markdown_table({name: metrics["overall"]}, columns),
-             f"\n\n## {name}: by query type\n", markdown_table(metrics["by_query_type"], columns)]
+    parts = [
+        f"## {name}: overall\n",
+        markdown_table({name: metrics["overall"]}, columns),
+        f"\n\n## {name}: by query type\n",
+        markdown_table(metrics["by_query_type"], columns),
+    ]
     return "".join(parts) + "\n"
 
 
@@ -151,8 +192,10 @@ def evaluate_all(config: TaosrConfig, base_model: str | None = None) -> dict:
     table = {LEXICAL_TITLE: evaluate_lexical(config)["overall"]}
     models = {}
     if config.eval.untrained:
-        models["base"] = (f"{config.model.name} (untrained)",
-                          base_model or resolve_model(config.model.name, config.model.cache_dir))
+        models["base"] = (
+            f"{config.model.name} (untrained)",
+            base_model or resolve_model(config.model.name, config.model.cache_dir),
+        )
     for stage, title in policy_stages().items():
         path = join(config.run_dir, stage, "model")
         if exists(join(path, "config.json"), config.data.s3_endpoint):
@@ -162,8 +205,11 @@ def evaluate_all(config: TaosrConfig, base_model: str | None = None) -> dict:
         rows[slug] = title
     rendered = markdown_table(table)
     write_text(join(config.run_dir, "eval", "stages.md"), rendered + "\n", config.data.s3_endpoint)
-    write_json(join(config.run_dir, "eval", "rows.json"), [[slug, title] for slug, title in rows.items()],
-               config.data.s3_endpoint)
+    write_json(
+        join(config.run_dir, "eval", "rows.json"),
+        [[slug, title] for slug, title in rows.items()],
+        config.data.s3_endpoint,
+    )
     print(f"\nOn the {config.eval.split} split (seed {config.seed}):\n\n{rendered}\n", flush=True)
     return {name: {k: row.get(k) for k in ("n", "macro_f1", "accuracy", "qwk")} for name, row in table.items()}
 

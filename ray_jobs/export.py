@@ -43,8 +43,14 @@ def chosen_model(config: TaosrConfig) -> tuple[str, str]:
     return latest_policy(config.run_dir, config.data.s3_endpoint, policies if wanted == "last" else (wanted,))
 
 
-def serve_config(model_path: str, rule: DecisionRule, port: int, gpus_per_replica: float = 0.0,
-                 tensor_parallel_size: int = 1, node_resources: dict | None = None) -> dict:
+def serve_config(
+    model_path: str,
+    rule: DecisionRule,
+    port: int,
+    gpus_per_replica: float = 0.0,
+    tensor_parallel_size: int = 1,
+    node_resources: dict | None = None,
+) -> dict:
     """The repo's Serve config with this model and decision rule; on a GPU profile each model
     replica asks Ray for its GPUs (the eval engines' share) and for ``node_resources``, the custom
     resources that place it on an engine node type (``RayConfig.engine_options``)."""
@@ -71,8 +77,9 @@ def record_rule(model_dir: str, rule: DecisionRule, split: str) -> None:
 
     path = Path(model_dir, MODEL_INFO)
     record = json.loads(path.read_text())
-    record.update(decision_rule=rule.to_record(), decision_rule_split=split, cumpt_beta=float(rule.beta),
-                  cumpt_beta_split=split)
+    record.update(
+        decision_rule=rule.to_record(), decision_rule_split=split, cumpt_beta=float(rule.beta), cumpt_beta_split=split
+    )
     path.write_text(json.dumps(record, indent=2))
 
 
@@ -87,9 +94,12 @@ def decision_on_eval_split(config: TaosrConfig, stage: str, rule: DecisionRule) 
     if not exists(path, config.data.s3_endpoint):
         return None
     probs, gold = parse_predictions(read_text(path, config.data.s3_endpoint), path)
-    return {"split": config.eval.split, "n": len(gold),
-            "chosen": classification_metrics(gold, rule.levels(probs).tolist()),
-            "argmax": classification_metrics(gold, DecisionRule("argmax").levels(probs).tolist())}
+    return {
+        "split": config.eval.split,
+        "n": len(gold),
+        "chosen": classification_metrics(gold, rule.levels(probs).tolist()),
+        "argmax": classification_metrics(gold, DecisionRule("argmax").levels(probs).tolist()),
+    }
 
 
 def run(config: TaosrConfig) -> dict:
@@ -110,30 +120,59 @@ def run(config: TaosrConfig) -> dict:
             local_source = str(Path(scratch, "source"))
             copy_tree(source, local_source, endpoint)
         local_model = export_model(local_source, str(Path(scratch, "export", "model")))
-        held_out = dataclasses.replace(config, eval=dataclasses.replace(
-            config.eval, split=config.export.beta_split, max_examples=config.export.max_examples, decode_samples=0))
+        held_out = dataclasses.replace(
+            config,
+            eval=dataclasses.replace(
+                config.eval, split=config.export.beta_split, max_examples=config.export.max_examples, decode_samples=0
+            ),
+        )
         beta_dir = str(Path(scratch, "export", "beta"))
         metrics = evaluate_model(held_out, f"export-{stage}", local_model, out=beta_dir)
         sweep = sweep_and_plot(join(beta_dir, "predictions.jsonl"), beta_dir, metric=metric)
-        rule, candidates = choose_rule(*read_predictions(join(beta_dir, "predictions.jsonl")), metric=metric,
-                                       keep_argmax_within_noise=config.export.keep_argmax_within_noise, seed=config.seed)
+        rule, candidates = choose_rule(
+            *read_predictions(join(beta_dir, "predictions.jsonl")),
+            metric=metric,
+            keep_argmax_within_noise=config.export.keep_argmax_within_noise,
+            seed=config.seed,
+        )
         record_rule(local_model, rule, config.export.beta_split)
-        decision = {"metric": metric, "split": config.export.beta_split, "n": sweep["n"], "chosen": rule.to_record(),
-                    "described": rule.describe(), "candidates": candidates,
-                    "on_eval_split": decision_on_eval_split(config, stage, rule)}
+        decision = {
+            "metric": metric,
+            "split": config.export.beta_split,
+            "n": sweep["n"],
+            "chosen": rule.to_record(),
+            "described": rule.describe(),
+            "candidates": candidates,
+            "on_eval_split": decision_on_eval_split(config, stage, rule),
+        }
         Path(scratch, "export", "decision.json").write_text(json.dumps(decision, indent=2))
         gpus = config.eval.gpus_per_engine
-        served = serve_config(join(out, "model"), rule, config.serve.port, gpus, config.eval.tensor_parallel_size,
-                              config.ray.engine_options(1, gpus)["resources"])
+        served = serve_config(
+            join(out, "model"),
+            rule,
+            config.serve.port,
+            gpus,
+            config.eval.tensor_parallel_size,
+            config.ray.engine_options(1, gpus)["resources"],
+        )
         Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
         remove_tree(out, endpoint)
         copy_tree(str(Path(scratch, "export")), out, endpoint)
     chosen = next(row for row in candidates if row["rule"] == rule.describe())
-    return {"stage": stage, "model": join(out, "model"), "rule": rule.describe(), "beta_split": config.export.beta_split,
-            "n": sweep["n"], metric: chosen[metric], "level_macro_f1": metrics["overall"]["macro_f1"],
-            "on_eval_split": decision["on_eval_split"] and {
-                name: {key: decision["on_eval_split"][name][key] for key in ("macro_f1", "qwk", "accuracy")}
-                for name in ("chosen", "argmax")}}
+    return {
+        "stage": stage,
+        "model": join(out, "model"),
+        "rule": rule.describe(),
+        "beta_split": config.export.beta_split,
+        "n": sweep["n"],
+        metric: chosen[metric],
+        "level_macro_f1": metrics["overall"]["macro_f1"],
+        "on_eval_split": decision["on_eval_split"]
+        and {
+            name: {key: decision["on_eval_split"][name][key] for key in ("macro_f1", "qwk", "accuracy")}
+            for name in ("chosen", "argmax")
+        },
+    }
 
 
 STAGE = StageSpec("export", ("export", "eval"), ("data",), reads_policies=True, run=run)

@@ -29,8 +29,18 @@ from taosr.stages.job_args import run_job
 from taosr.stages.registry import StageSpec
 from taosr.training.trainer import fit, require_examples
 
-ROW_COLUMNS = ("query", "item_id", "title", "category", "attributes", "price", "description", "step_annotations",
-               "reasoning", "split")
+ROW_COLUMNS = (
+    "query",
+    "item_id",
+    "title",
+    "category",
+    "attributes",
+    "price",
+    "description",
+    "step_annotations",
+    "reasoning",
+    "split",
+)
 
 
 def annotated_rows(config: TaosrConfig, split: str, limit: int = 0) -> tuple[list[AnnotatedRow], dict]:
@@ -64,11 +74,17 @@ def tokenized_examples(examples, model_path: str, max_seq_len: int):
     from taosr.sft_examples import tokenize_example
 
     tokenizer = AutoTokenizer.from_pretrained(local_dir(model_path))
-    tokenized = [tokenize_example(tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer,
-                                  max_seq_len) for e in examples]
+    tokenized = [
+        tokenize_example(tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer, max_seq_len)
+        for e in examples
+    ]
     tokenized = [t for t in tokenized if t is not None]
-    table = pa.table({"input_ids": pa.array([t.input_ids for t in tokenized], pa.list_(pa.int32())),
-                      "labels": pa.array([t.labels for t in tokenized], pa.list_(pa.int32()))})
+    table = pa.table(
+        {
+            "input_ids": pa.array([t.input_ids for t in tokenized], pa.list_(pa.int32())),
+            "labels": pa.array([t.labels for t in tokenized], pa.list_(pa.int32())),
+        }
+    )
     return ray.data.from_arrow(table), len(examples) - len(tokenized)
 
 
@@ -78,10 +94,15 @@ def yes_probabilities(config: TaosrConfig, model_path: str, examples) -> list[fl
 
     from taosr.actors.step_judge import step_judge_actor
 
-    judge = step_judge_actor(model_path, **config.ray.engine_options(1.0, 1.0 if config.genrm.use_gpu else 0.0),
-                             dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
-                             kv_cache_gib=config.genrm.kv_cache_gib, seed=config.seed,
-                             kv_block_size=config.model.kv_block_size)
+    judge = step_judge_actor(
+        model_path,
+        **config.ray.engine_options(1.0, 1.0 if config.genrm.use_gpu else 0.0),
+        dtype=config.model.dtype,
+        max_seq_len=config.model.max_seq_len,
+        kv_cache_gib=config.genrm.kv_cache_gib,
+        seed=config.seed,
+        kv_block_size=config.model.kv_block_size,
+    )
     try:
         return ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
     finally:
@@ -99,10 +120,14 @@ def step_accuracy(probs, examples) -> dict:
     right = answered_right(probs, examples).astype(float)
     steps = np.asarray([e.step for e in examples])
     clean = np.asarray([e.answer == "Yes" for e in examples])
-    return {"n": len(examples), "accuracy": float(right.mean()),
-            "correct_steps": float(right[clean].mean()), "corrupted_steps": float(right[~clean].mean()),
-            "yes_rate": float(np.mean(np.asarray(probs) > 0.5)),
-            "per_step": {str(step): float(right[steps == step].mean()) for step in sorted(set(steps.tolist()))}}
+    return {
+        "n": len(examples),
+        "accuracy": float(right.mean()),
+        "correct_steps": float(right[clean].mean()),
+        "corrupted_steps": float(right[~clean].mean()),
+        "yes_rate": float(np.mean(np.asarray(probs) > 0.5)),
+        "per_step": {str(step): float(right[steps == step].mean()) for step in sorted(set(steps.tolist()))},
+    }
 
 
 def gain_over_base(base_probs, trained_probs, examples, seed: int) -> dict:
@@ -112,8 +137,12 @@ def gain_over_base(base_probs, trained_probs, examples, seed: int) -> dict:
     the base does not."""
     from taosr.metrics import paired_accuracy_gain
 
-    gain = paired_accuracy_gain(answered_right(base_probs, examples), answered_right(trained_probs, examples),
-                                clusters=[f"{e.query}\n{e.item_text}" for e in examples], seed=seed)
+    gain = paired_accuracy_gain(
+        answered_right(base_probs, examples),
+        answered_right(trained_probs, examples),
+        clusters=[f"{e.query}\n{e.item_text}" for e in examples],
+        seed=seed,
+    )
     gain["beats_base"] = bool(gain["beyond_noise"] and gain["delta"] > 0)
     return gain
 
@@ -134,22 +163,39 @@ def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
     rows, train_counts = annotated_rows(config, "train")
     examples = judge_examples(rows, rng)
     if cfg.max_examples:
-        examples = examples[:cfg.max_examples]
+        examples = examples[: cfg.max_examples]
     data, too_long = tokenized_examples(examples, base_model, cfg.max_seq_len)
     num_examples = len(examples) - too_long
-    require_examples(num_examples, cfg, "GenRM examples",
-                     hint="the GenRM learns from rows with step_annotations; logs without any can run SRPO with "
-                          "srpo.genrm=none (outcome and verifier rewards only) and --skip genrm")
-    info = model_info(AutoTokenizer.from_pretrained(local_dir(base_model)), "genrm", base_model=base_model, stage="genrm")
-    loop_config = {"trainer": to_dict(config)["genrm"], "seed": config.seed, "model_path": base_model,
-                   "num_examples": num_examples, "model_info": info}
+    require_examples(
+        num_examples,
+        cfg,
+        "GenRM examples",
+        hint="the GenRM learns from rows with step_annotations; logs without any can run SRPO with "
+        "srpo.genrm=none (outcome and verifier rewards only) and --skip genrm",
+    )
+    info = model_info(
+        AutoTokenizer.from_pretrained(local_dir(base_model)), "genrm", base_model=base_model, stage="genrm"
+    )
+    loop_config = {
+        "trainer": to_dict(config)["genrm"],
+        "seed": config.seed,
+        "model_path": base_model,
+        "num_examples": num_examples,
+        "model_info": info,
+    }
     metrics = fit(train_loop, loop_config, cfg, data, out_dir, config.data.s3_endpoint, config.ray)
     model = join(out_dir, "model")
 
     held_out_rows, held_out_counts = annotated_rows(config, cfg.eval_split, cfg.eval_rows)
     held_out = judge_examples(held_out_rows, random.Random(config.seed + 1), every_step=True)
-    summary = {"examples": num_examples, "too_long": too_long, "yes_share": float(np.mean([e.answer == "Yes" for e in examples])),
-               "train_rows": train_counts, "held_out_rows": held_out_counts, **metrics}
+    summary = {
+        "examples": num_examples,
+        "too_long": too_long,
+        "yes_share": float(np.mean([e.answer == "Yes" for e in examples])),
+        "train_rows": train_counts,
+        "held_out_rows": held_out_counts,
+        **metrics,
+    }
     if held_out:
         trained_probs = yes_probabilities(config, model, held_out)
         base_probs = yes_probabilities(config, base_model, held_out)

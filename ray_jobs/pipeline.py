@@ -73,13 +73,20 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
 def build_parser():
     """The pipeline's command line: the job options plus which stages to run."""
     parser = job_parser(__doc__)
-    parser.add_argument("--stages", default=",".join(registry.stage_names()),
-                        help="comma-separated stages to run, in pipeline order (default: all: %(default)s)")
+    parser.add_argument(
+        "--stages",
+        default=",".join(registry.stage_names()),
+        help="comma-separated stages to run, in pipeline order (default: all: %(default)s)",
+    )
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
     parser.add_argument("--force", default="", help="comma-separated stages to rerun even when their manifest matches")
-    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 0,1,2: run the pipeline once per seed "
-                        "into <run_dir>/seed-<k>/ and write <run_dir>/seeds.md (each stage's macro-F1 and QWK per "
-                        "seed, mean and sd, and each seed's paired intervals against the lexical baseline and SFT)")
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds, e.g. 0,1,2: run the pipeline once per seed "
+        "into <run_dir>/seed-<k>/ and write <run_dir>/seeds.md (each stage's macro-F1 and QWK per "
+        "seed, mean and sd, and each seed's paired intervals against the lexical baseline and SFT)",
+    )
     return parser
 
 

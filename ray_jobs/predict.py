@@ -45,8 +45,7 @@ def exported_rule(model_path: str):
         return DecisionRule.from_record(json.load(handle))
 
 
-def prediction_lines(scored: list[dict], quarantined: list[dict], rule=None,
-                     columns: dict | None = None) -> list[dict]:
+def prediction_lines(scored: list[dict], quarantined: list[dict], rule=None, columns: dict | None = None) -> list[dict]:
     """One output line per input row, in input order; scored rows carry probs over levels 1..4
     and the level ``rule`` (a ``taosr.decision.DecisionRule``; None: the argmax) gives them."""
     from taosr.labels import LEVELS
@@ -65,8 +64,12 @@ def prediction_lines(scored: list[dict], quarantined: list[dict], rule=None,
             line["label"] = int(label)
         lines.append(((row["source"], int(row["line"])), line))
     for row in quarantined:
-        lines.append(((row["source"], int(row["line"])), {"id": _raw_id(row["raw"], columns or {}), "error": row["reason"],
-                                                          "detail": row["detail"]}))
+        lines.append(
+            (
+                (row["source"], int(row["line"])),
+                {"id": _raw_id(row["raw"], columns or {}), "error": row["reason"], "detail": row["detail"]},
+            )
+        )
     return [line for _, line in sorted(lines, key=lambda pair: pair[0])]
 
 
@@ -98,17 +101,32 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
     from taosr.ray_jobs.eval import model_format
 
     endpoint = config.data.s3_endpoint
-    result = validate_records(read_raw_records(input_path, config.data.format, endpoint, config.data.encoding),
-                              config.data, require_label=False)
+    result = validate_records(
+        read_raw_records(input_path, config.data.format, endpoint, config.data.encoding),
+        config.data,
+        require_label=False,
+    )
     fmt = model_format(model_path)
-    kwargs = dict(model_path=model_path, engine=config.eval.engine, dtype=config.model.dtype,
-                  max_seq_len=config.model.max_seq_len, kv_cache_gib=config.eval.kv_cache_gib, seed=config.seed,
-                  kv_block_size=config.model.kv_block_size,
-                  prompt_format=fmt.value, tensor_parallel_size=config.eval.tensor_parallel_size)
+    kwargs = dict(
+        model_path=model_path,
+        engine=config.eval.engine,
+        dtype=config.model.dtype,
+        max_seq_len=config.model.max_seq_len,
+        kv_cache_gib=config.eval.kv_cache_gib,
+        seed=config.seed,
+        kv_block_size=config.model.kv_block_size,
+        prompt_format=fmt.value,
+        tensor_parallel_size=config.eval.tensor_parallel_size,
+    )
     accepted = result.accepted.select_columns(list(MODEL_INPUT_COLUMNS) + ["source", "line"])
-    scored = accepted.map_batches(LevelScorer, fn_constructor_kwargs=kwargs, batch_size=config.eval.batch_size,
-                                  batch_format="numpy", concurrency=config.eval.num_engines,
-                                  **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine))
+    scored = accepted.map_batches(
+        LevelScorer,
+        fn_constructor_kwargs=kwargs,
+        batch_size=config.eval.batch_size,
+        batch_format="numpy",
+        concurrency=config.eval.num_engines,
+        **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine),
+    )
     scored = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).take_all()
     quarantined = result.quarantined.take_all()
     rule = exported_rule(model_path)
@@ -131,7 +149,9 @@ def main(argv=None) -> int:
 
     parser = job_parser(__doc__)
     parser.add_argument("--model", required=True, help="a trained or exported model folder")
-    parser.add_argument("--input", required=True, help="logs: a file or folder (JSONL, Parquet, CSV, TSV), local or s3://")
+    parser.add_argument(
+        "--input", required=True, help="logs: a file or folder (JSONL, Parquet, CSV, TSV), local or s3://"
+    )
     parser.add_argument("--out", required=True, help="output folder (local or s3://)")
     args = parser.parse_intermixed_args(argv)
     config = load_config(args.config, args.overrides)

@@ -29,19 +29,41 @@ from taosr.stages.job_args import parse_job_args
 from taosr.stages.registry import StageSpec
 
 PASS_RATE_COLUMNS = ("id", "query_id", "query", "query_type", "label", "n", "num_correct", "pass_rate")
-SAMPLE_INPUT_COLUMNS = ("id", "query_id", "query", "title", "category", "attributes", "price", "description",
-                        "label", "query_type", "reasoning")
+SAMPLE_INPUT_COLUMNS = (
+    "id",
+    "query_id",
+    "query",
+    "title",
+    "category",
+    "attributes",
+    "price",
+    "description",
+    "label",
+    "query_type",
+    "reasoning",
+)
 
 
 class PassAtNSampler:
     """Ray Data callable class: training rows -> the same rows with N parsed samples each."""
 
     def __init__(self, model_path: str, sample: dict, dtype: str, max_seq_len: int, seed: int, kv_block_size: int = 0):
-        self.engine = RolloutEngine(model_path, dtype=dtype, max_seq_len=max_seq_len, seed=seed,
-                                    kv_cache_gib=sample["kv_cache_gib"],
-                                    tensor_parallel_size=sample["tensor_parallel_size"], kv_block_size=kv_block_size)
-        self.spec = SamplingSpec(n=sample["n"], temperature=sample["temperature"], top_p=sample["top_p"],
-                                 top_k=sample["top_k"], max_new_tokens=sample["max_new_tokens"])
+        self.engine = RolloutEngine(
+            model_path,
+            dtype=dtype,
+            max_seq_len=max_seq_len,
+            seed=seed,
+            kv_cache_gib=sample["kv_cache_gib"],
+            tensor_parallel_size=sample["tensor_parallel_size"],
+            kv_block_size=kv_block_size,
+        )
+        self.spec = SamplingSpec(
+            n=sample["n"],
+            temperature=sample["temperature"],
+            top_p=sample["top_p"],
+            top_k=sample["top_k"],
+            max_new_tokens=sample["max_new_tokens"],
+        )
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -55,18 +77,20 @@ class PassAtNSampler:
             parsed: list[ParsedResponse] = [parse(ResponseFormat.POST_COT, r.text) for r in group]
             labels = [p.label if p.label is not None else NO_ANSWER for p in parsed]
             correct = [label == int(row["label"]) for label in labels]
-            out.append({
-                **{key: row[key] for key in SAMPLE_INPUT_COLUMNS if key != "reasoning"},
-                "oracle": oracle_response(row),
-                "samples": [r.text for r in group],
-                "sample_labels": labels,
-                "sample_format_ok": [p.format_ok for p in parsed],
-                "sample_tokens": [len(r.token_ids) for r in group],
-                "correct": correct,
-                "n": len(group),
-                "num_correct": sum(correct),
-                "pass_rate": sum(correct) / len(group),
-            })
+            out.append(
+                {
+                    **{key: row[key] for key in SAMPLE_INPUT_COLUMNS if key != "reasoning"},
+                    "oracle": oracle_response(row),
+                    "samples": [r.text for r in group],
+                    "sample_labels": labels,
+                    "sample_format_ok": [p.format_ok for p in parsed],
+                    "sample_tokens": [len(r.token_ids) for r in group],
+                    "correct": correct,
+                    "n": len(group),
+                    "num_correct": sum(correct),
+                    "pass_rate": sum(correct) / len(group),
+                }
+            )
         return pa.Table.from_pylist(out)
 
 
@@ -89,10 +113,17 @@ def sample_dataset(rows, model_path: str, config: TaosrConfig):
     sample: SampleConfig = config.sample
     return rows.map_batches(
         PassAtNSampler,
-        fn_constructor_kwargs=dict(model_path=model_path, sample=to_dict(config)["sample"], dtype=config.model.dtype,
-                                   max_seq_len=config.model.max_seq_len, seed=config.seed,
-                                   kv_block_size=config.model.kv_block_size),
-        batch_size=sample.batch_size, batch_format="pyarrow", concurrency=sample.num_engines,
+        fn_constructor_kwargs=dict(
+            model_path=model_path,
+            sample=to_dict(config)["sample"],
+            dtype=config.model.dtype,
+            max_seq_len=config.model.max_seq_len,
+            seed=config.seed,
+            kv_block_size=config.model.kv_block_size,
+        ),
+        batch_size=sample.batch_size,
+        batch_format="pyarrow",
+        concurrency=sample.num_engines,
         **config.ray.engine_options(sample.cpus_per_engine, sample.gpus_per_engine),
     )
 
@@ -110,8 +141,7 @@ def pass_at_k_summary(rows: list[dict], n: int) -> dict:
     return {
         "prompts": len(everything),
         "overall": table(everything),
-        "by_query_type": {name: {"prompts": len(pairs), **table(pairs)}
-                          for name, pairs in sorted(by_type.items())},
+        "by_query_type": {name: {"prompts": len(pairs), **table(pairs)} for name, pairs in sorted(by_type.items())},
         "all_wrong_prompts": sum(1 for _, c in everything if c == 0),
         "all_right_prompts": sum(1 for s, c in everything if c == s),
     }

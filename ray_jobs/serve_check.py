@@ -28,13 +28,16 @@ def sample_request(config: TaosrConfig) -> dict:
 
     from taosr.prompts import item_from_row
 
-    rows = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint).filter(
-        expr=f"split == '{config.eval.split}'").take(200)
+    rows = (
+        read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
+        .filter(expr=f"split == '{config.eval.split}'")
+        .take(200)
+    )
     if not rows:
         raise ValueError(f"no {config.eval.split!r} rows under {config.run_dir}/data to build a sample request from")
     query = rows[0]["query"]
     items = []
-    for row in [r for r in rows if r["query"] == query][:config.serve.sample_items]:
+    for row in [r for r in rows if r["query"] == query][: config.serve.sample_items]:
         item = item_from_row(row)
         entry = {"id": str(row["id"]), "title": item.title}
         if item.category:
@@ -73,8 +76,12 @@ def run(config: TaosrConfig) -> dict:
         # One request to check the export end to end: compiling the engine would add ~1.5 min
         # and check nothing more (the compiled engine is tested by test_export_serve_run).
         args["compile_engine"] = False
-    url = start_app(args.pop("model_path"), port=config.serve.port,
-                    request_timeout_s=deployment["http_options"].get("request_timeout_s", 30), **args)
+    url = start_app(
+        args.pop("model_path"),
+        port=config.serve.port,
+        request_timeout_s=deployment["http_options"].get("request_timeout_s", 30),
+        **args,
+    )
     try:
         wait_until_healthy(url, timeout_s=600)
         request = sample_request(config)
@@ -84,17 +91,26 @@ def run(config: TaosrConfig) -> dict:
         if response.status_code != 200:
             raise RuntimeError(f"the endpoint answered {response.status_code}: {response.text[:500]}")
         body = response.json()
-        write_json(join(config.run_dir, "serve", "sample.json"), {"url": url, "request": request, "response": body,
-                                                                  "latency_s": latency}, config.data.s3_endpoint)
+        write_json(
+            join(config.run_dir, "serve", "sample.json"),
+            {"url": url, "request": request, "response": body, "latency_s": latency},
+            config.data.s3_endpoint,
+        )
         print(f"curl -s {url}/v1/relevance -H 'content-type: application/json' -d '{json.dumps(request)[:160]}...'")
         for item, result in zip(request["items"], body["results"]):
-            print(f"  {result['label']:<13} tier {result['tier']:<4} p4={result['probs']['4']:.2f}  {item['title'][:70]}")
+            print(
+                f"  {result['label']:<13} tier {result['tier']:<4} p4={result['probs']['4']:.2f}  {item['title'][:70]}"
+            )
         if config.serve.keep_running:
             print(f"serving at {url} (Ctrl-C stops it)", flush=True)
             while True:
                 time.sleep(3600)
-        return {"url": url, "items": len(body["results"]), "latency_s": round(latency, 3),
-                "levels": [r["level"] for r in body["results"]]}
+        return {
+            "url": url,
+            "items": len(body["results"]),
+            "latency_s": round(latency, 3),
+            "levels": [r["level"] for r in body["results"]],
+        }
     finally:
         if not config.serve.keep_running:
             serve.shutdown()

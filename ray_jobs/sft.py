@@ -50,20 +50,29 @@ class SftTokenizer:
             reasoning = Reasoning(**json.loads(row["reasoning"])) if row.get("reasoning") else None
             prompt = build_prompt(self.tokenizer, row["query"], item_from_row(row), self.fmt)
             response = render(self.fmt, int(row["label"]), reasoning)
-            example = tokenize_example(self.tokenizer, prompt, response, self.max_seq_len,
-                                       decision_char=decision_offset(self.fmt, response),
-                                       decision_only=not carries_reasoning(row["id"], self.seed, self.reasoning_share))
+            example = tokenize_example(
+                self.tokenizer,
+                prompt,
+                response,
+                self.max_seq_len,
+                decision_char=decision_offset(self.fmt, response),
+                decision_only=not carries_reasoning(row["id"], self.seed, self.reasoning_share),
+            )
             if example is not None:
                 out["input_ids"].append(example.input_ids)
                 out["labels"].append(example.labels)
                 out["decision_index"].append(example.decision_index)
                 out["level"].append(int(row["label"]))
                 out["training_order"].append(hashlib.sha256(f"{self.seed}:{row['id']}".encode()).hexdigest())
-        return pa.table({"input_ids": pa.array(out["input_ids"], pa.list_(pa.int32())),
-                         "labels": pa.array(out["labels"], pa.list_(pa.int32())),
-                         "decision_index": pa.array(out["decision_index"], pa.int32()),
-                         "level": pa.array(out["level"], pa.int8()),
-                         "training_order": pa.array(out["training_order"], pa.string())})
+        return pa.table(
+            {
+                "input_ids": pa.array(out["input_ids"], pa.list_(pa.int32())),
+                "labels": pa.array(out["labels"], pa.list_(pa.int32())),
+                "decision_index": pa.array(out["decision_index"], pa.int32()),
+                "level": pa.array(out["level"], pa.int8()),
+                "training_order": pa.array(out["training_order"], pa.string()),
+            }
+        )
 
 
 def carries_reasoning(row_id: str, seed: int, share: float) -> bool:
@@ -84,15 +93,16 @@ def sft_loss(engine, rows: list[dict]):
 
     padded = pad_batch(rows, pad_id=0)  # any valid id: padding is masked out and right of every real token
     tensors = {key: torch.tensor(value, device=engine.device) for key, value in padded.items()}
-    loss, _ = masked_token_nll(*labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"],
-                                                tensors["labels"]))
+    loss, _ = masked_token_nll(
+        *labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
+    )
     return loss, {}, int(tensors["attention_mask"].sum())
 
 
 def class_weights(levels: list[int], power: float) -> dict[int, float]:
     """{level: count^-power}, scaled so the mean weight over ``levels`` is 1 (power 0: all 1)."""
     counts = {level: levels.count(level) for level in set(levels)}
-    raw = {level: count ** -power for level, count in counts.items()}
+    raw = {level: count**-power for level, count in counts.items()}
     mean = sum(raw[level] for level in levels) / len(levels)
     return {level: weight / mean for level, weight in raw.items()}
 
@@ -110,10 +120,12 @@ def sft_step_loss(decision_weight: float, level_weights: dict | None = None):
         padded = pad_batch(rows, pad_id=0, left=True)  # any valid id: padding is masked out
         tensors = {key: torch.tensor(value, device=engine.device) for key, value in padded.items()}
         start = label_window_start(tensors["labels"])
-        logits, labels = labelled_logits(engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"],
-                                         tensors["position_ids"])
-        decision = torch.tensor(padded_decision_index(rows, tensors["input_ids"].shape[1], left=True),
-                                device=engine.device)
+        logits, labels = labelled_logits(
+            engine, tensors["input_ids"], tensors["attention_mask"], tensors["labels"], tensors["position_ids"]
+        )
+        decision = torch.tensor(
+            padded_decision_index(rows, tensors["input_ids"].shape[1], left=True), device=engine.device
+        )
         decision = torch.where(decision >= 0, decision - start, decision)
         weights = None
         if level_weights:
@@ -128,17 +140,25 @@ def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
     cfg = loop_config["trainer"]
     validation = loop_config.get("validation")
-    run_training(loop_config, "sft", sft_step_loss(cfg["decision_weight"], loop_config.get("level_weights")),
-                 first_token_validator(validation) if validation else None)
+    run_training(
+        loop_config,
+        "sft",
+        sft_step_loss(cfg["decision_weight"], loop_config.get("level_weights")),
+        first_token_validator(validation) if validation else None,
+    )
 
 
 def tokenized_dataset(cot_ds, model_path: str, sft_config, seed: int = 0):
     """Tokenised examples in a seeded order keyed on each row's id (Ray Data does not keep the
     arrival order from run to run, and the logs arrive grouped by query); ``max_examples`` takes
     a seeded sample, not the first rows."""
-    ds = cot_ds.map_batches(SftTokenizer, fn_constructor_args=(model_path, sft_config.format, sft_config.max_seq_len, seed,
-                                                               sft_config.reasoning_share),
-                            batch_format="pyarrow", batch_size=256, concurrency=1)
+    ds = cot_ds.map_batches(
+        SftTokenizer,
+        fn_constructor_args=(model_path, sft_config.format, sft_config.max_seq_len, seed, sft_config.reasoning_share),
+        batch_format="pyarrow",
+        batch_size=256,
+        concurrency=1,
+    )
     ds = ds.sort("training_order")
     if sft_config.max_examples:
         ds = ds.limit(sft_config.max_examples)
@@ -159,17 +179,32 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     info = model_info(tokenizer, config.sft.format, base_model=base_model_path, stage="sft")
     levels = [int(row["level"]) for row in data.select_columns(["level"]).take_all()]
     label_counts = {str(level): levels.count(level) for level in sorted(set(levels))}
-    loop_config = {"trainer": to_dict(config)["sft"], "seed": config.seed, "model_path": base_model_path,
-                   "num_examples": num_examples, "model_info": info}
+    loop_config = {
+        "trainer": to_dict(config)["sft"],
+        "seed": config.seed,
+        "model_path": base_model_path,
+        "num_examples": num_examples,
+        "model_info": info,
+    }
     if config.sft.class_balance:
         loop_config["level_weights"] = {str(k): v for k, v in class_weights(levels, config.sft.class_balance).items()}
     if config.sft.eval_every_steps:
-        loop_config["validation"] = run_validation_set(config.run_dir, config.data.s3_endpoint, tokenizer,
-                                                       ResponseFormat(config.sft.format), config.sft.eval_examples,
-                                                       config.seed)
+        loop_config["validation"] = run_validation_set(
+            config.run_dir,
+            config.data.s3_endpoint,
+            tokenizer,
+            ResponseFormat(config.sft.format),
+            config.sft.eval_examples,
+            config.seed,
+        )
     metrics = fit(train_loop, loop_config, config.sft, data, out_dir, config.data.s3_endpoint, config.ray)
-    summary = {"examples": num_examples, "label_counts": label_counts, "format": config.sft.format,
-               "validation_rows": len((loop_config.get("validation") or {}).get("gold", [])), **metrics}
+    summary = {
+        "examples": num_examples,
+        "label_counts": label_counts,
+        "format": config.sft.format,
+        "validation_rows": len((loop_config.get("validation") or {}).get("gold", [])),
+        **metrics,
+    }
     write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)
     write_text(join(out_dir, "config.yaml"), to_yaml(config), config.data.s3_endpoint)
     return {"model": join(out_dir, "model"), **summary}

@@ -58,8 +58,15 @@ def train(config: TaosrConfig, start_model: str, out_dir: str) -> dict:
             # An interrupted run resumes each stage from its own Ray Train checkpoints (a finished
             # stage's final checkpoint is re-reported without training); the pipeline's manifest
             # decides whether the folder is reused at all.
-            result = rl_stage.train(config, model, join(out_dir, f"stage-{stage['name']}"), rl=rl, stage="srpo",
-                                judge=judge, tokenized=tokenized)
+            result = rl_stage.train(
+                config,
+                model,
+                join(out_dir, f"stage-{stage['name']}"),
+                rl=rl,
+                stage="srpo",
+                judge=judge,
+                tokenized=tokenized,
+            )
             stages[stage["name"]] = {k: v for k, v in result.items() if k != "model"}
             model = result["model"]
     finally:
@@ -90,8 +97,13 @@ def run_stage(config: TaosrConfig) -> dict:
     return train(config, start_model_for(config), join(config.run_dir, "srpo"))
 
 
-STAGE = StageSpec("srpo", ("srpo",), ("data", "sample", "sft", "dpo", "grpo", "genrm"), run=run_stage,
-                  policy_title="+ SRPO (TaoSR-SHE)")
+STAGE = StageSpec(
+    "srpo",
+    ("srpo",),
+    ("data", "sample", "sft", "dpo", "grpo", "genrm"),
+    run=run_stage,
+    policy_title="+ SRPO (TaoSR-SHE)",
+)
 
 
 def main(argv=None) -> int:

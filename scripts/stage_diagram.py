@@ -29,8 +29,10 @@ def direct_inputs(specs) -> dict[str, set[str]]:
                 stack.extend(reads[current])
         return seen
 
-    return {name: {i for i in inputs if not any(i in reachable(other) for other in inputs - {i})}
-            for name, inputs in reads.items()}
+    return {
+        name: {i for i in inputs if not any(i in reachable(other) for other in inputs - {i})}
+        for name, inputs in reads.items()
+    }
 
 
 def main(argv=None) -> int:
@@ -55,17 +57,32 @@ def main(argv=None) -> int:
         x, y = where[spec.name]
         colour = "#35618f" if spec.policy_title else "#9db7d5"
         ax.add_patch(plt.Rectangle((x - 0.6, y - 0.22), 1.2, 0.44, color=colour, zorder=2))
-        ax.text(x, y, spec.name, ha="center", va="center", zorder=3, fontsize=10,
-                color="white" if spec.policy_title else "black")
+        ax.text(
+            x,
+            y,
+            spec.name,
+            ha="center",
+            va="center",
+            zorder=3,
+            fontsize=10,
+            color="white" if spec.policy_title else "black",
+        )
     edges = direct_inputs(specs)
     for spec in specs:
         for source in sorted(edges[spec.name]):
             (x0, y0), (x1, y1) = where[source], where[spec.name]
-            ax.annotate("", xy=(x1 - 0.6 if y0 == y1 else x1, y1 + (0.22 if y1 < y0 else 0)),
-                        xytext=(x0 + 0.6 if y0 == y1 else x0, y0 - (0.22 if y1 < y0 else 0)),
-                        arrowprops={"arrowstyle": "->", "color": "#555555", "lw": 0.8,
-                                    "connectionstyle": "arc3,rad=-0.25" if y0 == y1 and x1 - x0 > 2 else "arc3"},
-                        zorder=1)
+            ax.annotate(
+                "",
+                xy=(x1 - 0.6 if y0 == y1 else x1, y1 + (0.22 if y1 < y0 else 0)),
+                xytext=(x0 + 0.6 if y0 == y1 else x0, y0 - (0.22 if y1 < y0 else 0)),
+                arrowprops={
+                    "arrowstyle": "->",
+                    "color": "#555555",
+                    "lw": 0.8,
+                    "connectionstyle": "arc3,rad=-0.25" if y0 == y1 and x1 - x0 > 2 else "arc3",
+                },
+                zorder=1,
+            )
     ax.set_xlim(-0.8, max(x for x, _ in where.values()) + 0.8)
     ax.set_ylim(-0.4, 1.9)
     ax.axis("off")

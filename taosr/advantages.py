@@ -19,6 +19,7 @@ ESTIMATOR_NEEDS: dict[str, tuple[str, ...]] = {}
 def register(name: str, needs: tuple[str, ...] = ()):
     """Add an estimator under ``name``. ``needs``: the inputs beyond outcome rewards it reads from
     ``AdvantageInputs.extras`` (the RL loop's ``INPUT_PROVIDERS`` gathers each by this name)."""
+
     def add(fn: Callable) -> Callable:
         if name in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage estimator {name!r} registered twice")
@@ -90,8 +91,9 @@ def srpo_advantages(inputs: AdvantageInputs) -> tuple[torch.Tensor, dict]:
     mean = values.sum(dim=1, keepdim=True) / count
     majority = (mean >= 0.5).float()
     critical = known & ((values >= 0.5).float() != majority)
-    weight = torch.where(critical, torch.full_like(values, float(extras.get("critical_weight", 1.0))),
-                         torch.ones_like(values))
+    weight = torch.where(
+        critical, torch.full_like(values, float(extras.get("critical_weight", 1.0))), torch.ones_like(values)
+    )
     term = torch.where(known, lam * weight * (values - mean), torch.zeros_like(values)).reshape(groups * size, steps)
     for rollout, rollout_spans in enumerate(spans):
         if rollout_spans is None:

@@ -77,9 +77,14 @@ def _rename_deprecated(node, source: str):
             if old not in part:
                 continue
             if new in part:
-                raise ValueError(f"{source}: {section}.{old} and {section}.{new} are the same field; keep {section}.{new}")
-            warnings.warn(f"{source}: {section}.{old} is deprecated; use {section}.{new} (the old name goes in the "
-                          "next release)", FutureWarning, stacklevel=3)
+                raise ValueError(
+                    f"{source}: {section}.{old} and {section}.{new} are the same field; keep {section}.{new}"
+                )
+            warnings.warn(
+                f"{source}: {section}.{old} is deprecated; use {section}.{new} (the old name goes in the next release)",
+                FutureWarning,
+                stacklevel=3,
+            )
             part[new] = part.pop(old)
     return node
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from taosr.limits import InputLimits
 
+
 def option(default: Any = None, help: str = "", *, factory=None):  # noqa: A002 - mirrors argparse
     """A dataclass field carrying its help text in metadata."""
     if factory is not None:
@@ -18,10 +19,22 @@ def option(default: Any = None, help: str = "", *, factory=None):  # noqa: A002 
 
 @dataclass
 class DataConfig:
-    source: str = option("generate", "'generate' for the built-in synthetic logs, else a path or s3:// URI of JSONL, Parquet, CSV or TSV logs (a file or a folder)")
+    source: str = option(
+        "generate",
+        "'generate' for the built-in synthetic logs, else a path or s3:// URI of JSONL, Parquet, CSV or TSV logs (a "
+        "file or a folder)",
+    )
     format: str = option("auto", "input format: auto (from the file suffix), jsonl, parquet, csv or tsv")
-    encoding: str = option("utf-8", "text encoding of JSONL/CSV/TSV logs (e.g. latin-1, cp1252); rows that do not decode are quarantined as bad_encoding")
-    max_rows: int = option(0, "use a seeded sample of about this many accepted rows, whole queries at a time (0 = all); the rest are counted as sampled_out, never silently dropped")
+    encoding: str = option(
+        "utf-8",
+        "text encoding of JSONL/CSV/TSV logs (e.g. latin-1, cp1252); rows that do not decode are quarantined as "
+        "bad_encoding",
+    )
+    max_rows: int = option(
+        0,
+        "use a seeded sample of about this many accepted rows, whole queries at a time (0 = all); the rest are "
+        "counted as sampled_out, never silently dropped",
+    )
     rows: int = option(1200, "rows to generate when source is 'generate'")
     seed: int = option(0, "seed of the generator and of the splits")
     items_per_query: int = option(6, "items generated per query (a search log shows several items per query)")
@@ -33,10 +46,17 @@ class DataConfig:
     query_type_mix: dict = option(
         None,
         "share of each query type in generated data",
-        factory=lambda: {"plain": 0.40, "negation": 0.15, "alternative": 0.15, "question_answer": 0.15, "knowledge": 0.15},
+        factory=lambda: {
+            "plain": 0.40,
+            "negation": 0.15,
+            "alternative": 0.15,
+            "question_answer": 0.15,
+            "knowledge": 0.15,
+        },
     )
     split_fractions: dict = option(
-        None, "train/val/test shares; splits are by query, so no query is in two splits",
+        None,
+        "train/val/test shares; splits are by query, so no query is in two splits",
         factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
     )
     columns: dict = option(
@@ -51,24 +71,44 @@ class DataConfig:
     )
     label_bins: dict = option(
         None,
-        "graded labels to levels: each level's lowest score, e.g. {'4': 2.75, '3': 2.25, '2': 1.5, '1': 1.0} for a mean rating on 1-3; empty: labels are levels or aliases",
+        "graded labels to levels: each level's lowest score, e.g. {'4': 2.75, '3': 2.25, '2': 1.5, '1': 1.0} for a "
+        "mean rating on 1-3; empty: labels are levels or aliases",
         factory=dict,
     )
-    max_query_chars: int = option(InputLimits.max_query_chars, "longer queries are quarantined as oversized (the endpoint refuses them too: taosr.limits)")
+    max_query_chars: int = option(
+        InputLimits.max_query_chars,
+        "longer queries are quarantined as oversized (the endpoint refuses them too: taosr.limits)",
+    )
     max_title_chars: int = option(InputLimits.max_title_chars, "longer titles are quarantined as oversized")
-    max_description_chars: int = option(InputLimits.max_description_chars, "longer descriptions (after HTML stripping) are quarantined")
+    max_description_chars: int = option(
+        InputLimits.max_description_chars, "longer descriptions (after HTML stripping) are quarantined"
+    )
     max_attributes: int = option(InputLimits.max_attributes, "items with more key-value attributes are quarantined")
-    max_attribute_chars: int = option(InputLimits.max_attribute_chars, "longer attribute keys or values are quarantined")
+    max_attribute_chars: int = option(
+        InputLimits.max_attribute_chars, "longer attribute keys or values are quarantined"
+    )
     s3_endpoint: str = option("", "S3 endpoint override (a MinIO or moto server); empty for AWS")
 
 
 @dataclass
 class ModelConfig:
-    name: str = option("smollm2-135m", "'smollm2-135m' (embedded default), 'tiny' (random, for tests), a Hugging Face folder, an s3:// folder (fetched by each actor on its node) or a hub id such as org/name (where the hub is reachable: ray.device gpu)")
+    name: str = option(
+        "smollm2-135m",
+        "'smollm2-135m' (embedded default), 'tiny' (random, for tests), a Hugging Face folder, an s3:// folder "
+        "(fetched by each actor on its node) or a hub id such as org/name (where the hub is reachable: ray.device "
+        "gpu)",
+    )
     cache_dir: str = option("~/.cache/taosr/models", "where embedded models are materialised as Hugging Face folders")
     dtype: str = option("bfloat16", "inference dtype; bfloat16 is 3-4x faster than float32 on CPU")
     max_seq_len: int = option(1024, "longest prompt plus response in tokens")
-    kv_block_size: int = option(32, "KV-cache block in tokens of the vLLM engines of rollouts, pass@N sampling, scoring, prediction and the GenRM judge (0: vLLM's default; the CoT stage's vLLM teacher keeps vLLM's default). Prefix caching reuses whole blocks only, and vLLM's CPU default of 128 is longer than a prompt's shared part: with 32, a GRPO step's 8 one-token rollouts of a prompt prefill it once (16 prompts: 10 s -> 2.7 s on the 2-core box) and evaluation reuses a query's prefix (563 rows: 51 -> 33 s)")
+    kv_block_size: int = option(
+        32,
+        "KV-cache block in tokens of the vLLM engines of rollouts, pass@N sampling, scoring, prediction and the "
+        "GenRM judge (0: vLLM's default; the CoT stage's vLLM teacher keeps vLLM's default). Prefix caching reuses "
+        "whole blocks only, and vLLM's CPU default of 128 is longer than a prompt's shared part: with 32, a GRPO "
+        "step's 8 one-token rollouts of a prompt prefill it once (16 prompts: 10 s -> 2.7 s on the 2-core box) and "
+        "evaluation reuses a query's prefix (563 rows: 51 -> 33 s)",
+    )
 
 
 @dataclass
@@ -76,35 +116,60 @@ class EvalConfig:
     engine: str = option("vllm", "scoring engine: vllm (batched, prefix cached) or hf (plain transformers forward)")
     split: str = option("test", "which split to evaluate")
     max_examples: int = option(0, "evaluate at most this many examples (0 = all)")
-    untrained: bool = option(True, "also score the untrained base model: a row that shows what pretraining alone answers, at the cost of one more pass over the split")
+    untrained: bool = option(
+        True,
+        "also score the untrained base model: a row that shows what pretraining alone answers, at the cost of one "
+        "more pass over the split",
+    )
     batch_size: int = option(64, "prompts per scoring batch")
     num_engines: int = option(1, "scoring actors (one engine each)")
     cpus_per_engine: float = option(1.0, "Ray CPUs reserved by each scoring actor")
-    gpus_per_engine: float = option(0.0, "GPUs per scoring actor (tensor_parallel_size of them on a GPU cluster; 0 on CPU)")
+    gpus_per_engine: float = option(
+        0.0, "GPUs per scoring actor (tensor_parallel_size of them on a GPU cluster; 0 on CPU)"
+    )
     tensor_parallel_size: int = option(1, "vLLM tensor parallelism of each scoring engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache size per engine in GiB")
-    decode_samples: int = option(0, "also decode the full reasoning for this many examples to measure format errors and hallucination (pre-CoT models are always decoded)")
+    decode_samples: int = option(
+        0,
+        "also decode the full reasoning for this many examples to measure format errors and hallucination (pre-CoT "
+        "models are always decoded)",
+    )
     max_new_tokens: int = option(256, "longest decoded response")
 
 
 @dataclass
 class CotConfig:
-    teacher: str = option("rule", "who writes the reasoning: rule (from the knowledge-base trace), vllm (a model on a vLLM actor) or openai (an OpenAI-compatible endpoint)")
-    teacher_model: str = option("", "vllm: a Hugging Face folder or embedded model name; openai: the model name sent to the endpoint")
+    teacher: str = option(
+        "rule",
+        "who writes the reasoning: rule (from the knowledge-base trace), vllm (a model on a vLLM actor) or openai "
+        "(an OpenAI-compatible endpoint)",
+    )
+    teacher_model: str = option(
+        "", "vllm: a Hugging Face folder or embedded model name; openai: the model name sent to the endpoint"
+    )
     teacher_dtype: str = option("bfloat16", "dtype of a vLLM teacher")
     openai_base_url: str = option("", "base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the endpoint's API key")
     concurrency: int = option(8, "openai: requests in flight per teacher actor")
-    max_teacher_error_share: float = option(0.1, "stop the stage when the teacher fails (after its retries) on more than this share of rows")
+    max_teacher_error_share: float = option(
+        0.1, "stop the stage when the teacher fails (after its retries) on more than this share of rows"
+    )
     temperature: float = option(0.3, "teacher sampling temperature")
     max_new_tokens: int = option(320, "longest rationale a teacher may write")
     rules_path: str = option("", "JSONL of {id, text} atomic rules; empty uses the built-in knowledge base")
     top_k_rules: int = option(4, "rules retrieved (BM25) per (query, item) and given to the teacher")
-    min_rule_score: float = option(4.0, "BM25 score a rule must exceed to be retrieved at all; below it the teacher gets no rule rather than an unrelated one. At 4.0 (bench/retrieval_threshold.py) 0.7% of real Home Depot rows still get a built-in rule, against 40% at 0, and the precision on the built-in logs rises from 19% to 35%")
+    min_rule_score: float = option(
+        4.0,
+        "BM25 score a rule must exceed to be retrieved at all; below it the teacher gets no rule rather than an "
+        "unrelated one. At 4.0 (bench/retrieval_threshold.py) 0.7% of real Home Depot rows still get a built-in "
+        "rule, against 40% at 0, and the precision on the built-in logs rises from 19% to 35%",
+    )
     num_teachers: int = option(1, "teacher actors")
     cpus_per_engine: float = option(1.0, "Ray CPUs per teacher actor")
     gpus_per_engine: float = option(0.0, "vllm: GPUs per teacher actor (its tensor_parallel_size of them; 0 on CPU)")
-    tensor_parallel_size: int = option(1, "vllm: tensor parallelism of the teacher's engine (a 30B teacher needs several GPUs)")
+    tensor_parallel_size: int = option(
+        1, "vllm: tensor parallelism of the teacher's engine (a 30B teacher needs several GPUs)"
+    )
     batch_size: int = option(64, "rows per teacher call")
 
 
@@ -117,30 +182,60 @@ class LearnerConfig:
     """The optimizer and the Ray Train + DeepSpeed workers: what every training stage shares."""
 
     lr: float = option(1e-4, "peak learning rate (small models need far more than the paper's 1e-6 at 42B)")
-    warmup_ratio: float = option(0.05, "share of steps spent warming up (linearly), then lr_schedule's decay to min_lr_ratio * lr")
-    min_lr_ratio: float = option(0.1, "the decay ends at this share of the peak lr instead of 0, so the last steps still learn")
-    lr_schedule: str = option("cosine", "after the warm-up: cosine (decay over every remaining step) or wsd (warm-up, stable, decay: the peak lr held until the last decay_ratio of the steps, then the same cosine decay over those). A decision learnt only after a plateau keeps the peak lr through it with wsd")
+    warmup_ratio: float = option(
+        0.05, "share of steps spent warming up (linearly), then lr_schedule's decay to min_lr_ratio * lr"
+    )
+    min_lr_ratio: float = option(
+        0.1, "the decay ends at this share of the peak lr instead of 0, so the last steps still learn"
+    )
+    lr_schedule: str = option(
+        "cosine",
+        "after the warm-up: cosine (decay over every remaining step) or wsd (warm-up, stable, decay: the peak lr "
+        "held until the last decay_ratio of the steps, then the same cosine decay over those). A decision learnt "
+        "only after a plateau keeps the peak lr through it with wsd",
+    )
     decay_ratio: float = option(0.2, "wsd: share of the steps in the final cosine decay")
-    train_layers: int = option(0, "train only the top N decoder blocks and the final norm, the rest (embeddings and tied output head included) frozen: a step needs no backward pass below them; 0 = train every weight")
+    train_layers: int = option(
+        0,
+        "train only the top N decoder blocks and the final norm, the rest (embeddings and tied output head "
+        "included) frozen: a step needs no backward pass below them; 0 = train every weight",
+    )
     weight_decay: float = option(0.0, "AdamW weight decay")
     micro_batch_size: int = option(4, "examples per worker per forward pass")
     grad_clip: float = option(1.0, "gradient norm clip")
     zero_stage: int = option(2, "DeepSpeed ZeRO stage (0-3)")
     bf16: bool = option(True, "train in bfloat16 with fp32 master weights (3-4x faster on CPU)")
-    autocast: bool = option(False, "supervised stages: float32 weights, activations' reductions and gradients with bfloat16 matmuls (torch.autocast) instead of DeepSpeed's bf16 mode; set bf16 to false with it")
+    autocast: bool = option(
+        False,
+        "supervised stages: float32 weights, activations' reductions and gradients with bfloat16 matmuls "
+        "(torch.autocast) instead of DeepSpeed's bf16 mode; set bf16 to false with it",
+    )
     num_workers: int = option(1, "Ray Train workers (one process each)")
     cpus_per_worker: int = option(2, "CPUs (and torch threads) per worker")
     use_gpu: bool = option(False, "one GPU per worker")
-    attn_implementation: str = option("sdpa", "attention kernel of the trained model and its frozen reference (transformers' attn_implementation): sdpa (PyTorch's fused attention, transformers' default) or eager (plain matmuls and softmax). On CPU eager is faster for short rows and slower for long ones: on the 2-core box, SFT steps of 16 left-padded rows with SmolLM2-135M's top 15 blocks trained took 1.22x less time with eager at ~111 tokens, about the same at ~238, and 1.42x more at 512 (bench/attention_bench.py)")
+    attn_implementation: str = option(
+        "sdpa",
+        "attention kernel of the trained model and its frozen reference (transformers' attn_implementation): sdpa "
+        "(PyTorch's fused attention, transformers' default) or eager (plain matmuls and softmax). On CPU eager is "
+        "faster for short rows and slower for long ones: on the 2-core box, SFT steps of 16 left-padded rows with "
+        "SmolLM2-135M's top 15 blocks trained took 1.22x less time with eager at ~111 tokens, about the same at "
+        "~238, and 1.42x more at 512 (bench/attention_bench.py)",
+    )
 
     def __post_init__(self):
         if self.attn_implementation not in ATTENTION_KERNELS:
-            raise ValueError(f"attn_implementation must be one of {', '.join(ATTENTION_KERNELS)}; got {self.attn_implementation!r}")
+            raise ValueError(
+                f"attn_implementation must be one of {', '.join(ATTENTION_KERNELS)}; got {self.attn_implementation!r}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
-        if self.lr_schedule == "wsd" and (not 0.0 < self.decay_ratio <= 1.0 or self.warmup_ratio + self.decay_ratio > 1.0):
-            raise ValueError(f"decay_ratio must be in (0, 1] and leave room for the warm-up (warmup_ratio {self.warmup_ratio}); "
-                             f"got {self.decay_ratio}")
+        if self.lr_schedule == "wsd" and (
+            not 0.0 < self.decay_ratio <= 1.0 or self.warmup_ratio + self.decay_ratio > 1.0
+        ):
+            raise ValueError(
+                f"decay_ratio must be in (0, 1] and leave room for the warm-up (warmup_ratio {self.warmup_ratio}); "
+                f"got {self.decay_ratio}"
+            )
 
 
 @dataclass
@@ -152,29 +247,77 @@ class TrainerConfig(LearnerConfig):
     max_steps: int = option(0, "stop after this many optimizer steps (0 = the epochs decide)")
     grad_accum: int = option(1, "micro-batches per optimizer step")
     max_seq_len: int = option(512, "prompt plus response tokens; longer responses are cut at the end")
-    shuffle: bool = option(True, "train in a seeded random order, reshuffled every epoch (rows arrive grouped by query otherwise)")
-    shuffle_buffer: int = option(100000, "rows each worker shuffles at once (Ray Data's local shuffle buffer); at least the shard size gives a full permutation")
-    length_group: int = option(1, "in each run of this many shuffled micro-batches, put rows that train a whole response apart from rows that train their level alone (a short row is not padded to a long one), and deal each group's rows out by level so every micro-batch holds the run's label mix; 1 = off")
+    shuffle: bool = option(
+        True, "train in a seeded random order, reshuffled every epoch (rows arrive grouped by query otherwise)"
+    )
+    shuffle_buffer: int = option(
+        100000,
+        "rows each worker shuffles at once (Ray Data's local shuffle buffer); at least the shard size gives a full "
+        "permutation",
+    )
+    length_group: int = option(
+        1,
+        "in each run of this many shuffled micro-batches, put rows that train a whole response apart from rows that "
+        "train their level alone (a short row is not padded to a long one), and deal each group's rows out by level "
+        "so every micro-batch holds the run's label mix; 1 = off",
+    )
     log_every_steps: int = option(5, "print and log the metrics every this many steps")
     checkpoint_every_steps: int = option(100, "report a checkpoint to Ray Train every this many steps (and at the end)")
 
 
 @dataclass
 class SftConfig(TrainerConfig):
-    length_group: int = option(16, "in each run of this many shuffled micro-batches, put rows that train their reasoning apart from rows that train the level alone (less padding; never sorted by length, which can follow the label), and deal each group out by level so every micro-batch holds the run's label mix (a drifting mix swings the level token's bias); 1 = off")
-    format: str = option("post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only")
-    decision_weight: float = option(0.5, "share of the loss carried by the level token's cross-entropy (the rest: the mean over the other response tokens). In a CoT response the decision is ~1 token of ~90; 0 = a plain token mean, 1 = the decision alone")
-    reasoning_share: float = option(1.0, "post-CoT: share of training rows (a seeded draw) trained on the whole response; the rest are trained on the level token alone. The reasoning is learned from a few hundred rows (its loss is near 0 after that) while the decision needs thousands, so a share below 1 spends the compute on the decision")
-    class_balance: float = option(0.0, "weigh each example's decision term by (count of its level)^-class_balance, normalised to mean 1: 0 = off, 1 = inverse frequency, 0.5 = its square root")
+    length_group: int = option(
+        16,
+        "in each run of this many shuffled micro-batches, put rows that train their reasoning apart from rows that "
+        "train the level alone (less padding; never sorted by length, which can follow the label), and deal each "
+        "group out by level so every micro-batch holds the run's label mix (a drifting mix swings the level token's "
+        "bias); 1 = off",
+    )
+    format: str = option(
+        "post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only"
+    )
+    decision_weight: float = option(
+        0.5,
+        "share of the loss carried by the level token's cross-entropy (the rest: the mean over the other response "
+        "tokens). In a CoT response the decision is ~1 token of ~90; 0 = a plain token mean, 1 = the decision alone",
+    )
+    reasoning_share: float = option(
+        1.0,
+        "post-CoT: share of training rows (a seeded draw) trained on the whole response; the rest are trained on "
+        "the level token alone. The reasoning is learned from a few hundred rows (its loss is near 0 after that) "
+        "while the decision needs thousands, so a share below 1 spends the compute on the decision",
+    )
+    class_balance: float = option(
+        0.0,
+        "weigh each example's decision term by (count of its level)^-class_balance, normalised to mean 1: 0 = off, "
+        "1 = inverse frequency, 0.5 = its square root",
+    )
     lr: float = option(2e-4, "peak learning rate")
     micro_batch_size: int = option(8, "examples per worker per forward pass")
     epochs: int = option(2, "passes over the training examples")
-    eval_every_steps: int = option(50, "every this many steps, score eval_examples validation rows by their first-token level distribution (macro-F1, QWK, the decision's cross-entropy); 0 = off. Post-CoT and label-only only")
+    eval_every_steps: int = option(
+        50,
+        "every this many steps, score eval_examples validation rows by their first-token level distribution "
+        "(macro-F1, QWK, the decision's cross-entropy); 0 = off. Post-CoT and label-only only",
+    )
     eval_examples: int = option(256, "validation rows scored while training (a seeded sample of the val split)")
-    keep_best: bool = option(True, "the saved model is the validated step with the best macro-F1 (the last step when validation is off). A resumed run tracks the best from its restart on")
-    patience: int = option(0, "stop when this many validation checks in a row bring no macro-F1 gain of more than min_delta over the best so far (the best step is kept); 0 = train to the step budget. Needs eval_every_steps")
+    keep_best: bool = option(
+        True,
+        "the saved model is the validated step with the best macro-F1 (the last step when validation is off). A "
+        "resumed run tracks the best from its restart on",
+    )
+    patience: int = option(
+        0,
+        "stop when this many validation checks in a row bring no macro-F1 gain of more than min_delta over the best "
+        "so far (the best step is kept); 0 = train to the step budget. Needs eval_every_steps",
+    )
     min_delta: float = option(0.0, "the smallest validation macro-F1 gain (0-1 scale) that resets the patience count")
-    max_minutes: float = option(0.0, "stop at the first step past this many minutes of training in this attempt (0 = no cap); the best validated step is kept")
+    max_minutes: float = option(
+        0.0,
+        "stop at the first step past this many minutes of training in this attempt (0 = no cap); the best validated "
+        "step is kept",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -190,7 +333,9 @@ class SampleConfig:
     temperature: float = option(1.0, "sampling temperature")
     top_p: float = option(1.0, "nucleus sampling threshold (1 = off)")
     top_k: int = option(0, "top-k truncation (0 = off)")
-    max_new_tokens: int = option(160, "longest sampled response; post-CoT responses put the label first, so a cut response still has its label")
+    max_new_tokens: int = option(
+        160, "longest sampled response; post-CoT responses put the label first, so a cut response still has its label"
+    )
     max_prompts: int = option(0, "sample at most this many training prompts (0 = all)")
     batch_size: int = option(32, "prompts per engine call")
     num_engines: int = option(1, "rollout actors (one vLLM engine each)")
@@ -204,8 +349,17 @@ class SampleConfig:
 class DpoConfig(TrainerConfig):
     beta: float = option(0.1, "DPO temperature: strength of the pull towards the reference")
     label_smoothing: float = option(0.0, "conservative DPO: assumed share of flipped preferences")
-    nll_weight: float = option(0.0, "weight of the chosen responses' per-token NLL added to the DPO loss (RPO; 0 = standard DPO as in the paper). Try 1.0 when DPO breaks the output format")
-    decision_scale: float = option(1.0, "times the level token (a post-CoT response's first) counts in the log-probabilities DPO compares, for policy and reference alike (1 = standard DPO, every token once). The decision is 1 token of the 30-160 a pair differs by, so plain DPO spends little of its margin on it: docs/method.md section 4")
+    nll_weight: float = option(
+        0.0,
+        "weight of the chosen responses' per-token NLL added to the DPO loss (RPO; 0 = standard DPO as in the "
+        "paper). Try 1.0 when DPO breaks the output format",
+    )
+    decision_scale: float = option(
+        1.0,
+        "times the level token (a post-CoT response's first) counts in the log-probabilities DPO compares, for "
+        "policy and reference alike (1 = standard DPO, every token once). The decision is 1 token of the 30-160 a "
+        "pair differs by, so plain DPO spends little of its margin on it: docs/method.md section 4",
+    )
     lr: float = option(5e-6, "peak learning rate")
     micro_batch_size: int = option(2, "pairs per worker per forward pass (each pair is two sequences)")
     pairs_per_prompt: int = option(1, "at most this many distinct pairs per prompt")
@@ -214,8 +368,10 @@ class DpoConfig(TrainerConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.decision_scale <= 0:
-            raise ValueError(f"dpo.decision_scale={self.decision_scale}: the level token's log-probability must "
-                             "count a positive number of times (1 = standard DPO)")
+            raise ValueError(
+                f"dpo.decision_scale={self.decision_scale}: the level token's log-probability must "
+                "count a positive number of times (1 = standard DPO)"
+            )
 
 
 @dataclass
@@ -232,8 +388,16 @@ class GrpoConfig(LearnerConfig):
     top_p: float = option(1.0, "rollout nucleus threshold (1 = off)")
     max_new_tokens: int = option(160, "longest rollout")
     advantage: str = option("grpo", "advantage estimator by name (taosr.advantages registry): grpo, or srpo in stage 4")
-    partial_credit: bool = option(False, "reward 1 - |pred - gold| / 3 instead of 0 for a wrong but well-formed label (on Home Depot's averaged ratings it paid hedging to the middle level and cost 5 points of macro-F1: docs/results.md)")
-    format_gate: bool = option(True, "a response that breaks the post-CoT format earns 0 whatever its label (off: the first-token label alone decides)")
+    partial_credit: bool = option(
+        False,
+        "reward 1 - |pred - gold| / 3 instead of 0 for a wrong but well-formed label (on Home Depot's averaged "
+        "ratings it paid hedging to the middle level and cost 5 points of macro-F1: docs/results.md)",
+    )
+    format_gate: bool = option(
+        True,
+        "a response that breaks the post-CoT format earns 0 whatever its label (off: the first-token label alone "
+        "decides)",
+    )
     clip_eps: float = option(0.2, "importance-ratio clip")
     kl_coef: float = option(0.02, "weight of the KL penalty to the frozen start model (0 skips the reference model)")
     advantage_clip: float = option(2.0, "per-token advantage clamp")
@@ -242,35 +406,90 @@ class GrpoConfig(LearnerConfig):
     prefilter_min: float = option(0.0, "skip prompts whose offline pass@N rate (stage 2) is below this")
     prefilter_max: float = option(1.0, "skip prompts whose offline pass@N rate is above this (1.0 keeps all)")
     label_cv: float = option(0.0, "target coefficient of variation of the prompts' label mix (0 = balanced)")
-    label_cap: float = option(1.0, "most of a step's kept groups one relevance level may fill after dynamic sampling (share, rounded up; 1 = no cap, 0.25 = the four levels evenly): the filter drops levels unevenly, so the trained mix drifts from the balanced draw without it")
-    diverse: bool = option(False, "diversified filtering (TaoSR-SHE): take groups with more distinct step-verdict paths first, drop those below min_distinct_paths, cap each query type's share")
-    min_distinct_paths: int = option(2, "diversified filtering: drop groups whose rollouts take fewer distinct step-verdict paths")
-    query_type_cap: float = option(0.5, "diversified filtering: most of a batch's groups one query type may fill (share; at least one group)")
+    label_cap: float = option(
+        1.0,
+        "most of a step's kept groups one relevance level may fill after dynamic sampling (share, rounded up; 1 = "
+        "no cap, 0.25 = the four levels evenly): the filter drops levels unevenly, so the trained mix drifts from "
+        "the balanced draw without it",
+    )
+    diverse: bool = option(
+        False,
+        "diversified filtering (TaoSR-SHE): take groups with more distinct step-verdict paths first, drop those "
+        "below min_distinct_paths, cap each query type's share",
+    )
+    min_distinct_paths: int = option(
+        2, "diversified filtering: drop groups whose rollouts take fewer distinct step-verdict paths"
+    )
+    query_type_cap: float = option(
+        0.5, "diversified filtering: most of a batch's groups one query type may fill (share; at least one group)"
+    )
     lr: float = option(2e-6, "peak learning rate (the paper: 1e-6 at 42B)")
     warmup_ratio: float = option(0.0, "share of steps spent warming up, then cosine decay")
     micro_batch_size: int = option(8, "sequences per worker per forward pass")
     num_engines: int = option(1, "rollout actors (one vLLM engine each)")
     cpus_per_engine: float = option(1.0, "Ray CPUs per rollout actor")
-    gpus_per_engine: float = option(0.0, "GPUs per rollout actor: tensor_parallel_size on separate GPUs, a fraction to colocate with the learner")
+    gpus_per_engine: float = option(
+        0.0, "GPUs per rollout actor: tensor_parallel_size on separate GPUs, a fraction to colocate with the learner"
+    )
     tensor_parallel_size: int = option(1, "vLLM tensor parallelism per engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache per engine in GiB")
-    sync_tolerance: float = option(0.05, "weight-sync probe: largest allowed mean |log-prob| gap between learner and engine")
+    sync_tolerance: float = option(
+        0.05, "weight-sync probe: largest allowed mean |log-prob| gap between learner and engine"
+    )
     sync_timeout_s: float = option(300.0, "a weight push or probe slower than this is an error, not a hang")
     rollout_timeout_s: float = option(900.0, "a rollout call slower than this is an error")
     log_every_steps: int = option(1, "print and log every this many steps")
-    checkpoint_every_steps: int = option(4, "save learner state (model, optimizer, scheduler, RNG, prompt cursor) every this many steps")
-    stall_alarm_steps: int = option(3, "log a dynamic-sampling alarm after this many consecutive steps that kept no group (the policy answers every prompt all-right or all-wrong)")
-    lost_format_abort: float = option(0.95, "with format_gate on, stop the job once stall_alarm_steps steps in a row kept no group and at least this share of a step's rollouts broke the format: the start model has lost the output format and no reward can vary (above 1: never stop)")
-    entropy_alarm_ratio: float = option(0.5, "log an entropy-collapse alarm when policy entropy falls below this share of its first measured value")
-    eval_every_steps: int = option(0, "every this many steps (and at step 0, before the first update), score eval_examples validation rows by the policy's first-token level distribution (macro-F1, QWK, decision cross-entropy; in metrics.jsonl and TensorBoard); 0 = off")
+    checkpoint_every_steps: int = option(
+        4, "save learner state (model, optimizer, scheduler, RNG, prompt cursor) every this many steps"
+    )
+    stall_alarm_steps: int = option(
+        3,
+        "log a dynamic-sampling alarm after this many consecutive steps that kept no group (the policy answers "
+        "every prompt all-right or all-wrong)",
+    )
+    lost_format_abort: float = option(
+        0.95,
+        "with format_gate on, stop the job once stall_alarm_steps steps in a row kept no group and at least this "
+        "share of a step's rollouts broke the format: the start model has lost the output format and no reward can "
+        "vary (above 1: never stop)",
+    )
+    entropy_alarm_ratio: float = option(
+        0.5, "log an entropy-collapse alarm when policy entropy falls below this share of its first measured value"
+    )
+    eval_every_steps: int = option(
+        0,
+        "every this many steps (and at step 0, before the first update), score eval_examples validation rows by the "
+        "policy's first-token level distribution (macro-F1, QWK, decision cross-entropy; in metrics.jsonl and "
+        "TensorBoard); 0 = off",
+    )
     eval_examples: int = option(256, "validation rows scored at each check (a seeded sample of the val split)")
-    keep_best: bool = option(True, "with validation on, the saved model is the checked step with the best macro-F1, step 0 (the start model) included: a stage that only lowers validation hands on the model it started from")
-    patience: int = option(0, "stop when this many validation checks in a row bring no macro-F1 gain of more than min_delta over the best so far (0 = run every step)")
+    keep_best: bool = option(
+        True,
+        "with validation on, the saved model is the checked step with the best macro-F1, step 0 (the start model) "
+        "included: a stage that only lowers validation hands on the model it started from",
+    )
+    patience: int = option(
+        0,
+        "stop when this many validation checks in a row bring no macro-F1 gain of more than min_delta over the best "
+        "so far (0 = run every step)",
+    )
     min_delta: float = option(0.0, "the smallest validation macro-F1 gain (0-1 scale) that resets the patience count")
-    max_minutes: float = option(0.0, "stop at the first step past this many minutes of this attempt's loop (0 = no cap); with validation on, the best checked step is kept")
-    fault_skip_sync_step: int = option(0, "testing only: skip the weight push after this step, to prove the sync check stops the run")
-    fault_kill_engine_before_step: int = option(0, "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and the loop restores its weights")
-    fault_crash_after_step: int = option(0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint")
+    max_minutes: float = option(
+        0.0,
+        "stop at the first step past this many minutes of this attempt's loop (0 = no cap); with validation on, the "
+        "best checked step is kept",
+    )
+    fault_skip_sync_step: int = option(
+        0, "testing only: skip the weight push after this step, to prove the sync check stops the run"
+    )
+    fault_kill_engine_before_step: int = option(
+        0,
+        "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and "
+        "the loop restores its weights",
+    )
+    fault_crash_after_step: int = option(
+        0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint"
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -282,14 +501,18 @@ class GrpoConfig(LearnerConfig):
         if self.patience and not self.eval_every_steps:
             raise ValueError("patience counts validation checks: set eval_every_steps too")
         if not 0.25 <= self.label_cap <= 1.0:
-            raise ValueError(f"label_cap={self.label_cap}: it must lie in [0.25, 1] (below a quarter the four "
-                             "relevance levels could never fill a batch)")
+            raise ValueError(
+                f"label_cap={self.label_cap}: it must lie in [0.25, 1] (below a quarter the four "
+                "relevance levels could never fill a batch)"
+            )
 
 
 def _default_curriculum() -> list:
-    return [{"name": "easy", "prefilter_min": 0.6, "prefilter_max": 1.0, "steps": 4},
-            {"name": "mixed", "prefilter_min": 0.2, "prefilter_max": 0.8, "steps": 4},
-            {"name": "hard", "prefilter_min": 0.0, "prefilter_max": 0.4, "steps": 4}]
+    return [
+        {"name": "easy", "prefilter_min": 0.6, "prefilter_max": 1.0, "steps": 4},
+        {"name": "mixed", "prefilter_min": 0.2, "prefilter_max": 0.8, "steps": 4},
+        {"name": "hard", "prefilter_min": 0.0, "prefilter_max": 0.4, "steps": 4},
+    ]
 
 
 @dataclass
@@ -299,15 +522,33 @@ class SrpoConfig(GrpoConfig):
     steps: int = option(0, "not used: each curriculum stage sets its own step budget (their sum is the stage's budget)")
     advantage: str = option("srpo", "advantage estimator by name (taosr.advantages registry)")
     lam: float = option(0.5, "weight of the step term in A_ik = A_i + lam * w_ik * (s_ik - mean_j s_jk); 0 is GRPO")
-    critical_weight: float = option(2.0, "w_ik for critical steps (a step whose reward differs from its group's majority)")
-    verifier_coverage: float = option(0.3, "share of annotated prompts the offline verifier keeps (the GenRM scores the rest)")
-    genrm: str = option("auto", "generative stepwise reward model for the steps the verifier cannot judge: auto (<run_dir>/genrm/model when it exists), a model folder, or none")
+    critical_weight: float = option(
+        2.0, "w_ik for critical steps (a step whose reward differs from its group's majority)"
+    )
+    verifier_coverage: float = option(
+        0.3, "share of annotated prompts the offline verifier keeps (the GenRM scores the rest)"
+    )
+    genrm: str = option(
+        "auto",
+        "generative stepwise reward model for the steps the verifier cannot judge: auto (<run_dir>/genrm/model when "
+        "it exists), a model folder, or none",
+    )
     genrm_cpus_per_engine: float = option(1.0, "Ray CPUs of the GenRM actor")
     genrm_gpus_per_engine: float = option(0.0, "GPUs of the GenRM actor (a fraction to share one)")
     genrm_timeout_s: float = option(600.0, "a GenRM scoring call slower than this is an error")
     diverse: bool = option(True, "diversified filtering (see grpo.diverse)")
-    curriculum: list = option(None, "stages run in order, each {name, prefilter_min, prefilter_max, steps}: the offline pass-rate window that selects its prompts and its step budget", factory=_default_curriculum)
-    start_from: str = option("latest", "the policy SRPO starts from: latest (the last trained one before it, GRPO's when the run has one: SRPO refines the chain, as the report's stage-by-stage differences read it) or dpo (an arm beside GRPO from the same start; SFT's model when there is no DPO)")
+    curriculum: list = option(
+        None,
+        "stages run in order, each {name, prefilter_min, prefilter_max, steps}: the offline pass-rate window that "
+        "selects its prompts and its step budget",
+        factory=_default_curriculum,
+    )
+    start_from: str = option(
+        "latest",
+        "the policy SRPO starts from: latest (the last trained one before it, GRPO's when the run has one: SRPO "
+        "refines the chain, as the report's stage-by-stage differences read it) or dpo (an arm beside GRPO from the "
+        "same start; SFT's model when there is no DPO)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -322,16 +563,25 @@ class GenrmConfig(TrainerConfig):
 
     base_model: str = option("", "model the GenRM is fine-tuned from (empty: the run's model.name)")
     eval_split: str = option("val", "split whose annotated steps measure the GenRM's step accuracy")
-    eval_rows: int = option(60, "annotated rows of eval_split asked about (every judged step, correct and corrupted; 0 = all)")
+    eval_rows: int = option(
+        60, "annotated rows of eval_split asked about (every judged step, correct and corrupted; 0 = all)"
+    )
     kv_cache_gib: int = option(1, "vLLM CPU KV cache of the evaluation engine in GiB")
 
 
 @dataclass
 class ExportConfig:
-    model_stage: str = option("last", "which trained stage's model to export for serving: sft, dpo, grpo, srpo, or last (the latest that exists)")
+    model_stage: str = option(
+        "last",
+        "which trained stage's model to export for serving: sft, dpo, grpo, srpo, or last (the latest that exists)",
+    )
     beta_split: str = option("val", "split the CumPT threshold is chosen on (never the split the table reports)")
     beta_metric: str = option("macro_f1", "tier metric the chosen beta maximises")
-    keep_argmax_within_noise: bool = option(True, "serve the plain argmax unless the best CumPT or prior-corrected rule beats it on beta_split beyond noise (the 95% paired-bootstrap interval of its gain excludes 0); off: serve the best rule whatever its margin")
+    keep_argmax_within_noise: bool = option(
+        True,
+        "serve the plain argmax unless the best CumPT or prior-corrected rule beats it on beta_split beyond noise "
+        "(the 95% paired-bootstrap interval of its gain excludes 0); off: serve the best rule whatever its margin",
+    )
     max_examples: int = option(0, "score at most this many examples of beta_split (0 = all)")
 
 
@@ -344,19 +594,49 @@ class ServeCheckConfig:
 
 @dataclass
 class RayConfig:
-    address: str = option("", "Ray cluster address; empty starts a local cluster (or joins the one `ray job submit` runs in)")
-    num_cpus: int = option(0, "logical CPUs of a local cluster (0 = physical count); may exceed the cores so actors fit")
-    progress_bars: bool = option(True, "Ray Data's progress bars for the data, CoT, sampling, eval and prediction passes (TAOSR_PROGRESS_BARS=0 turns them off, as the test suite does)")
-    device: str = option("cpu", "cpu or gpu: on cpu every worker gets the CPU settings (DS_ACCELERATOR=cpu, 2 OpenMP threads, vLLM's CPU KV cache, an offline hub); on gpu none of them")
-    learner_node_resource: str = option("", "a custom resource every GPU learner worker (SFT, DPO, GenRM, GRPO, SRPO) also asks for, one unit per GPU, so the autoscaler starts the node type that offers it (cluster.yaml's H100 type offers learner_gpu); empty: any node with a free GPU")
-    parquet_footer_readers: int = option(1, "actors Ray Data starts to read Parquet footers, per read (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS; Ray 2.60's default is 32, each a new worker process): a run's own artifacts are a few files, for which one actor (each reads 128 files at once) is plenty and 32 cost a 2-core box a third of a small run's time (bench/footer_readers_bench.py); raise it for input folders of many thousands of files on S3; 0 leaves Ray's default")
-    engine_node_resource: str = option("", "the same for every GPU engine and replica (CoT teacher, pass@N sampling, evaluation, rollouts, the GenRM judge, prediction, Serve replicas); cluster.yaml's L40S type offers engine_gpu")
+    address: str = option(
+        "", "Ray cluster address; empty starts a local cluster (or joins the one `ray job submit` runs in)"
+    )
+    num_cpus: int = option(
+        0, "logical CPUs of a local cluster (0 = physical count); may exceed the cores so actors fit"
+    )
+    progress_bars: bool = option(
+        True,
+        "Ray Data's progress bars for the data, CoT, sampling, eval and prediction passes (TAOSR_PROGRESS_BARS=0 "
+        "turns them off, as the test suite does)",
+    )
+    device: str = option(
+        "cpu",
+        "cpu or gpu: on cpu every worker gets the CPU settings (DS_ACCELERATOR=cpu, 2 OpenMP threads, vLLM's CPU KV "
+        "cache, an offline hub); on gpu none of them",
+    )
+    learner_node_resource: str = option(
+        "",
+        "a custom resource every GPU learner worker (SFT, DPO, GenRM, GRPO, SRPO) also asks for, one unit per GPU, "
+        "so the autoscaler starts the node type that offers it (cluster.yaml's H100 type offers learner_gpu); "
+        "empty: any node with a free GPU",
+    )
+    parquet_footer_readers: int = option(
+        1,
+        "actors Ray Data starts to read Parquet footers, per read (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS; Ray 2.60's "
+        "default is 32, each a new worker process): a run's own artifacts are a few files, for which one actor "
+        "(each reads 128 files at once) is plenty and 32 cost a 2-core box a third of a small run's time "
+        "(bench/footer_readers_bench.py); raise it for input folders of many thousands of files on S3; 0 leaves "
+        "Ray's default",
+    )
+    engine_node_resource: str = option(
+        "",
+        "the same for every GPU engine and replica (CoT teacher, pass@N sampling, evaluation, rollouts, the GenRM "
+        "judge, prediction, Serve replicas); cluster.yaml's L40S type offers engine_gpu",
+    )
 
     def __post_init__(self):
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"ray.device must be cpu or gpu; got {self.device!r}")
         if self.parquet_footer_readers < 0:
-            raise ValueError(f"ray.parquet_footer_readers must be 0 (Ray's default) or more; got {self.parquet_footer_readers}")
+            raise ValueError(
+                f"ray.parquet_footer_readers must be 0 (Ray's default) or more; got {self.parquet_footer_readers}"
+            )
 
     def engine_options(self, cpus: float, gpus: float) -> dict[str, Any]:
         """Ray's resource options for one engine, actor or replica (``ray.remote``, Ray Data's

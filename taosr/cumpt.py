@@ -54,8 +54,7 @@ def level_and_tier_metrics(gold: Sequence[int], levels: Sequence[int]) -> dict:
 
 def sweep_beta(probs: np.ndarray, gold: Sequence[int], betas: Sequence[float]) -> list[dict]:
     """Level and tier metrics for each beta; the basis of choosing beta on a validation set."""
-    return [{"beta": float(beta), **level_and_tier_metrics(gold, cumpt_levels(probs, beta).tolist())}
-            for beta in betas]
+    return [{"beta": float(beta), **level_and_tier_metrics(gold, cumpt_levels(probs, beta).tolist())} for beta in betas]
 
 
 def best_beta(sweep: Sequence[Mapping], metric: str = "macro_f1") -> float:

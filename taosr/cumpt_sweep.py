@@ -43,8 +43,13 @@ def sweep_and_plot(predictions: str, out_dir: str, metric: str = "macro_f1", ste
     (out / "cumpt_sweep.json").write_text(json.dumps({"metric": metric, "best_beta": chosen, "sweep": rows}, indent=2))
     plot_sweep(rows, chosen, out / "cumpt_sweep.png")
     best = next(row for row in rows if row["beta"] == chosen)
-    return {"best_beta": chosen, metric: best[metric], "tier_accuracy": best["tier_accuracy"], "n": len(gold),
-            "plot": str(out / "cumpt_sweep.png")}
+    return {
+        "best_beta": chosen,
+        metric: best[metric],
+        "tier_accuracy": best["tier_accuracy"],
+        "n": len(gold),
+        "plot": str(out / "cumpt_sweep.png"),
+    }
 
 
 def plot_sweep(rows: list[dict], chosen: float, path: Path) -> None:
@@ -55,8 +60,12 @@ def plot_sweep(rows: list[dict], chosen: float, path: Path) -> None:
 
     betas = [row["beta"] for row in rows]
     figure, axis = plt.subplots(figsize=(6, 4))
-    for key, label in (("macro_f1", "macro-F1"), ("accuracy", "accuracy"), ("good_f1", "Good-F1"),
-                       ("tier_accuracy", "tier accuracy")):
+    for key, label in (
+        ("macro_f1", "macro-F1"),
+        ("accuracy", "accuracy"),
+        ("good_f1", "Good-F1"),
+        ("tier_accuracy", "tier accuracy"),
+    ):
         axis.plot(betas, [row[key] for row in rows], label=label)
     axis.axvline(chosen, color="grey", linestyle="--", label=f"chosen beta {chosen:g}")
     axis.set_xlabel("beta")

@@ -45,7 +45,9 @@ class DecisionRule:
             raise ValueError(f"prior_tau must be >= 0; got {self.prior_tau}")
         prior = np.asarray(self.level_prior, dtype=np.float64)
         if prior.shape != (len(LEVELS),) or (prior <= 0).any():
-            raise ValueError(f"level_prior needs {len(LEVELS)} positive values (levels {LEVELS}); got {self.level_prior}")
+            raise ValueError(
+                f"level_prior needs {len(LEVELS)} positive values (levels {LEVELS}); got {self.level_prior}"
+            )
         object.__setattr__(self, "level_prior", tuple(float(p) for p in prior / prior.sum()))
 
     def levels(self, probs) -> np.ndarray:
@@ -75,9 +77,15 @@ class DecisionRule:
         return None
 
 
-def choose_rule(probs, gold: Sequence[int], metric: str = "macro_f1", betas: Sequence[float] = DEFAULT_BETAS,
-                taus: Sequence[float] = DEFAULT_TAUS, keep_argmax_within_noise: bool = False,
-                seed: int = 0) -> tuple[DecisionRule, list[dict]]:
+def choose_rule(
+    probs,
+    gold: Sequence[int],
+    metric: str = "macro_f1",
+    betas: Sequence[float] = DEFAULT_BETAS,
+    taus: Sequence[float] = DEFAULT_TAUS,
+    keep_argmax_within_noise: bool = False,
+    seed: int = 0,
+) -> tuple[DecisionRule, list[dict]]:
     """The candidate with the best ``metric`` (a ``classification_metrics`` key or
     ``tier_accuracy``) on (probs, gold), and every candidate's metrics.
 
@@ -92,8 +100,15 @@ def choose_rule(probs, gold: Sequence[int], metric: str = "macro_f1", betas: Seq
     prior = tuple(probs.mean(axis=0))
     candidates = [DecisionRule("cumpt", beta=beta) for beta in betas]
     candidates += [DecisionRule("argmax", prior_tau=tau, level_prior=prior) for tau in taus]
-    rows = [{"rule": rule.describe(), "rank": rank, "_rule": rule,
-             **level_and_tier_metrics(gold, rule.levels(probs).tolist())} for rank, rule in enumerate(candidates)]
+    rows = [
+        {
+            "rule": rule.describe(),
+            "rank": rank,
+            "_rule": rule,
+            **level_and_tier_metrics(gold, rule.levels(probs).tolist()),
+        }
+        for rank, rule in enumerate(candidates)
+    ]
     best = max(rows, key=lambda row: (row[metric] if row[metric] is not None else -1.0, -row["rank"]))
     chosen = best["_rule"]
     plain = DecisionRule("argmax", level_prior=prior)
@@ -105,8 +120,9 @@ def choose_rule(probs, gold: Sequence[int], metric: str = "macro_f1", betas: Seq
     return chosen, [{k: v for k, v in row.items() if k not in ("_rule", "rank")} for row in rows]
 
 
-def gain_interval(gold: Sequence[int], before, after, metric: str, resamples: int = 1000, seed: int = 0,
-                  confidence: float = 0.95) -> tuple[float, float]:
+def gain_interval(
+    gold: Sequence[int], before, after, metric: str, resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of ``metric``(after) - ``metric``(before) over paired bootstrap
     resamples of the rows (the metric as ``level_and_tier_metrics`` names it). The report's
     vectorised ``paired_bootstrap`` answers for the metrics it has; the tier metrics resample here."""
@@ -126,4 +142,3 @@ def gain_interval(gold: Sequence[int], before, after, metric: str, resamples: in
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(gains, [tail, 100 - tail])
     return float(low), float(high)
-

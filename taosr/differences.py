@@ -11,12 +11,23 @@ BOOTSTRAP_RESAMPLES = 2000  # of the held-out examples, for the stage-difference
 
 def difference_header(*extra: str) -> list[str]:
     """The header and rule lines of a table of ``difference_row`` rows, with ``extra`` columns."""
-    columns = ["change", "n", "Δ macro-F1 [95% interval]", "Δ acc [95% interval]", "Δ QWK [95% interval]",
-               "rows changed (→ right / → wrong)", "sign test p", "beyond noise?", *extra]
+    columns = [
+        "change",
+        "n",
+        "Δ macro-F1 [95% interval]",
+        "Δ acc [95% interval]",
+        "Δ QWK [95% interval]",
+        "rows changed (→ right / → wrong)",
+        "sign test p",
+        "beyond noise?",
+        *extra,
+    ]
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
-def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seed: int = 0) -> str:
+def difference_row(
+    label: str, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], seed: int = 0
+) -> str:
     """``| label | n | Δ macro-F1 [interval] | Δ acc [interval] | Δ QWK [interval] | rows changed |
     sign test p | beyond noise? |`` for two models' {id: (gold, pred)} on the ids both scored (a
     paired bootstrap). The changed rows say what the intervals rest on: when a stage changes a
@@ -24,10 +35,17 @@ def difference_row(label: str, before: dict[str, tuple[int, int]], after: dict[s
     interval that just excludes 0. The sign test is the exact one for that case (McNemar's, for
     accuracy): five rows all to right give p = 0.0625."""
     shared = sorted(before.keys() & after.keys())
-    result = paired_bootstrap([before[i][0] for i in shared], [before[i][1] for i in shared],
-                              [after[i][1] for i in shared], resamples=BOOTSTRAP_RESAMPLES, seed=seed)
-    cells = [f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
-             for m in ("macro_f1", "accuracy")]
+    result = paired_bootstrap(
+        [before[i][0] for i in shared],
+        [before[i][1] for i in shared],
+        [after[i][1] for i in shared],
+        resamples=BOOTSTRAP_RESAMPLES,
+        seed=seed,
+    )
+    cells = [
+        f"{100 * result[m]['delta']:+.2f} [{100 * result[m]['low']:+.2f}, {100 * result[m]['high']:+.2f}]"
+        for m in ("macro_f1", "accuracy")
+    ]
     qwk = result["qwk"]
     cells.append(f"{qwk['delta']:+.3f} [{qwk['low']:+.3f}, {qwk['high']:+.3f}]")
     changed = [i for i in shared if before[i][1] != after[i][1]]

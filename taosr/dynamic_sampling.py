@@ -40,10 +40,12 @@ def lost_format_error(stage: str, step: int, stalled_steps: int, format_error_ra
     ``rl``: the stage's GrpoConfig (or SrpoConfig)."""
     if not rl.format_gate or stalled_steps < rl.stall_alarm_steps or format_error_rate < rl.lost_format_abort:
         return None
-    return (f"{stage}: {stalled_steps} steps in a row kept no group, and {format_error_rate:.0%} of step {step}'s "
-            "rollouts broke the post-CoT format (each earns 0, so no group's reward can vary). The start model "
-            "has lost the output format: check the stage that made it (its eval's format-error rate; DPO at too "
-            f"high a learning rate does this). {stage}.lost_format_abort=1.1 goes on regardless.")
+    return (
+        f"{stage}: {stalled_steps} steps in a row kept no group, and {format_error_rate:.0%} of step {step}'s "
+        "rollouts broke the post-CoT format (each earns 0, so no group's reward can vary). The start model "
+        "has lost the output format: check the stage that made it (its eval's format-error rate; DPO at too "
+        f"high a learning rate does this). {stage}.lost_format_abort=1.1 goes on regardless."
+    )
 
 
 def verdict_path(text: str) -> tuple:
@@ -59,8 +61,7 @@ def distinct_paths(texts: Sequence[str]) -> int:
     return len({verdict_path(text) for text in texts})
 
 
-def group_verdict(rewards: Sequence[float], correct: Sequence[bool], min_pass_rate: float,
-                  max_pass_rate: float) -> str:
+def group_verdict(rewards: Sequence[float], correct: Sequence[bool], min_pass_rate: float, max_pass_rate: float) -> str:
     if float(np.var(np.asarray(rewards, dtype=float))) == 0.0:
         return ZERO_VARIANCE
     rate = sum(bool(c) for c in correct) / len(correct)
@@ -103,9 +104,15 @@ class DynamicBatch:
     def label_limit(self) -> int:
         return max(1, math.ceil(self.label_cap * self.target - 1e-9))
 
-    def add_round(self, groups: Sequence[Any], rewards: Sequence[Sequence[float]],
-                  correct: Sequence[Sequence[bool]], paths: Sequence[int] | None = None,
-                  query_types: Sequence[str] | None = None, labels: Sequence[Any] | None = None) -> None:
+    def add_round(
+        self,
+        groups: Sequence[Any],
+        rewards: Sequence[Sequence[float]],
+        correct: Sequence[Sequence[bool]],
+        paths: Sequence[int] | None = None,
+        query_types: Sequence[str] | None = None,
+        labels: Sequence[Any] | None = None,
+    ) -> None:
         """One round of rollouts; kept groups beyond the target are surplus and not used.
         ``paths`` (distinct step-verdict paths per group) and ``query_types`` are needed when
         ``diverse`` is set, ``labels`` (each group's gold level) when ``label_cap`` is below 1."""
@@ -145,14 +152,23 @@ class DynamicBatch:
     def stats(self) -> dict:
         seen = sum(self.counts.values())
         dropped = sum(self.counts[verdict] for verdict in DROPPED)
-        stats = {"groups_seen": seen, "groups_kept": len(self.groups), "rounds": self.rounds,
-                 "dropped_fraction": dropped / seen if seen else 0.0,
-                 "dropped_zero_variance": self.counts[ZERO_VARIANCE], "dropped_out_of_window": self.counts[OUT_OF_WINDOW]}
+        stats = {
+            "groups_seen": seen,
+            "groups_kept": len(self.groups),
+            "rounds": self.rounds,
+            "dropped_fraction": dropped / seen if seen else 0.0,
+            "dropped_zero_variance": self.counts[ZERO_VARIANCE],
+            "dropped_out_of_window": self.counts[OUT_OF_WINDOW],
+        }
         if self.label_cap < 1.0:
             stats["dropped_label_capped"] = self.counts[LABEL_CAPPED]
         if self.diverse:
-            stats.update(dropped_few_paths=self.counts[FEW_PATHS], dropped_type_capped=self.counts[TYPE_CAPPED],
-                         distinct_paths_mean=float(np.mean(self.kept_paths)) if self.kept_paths else 0.0,
-                         top_query_type_share=max(self.kept_types.count(t) for t in set(self.kept_types)) / len(self.kept_types)
-                         if self.kept_types else 0.0)
+            stats.update(
+                dropped_few_paths=self.counts[FEW_PATHS],
+                dropped_type_capped=self.counts[TYPE_CAPPED],
+                distinct_paths_mean=float(np.mean(self.kept_paths)) if self.kept_paths else 0.0,
+                top_query_type_share=max(self.kept_types.count(t) for t in set(self.kept_types)) / len(self.kept_types)
+                if self.kept_types
+                else 0.0,
+            )
         return stats

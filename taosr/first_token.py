@@ -17,8 +17,9 @@ from taosr.metrics import LEVEL_ORDER, classification_metrics, expected_level, s
 
 
 @torch.no_grad()
-def first_token_scores(model, prompts: Sequence[Sequence[int]], level_ids: Sequence[int], pad_id: int,
-                       batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def first_token_scores(
+    model, prompts: Sequence[Sequence[int]], level_ids: Sequence[int], pad_id: int, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """(P(level 1..4) [n, 4], log-softmax over the whole vocabulary at the level tokens [n, 4])."""
     was_training = model.training
     model.eval()
@@ -26,14 +27,23 @@ def first_token_scores(model, prompts: Sequence[Sequence[int]], level_ids: Seque
     probs, logprobs = [], []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start:start + batch_size]
+            chunk = prompts[start : start + batch_size]
             width = max(len(p) for p in chunk)
             ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in chunk])
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the positions
             device = next(model.parameters()).device
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), logits_to_keep=1).logits[:, -1, :].float().cpu()
+            logits = (
+                model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    logits_to_keep=1,
+                )
+                .logits[:, -1, :]
+                .float()
+                .cpu()
+            )
             at_levels = logits[:, level_index]
             probs.append(torch.softmax(at_levels, dim=-1))
             logprobs.append(torch.log_softmax(logits, dim=-1)[:, level_index])

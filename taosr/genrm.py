@@ -54,25 +54,29 @@ def judge_messages(query: str, item_text: str, step_lines: Sequence[str]) -> lis
     if not 1 <= len(step_lines) <= NUM_STEPS:
         raise ValueError(f"a judge question needs 1 to {NUM_STEPS} step lines, got {len(step_lines)}")
     steps = "\n".join(step_lines)
-    user = (f"Query: {query}\n\nItem:\n{item_text}\n\nReasoning so far:\n{steps}\n\n"
-            f"Is step {len(step_lines)} correct?")
+    user = f"Query: {query}\n\nItem:\n{item_text}\n\nReasoning so far:\n{steps}\n\nIs step {len(step_lines)} correct?"
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
 def judge_prompt(tokenizer, query: str, item_text: str, step_lines: Sequence[str]) -> str:
-    return tokenizer.apply_chat_template(judge_messages(query, item_text, step_lines), tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        judge_messages(query, item_text, step_lines), tokenize=False, add_generation_prompt=True
+    )
 
 
 def answer_token_ids(tokenizer) -> list[int]:
     """First token of "Yes" and of "No" at the answer position; they must differ."""
     ids = [tokenizer.encode(answer, add_special_tokens=False)[0] for answer in ANSWERS]
     if ids[0] == ids[1]:
-        raise ValueError(f"the tokenizer starts {ANSWERS} with the same token {ids[0]}; the GenRM cannot tell them apart")
+        raise ValueError(
+            f"the tokenizer starts {ANSWERS} with the same token {ids[0]}; the GenRM cannot tell them apart"
+        )
     return ids
 
 
-def annotated_reasoning(annotation: Mapping | str | None, fallback: Reasoning | None) -> tuple[Reasoning, tuple[int, ...]] | None:
+def annotated_reasoning(
+    annotation: Mapping | str | None, fallback: Reasoning | None
+) -> tuple[Reasoning, tuple[int, ...]] | None:
     """The reasoning the annotation vouches for, and the steps that can be judged against it.
 
     A complete annotation (every Reasoning field, as the knowledge-base trace gives) stands alone;
@@ -84,8 +88,13 @@ def annotated_reasoning(annotation: Mapping | str | None, fallback: Reasoning | 
         return None
     fields = {k: annotation[k] for k in Reasoning.__dataclass_fields__ if annotation.get(k) is not None}
     try:
-        reasoning = Reasoning(**fields) if len(fields) == len(Reasoning.__dataclass_fields__) else \
-            replace(fallback, **fields) if fallback is not None else None
+        reasoning = (
+            Reasoning(**fields)
+            if len(fields) == len(Reasoning.__dataclass_fields__)
+            else replace(fallback, **fields)
+            if fallback is not None
+            else None
+        )
     except (TypeError, ValueError):
         return None  # an annotation with a verdict word or level we do not know is not usable
     if reasoning is None:
@@ -102,9 +111,13 @@ def corrupt(reasoning: Reasoning, step: int, rng: random.Random, other: Reasonin
     if step == 2:
         return replace(reasoning, item=other.item) if other and other.item != reasoning.item else None
     if step == 3:
-        return replace(reasoning, category_verdict=rng.choice([v for v in CATEGORY_VERDICTS if v != reasoning.category_verdict]))
+        return replace(
+            reasoning, category_verdict=rng.choice([v for v in CATEGORY_VERDICTS if v != reasoning.category_verdict])
+        )
     if step == 4:
-        return replace(reasoning, attribute_verdict=rng.choice([v for v in ATTRIBUTE_VERDICTS if v != reasoning.attribute_verdict]))
+        return replace(
+            reasoning, attribute_verdict=rng.choice([v for v in ATTRIBUTE_VERDICTS if v != reasoning.attribute_verdict])
+        )
     if step == 5:
         return replace(reasoning, decision=rng.choice([level for level in LEVELS if level != reasoning.decision]))
     raise ValueError(f"steps are numbered 1 to {NUM_STEPS}, got {step}")

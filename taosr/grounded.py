@@ -25,7 +25,8 @@ VERDICTS = {4: ("match", "match"), 3: ("match", "partial"), 2: ("match", "violat
 
 _STOPWORDS = frozenset(
     "a an and the for of to in on with by at from or is are be it its this that your my our i you we "
-    "what which how best good new set pack pcs piece pieces buy cheap cheapest".split())
+    "what which how best good new set pack pcs piece pieces buy cheap cheapest".split()
+)
 _NEGATIONS = ("not", "without", "no", "non")
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.'/-][a-z0-9]+)*")
 _MAX_TERMS = 6
@@ -50,7 +51,7 @@ def _stem(word: str) -> str:
 
 @dataclass(frozen=True)
 class QueryReading:
-    wanted: list[str]    # content terms the item should have
+    wanted: list[str]  # content terms the item should have
     excluded: list[str]  # terms after a negation ("not pink" -> pink)
 
 
@@ -70,8 +71,14 @@ def _listing(words: Sequence[str]) -> str:
     return ", ".join(f"'{w}'" for w in words)
 
 
-def grounded_reasoning(query: str, title: str, category: str | None, attributes: Mapping[str, str],
-                       level: int, rule_text: str | None = None) -> Reasoning:
+def grounded_reasoning(
+    query: str,
+    title: str,
+    category: str | None,
+    attributes: Mapping[str, str],
+    level: int,
+    rule_text: str | None = None,
+) -> Reasoning:
     """The five steps for ``level``, each citing only what the row (or a retrieved rule) says."""
     reading = read_query(query)
     have = item_words(title, category, attributes)
@@ -88,7 +95,7 @@ def grounded_reasoning(query: str, title: str, category: str | None, attributes:
     if attributes:
         what += "; " + ", ".join(f"{k} {v}" for k, v in list(attributes.items())[:3])
 
-    coverage = (f"the item has {_listing(covered)}" if covered else "the item shares no term with the query")
+    coverage = f"the item has {_listing(covered)}" if covered else "the item shares no term with the query"
     if category_verdict == "mismatch":
         category_reason = f"{coverage}; it is not the kind of product the query asks for"
     elif level == 2:
@@ -99,11 +106,15 @@ def grounded_reasoning(query: str, title: str, category: str | None, attributes:
         category_reason += f" (rule: {rule_text.rstrip('.')})"
 
     if attribute_verdict == "match":
-        attribute_reason = ("every query term is covered" if not missing
-                            else f"{_listing(missing)} not stated, not in conflict with the item")
+        attribute_reason = (
+            "every query term is covered"
+            if not missing
+            else f"{_listing(missing)} not stated, not in conflict with the item"
+        )
     elif attribute_verdict == "partial":
-        attribute_reason = (f"{_listing(missing)} not stated or different" if missing
-                            else "a secondary requirement is not met exactly")
+        attribute_reason = (
+            f"{_listing(missing)} not stated or different" if missing else "a secondary requirement is not met exactly"
+        )
     elif attribute_verdict == "violated":
         if contradicted:
             attribute_reason = f"the item has {_listing(contradicted)}, which the query excludes"
@@ -113,5 +124,12 @@ def grounded_reasoning(query: str, title: str, category: str | None, attributes:
             attribute_reason = "a key requirement of the query is not met"
     else:
         attribute_reason = "not checked: wrong kind of item"
-    return Reasoning(query=asks, item=what, category_verdict=category_verdict, category_reason=category_reason,
-                     attribute_verdict=attribute_verdict, attribute_reason=attribute_reason, decision=level)
+    return Reasoning(
+        query=asks,
+        item=what,
+        category_verdict=category_verdict,
+        category_reason=category_reason,
+        attribute_verdict=attribute_verdict,
+        attribute_reason=attribute_reason,
+        decision=level,
+    )

@@ -40,8 +40,11 @@ def overlap_features(rows: Sequence[Mapping]) -> np.ndarray:
         query = _words(row["query"])
         if not query:
             continue
-        out[i] = (len(query & _words(row["title"])) / len(query), len(query & _words(item_text(row))) / len(query),
-                  np.log1p(len(query)))
+        out[i] = (
+            len(query & _words(row["title"])) / len(query),
+            len(query & _words(item_text(row))) / len(query),
+            np.log1p(len(query)),
+        )
     return out
 
 
@@ -68,7 +71,9 @@ class LexicalBaseline:
         rows = sorted(rows, key=lambda row: (str(row.get("id", "")), row["query"], item_text(row), str(row["label"])))
         labels = [int(row["label"]) for row in rows]
         if len(set(labels)) < 2:
-            raise ValueError(f"the lexical baseline needs at least two levels in its training rows; got {sorted(set(labels))}")
+            raise ValueError(
+                f"the lexical baseline needs at least two levels in its training rows; got {sorted(set(labels))}"
+            )
         from threadpoolctl import threadpool_limits
 
         # One BLAS thread: L-BFGS's dot products round differently with 1 and 2 threads (a test

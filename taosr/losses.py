@@ -14,8 +14,13 @@ def label_window_start(labels: torch.Tensor) -> int:
     return max(int(labelled[0]) - 1, 0) if len(labelled) else 0
 
 
-def labelled_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    labels: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def labelled_logits(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) over the columns from ``label_window_start`` on, for ``masked_token_nll``
     and ``sequence_logprobs``, which give the same values as on the whole sequence. The model
     still reads every token; only the vocabulary projection and the float32 softmax skip the
@@ -23,8 +28,9 @@ def labelled_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ``position_ids`` are needed with left padding (``pad_batch(left=True)``)."""
     start = label_window_start(labels)
     extra = {} if position_ids is None else {"position_ids": position_ids}
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   logits_to_keep=input_ids.shape[1] - start, **extra).logits
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=input_ids.shape[1] - start, **extra
+    ).logits
     return logits, labels[:, start:]
 
 
@@ -45,9 +51,13 @@ def masked_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     return -(picked * mask).sum() / count, count
 
 
-def decision_weighted_nll(logits: torch.Tensor, labels: torch.Tensor, decision_index: torch.Tensor,
-                          decision_weight: float, example_weight: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, dict]:
+def decision_weighted_nll(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    decision_index: torch.Tensor,
+    decision_weight: float,
+    example_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
     """SFT's loss with the level token weighed on its own (docs/method.md section 3).
 
     In a CoT response the decision is one token of ~90, and the others are predictable without
@@ -107,9 +117,16 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, first_token_we
     return torch.zeros(labels.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows[0], picked)
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float = 0.1, label_smoothing: float = 0.0,
-             nll_weight: float = 0.0, chosen_tokens: torch.Tensor | None = None):
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    nll_weight: float = 0.0,
+    chosen_tokens: torch.Tensor | None = None,
+):
     """Direct preference optimisation on sequence log-probabilities (all [B]).
 
     Implicit rewards r = beta * (log pi - log pi_ref); loss = -log sigmoid(r_chosen - r_rejected),
@@ -121,8 +138,9 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
     chosen_rewards = beta * (policy_chosen - reference_chosen)
     rejected_rewards = beta * (policy_rejected - reference_rejected)
     margin = chosen_rewards - rejected_rewards
-    losses = -(1.0 - label_smoothing) * torch.nn.functional.logsigmoid(margin) \
-        - label_smoothing * torch.nn.functional.logsigmoid(-margin)
+    losses = -(1.0 - label_smoothing) * torch.nn.functional.logsigmoid(
+        margin
+    ) - label_smoothing * torch.nn.functional.logsigmoid(-margin)
     loss = losses.mean()
     metrics = {}
     if nll_weight:
@@ -131,12 +149,14 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
         chosen_nll = (-policy_chosen / chosen_tokens.clamp(min=1)).mean()
         loss = loss + nll_weight * chosen_nll
         metrics["chosen_nll"] = chosen_nll.detach()
-    metrics.update({
-        "reward_chosen": chosen_rewards.detach().mean(),
-        "reward_rejected": rejected_rewards.detach().mean(),
-        "reward_margin": margin.detach().mean(),
-        "reward_accuracy": (margin.detach() > 0).float().mean(),
-    })
+    metrics.update(
+        {
+            "reward_chosen": chosen_rewards.detach().mean(),
+            "reward_rejected": rejected_rewards.detach().mean(),
+            "reward_margin": margin.detach().mean(),
+            "reward_accuracy": (margin.detach() > 0).float().mean(),
+        }
+    )
     return loss, metrics
 
 
@@ -147,10 +167,17 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1.0
 
 
-def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                        mask: torch.Tensor, ref_logprobs: torch.Tensor | None = None, clip_eps: float = 0.2,
-                        kl_coef: float = 0.02, advantage_clip: float = 2.0,
-                        num_tokens: float | None = None) -> tuple[torch.Tensor, dict]:
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    ref_logprobs: torch.Tensor | None = None,
+    clip_eps: float = 0.2,
+    kl_coef: float = 0.02,
+    advantage_clip: float = 2.0,
+    num_tokens: float | None = None,
+) -> tuple[torch.Tensor, dict]:
     """GRPO's objective on [N, T] per-token tensors, aggregated per token (every response token
     of the batch weighs the same, so long responses are not down-weighted).
 

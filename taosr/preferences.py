@@ -39,8 +39,14 @@ def pass_rate(samples: Sequence[Sample], gold: int) -> float:
     return sum(1 for s in samples if s.label == gold) / len(samples)
 
 
-def build_pairs(prompt_id: str, samples: Sequence[Sample], gold: int, oracle_response: str | None,
-                max_pairs: int = 1, rng: random.Random | None = None) -> list[PreferencePair]:
+def build_pairs(
+    prompt_id: str,
+    samples: Sequence[Sample],
+    gold: int,
+    oracle_response: str | None,
+    max_pairs: int = 1,
+    rng: random.Random | None = None,
+) -> list[PreferencePair]:
     """Up to ``max_pairs`` distinct pairs for one prompt (see module doc)."""
     rng = rng or random.Random(0)
     correct = list(dict.fromkeys(s.text for s in samples if s.label == gold))

@@ -76,9 +76,7 @@ def build_messages(query: str, item: Item, fmt: ResponseFormat | str = ResponseF
 
 def build_prompt(tokenizer, query: str, item: Item, fmt: ResponseFormat | str = ResponseFormat.POST_COT) -> str:
     """The prompt text, through the tokenizer's own chat template, ending where the answer starts."""
-    return tokenizer.apply_chat_template(
-        build_messages(query, item, fmt), tokenize=False, add_generation_prompt=True
-    )
+    return tokenizer.apply_chat_template(build_messages(query, item, fmt), tokenize=False, add_generation_prompt=True)
 
 
 def template_fingerprint(tokenizer) -> str:
@@ -135,6 +133,5 @@ TEACHER_INSTRUCTIONS = (
 def teacher_messages(query: str, item: Item, rule_texts: list[str], gold_label_text: str) -> list[dict]:
     """Chat messages asking a teacher LLM for the five steps that justify ``gold_label_text``."""
     rules = "\n".join(f"- {text}" for text in rule_texts) or "- (no rule retrieved)"
-    user = (f"Business rules:\n{rules}\n\nQuery: {query}\n\nItem:\n{render_item(item)}\n\n"
-            f"Label: {gold_label_text}")
+    user = f"Business rules:\n{rules}\n\nQuery: {query}\n\nItem:\n{render_item(item)}\n\nLabel: {gold_label_text}"
     return [{"role": "system", "content": TEACHER_INSTRUCTIONS}, {"role": "user", "content": user}]

@@ -72,13 +72,23 @@ def stage_table(metrics: dict[str, dict]) -> str:
     """docs/method.md section 8's layout (C1..C4 F1, macro-F1, accuracy) plus Good-F1, hallucination
     and format-error rates on the decoded sample, and n."""
     names = _titles(metrics)
-    lines = ["| model | n | C1 F1 | C2 F1 | C3 F1 | C4 F1 | macro-F1 | acc | Good F1 | QWK | Spearman | halluc. | format err. |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | n | C1 F1 | C2 F1 | C3 F1 | C4 F1 | macro-F1 | acc | Good F1 | QWK | Spearman | halluc. | format "
+        "err. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for slug, result in metrics.items():
         o = result["overall"]
         cells = [_pct(o.get(f"f1_{level}")) for level in (1, 2, 3, 4)]
-        cells += [_pct(o.get("macro_f1")), _pct(o.get("accuracy")), _pct(o.get("good_f1")), _unit(o.get("qwk")),
-                  _unit(o.get("spearman")), _pct(o.get("hallucination_rate")), _pct(o.get("format_error_rate"))]
+        cells += [
+            _pct(o.get("macro_f1")),
+            _pct(o.get("accuracy")),
+            _pct(o.get("good_f1")),
+            _unit(o.get("qwk")),
+            _unit(o.get("spearman")),
+            _pct(o.get("hallucination_rate")),
+            _pct(o.get("format_error_rate")),
+        ]
         lines.append(f"| {names[slug]} | {o.get('n', 0)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -86,7 +96,10 @@ def stage_table(metrics: dict[str, dict]) -> str:
 def query_type_table(metrics: dict[str, dict], key: str = "macro_f1") -> str:
     names = _titles(metrics)
     types = sorted({t for result in metrics.values() for t in result.get("by_query_type", {})})
-    lines = ["| query type | n | " + " | ".join(names.get(s, s) for s in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines = [
+        "| query type | n | " + " | ".join(names.get(s, s) for s in metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
     for query_type in types:
         rows = [result.get("by_query_type", {}).get(query_type, {}) for result in metrics.values()]
         n = next((row.get("n") for row in rows if row.get("n")), 0)
@@ -97,9 +110,14 @@ def query_type_table(metrics: dict[str, dict], key: str = "macro_f1") -> str:
 def pass_at_k_table(pass_at_k: dict) -> str:
     ks = sorted(int(k.split("@")[1]) for k in pass_at_k["overall"] if k.startswith("pass@"))
     lines = ["| query type | prompts | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
-    groups = {"all": {"prompts": pass_at_k.get("prompts"), **pass_at_k["overall"]}, **pass_at_k.get("by_query_type", {})}
+    groups = {
+        "all": {"prompts": pass_at_k.get("prompts"), **pass_at_k["overall"]},
+        **pass_at_k.get("by_query_type", {}),
+    }
     for name, row in groups.items():
-        lines.append(f"| {name} | {row.get('prompts') or ''} | " + " | ".join(_pct(row.get(f"pass@{k}")) for k in ks) + " |")
+        lines.append(
+            f"| {name} | {row.get('prompts') or ''} | " + " | ".join(_pct(row.get(f"pass@{k}")) for k in ks) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -107,8 +125,11 @@ def first_token_pass_table(metrics: dict[str, dict]) -> str:
     """Each stage's pass@k on the eval split from its first-token distribution (the same prompts
     for every stage): RL that sharpens the policy lifts pass@1 toward pass@k."""
     names = _titles(metrics)
-    rows = {slug: result["overall"]["first_token_pass_at_k"] for slug, result in metrics.items()
-            if result["overall"].get("first_token_pass_at_k")}
+    rows = {
+        slug: result["overall"]["first_token_pass_at_k"]
+        for slug, result in metrics.items()
+        if result["overall"].get("first_token_pass_at_k")
+    }
     if not rows:
         return ""
     ks = list(next(iter(rows.values())))
@@ -137,10 +158,12 @@ def genrm_verdict(summary: dict, srpo_summary: dict | None) -> str:
     gain = summary.get("gain_over_base")
     lines = []
     if gain:
-        lines.append(f"Gain over the untrained base: {100 * gain['delta']:+.1f} points of step accuracy "
-                     f"[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] (95% bootstrap over "
-                     f"{gain['clusters']} held-out responses, {gain['n']} questions): "
-                     f"{'beyond noise' if gain['beyond_noise'] else 'within noise'}.")
+        lines.append(
+            f"Gain over the untrained base: {100 * gain['delta']:+.1f} points of step accuracy "
+            f"[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] (95% bootstrap over "
+            f"{gain['clusters']} held-out responses, {gain['n']} questions): "
+            f"{'beyond noise' if gain['beyond_noise'] else 'within noise'}."
+        )
     used = (srpo_summary or {}).get("genrm")
     if used:
         lines.append(f"SRPO's step rewards: {used['reason']}.")
@@ -154,8 +177,12 @@ def genrm_table(summary: dict) -> str:
     if not rows:
         return ""
     steps = sorted({step for row in rows.values() for step in row["per_step"]}, key=int)
-    lines = ["| judge | n | accuracy | correct steps | corrupted steps | says Yes | " +
-             " | ".join(f"step {s}" for s in steps) + " |", "|" + "---|" * (6 + len(steps))]
+    lines = [
+        "| judge | n | accuracy | correct steps | corrupted steps | says Yes | "
+        + " | ".join(f"step {s}" for s in steps)
+        + " |",
+        "|" + "---|" * (6 + len(steps)),
+    ]
     for name, row in rows.items():
         cells = [_pct(row["accuracy"]), _pct(row["correct_steps"]), _pct(row["corrupted_steps"]), _pct(row["yes_rate"])]
         cells += [_pct(row["per_step"].get(s)) for s in steps]
@@ -194,8 +221,10 @@ def differences_table(run: Path, slugs: list[str], seed: int = 0) -> str:
             continue
         manifest = (_read_json(run / after / "manifest.json") or {}) if (before, after) in consecutive else {}
         seconds = f"{manifest['seconds'] / 60:.1f} min" if manifest.get("seconds") else "–"
-        lines.append(difference_row(f"{names[before]} → {names[after]}", predictions[before], predictions[after], seed)
-                     + f" {seconds} |")
+        lines.append(
+            difference_row(f"{names[before]} → {names[after]}", predictions[before], predictions[after], seed)
+            + f" {seconds} |"
+        )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -216,8 +245,11 @@ def validation_section(run: Path, stage: str) -> str:
     lines = ["| step | val macro-F1 | val QWK | answers 1/2/3/4 |", "|---|---|---|---|"]
     for check in checks:
         answers = check.get("val_predicted_levels") or {}
-        lines.append(f"| {check['step']} | {_pct(check['val_macro_f1'])} | {_unit(check.get('val_qwk'))} | "
-                     + "/".join(str(answers.get(str(level), 0)) for level in (1, 2, 3, 4)) + " |")
+        lines.append(
+            f"| {check['step']} | {_pct(check['val_macro_f1'])} | {_unit(check.get('val_qwk'))} | "
+            + "/".join(str(answers.get(str(level), 0)) for level in (1, 2, 3, 4))
+            + " |"
+        )
     summary = _read_json(run / stage / "summary.json") or {}
     kept = summary.get("saved_step", summary.get("step"))
     return "\n".join(lines) + f"\n\nKept step {kept}; stopped by {summary.get('stop_reason', 'its step budget')}.\n"
@@ -226,18 +258,25 @@ def validation_section(run: Path, stage: str) -> str:
 def decision_section(decision: dict) -> str:
     """The rule the export stage chose on validation, and what it does on the eval split."""
     chosen = next(row for row in decision["candidates"] if row["rule"] == decision["described"])
-    text = (f"Chosen on the {decision['split']} split ({decision['n']} rows) for {decision['metric']}: "
-            f"**{decision['described']}** ({_pct(chosen[decision['metric']])}). Serving and batch prediction "
-            "apply it; the stage table above is the plain argmax.\n")
+    text = (
+        f"Chosen on the {decision['split']} split ({decision['n']} rows) for {decision['metric']}: "
+        f"**{decision['described']}** ({_pct(chosen[decision['metric']])}). Serving and batch prediction "
+        "apply it; the stage table above is the plain argmax.\n"
+    )
     on_eval = decision.get("on_eval_split")
     if on_eval:
         rows = ["| rule | n | macro-F1 | accuracy | QWK |", "|---|---|---|---|---|"]
         # The plain argmax kept: one row, not the same one twice.
-        shown = ([("argmax", "argmax (chosen)")] if decision["described"] == "argmax"
-                 else [("argmax", "argmax"), ("chosen", decision["described"])])
+        shown = (
+            [("argmax", "argmax (chosen)")]
+            if decision["described"] == "argmax"
+            else [("argmax", "argmax"), ("chosen", decision["described"])]
+        )
         for name, label in shown:
             m = on_eval[name]
-            rows.append(f"| {label} | {on_eval['n']} | {_pct(m['macro_f1'])} | {_pct(m['accuracy'])} | {_unit(m['qwk'])} |")
+            rows.append(
+                f"| {label} | {on_eval['n']} | {_pct(m['macro_f1'])} | {_pct(m['accuracy'])} | {_unit(m['qwk'])} |"
+            )
         text += f"\nOn the {on_eval['split']} split:\n\n" + "\n".join(rows) + "\n"
     return text + "\n"
 
@@ -256,8 +295,10 @@ def cot_examples(run: Path, count: int = 4) -> str:
     blocks = []
     for row in rows[:: max(1, len(rows) // count)][:count]:
         steps = "\n".join(Reasoning(**json.loads(row["reasoning"])).step_lines())
-        blocks.append(f"Query `{row['query']}`, item `{row['title']}`, gold level {row['label']} "
-                      f"(teacher: {row['teacher']}):\n\n```\n{steps}\n```\n")
+        blocks.append(
+            f"Query `{row['query']}`, item `{row['title']}`, gold level {row['label']} "
+            f"(teacher: {row['teacher']}):\n\n```\n{steps}\n```\n"
+        )
     return "\n".join(blocks)
 
 
@@ -271,11 +312,12 @@ def training_logs(run: Path) -> dict[str, list[dict]]:
     for folder in sorted((run / "srpo").glob("stage-*")):
         rows = _read_jsonl(folder / "metrics.jsonl")
         if rows:
-            logs[f"srpo/{folder.name[len('stage-'):]}"] = rows
+            logs[f"srpo/{folder.name[len('stage-') :]}"] = rows
     return logs
 
 
 # --------------------------------------------------------------------------- the report
+
 
 def build_report(run_dir: str, out_dir: str | None = None, title: str | None = None) -> dict:
     """Write report.md, report.html and the plots; returns their paths and what was missing.
@@ -293,22 +335,38 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
     out.mkdir(parents=True, exist_ok=True)
     missing = []
     first = next(iter(metrics.values()))
-    parts = [f"# taosr run report: `{title or run}`\n",
-             f"All models are scored on the same held-out split (`{first.get('split', '?')}`, "
-             f"n = {first['overall'].get('n')}) by their first-token level distribution. Scores in %. "
-             "Hallucination and format-error rates come from the decoded sample of each CoT model.\n",
-             "## Stage table\n", stage_table(metrics), "\n",
-             "## Macro-F1 by query type\n", query_type_table(metrics), "\n",
-             "## Accuracy by query type\n", query_type_table(metrics, "accuracy"), "\n"]
+    parts = [
+        f"# taosr run report: `{title or run}`\n",
+        f"All models are scored on the same held-out split (`{first.get('split', '?')}`, "
+        f"n = {first['overall'].get('n')}) by their first-token level distribution. Scores in %. "
+        "Hallucination and format-error rates come from the decoded sample of each CoT model.\n",
+        "## Stage table\n",
+        stage_table(metrics),
+        "\n",
+        "## Macro-F1 by query type\n",
+        query_type_table(metrics),
+        "\n",
+        "## Accuracy by query type\n",
+        query_type_table(metrics, "accuracy"),
+        "\n",
+    ]
     differences = differences_table(run, list(metrics))
     if differences:
-        parts += ["## Stage differences against noise\n",
-                  f"Paired bootstrap over the held-out examples ({BOOTSTRAP_RESAMPLES:,} resamples): a change is beyond noise "
-                  "when the 95% interval of its macro-F1 difference excludes 0. \"Rows changed\" counts the predictions that differ, "
-                  "how many of them became right and how many became wrong: the intervals rest on those rows alone, and the sign test "
-                  "(exact, two-sided) says how likely that split is if the changes helped and hurt alike; a handful of rows all one way "
-                  "gives an interval that excludes 0 and a sign test that does not convince. The last column is the wall time of the stage "
-                  "that made the change: what it cost next to what it bought.\n", differences, "\n"]
+        parts += [
+            "## Stage differences against noise\n",
+            f"Paired bootstrap over the held-out examples ({BOOTSTRAP_RESAMPLES:,} resamples): a change is beyond "
+            "noise when the 95% interval of its macro-F1 difference excludes 0. "
+            '"Rows changed" counts the predictions that differ, '
+            "how many of them became right and how many became wrong: the intervals rest on those rows alone, and "
+            "the sign test "
+            "(exact, two-sided) says how likely that split is if the changes helped and hurt alike; a handful of "
+            "rows all one way "
+            "gives an interval that excludes 0 and a sign test that does not convince. The last column is the wall "
+            "time of the stage "
+            "that made the change: what it cost next to what it bought.\n",
+            differences,
+            "\n",
+        ]
     else:
         missing.append("stage differences (no eval/<stage>/predictions.jsonl)")
     confusion = plot_confusions(metrics, _titles(metrics), out)
@@ -316,10 +374,14 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         parts += ["## Confusion matrices\n", f"![confusion]({confusion.name})\n"]
     first_token_pass = first_token_pass_table(metrics)
     if first_token_pass:
-        parts += ["## pass@k of every stage on the eval split\n",
-                  "From each model's first-token level distribution: the chance that one of k levels sampled at "
-                  "temperature 1 is right (what sampled pass@k converges to). RL that sharpens the policy moves "
-                  "pass@1 toward pass@k.\n", first_token_pass, "\n"]
+        parts += [
+            "## pass@k of every stage on the eval split\n",
+            "From each model's first-token level distribution: the chance that one of k levels sampled at "
+            "temperature 1 is right (what sampled pass@k converges to). RL that sharpens the policy moves "
+            "pass@1 toward pass@k.\n",
+            first_token_pass,
+            "\n",
+        ]
     pass_at_k = _read_json(run / "sample" / "pass_at_k.json")
     if pass_at_k:
         plot = plot_pass_at_k(pass_at_k, out)
@@ -340,9 +402,14 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         parts += ["## DPO pairs\n", "```json\n" + json.dumps(pairs, indent=2) + "\n```\n"]
     genrm = _read_json(run / "genrm" / "summary.json")
     if genrm and genrm_table(genrm):
-        parts += ["## GenRM step accuracy (held-out annotated steps)\n",
-                  f"Trained on {genrm['examples']} Yes/No step questions ({_pct(genrm['yes_share'])}% Yes).\n",
-                  genrm_table(genrm), "\n", genrm_verdict(genrm, _read_json(run / "srpo" / "summary.json")), "\n"]
+        parts += [
+            "## GenRM step accuracy (held-out annotated steps)\n",
+            f"Trained on {genrm['examples']} Yes/No step questions ({_pct(genrm['yes_share'])}% Yes).\n",
+            genrm_table(genrm),
+            "\n",
+            genrm_verdict(genrm, _read_json(run / "srpo" / "summary.json")),
+            "\n",
+        ]
     else:
         missing.append("GenRM step accuracy (no genrm/summary.json)")
     ablation = run / "ablation" / "srpo_step_rewards.md"
@@ -359,9 +426,12 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         plot = out / "cumpt_sweep.png"
         plot_sweep(sweep["sweep"], sweep["best_beta"], plot)
         best = next(row for row in sweep["sweep"] if row["beta"] == sweep["best_beta"])
-        parts += ["## CumPT\n", f"Chosen beta {sweep['best_beta']:g} (maximises {sweep['metric']}: "
-                  f"{_pct(best[sweep['metric']])}; tier accuracy {_pct(best.get('tier_accuracy'))}).\n",
-                  f"![cumpt]({plot.name})\n"]
+        parts += [
+            "## CumPT\n",
+            f"Chosen beta {sweep['best_beta']:g} (maximises {sweep['metric']}: "
+            f"{_pct(best[sweep['metric']])}; tier accuracy {_pct(best.get('tier_accuracy'))}).\n",
+            f"![cumpt]({plot.name})\n",
+        ]
     else:
         missing.append("CumPT sweep (no export/beta/cumpt_sweep.json)")
     decision = _read_json(run / "export" / "decision.json")
@@ -369,10 +439,15 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         parts += ["## Decision rule\n", decision_section(decision)]
     served = _read_json(run / "serve" / "sample.json")
     if served:
-        lines = [f"- {r['label']} ({r['tier']}, p4 = {r['probs']['4']:.2f}): {i['title']}"
-                 for i, r in zip(served["request"]["items"], served["response"]["results"])]
-        parts += ["## Serving check\n", f"Query `{served['request']['query']}`, answered in "
-                  f"{served['latency_s'] * 1000:.0f} ms:\n", "\n".join(lines) + "\n"]
+        lines = [
+            f"- {r['label']} ({r['tier']}, p4 = {r['probs']['4']:.2f}): {i['title']}"
+            for i, r in zip(served["request"]["items"], served["response"]["results"])
+        ]
+        parts += [
+            "## Serving check\n",
+            f"Query `{served['request']['query']}`, answered in {served['latency_s'] * 1000:.0f} ms:\n",
+            "\n".join(lines) + "\n",
+        ]
     timings = timings_table(run)
     if timings:
         parts += ["## Stage timings\n", timings, "\n"]
@@ -381,10 +456,15 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
     text = "\n".join(parts)
     (out / "report.md").write_text(text)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    (out / "report.html").write_text("<!doctype html><meta charset='utf-8'><title>taosr report</title>"
-                                     "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-                                     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-                                     "</style>\n" + body)
-    return {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
-            "plots": sorted(str(p) for p in out.glob("*.png")),
-            "missing": missing}
+    (out / "report.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>taosr report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "</style>\n" + body
+    )
+    return {
+        "markdown": str(out / "report.md"),
+        "html": str(out / "report.html"),
+        "plots": sorted(str(p) for p in out.glob("*.png")),
+        "missing": missing,
+    }

@@ -7,9 +7,13 @@ from pathlib import Path
 from taosr.labels import LEVELS
 
 # Curves drawn per training stage, when the stage logged them.
-CURVES = {"sft": ("loss", "decision_nll", "val_macro_f1", "val_qwk"), "genrm": ("loss",), "dpo": ("loss", "reward_margin", "reward_accuracy"),
-          "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
-          "srpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction")}
+CURVES = {
+    "sft": ("loss", "decision_nll", "val_macro_f1", "val_qwk"),
+    "genrm": ("loss",),
+    "dpo": ("loss", "reward_margin", "reward_accuracy"),
+    "grpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
+    "srpo": ("reward_mean", "accuracy", "kl", "entropy", "dropped_fraction"),
+}
 
 
 def _pyplot():

@@ -16,15 +16,21 @@ from taosr.report import stage_metrics, stage_predictions, stage_rows
 def seed_table(runs: dict[int, str | Path]) -> str:
     """Markdown for ``{seed: run folder}``: the stages every run evaluated, in report order."""
     runs = {seed: Path(folder) for seed, folder in sorted(runs.items())}
-    metrics = {seed: {slug: found.get("overall", {}) for slug, found in stage_metrics(folder).items()}
-               for seed, folder in runs.items()}
+    metrics = {
+        seed: {slug: found.get("overall", {}) for slug, found in stage_metrics(folder).items()}
+        for seed, folder in runs.items()
+    }
     shared = [slug for slug in next(iter(metrics.values())) if all(slug in m for m in metrics.values())]
     if not shared:
         raise ValueError(f"no stage was evaluated in every run: {', '.join(map(str, runs.values()))}")
     names = stage_rows(next(iter(runs.values())))
     seeds = list(runs)
-    lines = [f"Seeds {', '.join(map(str, seeds))}; n = "
-             + ", ".join(str(metrics[s][shared[0]].get("n", "?")) for s in seeds) + " evaluated rows.", ""]
+    lines = [
+        f"Seeds {', '.join(map(str, seeds))}; n = "
+        + ", ".join(str(metrics[s][shared[0]].get("n", "?")) for s in seeds)
+        + " evaluated rows.",
+        "",
+    ]
     for key, label, scale, digits in (("macro_f1", "macro-F1", 100, 1), ("qwk", "QWK", 1, 3)):
         header = ["model", *(f"{label} seed {s}" for s in seeds), "mean ± sd"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -32,8 +38,11 @@ def seed_table(runs: dict[int, str | Path]) -> str:
             values = [metrics[s][slug].get(key) for s in seeds]
             cells = [f"{scale * v:.{digits}f}" if v is not None else "–" for v in values]
             known = [scale * v for v in values if v is not None]
-            spread = f"{statistics.mean(known):.{digits}f} ± {statistics.stdev(known):.{digits}f}" if len(known) > 1 \
+            spread = (
+                f"{statistics.mean(known):.{digits}f} ± {statistics.stdev(known):.{digits}f}"
+                if len(known) > 1
                 else (f"{known[0]:.{digits}f} (one seed)" if known else "–")
+            )
             lines.append(f"| {names.get(slug, slug)} | " + " | ".join(cells) + f" | {spread} |")
         lines.append("")
     lines += ["Each seed against the lexical baseline and against SFT (paired bootstrap on the same rows):", ""]
@@ -44,6 +53,13 @@ def seed_table(runs: dict[int, str | Path]) -> str:
             for after in shared:
                 if before not in predictions or after in ("lexical", before, "base"):
                     continue
-                lines.append(difference_row(f"{names.get(before, before)} → {names.get(after, after)}",
-                                            predictions[before], predictions[after], seed) + f" {seed} |")
+                lines.append(
+                    difference_row(
+                        f"{names.get(before, before)} → {names.get(after, after)}",
+                        predictions[before],
+                        predictions[after],
+                        seed,
+                    )
+                    + f" {seed} |"
+                )
     return "\n".join(lines) + "\n"

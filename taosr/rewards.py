@@ -24,8 +24,13 @@ class Scored:
     label: int | None
 
 
-def outcome_reward(response: str, gold: int, partial_credit: bool = False, format_gate: bool = True,
-                   fmt: ResponseFormat = ResponseFormat.POST_COT) -> Scored:
+def outcome_reward(
+    response: str,
+    gold: int,
+    partial_credit: bool = False,
+    format_gate: bool = True,
+    fmt: ResponseFormat = ResponseFormat.POST_COT,
+) -> Scored:
     parsed: ParsedResponse = parse(fmt, response)
     correct = parsed.label == gold
     if parsed.label is None or (format_gate and not parsed.format_ok):

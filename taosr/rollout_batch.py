@@ -38,5 +38,11 @@ def pack_rollouts(rows: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tens
         response_mask[i, span] = 1.0
         old_logprobs[i, span] = torch.tensor(row["old_logprobs"], dtype=torch.float32)
         advantages[i, span] = torch.tensor(row["advantages"], dtype=torch.float32)
-    return {"input_ids": input_ids, "attention_mask": attention, "targets": input_ids[:, 1:],
-            "response_mask": response_mask, "old_logprobs": old_logprobs, "advantages": advantages}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "targets": input_ids[:, 1:],
+        "response_mask": response_mask,
+        "old_logprobs": old_logprobs,
+        "advantages": advantages,
+    }

@@ -23,8 +23,9 @@ class TokenizedExample:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
-def tokenize_example(tokenizer, prompt: str, response: str, max_len: int,
-                     decision_char: int | None = 0, decision_only: bool = False) -> TokenizedExample | None:
+def tokenize_example(
+    tokenizer, prompt: str, response: str, max_len: int, decision_char: int | None = 0, decision_only: bool = False
+) -> TokenizedExample | None:
     """Prompt tokens (masked) + response tokens + end-of-turn token. A response that does not
     fit is cut at its end (post-CoT keeps its label, which comes first); returns None when the
     prompt alone leaves no room for the label.
@@ -39,8 +40,9 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_len: int,
     else:
         encoded = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
         response_ids = list(encoded["input_ids"])
-        decision_token = next((i for i, (start, end) in enumerate(encoded["offset_mapping"])
-                               if start <= decision_char < end), -1)
+        decision_token = next(
+            (i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start <= decision_char < end), -1
+        )
     if decision_only:
         if decision_token != 0:
             raise ValueError("decision_only needs the level token first (post-CoT or label-only)")
@@ -89,5 +91,7 @@ def pad_batch(examples: list[dict], pad_id: int, left: bool = False) -> dict:
 def padded_decision_index(examples: list[dict], width: int, left: bool) -> list[int]:
     """Each example's ``decision_index`` as a column of its ``pad_batch`` row (-1 stays -1):
     left padding shifts a row's tokens right by its padding."""
-    return [e["decision_index"] + (width - len(e["input_ids"]) if left else 0) if e["decision_index"] >= 0 else -1
-            for e in examples]
+    return [
+        e["decision_index"] + (width - len(e["input_ids"]) if left else 0) if e["decision_index"] >= 0 else -1
+        for e in examples
+    ]

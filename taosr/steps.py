@@ -31,10 +31,12 @@ def step_char_spans(text: str) -> list[tuple[int, int]] | None:
 
 def token_char_ends(tokenizer, token_ids: Sequence[int]) -> list[int]:
     """Character offset where each token's text ends in the decoded response."""
-    return [len(tokenizer.decode(list(token_ids[:i + 1]), skip_special_tokens=True)) for i in range(len(token_ids))]
+    return [len(tokenizer.decode(list(token_ids[: i + 1]), skip_special_tokens=True)) for i in range(len(token_ids))]
 
 
-def step_token_spans(char_spans: list[tuple[int, int]] | None, char_ends: Sequence[int]) -> list[tuple[int, int]] | None:
+def step_token_spans(
+    char_spans: list[tuple[int, int]] | None, char_ends: Sequence[int]
+) -> list[tuple[int, int]] | None:
     """Token span [start, end) of each step: the tokens whose text overlaps the step's line."""
     if char_spans is None:
         return None

@@ -34,8 +34,10 @@ class Stopping:
             return False
         self.checks_without_gain += 1
         if self.patience and self.checks_without_gain >= self.patience:
-            self.reason = (f"patience: {self.checks_without_gain} validation checks without a gain over "
-                           f"step {self.best_step}'s {self.best_score:.4f} (min_delta {self.min_delta})")
+            self.reason = (
+                f"patience: {self.checks_without_gain} validation checks without a gain over "
+                f"step {self.best_step}'s {self.best_score:.4f} (min_delta {self.min_delta})"
+            )
             return True
         return False
 
@@ -47,5 +49,8 @@ class Stopping:
 
     def finished(self, step: int, total_steps: int) -> str:
         """The reason the stage ended at ``step``: the one recorded, else its step budget."""
-        return self.reason or (f"step budget: {step} of {total_steps} steps" if step >= total_steps
-                               else f"data: the shards ran out at step {step} of {total_steps}")
+        return self.reason or (
+            f"step budget: {step} of {total_steps} steps"
+            if step >= total_steps
+            else f"data: the shards ran out at step {step} of {total_steps}"
+        )

@@ -55,9 +55,11 @@ class OfflineVerifier:
         truth = self.annotations.get(key)
         if truth is None or reasoning is None:
             return rewards
-        checks = {3: ("category_verdict", reasoning.category_verdict),
-                  4: ("attribute_verdict", reasoning.attribute_verdict),
-                  5: ("decision", reasoning.decision)}
+        checks = {
+            3: ("category_verdict", reasoning.category_verdict),
+            4: ("attribute_verdict", reasoning.attribute_verdict),
+            5: ("decision", reasoning.decision),
+        }
         for step, (field, value) in checks.items():
             if field in truth and truth[field] is not None:
                 rewards[step - 1] = 1.0 if str(truth[field]) == str(value) else 0.0

@@ -44,8 +44,11 @@ def resumable_checkpoint(stage_dir: Path) -> bool:
     snapshot = Path(stage_dir) / "ray_train" / "checkpoint_manager_snapshot.json"
     if not snapshot.exists():
         return False
-    states = [os.path.join(root, "train_state.json") for root, _, files in os.walk(snapshot.parent)
-              if "train_state.json" in files]
+    states = [
+        os.path.join(root, "train_state.json")
+        for root, _, files in os.walk(snapshot.parent)
+        if "train_state.json" in files
+    ]
     return bool(states) and not any('"final": true' in open(path).read() for path in states)
 
 
@@ -67,8 +70,9 @@ def stage_job(stage: str, config, ray_address: str, folder: Path) -> subprocess.
     profile = Path(folder) / f"{stage}-profile.yaml"
     profile.write_text(to_yaml(config))
     command = [sys.executable, "-m", f"taosr.ray_jobs.{stage}", "--config", str(profile), f"ray.address={ray_address}"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, cwd=ROOT)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=ROOT
+    )
 
 
 def kill_once_resumable(process: subprocess.Popen, stage_dir: Path, timeout: float) -> None:
@@ -120,11 +124,17 @@ def _free_port() -> int:
 def s3_endpoint():
     """A moto S3 server process on 127.0.0.1; yields its URL with credentials in the env."""
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         os.environ[key] = value
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -151,11 +161,23 @@ def stage1_run(ray_cluster, tiny_model, tmp_path_factory):
     from taosr.ray_jobs import sft as sft_stage
 
     run_dir = tmp_path_factory.mktemp("stage1")
-    config = load_config(None, [
-        f"run_dir={run_dir}", "data.rows=160", "model.name=tiny", "sft.num_workers=2", "sft.cpus_per_worker=1",
-        "sft.micro_batch_size=4", "sft.lr=3e-3", "sft.epochs=2", "sft.bf16=false", "sft.zero_stage=2",
-        "sft.checkpoint_every_steps=10", "sft.max_seq_len=384",
-    ])
+    config = load_config(
+        None,
+        [
+            f"run_dir={run_dir}",
+            "data.rows=160",
+            "model.name=tiny",
+            "sft.num_workers=2",
+            "sft.cpus_per_worker=1",
+            "sft.micro_batch_size=4",
+            "sft.lr=3e-3",
+            "sft.epochs=2",
+            "sft.bf16=false",
+            "sft.zero_stage=2",
+            "sft.checkpoint_every_steps=10",
+            "sft.max_seq_len=384",
+        ],
+    )
     data_stage.run(config)
     counts = cot_stage.run(config)
     summary = sft_stage.train(config, tiny_model, str(run_dir / "sft"))

@@ -54,8 +54,10 @@ def test_the_sign_test_by_hand():
 
 def test_render_compares_each_format_with_the_configured_one_and_the_baseline():
     predictions = {"lexical": by_id([1] * 20), "label_only": by_id([1, 2, 3, 3] * 5), "post_cot": by_id(GOLD)}
-    trained = {"label_only": {"examples": 3200, "source": "trained now", "train_seconds": 600.0},
-               "post_cot": {"examples": 3200, "source": "the pipeline's sft stage", "train_seconds": 1093.2}}
+    trained = {
+        "label_only": {"examples": 3200, "source": "trained now", "train_seconds": 600.0},
+        "post_cot": {"examples": 3200, "source": "the pipeline's sft stage", "train_seconds": 1093.2},
+    }
     row = {"n": 20, "macro_f1": 0.5, "accuracy": 0.5, "qwk": 0.1}
     table = {"lexical baseline (TF-IDF + LR)": row, "SFT label_only (3200 ex)": row, "SFT post_cot (3200 ex)": row}
     text = render(table, trained, predictions, "post_cot", seed=0)

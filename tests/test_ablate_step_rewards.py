@@ -40,7 +40,10 @@ def recorded(tmp_path, monkeypatch):
 
 def test_each_variant_changes_one_srpo_setting_from_the_same_start(recorded):
     run_dir, trained = recorded
-    assert ablation.main(["--config", "configs/tiny.yaml", f"run_dir={run_dir}", "--variants", "no-verifier,no-genrm"]) == 0
+    assert (
+        ablation.main(["--config", "configs/tiny.yaml", f"run_dir={run_dir}", "--variants", "no-verifier,no-genrm"])
+        == 0
+    )
     base = to_dict(load_config("configs/tiny.yaml", [f"run_dir={run_dir}"]))["srpo"]
     assert [t["out"] for t in trained] == [f"{run_dir}/ablation/srpo-no-verifier", f"{run_dir}/ablation/srpo-no-genrm"]
     assert {t["start"] for t in trained} == {f"{run_dir}/grpo/model"}
@@ -56,8 +59,12 @@ def test_the_table_puts_the_variants_next_to_the_pipelines_grpo_and_srpo(recorde
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     # Macro-F1 by hand: all right 100; [1,2,3,3] -> F1 (1, 1, 0.667, 0) = 66.67; [1,1,3,4] -> F1
     # (0.667, 0, 1, 1) = 66.67; [2,2,3,4] -> F1 (0, 0.667, 1, 1) = 66.67.
-    assert set(rows) >= {"GRPO", "SRPO (verifier + GenRM)", "SRPO, GenRM only (no verifier)",
-                         "SRPO, verifier only (no GenRM)"}
+    assert set(rows) >= {
+        "GRPO",
+        "SRPO (verifier + GenRM)",
+        "SRPO, GenRM only (no verifier)",
+        "SRPO, verifier only (no GenRM)",
+    }
     assert "| 100.00 |" in rows["GRPO"]
     assert "| 66.67 |" in rows["SRPO, GenRM only (no verifier)"]
     assert "| exact | 12 |" in table  # the by-query-type table covers every row

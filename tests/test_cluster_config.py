@@ -94,21 +94,30 @@ def test_production_profile_asks_for_the_node_type_of_each_kind_of_work():
     for stage in ("sft", "dpo", "genrm", "grpo", "srpo"):
         scaling = scaling_config(getattr(config, stage), config.ray)
         assert scaling.use_gpu and scaling.resources_per_worker == {
-            "CPU": getattr(config, stage).cpus_per_worker, learner: 1.0}, stage
+            "CPU": getattr(config, stage).cpus_per_worker,
+            learner: 1.0,
+        }, stage
 
     rows = RecordingRows()
     sample_dataset(rows, "/models/m", config)
     _run(rows, object, "/models/m", ResponseFormat.POST_COT, config, columns=())
     synthesize(rows, config.cot, config.ray)
-    for request, gpus in zip(rows.requests, (config.sample.gpus_per_engine, config.eval.gpus_per_engine,
-                                             config.cot.gpus_per_engine)):
+    for request, gpus in zip(
+        rows.requests, (config.sample.gpus_per_engine, config.eval.gpus_per_engine, config.cot.gpus_per_engine)
+    ):
         assert request["num_gpus"] == gpus >= 1 and request["resources"] == {engine: float(gpus)}
         assert gpus <= offered[engine][1]
 
     rollout = rollout_actor_class(**config.ray.engine_options(config.grpo.cpus_per_engine, config.grpo.gpus_per_engine))
     assert rollout._default_options["resources"] == {engine: float(config.grpo.gpus_per_engine)}
-    served = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), 8000, config.eval.gpus_per_engine, 1,
-                          config.ray.engine_options(1, config.eval.gpus_per_engine)["resources"])
+    served = serve_config(
+        "/models/m",
+        DecisionRule("cumpt", beta=0.4),
+        8000,
+        config.eval.gpus_per_engine,
+        1,
+        config.ray.engine_options(1, config.eval.gpus_per_engine)["resources"],
+    )
     replica = next(d for d in served["applications"][0]["deployments"] if d["name"] == "LevelModel")
     assert replica["ray_actor_options"]["resources"] == {engine: float(config.eval.gpus_per_engine)}
 

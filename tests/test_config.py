@@ -50,7 +50,12 @@ def test_every_shipped_profile_loads_and_gives_srpo_the_grpo_budget(profile):
     config = load_config(ROOT / "configs" / profile)
     srpo_steps = sum(stage["steps"] for stage in config.srpo.curriculum)
     if config.grpo.max_new_tokens == 1:
-        assert (profile, srpo_steps) in (("tiny.yaml", 2), ("long.yaml", 6), ("user-logs.yaml", 12), ("homedepot.yaml", 12))
+        assert (profile, srpo_steps) in (
+            ("tiny.yaml", 2),
+            ("long.yaml", 6),
+            ("user-logs.yaml", 12),
+            ("homedepot.yaml", 12),
+        )
     else:
         assert srpo_steps == config.grpo.steps
 
@@ -96,8 +101,12 @@ def test_worker_env_follows_the_device_and_leaves_a_submitted_jobs_keys_to_it(mo
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert worker_env("cpu") == CPU_ENV
     assert worker_env("gpu") == {"RAY_USAGE_STATS_ENABLED": "0"}  # no CPU threads, accelerator or offline hub
-    job = {"runtime_env": {"working_dir": "gcs://pkg.zip",
-                           "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}}}
+    job = {
+        "runtime_env": {
+            "working_dir": "gcs://pkg.zip",
+            "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"},
+        }
+    }
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     env = worker_env("cpu")
     assert "RAY_USAGE_STATS_ENABLED" not in env and "TOKENIZERS_PARALLELISM" not in env
@@ -124,8 +133,10 @@ def test_the_configured_s3_endpoint_reaches_every_worker_unless_the_job_names_on
     from taosr.actors.runtime import worker_env
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
-    assert worker_env("gpu", "http://minio:9000") == {"RAY_USAGE_STATS_ENABLED": "0",
-                                                      "AWS_ENDPOINT_URL_S3": "http://minio:9000"}
+    assert worker_env("gpu", "http://minio:9000") == {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "AWS_ENDPOINT_URL_S3": "http://minio:9000",
+    }
     assert "AWS_ENDPOINT_URL_S3" not in worker_env("cpu", "")
     job = {"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL_S3": "http://other:9000"}}}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))

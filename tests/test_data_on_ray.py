@@ -18,6 +18,7 @@ from taosr.datasets.validate import validate_records
 
 pytestmark = pytest.mark.slow
 
+
 # Each kind of malformed line and the reason it must be quarantined with.
 def _malformed(i: int, good: list[dict]) -> tuple[bytes, str]:
     base = dict(good[i % len(good)], id=f"bad-{i}")
@@ -104,8 +105,12 @@ def test_a_parquet_read_starts_only_the_configured_footer_readers(ray_cluster, t
     from taosr.datasets.storage import read_parquet
 
     def footer_readers() -> set:
-        return {a.actor_id for a in list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000,
-                                                raise_on_missing_output=False)}
+        return {
+            a.actor_id
+            for a in list_actors(
+                filters=[("class_name", "=", "FooterReader")], limit=10_000, raise_on_missing_output=False
+            )
+        }
 
     folder = tmp_path / "artifact"
     folder.mkdir()
@@ -126,7 +131,10 @@ def test_reading_from_s3(ray_cluster, s3_endpoint):
     body = "\n".join(json.dumps(r) for r in rows) + "\n{broken\n"
     s3.put_object(Bucket="logs", Key="shop/day1.jsonl", Body=body.encode())
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist([dict(r, attributes=json.dumps(r["attributes"]), step_annotations=None) for r in rows]), sink)
+    pq.write_table(
+        pa.Table.from_pylist([dict(r, attributes=json.dumps(r["attributes"]), step_annotations=None) for r in rows]),
+        sink,
+    )
     s3.put_object(Bucket="logs", Key="pq/day1.parquet", Body=sink.getvalue().to_pybytes())
 
     config = DataConfig(s3_endpoint=s3_endpoint)
@@ -143,13 +151,29 @@ def test_real_esci_sample_in_its_own_format(ray_cluster, tmp_path):
     with pa.input_stream(str(sample / "sample-products.jsonl.zstd"), compression="zstd") as stream:
         products = {p["fields"]["id"]: p["fields"] for p in map(json.loads, stream.read().decode().splitlines())}
     judgements = pq.read_table(sample / "test-sample.parquet").to_pylist()
-    joined = [dict(j, product_title=products[j["product_id"]]["title"],
-                   product_description=products[j["product_id"]].get("description"),
-                   attributes={"brand": products[j["product_id"]].get("brand"), "color": products[j["product_id"]].get("color")})
-              for j in judgements]
+    joined = [
+        dict(
+            j,
+            product_title=products[j["product_id"]]["title"],
+            product_description=products[j["product_id"]].get("description"),
+            attributes={
+                "brand": products[j["product_id"]].get("brand"),
+                "color": products[j["product_id"]].get("color"),
+            },
+        )
+        for j in judgements
+    ]
     (tmp_path / "esci.jsonl").write_text("\n".join(json.dumps(r) for r in joined))
-    config = DataConfig(columns={"id": "example_id", "title": "product_title", "description": "product_description",
-                                 "label": "esci_label", "item_id": "product_id", "query_id": "query_id"})
+    config = DataConfig(
+        columns={
+            "id": "example_id",
+            "title": "product_title",
+            "description": "product_description",
+            "label": "esci_label",
+            "item_id": "product_id",
+            "query_id": "query_id",
+        }
+    )
     result = validate_records(read_raw_records(str(tmp_path / "esci.jsonl")), config)
     assert result.counts["accepted"] == 16
     accepted = result.accepted.take_all()
@@ -189,17 +213,21 @@ def test_exists_on_local_and_s3(s3_endpoint, tmp_path):
 
 def test_csv_in_latin_1_with_graded_labels_and_a_column_mapping(ray_cluster, tmp_path):
     """A Home Depot-shaped file: latin-1, quoted fields, a mean rating on 1-3, titles only."""
-    lines = ['"id","product_uid","product_title","search_term","relevance"',
-             '2,100001,"Simpson Strong-Tie 12-Gauge Angle","angle bracket",3',
-             '3,100001,"Simpson Strong-Tie 12-Gauge Angle","l bracket",2.5',
-             '9,100002,"BEHR Premium Textured DeckOver 1-gal. Tan, 2 \u00b0F","deck over",2.33',
-             '16,100005,"Delta Vero 1-Handle Shower Faucet Trim Kit in Caf\u00e9","rain shower head",1.33',
-             '17,100005,"a row with a missing field","shower only faucet"',
-             '18,100006,"Whirlpool 1.9 cu. ft. Over the Range Microwave","microwave over stove",great']
+    lines = [
+        '"id","product_uid","product_title","search_term","relevance"',
+        '2,100001,"Simpson Strong-Tie 12-Gauge Angle","angle bracket",3',
+        '3,100001,"Simpson Strong-Tie 12-Gauge Angle","l bracket",2.5',
+        '9,100002,"BEHR Premium Textured DeckOver 1-gal. Tan, 2 \u00b0F","deck over",2.33',
+        '16,100005,"Delta Vero 1-Handle Shower Faucet Trim Kit in Caf\u00e9","rain shower head",1.33',
+        '17,100005,"a row with a missing field","shower only faucet"',
+        '18,100006,"Whirlpool 1.9 cu. ft. Over the Range Microwave","microwave over stove",great',
+    ]
     (tmp_path / "train.csv").write_bytes("\n".join(lines).encode("latin-1") + b"\n")
-    config = DataConfig(encoding="latin-1", label_bins={"4": 2.75, "3": 2.25, "2": 1.5, "1": 1.0},
-                        columns={"query": "search_term", "title": "product_title", "item_id": "product_uid",
-                                 "label": "relevance"})
+    config = DataConfig(
+        encoding="latin-1",
+        label_bins={"4": 2.75, "3": 2.25, "2": 1.5, "1": 1.0},
+        columns={"query": "search_term", "title": "product_title", "item_id": "product_uid", "label": "relevance"},
+    )
     result = validate_records(read_raw_records(str(tmp_path / "train.csv"), encoding="latin-1"), config)
     assert result.counts["input"] == 6 and result.counts["accepted"] == 4
     assert result.counts["reasons"] == {"malformed_csv:4_fields_for_5_columns": 1, "unknown_label": 1}
@@ -268,7 +296,11 @@ def test_training_logs_of_a_run_on_s3_land_on_s3_and_survive_a_resume(s3_endpoin
     for step in (1, 2, 3):
         first.log(step, {"step": step, "loss": 1.0 / step})
     first.sync()  # what a checkpoint does
-    assert [json.loads(line)["step"] for line in read_text(f"{folder}/metrics.jsonl", s3_endpoint).splitlines()] == [1, 2, 3]
+    assert [json.loads(line)["step"] for line in read_text(f"{folder}/metrics.jsonl", s3_endpoint).splitlines()] == [
+        1,
+        2,
+        3,
+    ]
     first.close()
     # A restart from the checkpoint after step 2 (another worker, another node): steps after it are logged again.
     again = MetricsLog("sft", folder, enabled=True, resume_after_step=2, s3_endpoint=s3_endpoint)
@@ -295,8 +327,9 @@ def test_a_csv_labelled_1_to_4_under_rating_bins_stops_with_the_cause(ray_cluste
         validate_to(config.data.source, str(tmp_path / "out"), config.data)
     assert not (tmp_path / "out" / "accepted").exists()
 
-    config = load_config("configs/homedepot.yaml", [f"data.source={tmp_path / 'logs.csv'}", "data.encoding=utf-8",
-                                                    "data.label_bins={}"])
+    config = load_config(
+        "configs/homedepot.yaml", [f"data.source={tmp_path / 'logs.csv'}", "data.encoding=utf-8", "data.label_bins={}"]
+    )
     result = validate_to(config.data.source, str(tmp_path / "out"), config.data)
     assert result.counts["accepted"] == 40
     assert Counter(r["label"] for r in result.accepted.take_all()) == {1: 10, 2: 10, 3: 10, 4: 10}

@@ -16,8 +16,15 @@ from taosr.prompts import Item, build_prompt
 from taosr.ray_jobs.sft import class_weights
 from taosr.sft_examples import IGNORE_INDEX, tokenize_example
 
-REASONING = Reasoning("a charger for the iphone 15", "an Anker charger (connector Lightning)", "match",
-                      "a charger, as asked", "violated", "Lightning, but the query needs USB-C", 2)
+REASONING = Reasoning(
+    "a charger for the iphone 15",
+    "an Anker charger (connector Lightning)",
+    "match",
+    "a charger, as asked",
+    "violated",
+    "Lightning, but the query needs USB-C",
+    2,
+)
 
 
 def _two_token_case():
@@ -127,8 +134,9 @@ def test_first_token_validation_reads_the_position_after_the_prompt(tiny_model, 
     ids = level_token_ids(tokenizer)
     level_ids = [ids[level] for level in (1, 2, 3, 4)]
     short = tokenizer.encode(build_prompt(tokenizer, "q", Item("t")), add_special_tokens=False)
-    long = tokenizer.encode(build_prompt(tokenizer, "a much longer query here", Item("a long title " * 5)),
-                            add_special_tokens=False)
+    long = tokenizer.encode(
+        build_prompt(tokenizer, "a much longer query here", Item("a long title " * 5)), add_special_tokens=False
+    )
     probs, logprobs = first_token_scores(model, [short, long], level_ids, pad_id=0)
     for prompt, row in zip((short, long), probs):  # left padding must not change a row's scores
         alone = model(input_ids=torch.tensor([prompt])).logits[0, -1, level_ids].float()
@@ -167,8 +175,9 @@ def test_lexical_baseline_does_not_depend_on_the_order_rows_arrive_in():
     train, test = rows[:1200], rows[1200:]
     shuffled = train[:]
     random.Random(1).shuffle(shuffled)
-    assert np.array_equal(LexicalBaseline().fit(train).predict_proba(test),
-                          LexicalBaseline().fit(shuffled).predict_proba(test))
+    assert np.array_equal(
+        LexicalBaseline().fit(train).predict_proba(test), LexicalBaseline().fit(shuffled).predict_proba(test)
+    )
 
 
 def test_micro_batches_keep_every_full_batch_put_reasoning_rows_apart_and_hold_the_label_mix():
@@ -185,23 +194,31 @@ def test_micro_batches_keep_every_full_batch_put_reasoning_rows_apart_and_hold_t
         level, reasoning = draw.randint(1, 4), draw.random() < 0.25
         prompt = 10 * level + draw.randint(0, 3)
         response = draw.randint(40, 60) if reasoning else 2
-        rows.append({"input_ids": list(range(prompt + response)), "labels": [-100] * prompt + [7] * response,
-                     "n": i, "level": level, "reasoning": reasoning})
-    big = [pa.Table.from_pylist(rows[i:i + 16]) for i in range(0, 37, 16)]  # 16, 16 and a tail of 5
+        rows.append(
+            {
+                "input_ids": list(range(prompt + response)),
+                "labels": [-100] * prompt + [7] * response,
+                "n": i,
+                "level": level,
+                "reasoning": reasoning,
+            }
+        )
+    big = [pa.Table.from_pylist(rows[i : i + 16]) for i in range(0, 37, 16)]  # 16, 16 and a tail of 5
     chunks = list(stratified_micro_batches(big, 4, random.Random(0)))
     assert len(chunks) == 37 // 4 and all(len(c) == 4 for c in chunks)
     assert len({r["n"] for c in chunks for r in c}) == 4 * 9  # no row twice; only the tail's 5th row is dropped
     padded = sum(4 * max(len(r["input_ids"]) for r in c) for c in chunks)
-    plain = sum(4 * max(len(r["input_ids"]) for r in rows[i:i + 4]) for i in range(0, 36, 4))
+    plain = sum(4 * max(len(r["input_ids"]) for r in rows[i : i + 4]) for i in range(0, 36, 4))
     assert padded < plain
     # A micro-batch mixes reasoning and decision-only rows only where a group's spare rows meet.
     assert sum(len({r["reasoning"] for r in c}) > 1 for c in chunks) <= 2
     again = list(stratified_micro_batches(big, 4, random.Random(0)))
     assert [[r["n"] for r in c] for c in again] == [[r["n"] for r in c] for c in chunks]
     # one micro-batch per input batch: the stream passes through unchanged
-    single = [pa.Table.from_pylist(rows[i:i + 4]) for i in range(0, 36, 4)]
-    assert [[r["n"] for r in c] for c in stratified_micro_batches(single, 4, random.Random(0))] == \
-        [[r["n"] for r in rows[i:i + 4]] for i in range(0, 36, 4)]
+    single = [pa.Table.from_pylist(rows[i : i + 4]) for i in range(0, 36, 4)]
+    assert [[r["n"] for r in c] for c in stratified_micro_batches(single, 4, random.Random(0))] == [
+        [r["n"] for r in rows[i : i + 4]] for i in range(0, 36, 4)
+    ]
 
 
 def test_every_micro_batch_holds_the_label_mix_even_where_length_follows_the_label():
@@ -217,8 +234,10 @@ def test_every_micro_batch_holds_the_label_mix_even_where_length_follows_the_lab
 
     levels = [4] * 32 + [2] * 16 + [1] * 16
     random.Random(3).shuffle(levels)
-    rows = [{"input_ids": [1] * (10 * level + 2), "labels": [-100] * 10 * level + [5, 6], "level": level, "n": i}
-            for i, level in enumerate(levels)]
+    rows = [
+        {"input_ids": [1] * (10 * level + 2), "labels": [-100] * 10 * level + [5, 6], "level": level, "n": i}
+        for i, level in enumerate(levels)
+    ]
     chunks = list(stratified_micro_batches([pa.Table.from_pylist(rows)], 16, random.Random(0)))
     assert len(chunks) == 4
     assert all(collections.Counter(r["level"] for r in c) == {4: 8, 2: 4, 1: 4} for c in chunks)
@@ -233,9 +252,14 @@ def test_decision_only_examples_keep_the_level_token_alone(tokenizer):
     assert len(short.input_ids) == n + 1 and short.decision_index == n and short.num_response_tokens == 1
     assert short.input_ids[n] == tokenizer.encode("2", add_special_tokens=False)[0]
     with pytest.raises(ValueError, match="level token first"):
-        tokenize_example(tokenizer, prompt, render(ResponseFormat.PRE_COT, 2, REASONING), 1024,
-                         decision_char=decision_offset(ResponseFormat.PRE_COT, render(ResponseFormat.PRE_COT, 2, REASONING)),
-                         decision_only=True)
+        tokenize_example(
+            tokenizer,
+            prompt,
+            render(ResponseFormat.PRE_COT, 2, REASONING),
+            1024,
+            decision_char=decision_offset(ResponseFormat.PRE_COT, render(ResponseFormat.PRE_COT, 2, REASONING)),
+            decision_only=True,
+        )
 
 
 def test_the_reasoning_share_is_a_seeded_draw_per_row():
@@ -259,12 +283,15 @@ def test_the_left_padded_sft_loss_equals_the_loss_of_each_row_alone(tiny_model, 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     response = render(ResponseFormat.POST_COT, 2, REASONING)
     rows = []
-    for query, title, level, alone in (("charger for iphone 15", "Anker 20W Charger, Lightning", 2, False),
-                                       ("usb-c cable two metres braided", "Anker USB-C cable 2 m", 4, True),
-                                       ("q", "t", 1, True)):
+    for query, title, level, alone in (
+        ("charger for iphone 15", "Anker 20W Charger, Lightning", 2, False),
+        ("usb-c cable two metres braided", "Anker USB-C cable 2 m", 4, True),
+        ("q", "t", 1, True),
+    ):
         text = render(ResponseFormat.POST_COT, level, REASONING) if not alone else response.replace("2", str(level), 1)
-        example = tokenize_example(tokenizer, build_prompt(tokenizer, query, Item(title)), text, 1024,
-                                   decision_char=0, decision_only=alone)
+        example = tokenize_example(
+            tokenizer, build_prompt(tokenizer, query, Item(title)), text, 1024, decision_char=0, decision_only=alone
+        )
         rows.append({**vars(example), "level": level})
 
     class Engine:  # what the loss reads of a DeepSpeed engine

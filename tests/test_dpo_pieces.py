@@ -41,8 +41,15 @@ def test_the_chosen_nll_term_by_hand():
     chosen = torch.tensor([-6.0, -2.0], requires_grad=True)
     rejected = torch.tensor([-5.0, -5.0])
     plain, _ = dpo_loss(chosen, rejected, chosen.detach().clone(), rejected.clone(), beta=0.5)
-    loss, metrics = dpo_loss(chosen, rejected, chosen.detach().clone(), rejected.clone(), beta=0.5,
-                             nll_weight=2.0, chosen_tokens=torch.tensor([3, 4]))
+    loss, metrics = dpo_loss(
+        chosen,
+        rejected,
+        chosen.detach().clone(),
+        rejected.clone(),
+        beta=0.5,
+        nll_weight=2.0,
+        chosen_tokens=torch.tensor([3, 4]),
+    )
     # per-token NLL: 6/3 = 2 and 2/4 = 0.5, mean 1.25; loss = log 2 + 2 * 1.25
     assert float(metrics["chosen_nll"]) == pytest.approx(1.25)
     assert loss.item() == pytest.approx(plain.item() + 2.5)
@@ -65,14 +72,15 @@ def test_sequence_logprobs_sum_only_the_response_tokens():
     assert float(sequence_logprobs(logits, labels)[0]) == pytest.approx(math.log(0.5) + math.log(0.75))
 
 
-
 def test_first_token_weight_counts_each_rows_level_token_that_many_times():
     # Row 0's response starts at column 1, row 1's at column 2 (a longer prompt): the weight
     # lands on each row's own first labelled token, never on a later one or the prompt.
-    logits = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.75], [0.9, 0.1], [0.5, 0.5]],
-                                     [[0.5, 0.5], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4]]]))
-    labels = torch.tensor([[IGNORE_INDEX, 1, 1, IGNORE_INDEX],
-                           [IGNORE_INDEX, IGNORE_INDEX, 0, 0]])
+    logits = torch.log(
+        torch.tensor(
+            [[[0.5, 0.5], [0.25, 0.75], [0.9, 0.1], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4]]]
+        )
+    )
+    labels = torch.tensor([[IGNORE_INDEX, 1, 1, IGNORE_INDEX], [IGNORE_INDEX, IGNORE_INDEX, 0, 0]])
     weighted = sequence_logprobs(logits, labels, first_token_weight=10.0)
     assert float(weighted[0]) == pytest.approx(10 * math.log(0.5) + math.log(0.75))
     assert float(weighted[1]) == pytest.approx(10 * math.log(0.5) + math.log(0.2))
@@ -86,21 +94,30 @@ def test_decision_scale_must_be_positive():
     with pytest.raises(ValueError, match="decision_scale"):
         DpoConfig(decision_scale=0.0)
 
-SAMPLES = [Sample("4-Excellent\n...a", 4), Sample("2-Mismatch\n...b", 2), Sample("2-Mismatch\n...b", 2),
-           Sample("garbled", None), Sample("4-Excellent\n...c", 4)]
+
+SAMPLES = [
+    Sample("4-Excellent\n...a", 4),
+    Sample("2-Mismatch\n...b", 2),
+    Sample("2-Mismatch\n...b", 2),
+    Sample("garbled", None),
+    Sample("4-Excellent\n...c", 4),
+]
 
 
 def test_self_correction_pairs_when_some_sample_is_right():
     pairs = build_pairs("p1", SAMPLES, gold=4, oracle_response="4-Excellent\n...oracle", max_pairs=10)
     assert {p.kind for p in pairs} == {SELF_CORRECTION}
     assert {(p.chosen, p.rejected) for p in pairs} == {
-        (c, w) for c in ("4-Excellent\n...a", "4-Excellent\n...c") for w in ("2-Mismatch\n...b", "garbled")}
+        (c, w) for c in ("4-Excellent\n...a", "4-Excellent\n...c") for w in ("2-Mismatch\n...b", "garbled")
+    }
     assert len(pairs) == 4  # the duplicate wrong sample is merged
     assert pass_rate(SAMPLES, 4) == pytest.approx(0.4)
 
 
 def test_oracle_pairs_when_every_sample_is_wrong_and_none_without_a_wrong_one():
-    pairs = build_pairs("p2", SAMPLES, gold=3, oracle_response="3-Related\n...oracle", max_pairs=2, rng=random.Random(1))
+    pairs = build_pairs(
+        "p2", SAMPLES, gold=3, oracle_response="3-Related\n...oracle", max_pairs=2, rng=random.Random(1)
+    )
     assert len(pairs) == 2 and all(p.kind == ORACLE and p.chosen == "3-Related\n...oracle" for p in pairs)
     assert build_pairs("p3", SAMPLES, gold=3, oracle_response=None) == []
     assert build_pairs("p4", [Sample("4-Excellent", 4)] * 3, gold=4, oracle_response="x") == []
@@ -135,8 +152,12 @@ def test_the_dpo_step_counts_only_chosen_response_tokens_for_its_nll(tiny_model)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     # chosen: 2 prompt tokens then 3 response tokens; rejected: 2 prompt tokens then 1 response token
-    row = {"chosen_input_ids": [5, 6, 7, 8, 9], "chosen_labels": [IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9],
-           "rejected_input_ids": [5, 6, 10], "rejected_labels": [IGNORE_INDEX, IGNORE_INDEX, 10]}
+    row = {
+        "chosen_input_ids": [5, 6, 7, 8, 9],
+        "chosen_labels": [IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9],
+        "rejected_input_ids": [5, 6, 10],
+        "rejected_labels": [IGNORE_INDEX, IGNORE_INDEX, 10],
+    }
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([row["chosen_input_ids"]])).logits
         chosen = float(sequence_logprobs(logits, torch.tensor([row["chosen_labels"]]))[0])

@@ -16,8 +16,9 @@ def test_eval_scores_the_untrained_base_only_when_asked(tmp_path, monkeypatch, u
     scored = []
     overall = {"n": 4, "macro_f1": 0.5, "accuracy": 0.5, "qwk": 0.1}
     monkeypatch.setattr(eval_job, "evaluate_lexical", lambda config: scored.append("lexical") or {"overall": overall})
-    monkeypatch.setattr(eval_job, "evaluate_model",
-                        lambda config, slug, path: scored.append((slug, path)) or {"overall": overall})
+    monkeypatch.setattr(
+        eval_job, "evaluate_model", lambda config, slug, path: scored.append((slug, path)) or {"overall": overall}
+    )
     (tmp_path / "sft" / "model").mkdir(parents=True)
     (tmp_path / "sft" / "model" / "config.json").write_text("{}")
     config = load_config(None, [f"run_dir={tmp_path}", f"eval.untrained={str(untrained).lower()}"])

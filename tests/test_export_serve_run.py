@@ -59,8 +59,15 @@ def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, 
 
     # Its own cluster (`--address local`), as on a machine where nothing else runs Ray.
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    process = subprocess.Popen([SERVE, "run", "--address", "local", str(served / "serve.yaml")], cwd=ROOT, env=env,
-                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [SERVE, "run", "--address", "local", str(served / "serve.yaml")],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{config.serve.port}"
     try:
         try:

@@ -8,14 +8,23 @@ from taosr.dynamic_sampling import FEW_PATHS, TYPE_CAPPED, DynamicBatch, distinc
 from taosr.formats import Reasoning, render
 from taosr.genrm import AnnotatedRow, annotated_reasoning, corrupt, judge_examples, judge_messages
 
-SHOE = Reasoning("running shoes for women", "a Nike running shoe (size 8)", "match", "a shoe, as asked",
-                 "partial", "the colour is not stated", 3)
+SHOE = Reasoning(
+    "running shoes for women",
+    "a Nike running shoe (size 8)",
+    "match",
+    "a shoe, as asked",
+    "partial",
+    "the colour is not stated",
+    3,
+)
 LAMP = Reasoning("desk lamp", "an IKEA desk lamp", "match", "a lamp, as asked", "match", "no further requirement", 4)
 
 
 def rows():
-    return [AnnotatedRow("running shoes women", "Title: Nike Pegasus", SHOE, (1, 2, 3, 4, 5)),
-            AnnotatedRow("desk lamp", "Title: IKEA Forsa", LAMP, (1, 2, 3, 4, 5))]
+    return [
+        AnnotatedRow("running shoes women", "Title: Nike Pegasus", SHOE, (1, 2, 3, 4, 5)),
+        AnnotatedRow("desk lamp", "Title: IKEA Forsa", LAMP, (1, 2, 3, 4, 5)),
+    ]
 
 
 def test_a_question_shows_the_steps_up_to_the_one_it_asks_about():
@@ -43,20 +52,28 @@ def test_training_examples_are_one_yes_and_one_no_per_row():
     examples = judge_examples(rows(), random.Random(3))
     assert [e.answer for e in examples] == ["Yes", "No", "Yes", "No"]
     shoe_yes, shoe_no = examples[0], examples[1]
-    assert shoe_yes.step_lines == tuple(SHOE.step_lines()[:shoe_yes.step])
-    assert shoe_no.step_lines[:-1] == tuple(SHOE.step_lines()[:shoe_no.step - 1])
+    assert shoe_yes.step_lines == tuple(SHOE.step_lines()[: shoe_yes.step])
+    assert shoe_no.step_lines[:-1] == tuple(SHOE.step_lines()[: shoe_no.step - 1])
     assert shoe_no.step_lines[-1] != SHOE.step_lines()[shoe_no.step - 1]
 
 
 def test_held_out_examples_ask_about_every_judged_step_both_ways():
     examples = judge_examples(rows(), random.Random(0), every_step=True)
     assert len(examples) == 20  # 2 rows x 5 steps x (correct, corrupted)
-    assert sorted((e.step, e.answer) for e in examples[:10]) == sorted([(s, a) for s in range(1, 6) for a in ("Yes", "No")])
+    assert sorted((e.step, e.answer) for e in examples[:10]) == sorted(
+        [(s, a) for s in range(1, 6) for a in ("Yes", "No")]
+    )
     # No other row to borrow a wrong restatement from: steps 1-2 are left out both ways, so the
     # answers stay balanced.
     lonely = judge_examples(rows()[:1], random.Random(0), every_step=True)
-    assert sorted((e.step, e.answer) for e in lonely) == [(3, "No"), (3, "Yes"), (4, "No"), (4, "Yes"),
-                                                          (5, "No"), (5, "Yes")]
+    assert sorted((e.step, e.answer) for e in lonely) == [
+        (3, "No"),
+        (3, "Yes"),
+        (4, "No"),
+        (4, "Yes"),
+        (5, "No"),
+        (5, "Yes"),
+    ]
 
 
 def test_annotations_full_partial_and_unusable():
@@ -111,14 +128,36 @@ def test_which_genrm_an_rl_stage_uses(tmp_path):
     (trained / "config.json").write_text("{}")
     assert "not measured" in genrm_choice(config, config.srpo)["reason"]  # no summary: not used
     summary = tmp_path / "genrm" / "summary.json"
-    gain = {"n": 200, "clusters": 20, "accuracy_a": 0.52, "accuracy_b": 0.50, "delta": -0.02, "low": -0.08,
-            "high": 0.04, "beyond_noise": False, "beats_base": False}
+    gain = {
+        "n": 200,
+        "clusters": 20,
+        "accuracy_a": 0.52,
+        "accuracy_b": 0.50,
+        "delta": -0.02,
+        "low": -0.08,
+        "high": 0.04,
+        "beyond_noise": False,
+        "beats_base": False,
+    }
     summary.write_text(json.dumps({"gain_over_base": gain}))
     left_out = genrm_choice(config, config.srpo)
     assert left_out["model"] is None
     assert "not used" in left_out["reason"] and "50.0%" in left_out["reason"] and "52.0%" in left_out["reason"]
-    summary.write_text(json.dumps({"gain_over_base": {**gain, "accuracy_b": 0.71, "delta": 0.19, "low": 0.12,
-                                                      "high": 0.26, "beyond_noise": True, "beats_base": True}}))
+    summary.write_text(
+        json.dumps(
+            {
+                "gain_over_base": {
+                    **gain,
+                    "accuracy_b": 0.71,
+                    "delta": 0.19,
+                    "low": 0.12,
+                    "high": 0.26,
+                    "beyond_noise": True,
+                    "beats_base": True,
+                }
+            }
+        )
+    )
     assert genrm_model_for(config, config.srpo) == str(trained)
     assert genrm_model_for(config, config.grpo) is None  # GRPO has outcome rewards only
     config.srpo.genrm = "none"

@@ -34,11 +34,25 @@ def learnable(stage1_run, tiny_model, tmp_path_factory):
     data_stage.run(config)
     rl = config.grpo
     # Adam's first steps move every weight by about lr: warm up, or one step can wreck the tiny model.
-    for key, value in dict(steps=12, prompts_per_step=4, group_size=8, micro_batch_size=8, num_workers=2,
-                           cpus_per_worker=1, lr=2e-3, warmup_ratio=0.25, bf16=False, max_new_tokens=8,
-                           format_gate=False,
-                           kl_coef=0.0, min_pass_rate=0.0, max_pass_rate=1.0, max_refill_rounds=3,
-                           sync_tolerance=1e-3, checkpoint_every_steps=4).items():
+    for key, value in dict(
+        steps=12,
+        prompts_per_step=4,
+        group_size=8,
+        micro_batch_size=8,
+        num_workers=2,
+        cpus_per_worker=1,
+        lr=2e-3,
+        warmup_ratio=0.25,
+        bf16=False,
+        max_new_tokens=8,
+        format_gate=False,
+        kl_coef=0.0,
+        min_pass_rate=0.0,
+        max_pass_rate=1.0,
+        max_refill_rounds=3,
+        sync_tolerance=1e-3,
+        checkpoint_every_steps=4,
+    ).items():
         setattr(rl, key, value)
     return config, start
 
@@ -89,8 +103,11 @@ def test_one_token_rollouts_learn_through_the_shared_prompt_pass(learnable):
     rewards = [s["reward_mean"] for s in steps]
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.08, rewards
     assert all(s["response_length"] == 1.0 and s["sync_gap"] < 1e-3 for s in steps)
-    assert all(s["trained_tokens"] == config.grpo.prompts_per_step * config.grpo.group_size for s in steps
-               if not s["skipped_update"] and s["groups_kept"] == config.grpo.prompts_per_step)
+    assert all(
+        s["trained_tokens"] == config.grpo.prompts_per_step * config.grpo.group_size
+        for s in steps
+        if not s["skipped_update"] and s["groups_kept"] == config.grpo.prompts_per_step
+    )
 
 
 def test_grpo_validates_while_it_trains_and_keeps_the_best_checked_step(learnable):
@@ -117,7 +134,9 @@ def test_grpo_validates_while_it_trains_and_keeps_the_best_checked_step(learnabl
     validation = run_validation_set(config.run_dir, "", tokenizer, ResponseFormat.POST_COT, 12, config.seed)
     saved = AutoModelForCausalLM.from_pretrained(summary["model"])
     probs, logprobs = first_token_scores(saved, validation["prompts"], validation["level_ids"], validation["pad_id"])
-    assert validation_metrics(probs, logprobs, validation["gold"])["macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-6)
+    assert validation_metrics(probs, logprobs, validation["gold"])["macro_f1"] == pytest.approx(
+        best["val_macro_f1"], abs=1e-6
+    )
 
 
 def test_grpo_without_a_validation_gain_stops_on_patience_and_hands_on_its_start_model(learnable):
@@ -178,8 +197,10 @@ def _with_train_prompts(config, count, run_dir, labels=None):
     for row, label in zip(train, labels or []):
         row["label"] = label
     (run_dir / "data" / "accepted").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(train + [r for r in rows if r["split"] != "train"], schema=table.schema),
-                   run_dir / "data" / "accepted" / "part-0.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(train + [r for r in rows if r["split"] != "train"], schema=table.schema),
+        run_dir / "data" / "accepted" / "part-0.parquet",
+    )
     config = copy.deepcopy(config)
     config.run_dir = str(run_dir)
     return config
@@ -195,8 +216,9 @@ def _first_token_level_probs(model_dir, prompts):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     level_ids = level_token_ids(tokenizer)
-    probs, _ = first_token_scores(model, [p["prompt_ids"] for p in prompts], [level_ids[lv] for lv in (1, 2, 3, 4)],
-                                  tokenizer.pad_token_id or 0)
+    probs, _ = first_token_scores(
+        model, [p["prompt_ids"] for p in prompts], [level_ids[lv] for lv in (1, 2, 3, 4)], tokenizer.pad_token_id or 0
+    )
     return probs
 
 
@@ -284,9 +306,16 @@ def test_srpo_reuses_the_loop_and_runs_its_curriculum_stages_in_order(learnable)
 
     config, start = learnable
     config = copy.deepcopy(config)
-    config.srpo = SrpoConfig(**{**asdict(config.grpo), "advantage": "srpo", "lam": 0.5, "verifier_coverage": 0.5,
-                                "checkpoint_every_steps": 10,
-                                "curriculum": [{"name": "first", "steps": 2}, {"name": "second", "steps": 1}]})
+    config.srpo = SrpoConfig(
+        **{
+            **asdict(config.grpo),
+            "advantage": "srpo",
+            "lam": 0.5,
+            "verifier_coverage": 0.5,
+            "checkpoint_every_steps": 10,
+            "curriculum": [{"name": "first", "steps": 2}, {"name": "second", "steps": 1}],
+        }
+    )
     result = srpo.train(config, start, f"{config.run_dir}/srpo")
     first = _logged(f"{config.run_dir}/srpo/stage-first")
     second = _logged(f"{config.run_dir}/srpo/stage-second")

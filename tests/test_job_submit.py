@@ -32,13 +32,38 @@ def head_node(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     # Every port of its own: the suite's local cluster may hold Ray's default agent and metrics
     # ports, and a head whose job agent cannot bind never accepts a job.
-    ports = [f"--{name}={_free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-        "ray-client-server-port", "node-manager-port", "object-manager-port")]
-    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=4",
-                             "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dashboard}", f"--temp-dir={temp_dir}", *ports],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    ports = [
+        f"--{name}={_free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    ]
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=4",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--temp-dir={temp_dir}",
+            *ports,
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     address = f"http://127.0.0.1:{dashboard}"
     from ray.job_submission import JobSubmissionClient
 
@@ -69,13 +94,42 @@ def test_the_pipeline_runs_as_a_submitted_job_with_the_repositorys_runtime_env(h
     run_dir = tmp_path / "run"
     submission_id = f"taosr-test-{os.getpid()}"
     # This environment's interpreter: the suite may run without the virtual environment on PATH.
-    entrypoint = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", "data,cot",
-                  f"run_dir={run_dir}", "data.rows=120", "model.name=tiny", f"model.cache_dir={MODEL_CACHE}"]
+    entrypoint = [
+        sys.executable,
+        "-m",
+        "taosr.ray_jobs.pipeline",
+        "--config",
+        "configs/tiny.yaml",
+        "--stages",
+        "data,cot",
+        f"run_dir={run_dir}",
+        "data.rows=120",
+        "model.name=tiny",
+        f"model.cache_dir={MODEL_CACHE}",
+    ]
     deadline = time.time() + 180
     while True:  # the head answers before its job agent is up: "No available agent to submit job"
-        submitted = subprocess.run([RAY, "job", "submit", "--address", address, "--runtime-env", "runtime_env.yaml",
-                                    "--submission-id", submission_id, "--no-wait", "--", *entrypoint],
-                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        submitted = subprocess.run(
+            [
+                RAY,
+                "job",
+                "submit",
+                "--address",
+                address,
+                "--runtime-env",
+                "runtime_env.yaml",
+                "--submission-id",
+                submission_id,
+                "--no-wait",
+                "--",
+                *entrypoint,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if submitted.returncode == 0 or "No available agent" not in submitted.stderr + submitted.stdout:
             break
         assert time.time() < deadline, "the head's job agent never came up"

@@ -14,9 +14,18 @@ REASONING = Reasoning(
 )
 
 
-@pytest.mark.parametrize("value, level", [
-    (4, 4), ("3", 3), ("2-Mismatch", 2), ("1-irrelevant", 1), (" 4 - Excellent ", 4), ("related", 3), (2.0, 2),
-])
+@pytest.mark.parametrize(
+    "value, level",
+    [
+        (4, 4),
+        ("3", 3),
+        ("2-Mismatch", 2),
+        ("1-irrelevant", 1),
+        (" 4 - Excellent ", 4),
+        ("related", 3),
+        (2.0, 2),
+    ],
+)
 def test_parse_level_accepts_the_spellings_of_a_level(value, level):
     assert parse_level(value) == level
 
@@ -64,14 +73,28 @@ def test_hallucination_is_label_disagreeing_with_its_own_decision():
     assert parsed.hallucinated is True and parsed.format_ok
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("", "empty"),
-    ("Excellent!\n1. Query: x", "first line"),
-    ("4-Excellent\n1. Query: x\n2. Item: y", "expected 5"),
-    ("4-Excellent\n1. Query: a\n2. Item: b\n3. Category: great — c\n4. Attributes: match — d\n5. Decision: 4-Excellent", "step 3 verdict"),
-    ("4-Excellent\n1. Query: a\n2. Item: b\n3. Category: match — c\n4. Attributes: match — d\n5. Decision: maybe", "step 5"),
-    ("4-Excellent\n1. Query: a\nItem: b\n3. Category: match — c\n4. Attributes: match — d\n5. Decision: 4", "step 2"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "empty"),
+        ("Excellent!\n1. Query: x", "first line"),
+        ("4-Excellent\n1. Query: x\n2. Item: y", "expected 5"),
+        (
+            "4-Excellent\n1. Query: a\n2. Item: b\n3. Category: great — c\n4. Attributes: match — d\n5. Decision: "
+            "4-Excellent",
+            "step 3 verdict",
+        ),
+        (
+            "4-Excellent\n1. Query: a\n2. Item: b\n3. Category: match — c\n4. Attributes: match — d\n5. Decision: "
+            "maybe",
+            "step 5",
+        ),
+        (
+            "4-Excellent\n1. Query: a\nItem: b\n3. Category: match — c\n4. Attributes: match — d\n5. Decision: 4",
+            "step 2",
+        ),
+    ],
+)
 def test_broken_post_cot_responses_are_reported_not_raised(text, fragment):
     parsed = parse(ResponseFormat.POST_COT, text)
     assert not parsed.format_ok
@@ -92,8 +115,10 @@ def test_reasoning_rejects_unknown_verdicts():
 def test_an_attribute_the_title_states_is_not_repeated():
     from taosr.prompts import Item, render_item
 
-    item = Item(title="KEEN Mid Hiking Boots, Waterproof: no, Brown, Size 11",
-                attributes={"brand": "KEEN", "color": "brown", "size": "11", "waterproof": "no", "insole": "foam"})
+    item = Item(
+        title="KEEN Mid Hiking Boots, Waterproof: no, Brown, Size 11",
+        attributes={"brand": "KEEN", "color": "brown", "size": "11", "waterproof": "no", "insole": "foam"},
+    )
     assert render_item(item) == "Title: KEEN Mid Hiking Boots, Waterproof: no, Brown, Size 11\nAttributes: insole: foam"
     # Whole words only: "no" inside "Nordic" or "noise" states nothing.
     quiet = Item(title="Nordic noise cancelling headphones", attributes={"noise_cancelling": "no", "brand": "Sony"})
@@ -111,4 +136,7 @@ def test_a_row_with_empty_cells_renders_as_an_item_without_those_fields():
     assert (item.category, item.price, item.description, dict(item.attributes)) == (None, None, None, {})
     assert render_item(item) == "Title: Behr 1 gal. white paint"
     full = item_from_row({**row, "category": "Paint", "price": 25.0, "description": "Interior flat."})
-    assert render_item(full) == "Title: Behr 1 gal. white paint\nCategory: Paint\nPrice: 25.00\nDescription: Interior flat."
+    assert (
+        render_item(full)
+        == "Title: Behr 1 gal. white paint\nCategory: Paint\nPrice: 25.00\nDescription: Interior flat."
+    )

@@ -56,7 +56,9 @@ def test_no_library_layer_imports_the_entrypoints():
 
 def test_importing_every_core_module_loads_no_runtime():
     modules = sorted(f"taosr.{path.stem}" for path in (ROOT / "taosr").glob("*.py") if path.stem != "__init__")
-    code = (f"import importlib, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
-            f"print(sorted(name for name in {RUNTIMES!r} if name in sys.modules))")
+    code = (
+        f"import importlib, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
+        f"print(sorted(name for name in {RUNTIMES!r} if name in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -32,8 +32,18 @@ def labelled_logs(path, rows: int, seed: int = 0) -> None:
             color = rng.choices(colors, weights=[COLOR_SHARE[c] for c in colors])[0]
             level = LEVEL_OF_COLOR[color] if rng.random() < 0.75 else rng.choice([1, 2, 3, 4])
             product = rng.choice(PRODUCTS)
-            handle.write(json.dumps({"id": f"r{n}", "query_id": f"q{n // 2}", "query": f"{product} for room {n // 2}",
-                                     "title": f"{color} {product} {n % 7}", "label": level}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "id": f"r{n}",
+                        "query_id": f"q{n // 2}",
+                        "query": f"{product} for room {n // 2}",
+                        "title": f"{color} {product} {n % 7}",
+                        "label": level,
+                    }
+                )
+                + "\n"
+            )
 
 
 def test_a_short_sft_run_beats_the_label_prior_on_held_out_rows(ray_cluster, tiny_model, tmp_path):
@@ -45,12 +55,29 @@ def test_a_short_sft_run_beats_the_label_prior_on_held_out_rows(ray_cluster, tin
 
     logs = tmp_path / "logs.jsonl"
     labelled_logs(logs, 900)
-    config = load_config(None, [
-        f"run_dir={tmp_path / 'run'}", f"data.source={logs}", "model.name=tiny", "sft.format=label_only",
-        "sft.num_workers=1", "sft.cpus_per_worker=1", "sft.micro_batch_size=8", "sft.lr=3e-3", "sft.epochs=5",
-        "sft.bf16=false", "sft.class_balance=0.5", "sft.decision_weight=1.0", "sft.eval_every_steps=30", "sft.eval_examples=64",
-        "sft.max_seq_len=128", "eval.engine=hf", "eval.split=test", "eval.batch_size=32",
-    ])
+    config = load_config(
+        None,
+        [
+            f"run_dir={tmp_path / 'run'}",
+            f"data.source={logs}",
+            "model.name=tiny",
+            "sft.format=label_only",
+            "sft.num_workers=1",
+            "sft.cpus_per_worker=1",
+            "sft.micro_batch_size=8",
+            "sft.lr=3e-3",
+            "sft.epochs=5",
+            "sft.bf16=false",
+            "sft.class_balance=0.5",
+            "sft.decision_weight=1.0",
+            "sft.eval_every_steps=30",
+            "sft.eval_examples=64",
+            "sft.max_seq_len=128",
+            "eval.engine=hf",
+            "eval.split=test",
+            "eval.batch_size=32",
+        ],
+    )
     data_stage.run(config)
     cot_stage.run(config)
     summary = sft_stage.train(config, tiny_model, str(tmp_path / "run" / "sft"))

@@ -25,8 +25,9 @@ print(json.dumps(LexicalBaseline().fit(train).predict_proba(test).tolist()))
 
 def _fit_in_a_process(threads: int, order_seed: int) -> np.ndarray:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, "-c", FIT, str(order_seed)], env=env, capture_output=True, text=True,
-                         check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", FIT, str(order_seed)], env=env, capture_output=True, text=True, check=True, timeout=300
+    )
     return np.array(json.loads(out.stdout))
 
 

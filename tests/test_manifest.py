@@ -102,7 +102,9 @@ def test_stage_selection_rejects_unknown_names():
     STAGES = stage_names()
 
     assert selected_stages("eval,data", "") == ["data", "eval"]  # pipeline order, whatever the order given
-    assert selected_stages(",".join(STAGES), "grpo,srpo,serve") == [s for s in STAGES if s not in ("grpo", "srpo", "serve")]
+    assert selected_stages(",".join(STAGES), "grpo,srpo,serve") == [
+        s for s in STAGES if s not in ("grpo", "srpo", "serve")
+    ]
     with pytest.raises(ValueError, match="unknown stages"):
         selected_stages("data,tarin", "")
 

@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent("""
         engine.backward(loss)
         engine.step()
     moved = (weight.detach().float() - before).abs()
-    print(json.dumps({"dtype": str(weight.dtype), "max_moved": float(moved.max()), "share_moved": float((moved > 0).float().mean())}))
+    share = float((moved > 0).float().mean())
+    print(json.dumps({"dtype": str(weight.dtype), "max_moved": float(moved.max()), "share_moved": share}))
 """)
 
 
@@ -42,11 +43,12 @@ def test_small_adamw_steps_survive_in_bf16_training(tiny_model, tmp_path, zero_s
     script = tmp_path / "master.py"
     script.write_text(SCRIPT)
     port = str(29600 + zero_stage)
-    done = subprocess.run([sys.executable, str(script), tiny_model, str(zero_stage), port], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), tiny_model, str(zero_stage), port], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["dtype"] == "torch.bfloat16"
     # 60 AdamW steps of 1e-4 move a weight by up to 6e-3: under one bf16 step at 1.0 (7.8e-3) each
     # time, yet the weights did move, so the steps were added to float32 copies.
-    assert result["share_moved"] > 0.2 and result["max_moved"] >= 2 ** -7, result
+    assert result["share_moved"] > 0.2 and result["max_moved"] >= 2**-7, result

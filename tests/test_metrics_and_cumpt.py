@@ -2,9 +2,19 @@ import numpy as np
 import pytest
 
 from taosr.cumpt import best_beta, cumpt_level, cumpt_levels, level_probs_matrix, sweep_beta
-from taosr.metrics import (_resampled_macro_f1_and_accuracy, _resampled_qwk, classification_metrics, evaluate_records,
-                           first_token_pass_at_k, markdown_table, paired_bootstrap, pass_at_k, pass_at_k_table,
-                           quadratic_weighted_kappa, rate)
+from taosr.metrics import (
+    _resampled_macro_f1_and_accuracy,
+    _resampled_qwk,
+    classification_metrics,
+    evaluate_records,
+    first_token_pass_at_k,
+    markdown_table,
+    paired_bootstrap,
+    pass_at_k,
+    pass_at_k_table,
+    quadratic_weighted_kappa,
+    rate,
+)
 
 GOLD = [4, 4, 4, 3, 2, 1]
 PRED = [4, 4, 2, 4, 2, 2]
@@ -51,15 +61,18 @@ def test_vectorised_resample_metrics_match_classification_metrics():
     macro, accuracy = _resampled_macro_f1_and_accuracy(gold, pred)
     for row in range(50):
         expected = classification_metrics(gold[row].tolist(), pred[row].tolist())
-        assert macro[row] == pytest.approx(expected["macro_f1"]) and accuracy[row] == pytest.approx(expected["accuracy"])
+        assert macro[row] == pytest.approx(expected["macro_f1"]) and accuracy[row] == pytest.approx(
+            expected["accuracy"]
+        )
 
 
 def test_resampled_qwk_by_hand_and_against_sklearn():
     # gold 1,2,3,4 answered 1,2,4,4: observed disagreement w(3,4) = 1/9; expected, with gold
     # marginals 1,1,1,1 and answered 1,1,0,2 over n = 4: (1/36) * (14 + 6 + 2 * 14) = 4/3;
     # kappa = 1 - (1/9) / (4/3) = 11/12. A constant answer scores 0; an unanswered row is left out.
-    rows = _resampled_qwk(np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]]),
-                          np.array([[1, 2, 4, 4], [3, 3, 3, 3], [1, 2, 0, 4]]))
+    rows = _resampled_qwk(
+        np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]]), np.array([[1, 2, 4, 4], [3, 3, 3, 3], [1, 2, 0, 4]])
+    )
     assert rows.tolist() == pytest.approx([11 / 12, 0.0, 1.0])
     rng = np.random.default_rng(1)
     gold = rng.integers(1, 5, size=(50, 40))
@@ -73,7 +86,9 @@ def test_paired_bootstrap_by_hand():
     result = paired_bootstrap(gold, always_1, perfect, resamples=500)
     assert result["macro_f1"]["delta"] == pytest.approx(2 / 3) and result["accuracy"]["delta"] == pytest.approx(0.5)
     assert result["qwk"]["delta"] == pytest.approx(1.0)  # a constant answer's QWK is 0, a perfect one's 1
-    assert 0 <= result["accuracy"]["low"] <= 0.5 <= result["accuracy"]["high"] <= 1  # perfect is never worse on a resample
+    assert (
+        0 <= result["accuracy"]["low"] <= 0.5 <= result["accuracy"]["high"] <= 1
+    )  # perfect is never worse on a resample
     same = paired_bootstrap(gold, perfect, perfect)
     assert same["macro_f1"] == {"delta": 0.0, "low": 0.0, "high": 0.0} and not same["beyond_noise"]
 
@@ -86,7 +101,9 @@ def test_paired_bootstrap_separates_a_real_gain_from_a_coin_flip():
     better = np.where(rng.random(400) < 0.8, gold, 1 + gold % 4)
     assert paired_bootstrap(gold, coin_a, better)["beyond_noise"]
     noise = paired_bootstrap(gold, coin_a, coin_b)
-    assert not noise["beyond_noise"] and noise["macro_f1"]["low"] < noise["macro_f1"]["delta"] < noise["macro_f1"]["high"]
+    assert (
+        not noise["beyond_noise"] and noise["macro_f1"]["low"] < noise["macro_f1"]["delta"] < noise["macro_f1"]["high"]
+    )
     with pytest.raises(ValueError, match="same non-empty examples"):
         paired_bootstrap([1, 2], [1], [1, 2])
 
@@ -96,7 +113,9 @@ def test_first_token_pass_at_k_by_hand():
     probs = [[0.0, 0.0, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4]]
     result = first_token_pass_at_k([4, 1], probs, ks=(1, 2))
     assert result == pytest.approx({"pass@1": 0.3, "pass@2": 0.47})
-    overall = evaluate_records([{"gold": 4, "pred": 4, "probs": probs[0]}, {"gold": 1, "pred": 4, "probs": probs[1]}])["overall"]
+    overall = evaluate_records([{"gold": 4, "pred": 4, "probs": probs[0]}, {"gold": 1, "pred": 4, "probs": probs[1]}])[
+        "overall"
+    ]
     assert overall["first_token_pass_at_k"]["pass@2"] == pytest.approx(0.47)
     with pytest.raises(ValueError, match="one distribution per gold label"):
         first_token_pass_at_k([4], probs)
@@ -138,7 +157,9 @@ def test_evaluate_records_breaks_down_by_query_type_and_rates():
 PROBS = {4: 0.30, 3: 0.25, 2: 0.25, 1: 0.20}  # tails: >=4 0.30, >=3 0.55, >=2 0.80, >=1 1.00
 
 
-@pytest.mark.parametrize("beta, level", [(0.1, 4), (0.3, 4), (0.31, 3), (0.55, 3), (0.56, 2), (0.8, 2), (0.81, 1), (1.0, 1)])
+@pytest.mark.parametrize(
+    "beta, level", [(0.1, 4), (0.3, 4), (0.31, 3), (0.55, 3), (0.56, 2), (0.8, 2), (0.81, 1), (1.0, 1)]
+)
 def test_cumpt_picks_highest_level_whose_tail_reaches_beta(beta, level):
     assert cumpt_level(PROBS, beta) == level
 
@@ -165,8 +186,12 @@ def test_sweep_beta_and_pick():
 def test_eval_markdown_shows_the_decoded_metrics_when_present():
     from taosr.ray_jobs.eval import render_markdown
 
-    metrics = evaluate_records([{"gold": 4, "pred": 4, "query_type": "plain", "format_ok": False, "hallucinated": None},
-                                {"gold": 2, "pred": 4, "query_type": "plain", "format_ok": True, "hallucinated": True}])
+    metrics = evaluate_records(
+        [
+            {"gold": 4, "pred": 4, "query_type": "plain", "format_ok": False, "hallucinated": None},
+            {"gold": 2, "pred": 4, "query_type": "plain", "format_ok": True, "hallucinated": True},
+        ]
+    )
     text = render_markdown("m", metrics)
     assert "format_error_rate" in text and "hallucination_rate" in text and "50.00" in text
 
@@ -179,8 +204,10 @@ def test_eval_reads_a_scored_row_in_level_order_so_a_model_that_ranks_gets_a_pos
 
     rows = [{"p_4": 0.1 * gold, "p_3": 0.2, "p_2": 0.2, "p_1": 0.6 - 0.1 * gold} for gold in (1, 2, 3, 4)]
     assert level_probs(rows[3]) == pytest.approx([0.2, 0.2, 0.2, 0.4])  # P(1)..P(4)
-    records = [{"gold": gold, "pred": gold, "query_type": "x", "probs": level_probs(row)}
-               for gold, row in zip((1, 2, 3, 4), rows)]
+    records = [
+        {"gold": gold, "pred": gold, "query_type": "x", "probs": level_probs(row)}
+        for gold, row in zip((1, 2, 3, 4), rows)
+    ]
     assert evaluate_records(records)["overall"]["spearman"] == pytest.approx(1.0)
 
 
@@ -208,8 +235,11 @@ def test_choose_rule_prefers_cumpt_on_a_tie_and_the_smallest_correction_that_pay
     # Gold (3, 1): CumPT at beta in (0.7, 0.82] and the argmax at tau 1 are both perfect; CumPT wins the tie.
     rule, rows = choose_rule(TWO_ROWS, [3, 1])
     assert rule == DecisionRule("cumpt", beta=0.75)
-    assert len(rows) == 20 + 11 and {row["rule"] for row in rows} >= {"CumPT beta=0.75", "argmax",
-                                                                       "prior-corrected argmax tau=0.4"}
+    assert len(rows) == 20 + 11 and {row["rule"] for row in rows} >= {
+        "CumPT beta=0.75",
+        "argmax",
+        "prior-corrected argmax tau=0.4",
+    }
     # Gold (4, 1): no beta gives both (row 1 needs beta <= 0.5, row 2 beta > 0.7); tau > 0.305 does.
     rule, _ = choose_rule(TWO_ROWS, [4, 1])
     assert rule.rule == "argmax" and rule.prior_tau == 0.4 and np.allclose(rule.level_prior, (0.45, 0.26, 0.115, 0.175))

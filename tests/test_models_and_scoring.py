@@ -36,8 +36,12 @@ def test_a_tokenizer_that_merges_the_label_is_rejected():
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(["4-Excellent 3-Related 2-Mismatch 1-Irrelevant"] * 200, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>")
     tokenizer.chat_template = CHATML_TEMPLATE
@@ -54,8 +58,11 @@ def test_vllm_first_token_probabilities_match_a_transformers_forward(tiny_model)
     from taosr.actors.scorer import LevelScorer
 
     hf = LevelScorer(tiny_model, engine="hf", dtype="float32")
-    items = [Item("Spigen Case for iPhone 15, pink", "Electronics > Cases", {"color": "pink"}, 12.5),
-             Item("Anker 20W USB-C Charger"), Item("Linen maxi dress, white", attributes={"material": "linen"})]
+    items = [
+        Item("Spigen Case for iPhone 15, pink", "Electronics > Cases", {"color": "pink"}, 12.5),
+        Item("Anker 20W USB-C Charger"),
+        Item("Linen maxi dress, white", attributes={"material": "linen"}),
+    ]
     prompts = hf.prompts_for(["phone case not pink"] * 2 + ["beach wedding outfit"], items)
     assert prompts[0][:80] == prompts[1][:80]  # instructions and query first: a shared prefix
     expected = hf.score_prompts(prompts)
@@ -72,8 +79,9 @@ def test_vllm_first_token_probabilities_match_a_transformers_forward(tiny_model)
     output = vllm.llm.generate(later, vllm.params, use_tqdm=False)[0]
     assert output.num_cached_tokens == 32
     logprobs = output.outputs[0].logprobs[0]
-    np.testing.assert_allclose([np.exp(logprobs[i].logprob) for i in vllm.ids_in_order],
-                               hf.score_prompts(later)[0], atol=1e-4)
+    np.testing.assert_allclose(
+        [np.exp(logprobs[i].logprob) for i in vllm.ids_in_order], hf.score_prompts(later)[0], atol=1e-4
+    )
 
 
 def test_a_bf16_engine_scores_levels_with_a_float32_head_so_rows_do_not_tie():
@@ -84,9 +92,13 @@ def test_a_bf16_engine_scores_levels_with_a_float32_head_so_rows_do_not_tie():
 
     vllm = LevelScorer(resolve_model("smollm2-135m", MODEL_CACHE), engine="vllm", dtype="bfloat16")
     queries = ["cordless drill", "red running shoes size 9", "usb c charger", "oak dining table", "wool socks"]
-    items = [Item("DEWALT 20V MAX Cordless Drill Kit"), Item("Nike Revolution 6 Running Shoe, red"),
-             Item("Anker 20W USB-C Charger"), Item("Solid oak dining table, 6 seats", "Furniture > Tables"),
-             Item("Merino wool hiking socks, 3 pairs", attributes={"size": "M"})]
+    items = [
+        Item("DEWALT 20V MAX Cordless Drill Kit"),
+        Item("Nike Revolution 6 Running Shoe, red"),
+        Item("Anker 20W USB-C Charger"),
+        Item("Solid oak dining table, 6 seats", "Furniture > Tables"),
+        Item("Merino wool hiking socks, 3 pairs", attributes={"size": "M"}),
+    ]
     prompts = vllm.prompts_for([q for q in queries for _ in items], items * len(queries))
     probs = vllm.score_prompts(prompts)
     # Differences of bf16 numbers of magnitude >= 1/8 are multiples of 2^-10: a bf16 head's log
@@ -103,13 +115,15 @@ def test_an_in_process_engine_after_numba_fails_at_once_with_the_cause(tiny_mode
     import subprocess
     import sys
 
-    code = ("import os; os.environ['VLLM_ENABLE_V1_MULTIPROCESSING'] = '0'\n"
-            "import numba\n"
-            "from taosr.actors.scorer import LevelScorer\n"
-            "try:\n"
-            f"    LevelScorer({tiny_model!r}, engine='vllm', dtype='float32')\n"
-            "except RuntimeError as error:\n"
-            "    print('refused:', error)\n")
+    code = (
+        "import os; os.environ['VLLM_ENABLE_V1_MULTIPROCESSING'] = '0'\n"
+        "import numba\n"
+        "from taosr.actors.scorer import LevelScorer\n"
+        "try:\n"
+        f"    LevelScorer({tiny_model!r}, engine='vllm', dtype='float32')\n"
+        "except RuntimeError as error:\n"
+        "    print('refused:', error)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
     assert "refused:" in out and "llvmlite" in out and "own Ray actor" in out, out
 
@@ -120,12 +134,25 @@ def test_eval_job_on_ray_data_with_a_vllm_actor(ray_cluster, tiny_model, tmp_pat
     from taosr.ray_jobs import data as data_stage
     from taosr.ray_jobs import eval as eval_stage
 
-    config = load_config(None, [f"run_dir={tmp_path}", "data.rows=150", "model.name=tiny", "model.dtype=float32",
-                                "eval.batch_size=16", "eval.split=test", "eval.decode_samples=5", "eval.max_new_tokens=12"])
+    config = load_config(
+        None,
+        [
+            f"run_dir={tmp_path}",
+            "data.rows=150",
+            "model.name=tiny",
+            "model.dtype=float32",
+            "eval.batch_size=16",
+            "eval.split=test",
+            "eval.decode_samples=5",
+            "eval.max_new_tokens=12",
+        ],
+    )
     counts = data_stage.run(config).counts
     assert counts["accepted"] == 150
     metrics = eval_stage.evaluate_model(config, "tiny", tiny_model)
-    predictions = [json.loads(line) for line in (tmp_path / "eval" / "tiny" / "predictions.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(line) for line in (tmp_path / "eval" / "tiny" / "predictions.jsonl").read_text().splitlines()
+    ]
     assert metrics["overall"]["n"] == len(predictions) > 0
     for row in predictions:
         probs = [row[f"p_{level}"] for level in (4, 3, 2, 1)]

@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(code: str) -> str:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_import_datasets_from_the_repo_root_is_hugging_faces():
@@ -19,8 +21,10 @@ def test_import_datasets_from_the_repo_root_is_hugging_faces():
 
 
 def test_user_folders_resolve_as_taosr_subpackages():
-    out = _run("import taosr.datasets.schema as s, taosr.actors.scorer as a, taosr.ray_jobs.pipeline as p; "
-               "print(s.__file__); print(a.__file__); print(p.__file__)")
+    out = _run(
+        "import taosr.datasets.schema as s, taosr.actors.scorer as a, taosr.ray_jobs.pipeline as p; "
+        "print(s.__file__); print(a.__file__); print(p.__file__)"
+    )
     schema, scorer, pipeline = out.splitlines()
     assert Path(schema).parent.name == "datasets"
     assert Path(scorer).parent.name == "actors" and Path(pipeline).parent.name == "ray_jobs"
@@ -62,13 +66,15 @@ def test_both_vllm_builds_at_once_are_refused(monkeypatch):
 def test_only_the_layout_folders_become_taosr_subpackages():
     """From a source checkout exactly the layer folders map to taosr.*:
     the root's other folders (tests, bench) and the core itself never import a second time."""
-    out = _run("import importlib\n"
-               "for name in ('taosr.taosr', 'taosr.tests', 'taosr.bench', 'taosr.configs'):\n"
-               "    try:\n"
-               "        importlib.import_module(name); print('imported', name)\n"
-               "    except ImportError:\n"
-               "        pass\n"
-               "import taosr.serve.validation, taosr.stages.manifest, taosr.training.rl; print('ok')")
+    out = _run(
+        "import importlib\n"
+        "for name in ('taosr.taosr', 'taosr.tests', 'taosr.bench', 'taosr.configs'):\n"
+        "    try:\n"
+        "        importlib.import_module(name); print('imported', name)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "import taosr.serve.validation, taosr.stages.manifest, taosr.training.rl; print('ok')"
+    )
     assert out == "ok"
 
 

@@ -12,17 +12,48 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = ["data.rows=160", "model.name=tiny", "sft.num_workers=1", "sft.cpus_per_worker=1", "sft.micro_batch_size=4",
-             "sft.lr=3e-3", "sft.epochs=4", "sft.bf16=false", "sft.log_every_steps=1",
-             "sft.max_seq_len=384", "sft.train_layers=0", "eval.engine=hf", "eval.batch_size=32", "eval.untrained=true"]
+OVERRIDES = [
+    "data.rows=160",
+    "model.name=tiny",
+    "sft.num_workers=1",
+    "sft.cpus_per_worker=1",
+    "sft.micro_batch_size=4",
+    "sft.lr=3e-3",
+    "sft.epochs=4",
+    "sft.bf16=false",
+    "sft.log_every_steps=1",
+    "sft.max_seq_len=384",
+    "sft.train_layers=0",
+    "eval.engine=hf",
+    "eval.batch_size=32",
+    "eval.untrained=true",
+]
 STAGES = "data,cot,sft,eval"
 
 
 def pipeline(run_dir, address, model_cache, *extra):
-    command = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", STAGES,
-               f"run_dir={run_dir}", f"ray.address={address}", f"model.cache_dir={model_cache}", *OVERRIDES, *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    command = [
+        sys.executable,
+        "-m",
+        "taosr.ray_jobs.pipeline",
+        "--config",
+        "configs/tiny.yaml",
+        "--stages",
+        STAGES,
+        f"run_dir={run_dir}",
+        f"ray.address={address}",
+        f"model.cache_dir={model_cache}",
+        *OVERRIDES,
+        *extra,
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
 
 
 # The test's own limit, and the budgets of its steps, which add up to less than it (four
@@ -89,11 +120,26 @@ def test_seeds_run_the_pipeline_once_per_seed_and_write_the_seed_table(ray_clust
     from tests.conftest import MODEL_CACHE
 
     address = ray_cluster.get_runtime_context().gcs_address
-    command = [sys.executable, "-m", "taosr.ray_jobs.pipeline", "--config", "configs/tiny.yaml", "--stages", "data,eval",
-               "--seeds", "0,1", f"run_dir={tmp_path}", f"ray.address={address}", f"model.cache_dir={MODEL_CACHE}",
-               "data.rows=160", "model.name=tiny", "eval.engine=hf"]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=RUN_BUDGET_S,
-                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    command = [
+        sys.executable,
+        "-m",
+        "taosr.ray_jobs.pipeline",
+        "--config",
+        "configs/tiny.yaml",
+        "--stages",
+        "data,eval",
+        "--seeds",
+        "0,1",
+        f"run_dir={tmp_path}",
+        f"ray.address={address}",
+        f"model.cache_dir={MODEL_CACHE}",
+        "data.rows=160",
+        "model.name=tiny",
+        "eval.engine=hf",
+    ]
+    finished = subprocess.run(
+        command, capture_output=True, text=True, timeout=RUN_BUDGET_S, cwd=os.path.dirname(os.path.dirname(__file__))
+    )
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert (tmp_path / "seed-0" / "eval" / "lexical" / "metrics.json").exists()
     assert (tmp_path / "seed-1" / "eval" / "lexical" / "metrics.json").exists()

@@ -8,12 +8,14 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ROWS = ['"id","search_term","product_title","relevance"',
-        '10,"angle bracket","Simpson Strong-Tie 12-Gauge Angle",3',
-        '11,"deck stain","Husky 3/8 in. Drive Socket Set",1',
-        '12,"l bracket","a row with a missing field"',
-        '13,"rain shower head","Delta Vero Shower Faucet Trim Kit in Caf\u00e9",1.67',
-        '14,"microwave","Whirlpool Over the Range Microwave",2.33']
+ROWS = [
+    '"id","search_term","product_title","relevance"',
+    '10,"angle bracket","Simpson Strong-Tie 12-Gauge Angle",3',
+    '11,"deck stain","Husky 3/8 in. Drive Socket Set",1',
+    '12,"l bracket","a row with a missing field"',
+    '13,"rain shower head","Delta Vero Shower Faucet Trim Kit in Caf\u00e9",1.67',
+    '14,"microwave","Whirlpool Over the Range Microwave",2.33',
+]
 
 
 def test_predict_writes_one_line_per_input_row_with_cumpt_levels(ray_cluster, tiny_model, tmp_path):
@@ -27,10 +29,19 @@ def test_predict_writes_one_line_per_input_row_with_cumpt_levels(ray_cluster, ti
     model = export_model(tiny_model, str(tmp_path / "model"))
     rule = DecisionRule("argmax", prior_tau=1.0, level_prior=(0.7, 0.1, 0.1, 0.1))
     record_rule(model, rule, "val")
-    config = load_config(None, ["data.encoding=latin-1", "data.columns.query=search_term",
-                                "data.columns.title=product_title", "data.columns.label=relevance",
-                                "data.label_bins={'4': 2.75, '3': 2.25, '2': 1.5, '1': 1.0}",
-                                "eval.engine=vllm", "model.dtype=float32", "eval.batch_size=2"])
+    config = load_config(
+        None,
+        [
+            "data.encoding=latin-1",
+            "data.columns.query=search_term",
+            "data.columns.title=product_title",
+            "data.columns.label=relevance",
+            "data.label_bins={'4': 2.75, '3': 2.25, '2': 1.5, '1': 1.0}",
+            "eval.engine=vllm",
+            "model.dtype=float32",
+            "eval.batch_size=2",
+        ],
+    )
     result = predict(config, model, str(tmp_path / "logs.csv"), str(tmp_path / "out"))
 
     lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]

@@ -13,11 +13,34 @@ from taosr.ray_jobs.pipeline import build_parser as pipeline_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-SECTIONS = ["The two commands", "Your own logs", "Your cluster", "Serving", "Batch prediction", "Configuration",
-            "Results", "Layout", "Data and licenses"]
+SECTIONS = [
+    "The two commands",
+    "Your own logs",
+    "Your cluster",
+    "Serving",
+    "Batch prediction",
+    "Configuration",
+    "Results",
+    "Layout",
+    "Data and licenses",
+]
 # Paths the README names that a run creates or a user supplies, not files of the repository.
-MADE_BY_A_RUN = ("runs/", "preds/", "checked/", "/tmp/", "logs.csv", "serve.yaml", "report.md", "report.html",
-                 "accepted/", "quarantine/", "predictions.jsonl", "metrics.json", ".venv", "application/json")
+MADE_BY_A_RUN = (
+    "runs/",
+    "preds/",
+    "checked/",
+    "/tmp/",
+    "logs.csv",
+    "serve.yaml",
+    "report.md",
+    "report.html",
+    "accepted/",
+    "quarantine/",
+    "predictions.jsonl",
+    "metrics.json",
+    ".venv",
+    "application/json",
+)
 CONFIG_KEYS = {key for key, _, _ in describe()}
 TOP_SECTIONS = {key.split(".")[0] for key in CONFIG_KEYS}
 
@@ -40,8 +63,13 @@ def test_the_readme_is_a_short_guide_in_the_agreed_order():
 
 
 def test_every_file_it_names_exists():
-    named = {word for word in words() if re.search(r"/|\.(py|ya?ml|md|sh|png|json|toml)$", word)
-             and not word.startswith(("http", "s3://", "-", "127.0.0.1", "$")) and "=" not in word}
+    named = {
+        word
+        for word in words()
+        if re.search(r"/|\.(py|ya?ml|md|sh|png|json|toml)$", word)
+        and not word.startswith(("http", "s3://", "-", "127.0.0.1", "$"))
+        and "=" not in word
+    }
     named |= set(re.findall(r"\]\(([^)]+)\)", README))  # markdown links and the picture
     missing = []
     for path in sorted(named):
@@ -49,8 +77,11 @@ def test_every_file_it_names_exists():
             continue
         if path.startswith("/"):
             continue  # an HTTP route of the endpoint
-        where = ROOT / path if "/" in path else next((d / path for d in (ROOT, ROOT / "configs") if (d / path).exists()),
-                                                     ROOT / path)
+        where = (
+            ROOT / path
+            if "/" in path
+            else next((d / path for d in (ROOT, ROOT / "configs") if (d / path).exists()), ROOT / path)
+        )
         if path.startswith("../shared/") and not (ROOT.parent / "shared").exists():
             continue  # a checkout without the shared data beside it
         if not where.exists():
@@ -59,10 +90,16 @@ def test_every_file_it_names_exists():
 
 
 def test_every_config_option_it_names_exists():
-    options = {re.sub(r"=.*", "", word) for word in words()
-               if re.fullmatch(r"[a-z_]+\.[a-z_.]+(=.*)?", word) and word.split(".")[0] in TOP_SECTIONS}
-    unknown = [option for option in sorted(options)
-               if option not in CONFIG_KEYS and not any(option.startswith(f"{key}.") for key in CONFIG_KEYS)]
+    options = {
+        re.sub(r"=.*", "", word)
+        for word in words()
+        if re.fullmatch(r"[a-z_]+\.[a-z_.]+(=.*)?", word) and word.split(".")[0] in TOP_SECTIONS
+    }
+    unknown = [
+        option
+        for option in sorted(options)
+        if option not in CONFIG_KEYS and not any(option.startswith(f"{key}.") for key in CONFIG_KEYS)
+    ]
     assert options and not unknown, f"README names config options that do not exist: {unknown}"
 
 

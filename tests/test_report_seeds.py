@@ -11,16 +11,20 @@ def _run(folder, scores: dict[str, tuple[float, float, list[int]]]):
     (folder / "eval" / "rows.json").write_text(json.dumps([[slug, slug.upper()] for slug in scores]))
     for slug, (macro_f1, qwk, preds) in scores.items():
         (folder / "eval" / slug).mkdir()
-        (folder / "eval" / slug / "metrics.json").write_text(json.dumps({"overall": {"macro_f1": macro_f1,
-                                                                                   "qwk": qwk, "n": 4}}))
+        (folder / "eval" / slug / "metrics.json").write_text(
+            json.dumps({"overall": {"macro_f1": macro_f1, "qwk": qwk, "n": 4}})
+        )
         (folder / "eval" / slug / "predictions.jsonl").write_text(
-            "\n".join(json.dumps({"id": str(i), "label": i + 1, "pred": p}) for i, p in enumerate(preds)))
+            "\n".join(json.dumps({"id": str(i), "label": i + 1, "pred": p}) for i, p in enumerate(preds))
+        )
     return folder
 
 
 def test_mean_and_sd_over_seeds_and_a_paired_row_per_seed(tmp_path):
-    runs = {0: _run(tmp_path / "seed-0", {"lexical": (0.40, 0.30, [1, 2, 2, 4]), "sft": (0.50, 0.50, [1, 2, 3, 4])}),
-            1: _run(tmp_path / "seed-1", {"lexical": (0.40, 0.30, [1, 2, 2, 4]), "sft": (0.30, 0.20, [1, 1, 3, 3])})}
+    runs = {
+        0: _run(tmp_path / "seed-0", {"lexical": (0.40, 0.30, [1, 2, 2, 4]), "sft": (0.50, 0.50, [1, 2, 3, 4])}),
+        1: _run(tmp_path / "seed-1", {"lexical": (0.40, 0.30, [1, 2, 2, 4]), "sft": (0.30, 0.20, [1, 1, 3, 3])}),
+    }
     table = seed_table(runs)
     # sft macro-F1 50.0 and 30.0: mean 40.0, sample sd 14.1; QWK 0.500 and 0.200: 0.350 ± 0.212.
     assert "| SFT | 50.0 | 30.0 | 40.0 ± 14.1 |" in table

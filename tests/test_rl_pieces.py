@@ -14,8 +14,9 @@ from taosr.label_balance import BalancedSampler, label_cv, prefilter_by_pass_rat
 from taosr.losses import clipped_policy_loss, kl_k3, token_logprobs
 from taosr.rewards import outcome_reward
 
-REASONING = Reasoning("a headlamp", "a Petzl headlamp", "match", "the item is a headlamp", "match",
-                      "no further requirement", 4)
+REASONING = Reasoning(
+    "a headlamp", "a Petzl headlamp", "match", "the item is a headlamp", "match", "no further requirement", 4
+)
 
 
 def test_outcome_reward_is_first_token_correctness_and_zero_for_broken_format():
@@ -28,7 +29,9 @@ def test_outcome_reward_is_first_token_correctness_and_zero_for_broken_format():
     assert (broken.reward, broken.correct, broken.format_ok) == (0.0, True, False)
     assert outcome_reward("4-Excellent\n1. Query: a headlamp", 4, format_gate=False).reward == 1.0
     assert outcome_reward("no label at all", 4).label is None
-    lying = render(ResponseFormat.POST_COT, 4, REASONING).replace("5. Decision: 4-Excellent", "5. Decision: 1-Irrelevant")
+    lying = render(ResponseFormat.POST_COT, 4, REASONING).replace(
+        "5. Decision: 4-Excellent", "5. Decision: 1-Irrelevant"
+    )
     assert outcome_reward(lying, 4).hallucinated is True
 
 
@@ -93,7 +96,8 @@ def test_policy_gradient_at_ratio_one_is_minus_the_advantage():
 def test_token_logprobs_divides_by_temperature():
     logits = torch.tensor([[[2.0, 0.0]]])
     assert float(token_logprobs(logits, torch.tensor([[0]]), temperature=2.0)) == pytest.approx(
-        1.0 - math.log(math.e + 1.0))
+        1.0 - math.log(math.e + 1.0)
+    )
 
 
 def test_group_verdicts_filter_on_variance_and_the_pass_rate_window():
@@ -110,12 +114,21 @@ def test_dynamic_batch_refills_until_full_and_counts_what_it_dropped():
     batch = DynamicBatch(target=3, min_pass_rate=0.01, max_pass_rate=0.9)
     batch.add_round(["a", "b", "c"], [[1, 1], [1, 0], [0, 0]], [[True, True], [True, False], [False, False]])
     assert not batch.full and batch.missing == 2
-    batch.add_round(["d", "e", "f", "g"], [[0, 1], [1, 1], [1, 0], [0, 1]],
-                    [[False, True], [True, True], [True, False], [False, True]])
+    batch.add_round(
+        ["d", "e", "f", "g"],
+        [[0, 1], [1, 1], [1, 0], [0, 1]],
+        [[False, True], [True, True], [True, False], [False, True]],
+    )
     assert batch.full and batch.groups == ["b", "d", "f"]
     stats = batch.stats()
-    assert stats == {"groups_seen": 7, "groups_kept": 3, "rounds": 2, "dropped_fraction": 3 / 7,
-                     "dropped_zero_variance": 3, "dropped_out_of_window": 0}
+    assert stats == {
+        "groups_seen": 7,
+        "groups_kept": 3,
+        "rounds": 2,
+        "dropped_fraction": 3 / 7,
+        "dropped_zero_variance": 3,
+        "dropped_out_of_window": 0,
+    }
 
 
 def test_label_cap_keeps_each_level_to_its_share_of_the_kept_groups():
@@ -194,8 +207,10 @@ def test_response_window_gives_the_full_grid_values_on_response_tokens(tiny_mode
     from taosr.rollout_batch import pack_rollouts
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
-    rows = [{"prompt_ids": [5, 6, 7, 8, 9], "response_ids": [10, 11], "old_logprobs": [0.0] * 2, "advantages": [1.0] * 2},
-            {"prompt_ids": [5, 6, 7], "response_ids": [12, 13, 14, 15], "old_logprobs": [0.0] * 4, "advantages": [1.0] * 4}]
+    rows = [
+        {"prompt_ids": [5, 6, 7, 8, 9], "response_ids": [10, 11], "old_logprobs": [0.0] * 2, "advantages": [1.0] * 2},
+        {"prompt_ids": [5, 6, 7], "response_ids": [12, 13, 14, 15], "old_logprobs": [0.0] * 4, "advantages": [1.0] * 4},
+    ]
     packed = pack_rollouts(rows)
     view = response_window(packed)
     assert view["first"] == 2 and view["response_mask"].sum() == 6
@@ -224,8 +239,10 @@ def test_one_token_rollouts_share_their_prompt_pass_with_the_same_loss_and_gradi
             param.add_(0.01 * torch.randn_like(param))
     long, short = [5, 6, 7, 8, 9, 10], [5, 6, 7]
     prompts, tokens = [long, short, long, long, short, short], [11, 12, 13, 11, 14, 12]
-    rows = [{"prompt_ids": p, "response_ids": [t], "old_logprobs": [-1.5 + 0.1 * i], "advantages": [(-1.0) ** i]}
-            for i, (p, t) in enumerate(zip(prompts, tokens))]
+    rows = [
+        {"prompt_ids": p, "response_ids": [t], "old_logprobs": [-1.5 + 0.1 * i], "advantages": [(-1.0) ** i]}
+        for i, (p, t) in enumerate(zip(prompts, tokens))
+    ]
 
     def loss_and_grads(view):
         policy.zero_grad()
@@ -233,8 +250,9 @@ def test_one_token_rollouts_share_their_prompt_pass_with_the_same_loss_and_gradi
             ref, _ = _logprobs_and_entropy(reference, view, 0.7, False)
         logprobs, entropy = _logprobs_and_entropy(policy, view, 0.7, True)
         mask = view["response_mask"]
-        loss, metrics = clipped_policy_loss(logprobs, view["old_logprobs"], view["advantages"], mask, ref,
-                                            kl_coef=0.05, num_tokens=float(mask.sum()))
+        loss, metrics = clipped_policy_loss(
+            logprobs, view["old_logprobs"], view["advantages"], mask, ref, kl_coef=0.05, num_tokens=float(mask.sum())
+        )
         loss.backward()
         grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
         return loss.detach(), metrics["kl"], float((entropy * mask).sum()), logprobs[mask.bool()].detach(), grads
@@ -255,8 +273,10 @@ def test_one_token_rollouts_share_their_prompt_pass_with_the_same_loss_and_gradi
 def test_longer_responses_keep_the_full_window():
     from taosr.training.policy_update import shared_prompt_window
 
-    rows = [{"prompt_ids": [5, 6], "response_ids": [7], "old_logprobs": [0.0], "advantages": [1.0]},
-            {"prompt_ids": [5, 6], "response_ids": [7, 8], "old_logprobs": [0.0, 0.0], "advantages": [1.0, 1.0]}]
+    rows = [
+        {"prompt_ids": [5, 6], "response_ids": [7], "old_logprobs": [0.0], "advantages": [1.0]},
+        {"prompt_ids": [5, 6], "response_ids": [7, 8], "old_logprobs": [0.0, 0.0], "advantages": [1.0, 1.0]},
+    ]
     assert shared_prompt_window(rows) is None
 
 
@@ -285,7 +305,9 @@ def test_the_loop_stops_only_when_stalled_by_a_lost_format():
     assert "grpo.lost_format_abort=1.1" in message
     assert lost_format_error("grpo", 7, 2, 1.0, rl) is None  # not stalled long enough yet
     assert lost_format_error("grpo", 7, 3, 0.94, rl) is None  # stalled for another reason (all right / all wrong)
-    assert lost_format_error("grpo", 7, 3, 1.0, replace(rl, format_gate=False)) is None  # label alone decides the reward
+    assert (
+        lost_format_error("grpo", 7, 3, 1.0, replace(rl, format_gate=False)) is None
+    )  # label alone decides the reward
     assert lost_format_error("grpo", 7, 3, 1.0, replace(rl, lost_format_abort=1.1)) is None
 
 

@@ -30,8 +30,9 @@ def test_storage_completes_through_transient_errors(flaky, ray_cluster):
     write_dataset(ray.data.from_items(rows, override_num_blocks=4), "s3://flaky/run/data/accepted", flaky.url)
     from taosr.datasets.readers import filesystem_for
 
-    back = ray.data.read_parquet("s3://flaky/run/data/accepted",
-                                 filesystem=filesystem_for("s3://flaky/", flaky.url)).take_all()
+    back = ray.data.read_parquet(
+        "s3://flaky/run/data/accepted", filesystem=filesystem_for("s3://flaky/", flaky.url)
+    ).take_all()
     assert sorted(int(r["id"]) for r in back) == list(range(200))
     assert flaky.failed >= 3, f"the proxy injected only {flaky.failed} errors in {flaky.requests} requests"
 

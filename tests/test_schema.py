@@ -27,32 +27,51 @@ def test_minimal_row_is_accepted_with_defaults():
 
 
 def test_html_entities_control_characters_and_other_scripts():
-    out = normalise_row(row(
-        title="<b>Coque</b> pour iPhone&nbsp;15 \u200b— <script>x()</script>rose",
-        description="<p>Funda de silicona</p><ul><li>Color: rosa</li></ul>",
-        query="手机壳 不要粉色\x07",
-    ))
+    out = normalise_row(
+        row(
+            title="<b>Coque</b> pour iPhone&nbsp;15 \u200b— <script>x()</script>rose",
+            description="<p>Funda de silicona</p><ul><li>Color: rosa</li></ul>",
+            query="手机壳 不要粉色\x07",
+        )
+    )
     assert out["title"] == "Coque pour iPhone 15 — rose"
     assert out["description"] == "Funda de silicona Color: rosa"
     assert out["query"] == "手机壳 不要粉色"
 
 
-@pytest.mark.parametrize("attributes, expected", [
-    ({"color": "pink", "size": 10, "empty": None}, {"color": "pink", "size": "10"}),
-    ('{"color": "pink"}', {"color": "pink"}),
-    ([{"key": "color", "value": "pink"}, {"name": "brand", "value": "ESR"}], {"color": "pink", "brand": "ESR"}),
-    ([["color", "pink"]], {"color": "pink"}),
-    (None, {}),
-])
+@pytest.mark.parametrize(
+    "attributes, expected",
+    [
+        ({"color": "pink", "size": 10, "empty": None}, {"color": "pink", "size": "10"}),
+        ('{"color": "pink"}', {"color": "pink"}),
+        ([{"key": "color", "value": "pink"}, {"name": "brand", "value": "ESR"}], {"color": "pink", "brand": "ESR"}),
+        ([["color", "pink"]], {"color": "pink"}),
+        (None, {}),
+    ],
+)
 def test_attribute_shapes_from_different_shops(attributes, expected):
     assert json.loads(normalise_row(row(attributes=attributes))["attributes"]) == expected
 
 
-@pytest.mark.parametrize("price, expected", [
-    (19.99, 19.99), ("19.99", 19.99), ("$ 5", 5.0), (0, 0.0), (None, None), ("", None),
-    ("1,299.00", 1299.0), ("19,99 EUR", 19.99), ("EUR 1.299,50", 1299.5), ("1'299.00", 1299.0), ("€12", 12.0),
-    ("19.99 USD", 19.99), ("1,299", 1299.0), ("12,5", 12.5),
-])
+@pytest.mark.parametrize(
+    "price, expected",
+    [
+        (19.99, 19.99),
+        ("19.99", 19.99),
+        ("$ 5", 5.0),
+        (0, 0.0),
+        (None, None),
+        ("", None),
+        ("1,299.00", 1299.0),
+        ("19,99 EUR", 19.99),
+        ("EUR 1.299,50", 1299.5),
+        ("1'299.00", 1299.0),
+        ("€12", 12.0),
+        ("19.99 USD", 19.99),
+        ("1,299", 1299.0),
+        ("12,5", 12.5),
+    ],
+)
 def test_prices_as_shops_write_them(price, expected):
     assert normalise_row(row(price=price))["price"] == expected
 
@@ -62,7 +81,9 @@ def test_price_text_that_is_no_number_moves_to_extra_and_the_row_is_kept():
     assert out["price"] is None and json.loads(out["extra"]) == {"price_raw": "call for price"}
 
 
-@pytest.mark.parametrize("label, level", [(3.0, 4), ("2.75", 4), (2.67, 3), ("2.25", 3), (2.0, 2), (1.5, 2), (1.33, 1), (1, 1)])
+@pytest.mark.parametrize(
+    "label, level", [(3.0, 4), ("2.75", 4), (2.67, 3), ("2.25", 3), (2.0, 2), (1.5, 2), (1.33, 1), (1, 1)]
+)
 def test_graded_labels_are_binned_and_the_grade_kept(label, level):
     bins = {"4": 2.75, "3": 2.25, "2": 1.5, "1": 1.0}
     out = normalise_row(row(label=label), label_bins=bins)
@@ -93,26 +114,29 @@ def test_label_aliases(label, level):
     assert normalise_row(row(label=label), label_aliases=ALIASES)["label"] == level
 
 
-@pytest.mark.parametrize("raw, reason", [
-    (row(id=...), "missing_field:id"),
-    (row(query="   "), "missing_field:query"),
-    (row(title=None), "missing_field:title"),
-    (row(title="<br/>"), "missing_field:title"),
-    (row(label=...), "missing_field:label"),
-    (row(label="X"), "unknown_label"),
-    (row(label=7), "unknown_label"),
-    (row(price=-1), "wrong_type:price"),
-    (row(price=True), "wrong_type:price"),
-    (row(title=123), "wrong_type:title"),
-    (row(attributes="not json"), "wrong_type:attributes"),
-    (row(attributes={"a": {"nested": 1}}), "wrong_type:attributes"),
-    (row(id={"x": 1}), "wrong_type:id"),
-    (row(query="x" * 600), "oversized_text:query"),
-    (row(attributes={f"k{i}": "v" for i in range(70)}), "oversized_text:attributes"),
-    (row(title="bad \ud800 surrogate"), "bad_encoding:title"),
-    (row(title=b"\xff\xfe"), "bad_encoding:title"),
-    (["not", "an", "object"], "not_an_object"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (row(id=...), "missing_field:id"),
+        (row(query="   "), "missing_field:query"),
+        (row(title=None), "missing_field:title"),
+        (row(title="<br/>"), "missing_field:title"),
+        (row(label=...), "missing_field:label"),
+        (row(label="X"), "unknown_label"),
+        (row(label=7), "unknown_label"),
+        (row(price=-1), "wrong_type:price"),
+        (row(price=True), "wrong_type:price"),
+        (row(title=123), "wrong_type:title"),
+        (row(attributes="not json"), "wrong_type:attributes"),
+        (row(attributes={"a": {"nested": 1}}), "wrong_type:attributes"),
+        (row(id={"x": 1}), "wrong_type:id"),
+        (row(query="x" * 600), "oversized_text:query"),
+        (row(attributes={f"k{i}": "v" for i in range(70)}), "oversized_text:attributes"),
+        (row(title="bad \ud800 surrogate"), "bad_encoding:title"),
+        (row(title=b"\xff\xfe"), "bad_encoding:title"),
+        (["not", "an", "object"], "not_an_object"),
+    ],
+)
 def test_bad_rows_get_a_stable_reason(raw, reason):
     assert reason_of(raw, label_aliases=ALIASES, limits=Limits()) == reason
 
@@ -124,7 +148,9 @@ def test_unknown_columns_are_kept_not_lost():
 
 def test_column_mapping():
     raw = {"example_id": 7, "search_term": "q", "product_title": "t", "esci_label": "E"}
-    mapped = rename_columns(raw, {"id": "example_id", "query": "search_term", "title": "product_title", "label": "esci_label"})
+    mapped = rename_columns(
+        raw, {"id": "example_id", "query": "search_term", "title": "product_title", "label": "esci_label"}
+    )
     assert normalise_row(mapped, label_aliases=ALIASES)["id"] == "7"
 
 

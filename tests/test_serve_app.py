@@ -15,8 +15,13 @@ from taosr.cumpt import cumpt_level
 pytestmark = pytest.mark.slow
 
 ITEMS = [
-    {"id": "a", "title": "Spigen Case for iPhone 15, pink", "category": "Electronics > Cases",
-     "attributes": {"color": "pink", "material": "silicone"}, "price": 12.99},
+    {
+        "id": "a",
+        "title": "Spigen Case for iPhone 15, pink",
+        "category": "Electronics > Cases",
+        "attributes": {"color": "pink", "material": "silicone"},
+        "price": 12.99,
+    },
     {"id": "b", "title": "Anker 20W USB-C Charger"},
     {"id": "c", "title": "<b>ESR</b> Clear Case for iPhone 15", "price": 9},
 ]
@@ -41,8 +46,16 @@ def endpoint(ray_cluster, tiny_model, tmp_path_factory):
         port = sock.getsockname()[1]
     os.environ["TAOSR_TEST_API_KEYS"] = f"old-key,{API_KEY}"
     # Eager: these tests are about HTTP behaviour (test_export_serve_run serves the compiled engine).
-    url = run(model, port=port, engine="vllm", dtype="float32", beta=0.5, compile_engine=False,
-              limits={"max_items": 50, "max_explain_items": 2}, api_keys_env="TAOSR_TEST_API_KEYS")
+    url = run(
+        model,
+        port=port,
+        engine="vllm",
+        dtype="float32",
+        beta=0.5,
+        compile_engine=False,
+        limits={"max_items": 50, "max_explain_items": 2},
+        api_keys_env="TAOSR_TEST_API_KEYS",
+    )
     wait_until_healthy(url, timeout_s=180)
     yield url, model
     serve.shutdown()
@@ -52,8 +65,13 @@ def post(url, body, key=API_KEY, **kwargs):
     headers = {"content-type": "application/json"}
     if key is not None:
         headers["authorization"] = f"Bearer {key}"
-    return httpx.post(f"{url}/v1/relevance", content=body if isinstance(body, bytes) else json.dumps(body),
-                      headers=headers, timeout=60, **kwargs)
+    return httpx.post(
+        f"{url}/v1/relevance",
+        content=body if isinstance(body, bytes) else json.dumps(body),
+        headers=headers,
+        timeout=60,
+        **kwargs,
+    )
 
 
 def test_scores_match_a_transformers_forward_and_tiers_follow_cumpt(endpoint):
@@ -102,8 +120,11 @@ def test_request_metrics_reach_ray_prometheus_endpoint(endpoint, ray_cluster):
 
     def scraped() -> float:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.split("{")[0].split(" ")[0] in ("ray_taosr_items", "ray_taosr_items_total"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.split("{")[0].split(" ")[0] in ("ray_taosr_items", "ray_taosr_items_total")
+        )
 
     before = scraped()
     for _ in range(3):
@@ -114,17 +135,20 @@ def test_request_metrics_reach_ray_prometheus_endpoint(endpoint, ray_cluster):
     assert scraped() >= before + 6, "six scored items never showed up in taosr_items on the metrics endpoint"
 
 
-@pytest.mark.parametrize("body, status", [
-    (b"\xff\xfe", 400),
-    (b"{not json", 400),
-    ({"query": "q", "items": []}, 422),
-    ({"query": "q", "items": [{"id": "a"}]}, 422),
-    ({"query": "q", "items": [{"id": "a", "title": "t", "price": "cheap"}]}, 422),
-    ({"query": "q", "items": ITEMS, "unknown": 1}, 422),
-    ({"query": "q\x00", "items": ITEMS}, 422),
-    ({"query": "q", "items": [{"id": str(i), "title": "t"} for i in range(51)]}, 422),
-    (b"{" + b" " * 1_000_001 + b"}", 413),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"\xff\xfe", 400),
+        (b"{not json", 400),
+        ({"query": "q", "items": []}, 422),
+        ({"query": "q", "items": [{"id": "a"}]}, 422),
+        ({"query": "q", "items": [{"id": "a", "title": "t", "price": "cheap"}]}, 422),
+        ({"query": "q", "items": ITEMS, "unknown": 1}, 422),
+        ({"query": "q\x00", "items": ITEMS}, 422),
+        ({"query": "q", "items": [{"id": str(i), "title": "t"} for i in range(51)]}, 422),
+        (b"{" + b" " * 1_000_001 + b"}", 413),
+    ],
+)
 def test_bad_input_over_http(endpoint, body, status):
     url, _ = endpoint
     response = post(url, body)
@@ -141,8 +165,11 @@ def test_bounded_load_sixteen_clients_no_errors(endpoint):
         ok = errors = 0
         with httpx.Client(timeout=60) as session:
             while time.time() < deadline:
-                response = session.post(f"{url}/v1/relevance", content=body,
-                                        headers={"content-type": "application/json", "x-api-key": API_KEY})
+                response = session.post(
+                    f"{url}/v1/relevance",
+                    content=body,
+                    headers={"content-type": "application/json", "x-api-key": API_KEY},
+                )
                 if response.status_code == 200 and len(response.json()["results"]) == 12:
                     ok += 1
                 else:
@@ -176,9 +203,18 @@ def test_an_overloaded_ingress_sheds_load_with_503(endpoint, tiny_model):
     from taosr.serve.app import build_app
 
     url, model = endpoint
-    app = build_app({"model_path": model, "engine": "hf", "dtype": "float32", "max_ongoing_requests": 4,
-                     "max_queued_requests": 1, "max_scoring_requests": 1, "retry_after_s": 2,
-                     "limits": {"max_items": 200}})
+    app = build_app(
+        {
+            "model_path": model,
+            "engine": "hf",
+            "dtype": "float32",
+            "max_ongoing_requests": 4,
+            "max_queued_requests": 1,
+            "max_scoring_requests": 1,
+            "retry_after_s": 2,
+            "limits": {"max_items": 200},
+        }
+    )
     serve.run(app, name="overload", route_prefix="/overload", blocking=False)
     items = [dict(ITEMS[0], id=str(n)) for n in range(200)]
     deadline = time.time() + 180
@@ -209,8 +245,13 @@ def test_a_chunked_body_past_the_limit_is_refused_while_it_streams(endpoint):
         yield b'{"query": "q", "items": ['
         for _ in range(200):
             yield b'{"id": "x", "title": "' + b"t" * 10_000 + b'"},'
-    response = httpx.post(f"{url}/v1/relevance", content=chunks(), timeout=60,
-                          headers={"content-type": "application/json", "x-api-key": API_KEY})
+
+    response = httpx.post(
+        f"{url}/v1/relevance",
+        content=chunks(),
+        timeout=60,
+        headers={"content-type": "application/json", "x-api-key": API_KEY},
+    )
     assert response.status_code == 413 and "while streaming" in response.json()["detail"]
 
 
@@ -229,9 +270,22 @@ def test_requests_whose_clients_left_or_cannot_finish_in_time_never_reach_the_en
 
     url, _ = endpoint
     model = export_model(resolve_model("smollm2-135m", MODEL_CACHE), str(tmp_path / "model"))
-    serve.run(build_app({"model_path": model, "engine": "hf", "dtype": "float32", "max_batch_items": 1,
-                         "request_deadline_s": 0.5, "retry_after_s": 3, "limits": {"max_items": 50}}),
-              name="patience", route_prefix="/patience", blocking=False)
+    serve.run(
+        build_app(
+            {
+                "model_path": model,
+                "engine": "hf",
+                "dtype": "float32",
+                "max_batch_items": 1,
+                "request_deadline_s": 0.5,
+                "retry_after_s": 3,
+                "limits": {"max_items": 50},
+            }
+        ),
+        name="patience",
+        route_prefix="/patience",
+        blocking=False,
+    )
     deadline = time.time() + 180
     while httpx.get(f"{url}/patience/healthz", timeout=10).status_code != 200:
         assert time.time() < deadline, "the patience app never became healthy"
@@ -240,8 +294,9 @@ def test_requests_whose_clients_left_or_cannot_finish_in_time_never_reach_the_en
 
     def call(timeout_s: float):
         try:
-            return httpx.post(f"{url}/patience/v1/relevance", json={"query": "phone case", "items": items},
-                              timeout=timeout_s)
+            return httpx.post(
+                f"{url}/patience/v1/relevance", json={"query": "phone case", "items": items}, timeout=timeout_s
+            )
         except httpx.TimeoutException:
             return "gave up"
 
@@ -257,7 +312,10 @@ def test_requests_whose_clients_left_or_cannot_finish_in_time_never_reach_the_en
         while (stats := model_handle.stats.remote().result())["requests_dropped"] < 4 and time.time() < deadline:
             time.sleep(1)
         assert {k: stats[k] for k in ("batches", "items_scored", "requests_dropped")} == {
-            "batches": 1, "items_scored": 50, "requests_dropped": 4}
+            "batches": 1,
+            "items_scored": 50,
+            "requests_dropped": 4,
+        }
 
         started = time.time()
         late = call(300)  # 50 items at the measured rate take seconds: past the 0.5 s deadline

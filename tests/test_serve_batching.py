@@ -97,7 +97,11 @@ def test_a_caller_cancelled_while_queued_costs_no_engine_time():
 
     first, kept, gone, totals = asyncio.run(main())
     assert {k: v for k, v in totals.items() if k != "engine_s"} == {
-        "batches": 2, "items_scored": 4, "requests_dropped": 1, "requests_late": 0}
+        "batches": 2,
+        "items_scored": 4,
+        "requests_dropped": 1,
+        "requests_late": 0,
+    }
     assert totals["engine_s"] >= 0.4  # two calls of 0.2 s
     assert gone.cancelled()
     assert first[:, 0].tolist() == [1, 2, 3] and kept[:, 0].tolist() == [6]

@@ -8,8 +8,13 @@ import pytest
 from taosr.serve.validation import RequestError, RequestLimits, parse_request
 
 LIMITS = RequestLimits(max_items=3, max_body_bytes=4000, max_query_chars=40, max_title_chars=60)
-GOOD = {"query": "phone case not pink", "items": [{"id": "a", "title": "Spigen case, black", "price": 12},
-                                                 {"id": "b", "title": "ESR case", "attributes": {"color": "pink"}}]}
+GOOD = {
+    "query": "phone case not pink",
+    "items": [
+        {"id": "a", "title": "Spigen case, black", "price": 12},
+        {"id": "b", "title": "ESR case", "attributes": {"color": "pink"}},
+    ],
+}
 
 
 def status_of(body: bytes) -> tuple[int, str]:
@@ -27,33 +32,36 @@ def test_a_good_request_parses():
     assert [item.id for item in request.items] == ["a", "b"] and request.explain is False
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    (b"\xff\xfe{}", 400, "not valid UTF-8"),
-    (b'{"query": ', 400, "not valid JSON"),
-    (encode([1, 2]), 422, "JSON object"),
-    (encode({"items": GOOD["items"]}), 422, "query"),
-    (encode({"query": "q"}), 422, "items"),
-    (encode({**GOOD, "debug": True}), 422, "debug"),
-    (encode({"query": "q", "items": [{"id": "a", "title": "t", "colour": "red"}]}), 422, "colour"),
-    (encode({"query": 5, "items": GOOD["items"]}), 422, "query"),
-    (encode({"query": "q", "items": [{"id": "a", "title": "t", "price": "cheap"}]}), 422, "price"),
-    (encode({"query": "q", "items": [{"id": "a", "title": "t", "price": -1}]}), 422, "price"),
-    (encode({"query": "q", "items": [{"id": 7, "title": "t"}]}), 422, "id"),
-    (encode({"query": "q", "items": [{"id": "a", "title": "t", "attributes": {"k": 1}}]}), 422, "attributes"),
-    (encode({**GOOD, "explain": "yes"}), 422, "explain"),
-    (encode({"query": "q", "items": []}), 422, "empty"),
-    (encode({"query": "q", "items": [{"id": str(i), "title": "t"} for i in range(4)]}), 422, "limit is 3"),
-    (encode({"query": "q" * 41, "items": GOOD["items"]}), 422, "limit is 40"),
-    (encode({"query": "q", "items": [{"id": "a", "title": "t" * 61}]}), 422, "title"),
-    (encode({"query": "   ", "items": GOOD["items"]}), 422, "must not be empty"),
-    (encode({"query": "q", "items": [{"id": "a", "title": "t"}, {"id": "a", "title": "u"}]}), 422, "duplicate"),
-    (encode({"query": "case\x00drop table", "items": GOOD["items"]}), 422, "U+0000"),
-    (encode({"query": "case \u202eknip", "items": GOOD["items"]}), 422, "U+202E"),
-    (b'{"query": "bad \\ud800 text", "items": [{"id": "a", "title": "t"}]}', 400, "surrogate"),
-    (b" " * 4001, 413, "limit is 4000"),
-    (b"[" * 3999, 400, "nests too deeply"),
-    (b'{"query": "q", "items": ' + b"[" * 3900, 400, "nests too deeply"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"\xff\xfe{}", 400, "not valid UTF-8"),
+        (b'{"query": ', 400, "not valid JSON"),
+        (encode([1, 2]), 422, "JSON object"),
+        (encode({"items": GOOD["items"]}), 422, "query"),
+        (encode({"query": "q"}), 422, "items"),
+        (encode({**GOOD, "debug": True}), 422, "debug"),
+        (encode({"query": "q", "items": [{"id": "a", "title": "t", "colour": "red"}]}), 422, "colour"),
+        (encode({"query": 5, "items": GOOD["items"]}), 422, "query"),
+        (encode({"query": "q", "items": [{"id": "a", "title": "t", "price": "cheap"}]}), 422, "price"),
+        (encode({"query": "q", "items": [{"id": "a", "title": "t", "price": -1}]}), 422, "price"),
+        (encode({"query": "q", "items": [{"id": 7, "title": "t"}]}), 422, "id"),
+        (encode({"query": "q", "items": [{"id": "a", "title": "t", "attributes": {"k": 1}}]}), 422, "attributes"),
+        (encode({**GOOD, "explain": "yes"}), 422, "explain"),
+        (encode({"query": "q", "items": []}), 422, "empty"),
+        (encode({"query": "q", "items": [{"id": str(i), "title": "t"} for i in range(4)]}), 422, "limit is 3"),
+        (encode({"query": "q" * 41, "items": GOOD["items"]}), 422, "limit is 40"),
+        (encode({"query": "q", "items": [{"id": "a", "title": "t" * 61}]}), 422, "title"),
+        (encode({"query": "   ", "items": GOOD["items"]}), 422, "must not be empty"),
+        (encode({"query": "q", "items": [{"id": "a", "title": "t"}, {"id": "a", "title": "u"}]}), 422, "duplicate"),
+        (encode({"query": "case\x00drop table", "items": GOOD["items"]}), 422, "U+0000"),
+        (encode({"query": "case \u202eknip", "items": GOOD["items"]}), 422, "U+202E"),
+        (b'{"query": "bad \\ud800 text", "items": [{"id": "a", "title": "t"}]}', 400, "surrogate"),
+        (b" " * 4001, 413, "limit is 4000"),
+        (b"[" * 3999, 400, "nests too deeply"),
+        (b'{"query": "q", "items": ' + b"[" * 3900, 400, "nests too deeply"),
+    ],
+)
 def test_bad_requests_get_the_right_status_and_a_clear_message(body, status, fragment):
     got_status, message = status_of(body)
     assert got_status == status and fragment in message, message
@@ -158,12 +166,26 @@ def test_admission_bounds_waiting_requests_and_items_but_never_refuses_an_idle_r
     assert Admission().refusal(10**9) is None  # both bounds off
 
 
-@pytest.mark.parametrize("field, make", [
-    ("max_query_chars", lambda n: ({"query": "q" * n, "title": "t"}, {"query": "q" * n, "items": [{"id": "a", "title": "t"}]})),
-    ("max_title_chars", lambda n: ({"query": "q", "title": "t" * n}, {"query": "q", "items": [{"id": "a", "title": "t" * n}]})),
-    ("max_attribute_chars", lambda n: ({"query": "q", "title": "t", "attributes": {"color": "c" * n}},
-                                       {"query": "q", "items": [{"id": "a", "title": "t", "attributes": {"color": "c" * n}}]})),
-])
+@pytest.mark.parametrize(
+    "field, make",
+    [
+        (
+            "max_query_chars",
+            lambda n: ({"query": "q" * n, "title": "t"}, {"query": "q" * n, "items": [{"id": "a", "title": "t"}]}),
+        ),
+        (
+            "max_title_chars",
+            lambda n: ({"query": "q", "title": "t" * n}, {"query": "q", "items": [{"id": "a", "title": "t" * n}]}),
+        ),
+        (
+            "max_attribute_chars",
+            lambda n: (
+                {"query": "q", "title": "t", "attributes": {"color": "c" * n}},
+                {"query": "q", "items": [{"id": "a", "title": "t", "attributes": {"color": "c" * n}}]},
+            ),
+        ),
+    ],
+)
 def test_a_logged_row_and_a_request_item_share_every_text_limit(field, make):
     """One definition (taosr.limits): at the limit both the data stage and the endpoint accept,
     one character over both refuse."""

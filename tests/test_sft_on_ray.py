@@ -76,8 +76,10 @@ def test_saved_folder_reloads_in_transformers_and_vllm_with_the_same_probabiliti
     info = json.loads(open(f"{summary['model']}/taosr-model.json").read())
     assert info["format"] == "post_cot" and info["template_fingerprint"]
     hf = LevelScorer(summary["model"], engine="hf", dtype="float32")
-    prompts = hf.prompts_for(["charger for iphone 15", "phone case not pink"],
-                             [Item("Anker 20W Charger, USB-C"), Item("Spigen Case for iPhone 15, pink")])
+    prompts = hf.prompts_for(
+        ["charger for iphone 15", "phone case not pink"],
+        [Item("Anker 20W Charger, USB-C"), Item("Spigen Case for iPhone 15, pink")],
+    )
     vllm = LevelScorer(summary["model"], engine="vllm", dtype="float32")
     np.testing.assert_allclose(vllm.score_prompts(prompts), hf.score_prompts(prompts), atol=1e-4)
 
@@ -109,8 +111,12 @@ def test_two_workers_stop_together_when_patience_runs_out(trained, tiny_model, t
     from taosr.ray_jobs import sft as sft_stage
 
     config, _, _, _ = trained
-    config = dataclasses.replace(config, sft=dataclasses.replace(
-        config.sft, eval_every_steps=2, eval_examples=8, patience=1, min_delta=1.0, checkpoint_every_steps=100))
+    config = dataclasses.replace(
+        config,
+        sft=dataclasses.replace(
+            config.sft, eval_every_steps=2, eval_examples=8, patience=1, min_delta=1.0, checkpoint_every_steps=100
+        ),
+    )
     summary = sft_stage.train(config, tiny_model, str(tmp_path / "sft"))
     assert summary["step"] == 4 and summary["stopped_early"] == 1
     assert summary["stop_reason"].startswith("patience: 1 validation checks without a gain over step 2's")

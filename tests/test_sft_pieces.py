@@ -19,9 +19,15 @@ from taosr.losses import label_window_start, labelled_logits, masked_token_nll, 
 from taosr.prompts import Item, build_prompt
 from taosr.sft_examples import IGNORE_INDEX, pad_batch, tokenize_example
 
-REASONING = Reasoning("a charger for the iphone 15, which needs USB-C", "an Anker charger (connector Lightning)",
-                      "match", "the item is a charger, as asked", "violated",
-                      "connector is Lightning, but the query needs USB-C", 2)
+REASONING = Reasoning(
+    "a charger for the iphone 15, which needs USB-C",
+    "an Anker charger (connector Lightning)",
+    "match",
+    "the item is a charger, as asked",
+    "violated",
+    "connector is Lightning, but the query needs USB-C",
+    2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +65,20 @@ def test_pad_batch():
     assert batch["input_ids"] == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"] == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"] == [[1, 1, 1], [1, 0, 0]]
-    left = pad_batch([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}], pad_id=0,
-                     left=True)
+    left = pad_batch(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}], pad_id=0, left=True
+    )
     assert left["input_ids"] == [[5, 6, 7], [0, 0, 8]]
     assert left["labels"] == [[-100, 6, 7], [-100, -100, 8]]
     assert left["attention_mask"] == [[1, 1, 1], [0, 0, 1]]
     assert left["position_ids"] == [[0, 1, 2], [0, 0, 0]]  # each sequence counts from 0
     from taosr.sft_examples import padded_decision_index
 
-    rows = [{"input_ids": [5, 6, 7], "decision_index": 1}, {"input_ids": [8], "decision_index": 0},
-            {"input_ids": [9, 9], "decision_index": -1}]
+    rows = [
+        {"input_ids": [5, 6, 7], "decision_index": 1},
+        {"input_ids": [8], "decision_index": 0},
+        {"input_ids": [9, 9], "decision_index": -1},
+    ]
     assert padded_decision_index(rows, 3, left=True) == [1, 2, -1]
     assert padded_decision_index(rows, 3, left=False) == [1, 0, -1]
 
@@ -86,8 +96,9 @@ def test_masked_nll_by_hand():
 
 
 def test_label_window_starts_where_the_earliest_label_is_predicted():
-    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 5, 6],
-                           [IGNORE_INDEX, IGNORE_INDEX, 7, 8, IGNORE_INDEX]])
+    labels = torch.tensor(
+        [[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 5, 6], [IGNORE_INDEX, IGNORE_INDEX, 7, 8, IGNORE_INDEX]]
+    )
     assert label_window_start(labels) == 1  # column 2 is the first labelled one; column 1 predicts it
     assert label_window_start(torch.tensor([[4, 5]])) == 0
     assert label_window_start(torch.full((2, 3), IGNORE_INDEX)) == 0
@@ -100,10 +111,18 @@ def test_losses_on_the_label_window_equal_the_whole_sequence(tiny_model, tokeniz
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    examples = [tokenize_example(tokenizer, build_prompt(tokenizer, query, Item(title)),
-                                 render(ResponseFormat.POST_COT, 2, REASONING), max_len=1024)
-                for query, title in [("charger for iphone 15", "Anker 20W Charger, Lightning"),
-                                     ("usb-c charger for a long trip with a laptop", "Anker 65W Charger")]]
+    examples = [
+        tokenize_example(
+            tokenizer,
+            build_prompt(tokenizer, query, Item(title)),
+            render(ResponseFormat.POST_COT, 2, REASONING),
+            max_len=1024,
+        )
+        for query, title in [
+            ("charger for iphone 15", "Anker 20W Charger, Lightning"),
+            ("usb-c charger for a long trip with a laptop", "Anker 65W Charger"),
+        ]
+    ]
     batch = {k: torch.tensor(v) for k, v in pad_batch([vars(e) for e in examples], pad_id=0).items()}
     assert label_window_start(batch["labels"]) > 10  # the prompts are most of each row
 
@@ -116,8 +135,12 @@ def test_losses_on_the_label_window_equal_the_whole_sequence(tiny_model, tokeniz
             labels = batch["labels"]
         loss, count = masked_token_nll(logits, labels)
         loss.backward()
-        return {"loss": float(loss), "count": int(count), "grads": [p.grad.clone() for p in model.parameters()],
-                "sequence_logprobs": sequence_logprobs(logits, labels).detach()}
+        return {
+            "loss": float(loss),
+            "count": int(count),
+            "grads": [p.grad.clone() for p in model.parameters()],
+            "sequence_logprobs": sequence_logprobs(logits, labels).detach(),
+        }
 
     whole, window = run(window=False), run(window=True)
     assert whole["count"] == window["count"] == sum(e.num_response_tokens for e in examples)
@@ -130,12 +153,17 @@ def test_losses_on_the_label_window_equal_the_whole_sequence(tiny_model, tokeniz
 def test_retrieval_finds_the_fact_a_knowledge_query_needs():
     # In a process of its own: bm25s loads numba/llvmlite, after which no in-process vLLM engine
     # may start in this pytest process (taosr.actors.runtime.check_in_process_engine).
-    code = ("from taosr.datasets.retrieval import RuleRetriever\n"
-            "r = RuleRetriever()\n"
-            "print(r.retrieve(['charger for iphone 15 Anker Fast Wall Charger connector Lightning'], k=4)[0])\n"
-            "print(r.retrieve(['cheaper alternative to dyson airwrap hair styler'], k=3)[0])")
-    knowledge, alternative = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                            check=True).stdout.strip().splitlines()
+    code = (
+        "from taosr.datasets.retrieval import RuleRetriever\n"
+        "r = RuleRetriever()\n"
+        "print(r.retrieve(['charger for iphone 15 Anker Fast Wall Charger connector Lightning'], k=4)[0])\n"
+        "print(r.retrieve(['cheaper alternative to dyson airwrap hair styler'], k=3)[0])"
+    )
+    knowledge, alternative = (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()
+    )
     assert "KN-01" in knowledge and "REF-01" in alternative
 
 
@@ -214,8 +242,10 @@ def test_openai_teacher_over_http_with_a_retry(openai_server):
 
     url, calls = openai_server
     teacher = OpenAITeacher(RULES, url, "teacher-model")
-    rows = [{"query": "charger for iphone 15", "title": "Anker Charger", "label": 2},
-            {"query": "charger for iphone 15", "title": "Anker USB-C Charger", "label": 4}]
+    rows = [
+        {"query": "charger for iphone 15", "title": "Anker Charger", "label": 2},
+        {"query": "charger for iphone 15", "title": "Anker USB-C Charger", "label": 4},
+    ]
     texts = teacher.write(rows, [["KN-01"], ["KN-01"]])
     assert calls["n"] == 3  # one 503, then one call per row
     assert judge_rationale(texts[0], 2)[1] is None

@@ -12,8 +12,15 @@ from taosr.formats import Reasoning, ResponseFormat, render
 from taosr.steps import segment, step_char_spans, step_token_spans
 from taosr.verifier import OfflineVerifier, annotation_key, hybrid
 
-REASONING = Reasoning("a phone case, not pink", "a Spigen phone case (colour pink)", "match",
-                      "the item is a phone case", "violated", "colour is pink, which the query excludes", 2)
+REASONING = Reasoning(
+    "a phone case, not pink",
+    "a Spigen phone case (colour pink)",
+    "match",
+    "the item is a phone case",
+    "violated",
+    "colour is pink, which the query excludes",
+    2,
+)
 TEXT = render(ResponseFormat.POST_COT, 2, REASONING)
 NAN = math.nan
 
@@ -21,7 +28,7 @@ NAN = math.nan
 def test_step_char_spans_find_the_five_step_lines():
     spans = step_char_spans(TEXT)
     assert [TEXT[a:b].split(" ")[0] for a, b in spans] == ["1.", "2.", "3.", "4.", "5."]
-    assert TEXT[spans[4][0]:spans[4][1]] == "5. Decision: 2-Mismatch"
+    assert TEXT[spans[4][0] : spans[4][1]] == "5. Decision: 2-Mismatch"
 
 
 @pytest.mark.parametrize("broken", ["2-Mismatch\n1. Query: a phone case", "no label\n" + TEXT, ""])
@@ -70,8 +77,9 @@ def test_verifier_coverage_keeps_a_stable_share():
 
 def _srpo(rewards, step_rewards, spans, width, **extras):
     mask = torch.ones(len(spans), width)
-    inputs = AdvantageInputs(torch.tensor(rewards), mask,
-                             extras={"step_rewards": torch.tensor(step_rewards), "step_spans": spans, **extras})
+    inputs = AdvantageInputs(
+        torch.tensor(rewards), mask, extras={"step_rewards": torch.tensor(step_rewards), "step_spans": spans, **extras}
+    )
     return get_estimator("srpo")(inputs)
 
 

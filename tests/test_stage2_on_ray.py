@@ -30,9 +30,14 @@ def test_rollout_actor_logprobs_and_weight_updates_match_transformers(ray_cluste
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     actor = rollout_actor_class(num_cpus=1).remote(tiny_model, dtype="float32", max_seq_len=512)
-    prompts = [build_prompt(tokenizer, q, Item(t)) for q, t in
-               [("usb c charger", "Anker 20W USB-C charger"), ("red running shoes", "Nike Pegasus, blue"),
-                ("tent for 4 people", "2-person dome tent")]]
+    prompts = [
+        build_prompt(tokenizer, q, Item(t))
+        for q, t in [
+            ("usb c charger", "Anker 20W USB-C charger"),
+            ("red running shoes", "Nike Pegasus, blue"),
+            ("tent for 4 people", "2-person dome tent"),
+        ]
+    ]
     groups = ray.get(actor.generate.remote(prompts, SamplingSpec(n=3, temperature=1.0, max_new_tokens=20)))
     assert [len(g) for g in groups] == [3, 3, 3]
     worst = 0.0
@@ -98,8 +103,18 @@ def test_two_worker_dpo_grows_the_margin_of_chosen_over_rejected(sampled):
 
     config, _, run_dir = sampled
     config = copy.deepcopy(config)
-    overrides = dict(num_workers=2, cpus_per_worker=1, micro_batch_size=2, lr=1e-3, epochs=3, bf16=False,
-                     max_seq_len=384, beta=0.1, pairs_per_prompt=2, log_every_steps=1)
+    overrides = dict(
+        num_workers=2,
+        cpus_per_worker=1,
+        micro_batch_size=2,
+        lr=1e-3,
+        epochs=3,
+        bf16=False,
+        max_seq_len=384,
+        beta=0.1,
+        pairs_per_prompt=2,
+        log_every_steps=1,
+    )
     for key, value in overrides.items():
         setattr(config.dpo, key, value)
     reference = str(run_dir / "sft" / "model")
@@ -112,13 +127,17 @@ def test_two_worker_dpo_grows_the_margin_of_chosen_over_rejected(sampled):
 
     def margins(model_path):
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-        seqs = [{"input_ids": p[f"{side}_input_ids"], "labels": p[f"{side}_labels"]}
-                for side in ("chosen", "rejected") for p in pairs]
+        seqs = [
+            {"input_ids": p[f"{side}_input_ids"], "labels": p[f"{side}_labels"]}
+            for side in ("chosen", "rejected")
+            for p in pairs
+        ]
         padded = {k: torch.tensor(v) for k, v in pad_batch(seqs, pad_id=0).items()}
         with torch.inference_mode():
-            logps = sequence_logprobs(model(input_ids=padded["input_ids"],
-                                            attention_mask=padded["attention_mask"]).logits, padded["labels"])
-        return logps[:len(pairs)] - logps[len(pairs):]
+            logps = sequence_logprobs(
+                model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits, padded["labels"]
+            )
+        return logps[: len(pairs)] - logps[len(pairs) :]
 
     before, after = margins(reference), margins(summary["model"])
     stored = torch.tensor([p["reference_chosen"] - p["reference_rejected"] for p in pairs])
@@ -142,8 +161,18 @@ def test_a_sigkilled_dpo_job_resumes_from_its_checkpoint_when_run_again(sampled,
     for stage in ("data", "sft", "sample"):  # the run's upstream, shared read-only
         os.symlink(run_dir / stage, tmp_path / stage)
     config.run_dir = str(tmp_path)
-    for key, value in dict(num_workers=2, cpus_per_worker=1, micro_batch_size=2, lr=1e-3, epochs=3, bf16=False,
-                           max_seq_len=384, pairs_per_prompt=2, log_every_steps=1, checkpoint_every_steps=4).items():
+    for key, value in dict(
+        num_workers=2,
+        cpus_per_worker=1,
+        micro_batch_size=2,
+        lr=1e-3,
+        epochs=3,
+        bf16=False,
+        max_seq_len=384,
+        pairs_per_prompt=2,
+        log_every_steps=1,
+        checkpoint_every_steps=4,
+    ).items():
         setattr(config.dpo, key, value)
 
     output = kill_and_rerun("dpo", config, ray_cluster, tmp_path, config.dpo.num_workers * config.dpo.cpus_per_worker)

@@ -39,8 +39,19 @@ def toy_stages():
 
 
 def test_the_builtin_stages_in_pipeline_order():
-    assert registry.stage_names() == ("data", "cot", "sft", "sample", "dpo", "grpo", "genrm", "srpo", "eval",
-                                      "export", "serve")
+    assert registry.stage_names() == (
+        "data",
+        "cot",
+        "sft",
+        "sample",
+        "dpo",
+        "grpo",
+        "genrm",
+        "srpo",
+        "eval",
+        "export",
+        "serve",
+    )
     assert registry.policy_stages() == {"sft": "SFT", "dpo": "+ DPO", "grpo": "+ GRPO", "srpo": "+ SRPO (TaoSR-SHE)"}
     assert registry.policy_stages_before("srpo") == ("sft", "dpo", "grpo")
     # eval and export read every trained policy; a stage's own inputs come first

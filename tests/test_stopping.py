@@ -6,9 +6,10 @@ from taosr.stopping import Stopping
 def test_patience_counts_checks_without_a_gain_over_the_best():
     stopping = Stopping(patience=2, min_delta=0.01)
     # 0.30 -> 0.40 is a gain; 0.405 is within min_delta (no gain, 1); 0.42 resets; 0.41, 0.425 (no gain: 1, 2).
-    assert [stopping.validated(step, score) for step, score in
-            [(50, 0.30), (100, 0.40), (150, 0.405), (200, 0.42), (250, 0.41), (300, 0.425)]] == \
-        [False, False, False, False, False, True]
+    assert [
+        stopping.validated(step, score)
+        for step, score in [(50, 0.30), (100, 0.40), (150, 0.405), (200, 0.42), (250, 0.41), (300, 0.425)]
+    ] == [False, False, False, False, False, True]
     assert stopping.best_step == 200 and stopping.best_score == 0.42
     assert stopping.reason.startswith("patience: 2 validation checks without a gain over step 200's 0.4200")
     assert stopping.finished(300, 600) == stopping.reason

@@ -82,4 +82,6 @@ def test_splits_are_by_query_and_deterministic(rows):
     counts = Counter(assign_split(q, fractions, seed=1) for q in queries)
     assert counts["train"] / 5000 == pytest.approx(0.8, abs=0.03)
     assert counts["test"] / 5000 == pytest.approx(0.1, abs=0.02)
-    assert [assign_split(q, fractions, seed=1) for q in queries[:50]] == [assign_split(q, fractions, seed=1) for q in queries[:50]]
+    assert [assign_split(q, fractions, seed=1) for q in queries[:50]] == [
+        assign_split(q, fractions, seed=1) for q in queries[:50]
+    ]

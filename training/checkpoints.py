@@ -28,8 +28,13 @@ def save_state(engine, rank: int, position: dict, metrics: dict) -> None:
     with tempfile.TemporaryDirectory() as folder:
         engine.save_checkpoint(folder, tag=DS_TAG)  # collective: every rank writes its shard
         if rank == 0:
-            state = {**position, "metrics": metrics, "python_rng": _jsonable(random.getstate()),
-                     "numpy_rng": _jsonable(np.random.get_state()), "torch_rng": torch.get_rng_state().tolist()}
+            state = {
+                **position,
+                "metrics": metrics,
+                "python_rng": _jsonable(random.getstate()),
+                "numpy_rng": _jsonable(np.random.get_state()),
+                "torch_rng": torch.get_rng_state().tolist(),
+            }
             with open(os.path.join(folder, STATE_FILE), "w") as handle:
                 json.dump(state, handle, default=str)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

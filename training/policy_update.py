@@ -35,14 +35,19 @@ def shared_prompt_window(chunk: list[dict]) -> dict | None:
     input_ids = torch.zeros((len(distinct), width), dtype=torch.long)
     attention = torch.zeros((len(distinct), width), dtype=torch.long)
     for i, prompt in enumerate(distinct):
-        input_ids[i, :len(prompt)] = torch.tensor(prompt)
-        attention[i, :len(prompt)] = 1
+        input_ids[i, : len(prompt)] = torch.tensor(prompt)
+        attention[i, : len(prompt)] = 1
     column = lambda key: torch.tensor([[float(r[key][0])] for r in chunk])  # noqa: E731
-    return {"input_ids": input_ids, "attention_mask": attention,
-            "last": torch.tensor([len(p) - 1 for p in distinct]), "rows": torch.tensor(rows),
-            "targets": torch.tensor([[r["response_ids"][0]] for r in chunk]),
-            "response_mask": torch.ones((len(chunk), 1)), "old_logprobs": column("old_logprobs"),
-            "advantages": column("advantages")}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "last": torch.tensor([len(p) - 1 for p in distinct]),
+        "rows": torch.tensor(rows),
+        "targets": torch.tensor([[r["response_ids"][0]] for r in chunk]),
+        "response_mask": torch.ones((len(chunk), 1)),
+        "old_logprobs": column("old_logprobs"),
+        "advantages": column("advantages"),
+    }
 
 
 def learner_window(chunk: list[dict], device) -> dict:
@@ -82,7 +87,7 @@ def train_on(engine, reference, rl: GrpoConfig, rows: list[dict], global_tokens:
     sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0, "entropy": 0.0}
     size = rl.micro_batch_size
     for start in range(0, len(rows), size):
-        chunk = rows[start:start + size]
+        chunk = rows[start : start + size]
         if not any(r["weight"] for r in chunk):
             # Padding only (dynamic sampling kept fewer groups than a full batch): DeepSpeed still
             # counts this micro-step towards its accumulation boundary, so it gets a zero-gradient
@@ -101,9 +106,16 @@ def train_on(engine, reference, rl: GrpoConfig, rows: list[dict], global_tokens:
                 ref_logprobs, _ = _logprobs_and_entropy(reference, packed, rl.temperature, False)
         logprobs, entropy = _logprobs_and_entropy(engine, packed, rl.temperature, True)
         loss, metrics = clipped_policy_loss(
-            logprobs, packed["old_logprobs"], packed["advantages"], mask, ref_logprobs,
-            clip_eps=rl.clip_eps, kl_coef=rl.kl_coef, advantage_clip=rl.advantage_clip,
-            num_tokens=global_tokens / (world * gas))
+            logprobs,
+            packed["old_logprobs"],
+            packed["advantages"],
+            mask,
+            ref_logprobs,
+            clip_eps=rl.clip_eps,
+            kl_coef=rl.kl_coef,
+            advantage_clip=rl.advantage_clip,
+            num_tokens=global_tokens / (world * gas),
+        )
         engine.backward(loss)
         engine.step()
         share = float(mask.sum()) / max(global_tokens, 1.0)

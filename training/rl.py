@@ -50,12 +50,15 @@ from taosr.verifier import OfflineVerifier, hybrid
 def micro_steps_per_step(rl: GrpoConfig, world: int) -> int:
     sequences = rl.prompts_per_step * rl.group_size
     if sequences % (world * rl.micro_batch_size):
-        raise ValueError(f"prompts_per_step x group_size = {sequences} must divide evenly into "
-                         f"{world} learners x micro_batch_size {rl.micro_batch_size}")
+        raise ValueError(
+            f"prompts_per_step x group_size = {sequences} must divide evenly into "
+            f"{world} learners x micro_batch_size {rl.micro_batch_size}"
+        )
     return sequences // (world * rl.micro_batch_size)
 
 
 # --------------------------------------------------------------------------- rollout (rank 0)
+
 
 def prompts_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
@@ -63,10 +66,18 @@ def prompts_digest(ids: list[str]) -> str:
 
 def collect_batch(rl: GrpoConfig, prompts: list[dict], sampler: BalancedSampler, group: RolloutGroup) -> dict:
     """Roll out, score and filter until ``prompts_per_step`` groups with signal are in."""
-    spec = SamplingSpec(n=rl.group_size, temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k,
-                        max_new_tokens=rl.max_new_tokens)
-    batch = DynamicBatch(rl.prompts_per_step, rl.min_pass_rate, rl.max_pass_rate, diverse=rl.diverse,
-                         min_paths=rl.min_distinct_paths, type_cap=rl.query_type_cap, label_cap=rl.label_cap)
+    spec = SamplingSpec(
+        n=rl.group_size, temperature=rl.temperature, top_p=rl.top_p, top_k=rl.top_k, max_new_tokens=rl.max_new_tokens
+    )
+    batch = DynamicBatch(
+        rl.prompts_per_step,
+        rl.min_pass_rate,
+        rl.max_pass_rate,
+        diverse=rl.diverse,
+        min_paths=rl.min_distinct_paths,
+        type_cap=rl.query_type_cap,
+        label_cap=rl.label_cap,
+    )
     scored_all, started, generated_tokens, drawn_ids = [], time.time(), 0, []
     reward_seconds = 0.0
     while not batch.full and batch.rounds < rl.max_refill_rounds:
@@ -78,20 +89,27 @@ def collect_batch(rl: GrpoConfig, prompts: list[dict], sampler: BalancedSampler,
         scoring_started = time.time()
         groups, rewards, correct = [], [], []
         for prompt, prompt_rollouts in zip(chosen, rollouts):
-            scored = [outcome_reward(r.text, prompt["label"], rl.partial_credit, rl.format_gate)
-                      for r in prompt_rollouts]
+            scored = [
+                outcome_reward(r.text, prompt["label"], rl.partial_credit, rl.format_gate) for r in prompt_rollouts
+            ]
             scored_all.extend(scored)
             groups.append({"prompt": prompt, "rollouts": prompt_rollouts, "scored": scored})
             rewards.append([s.reward for s in scored])
             correct.append([s.correct for s in scored])
-        batch.add_round(groups, rewards, correct,
-                        paths=[distinct_paths([r.text for r in g["rollouts"]]) for g in groups] if rl.diverse else None,
-                        query_types=[g["prompt"]["query_type"] for g in groups],
-                        labels=[g["prompt"]["label"] for g in groups])
+        batch.add_round(
+            groups,
+            rewards,
+            correct,
+            paths=[distinct_paths([r.text for r in g["rollouts"]]) for g in groups] if rl.diverse else None,
+            query_types=[g["prompt"]["query_type"] for g in groups],
+            labels=[g["prompt"]["label"] for g in groups],
+        )
         reward_seconds += time.time() - scoring_started
     stats = batch.stats()
     stats.update(
-        prompt_cursor=sum(sampler.drawn.values()), prompts_requested=len(drawn_ids), generated_tokens=generated_tokens,
+        prompt_cursor=sum(sampler.drawn.values()),
+        prompts_requested=len(drawn_ids),
+        generated_tokens=generated_tokens,
         # which prompts this step drew, in order: a resumed run must draw exactly what an
         # uninterrupted one would (tests compare it with a fresh sampler's stream)
         prompts_digest=prompts_digest(drawn_ids),
@@ -101,10 +119,15 @@ def collect_batch(rl: GrpoConfig, prompts: list[dict], sampler: BalancedSampler,
         hallucination_rate=rate(s.hallucinated for s in scored_all)["rate"],
         batch_label_cv=label_cv([g["prompt"]["label"] for g in batch.groups]),
         response_length=float(np.mean([len(r.token_ids) for g in batch.groups for r in g["rollouts"]]))
-        if batch.groups else 0.0,
+        if batch.groups
+        else 0.0,
     )
-    return {"groups": batch.groups, "stats": stats, "rollout_s": time.time() - started - reward_seconds,
-            "reward_s": reward_seconds}
+    return {
+        "groups": batch.groups,
+        "stats": stats,
+        "rollout_s": time.time() - started - reward_seconds,
+        "reward_s": reward_seconds,
+    }
 
 
 def step_reward_inputs(rl: GrpoConfig, groups: list[dict], context: dict) -> tuple[dict, dict]:
@@ -124,9 +147,12 @@ def step_reward_inputs(rl: GrpoConfig, groups: list[dict], context: dict) -> tup
             verified.append(judged)
             unjudged = [step + 1 for step, value in enumerate(judged) if math.isnan(value)]
             if judge is not None and reasoning is not None and unjudged:
-                requests[len(verified) - 1] = {"query": group["prompt"]["query"],
-                                               "item_text": group["prompt"]["item_text"],
-                                               "step_lines": reasoning.step_lines(), "steps": unjudged}
+                requests[len(verified) - 1] = {
+                    "query": group["prompt"]["query"],
+                    "item_text": group["prompt"]["item_text"],
+                    "step_lines": reasoning.step_lines(),
+                    "steps": unjudged,
+                }
     started, generative = time.time(), {}
     if requests:
         scored = ray.get(judge.step_rewards.remote(list(requests.values())), timeout=rl.genrm_timeout_s)
@@ -139,13 +165,20 @@ def step_reward_inputs(rl: GrpoConfig, groups: list[dict], context: dict) -> tup
         genrm_values.extend(v for v, s in zip(combined, where) if s == "genrm")
         step_rewards.append(combined)
     ends = np.cumsum([len(g["rollouts"]) for g in groups]).tolist()
-    step_rewards = [step_rewards[end - len(g["rollouts"]):end] for g, end in zip(groups, ends)]
+    step_rewards = [step_rewards[end - len(g["rollouts"]) : end] for g, end in zip(groups, ends)]
     total = max(sum(sources.values()), 1)
-    extras = {"step_rewards": torch.tensor(step_rewards), "step_spans": spans, "lam": rl.lam,
-              "critical_weight": rl.critical_weight}
+    extras = {
+        "step_rewards": torch.tensor(step_rewards),
+        "step_spans": spans,
+        "lam": rl.lam,
+        "critical_weight": rl.critical_weight,
+    }
     metrics = {f"step_reward_from_{k}": v / total for k, v in sources.items()}
-    metrics.update(genrm_s=time.time() - started, genrm_questions=sum(len(r["steps"]) for r in requests.values()),
-                   genrm_yes_mean=float(np.mean(genrm_values)) if genrm_values else None)
+    metrics.update(
+        genrm_s=time.time() - started,
+        genrm_questions=sum(len(r["steps"]) for r in requests.values()),
+        genrm_yes_mean=float(np.mean(genrm_values)) if genrm_values else None,
+    )
     return extras, metrics
 
 
@@ -162,7 +195,7 @@ def advantage_rows(rl: GrpoConfig, groups: list[dict], context: dict) -> tuple[l
     width = max(len(r.token_ids) for r in rollouts)
     mask = torch.zeros(len(rollouts), width)
     for i, r in enumerate(rollouts):
-        mask[i, :len(r.token_ids)] = 1.0
+        mask[i, : len(r.token_ids)] = 1.0
     rewards = torch.tensor([[s.reward for s in g["scored"]] for g in groups])
     extras, input_metrics = {}, {}
     for need in estimator_needs(rl.advantage):
@@ -173,9 +206,15 @@ def advantage_rows(rl: GrpoConfig, groups: list[dict], context: dict) -> tuple[l
     metrics.update(input_metrics)
     rows = []
     for i, (group_index, r) in enumerate((gi, r) for gi, g in enumerate(groups) for r in g["rollouts"]):
-        rows.append({"prompt_ids": groups[group_index]["prompt"]["prompt_ids"], "response_ids": r.token_ids,
-                     "old_logprobs": r.logprobs, "advantages": advantages[i, :len(r.token_ids)].tolist(),
-                     "weight": 1.0})
+        rows.append(
+            {
+                "prompt_ids": groups[group_index]["prompt"]["prompt_ids"],
+                "response_ids": r.token_ids,
+                "old_logprobs": r.logprobs,
+                "advantages": advantages[i, : len(r.token_ids)].tolist(),
+                "weight": 1.0,
+            }
+        )
     return rows, metrics
 
 
@@ -207,17 +246,20 @@ def verify_sync(model, group: RolloutGroup, probe: dict, rl: GrpoConfig) -> floa
     ids = torch.tensor([probe["prompt_ids"] + probe["response_ids"]], device=next(model.parameters()).device)
     with torch.no_grad():
         logits = model(input_ids=ids).logits[:, :-1, :]
-        learner = token_logprobs(logits, ids[:, 1:])[0, len(probe["prompt_ids"]) - 1:].float().cpu()
+        learner = token_logprobs(logits, ids[:, 1:])[0, len(probe["prompt_ids"]) - 1 :].float().cpu()
     worst = 0.0
     for engine_logprobs in group.probe(probe["prompt_ids"], probe["response_ids"], timeout_s=rl.sync_timeout_s):
         worst = max(worst, float((learner - torch.tensor(engine_logprobs)).abs().mean()))
     if worst > rl.sync_tolerance:
-        raise WeightSyncError(f"weight sync check failed: learner and engine log-probs differ by {worst:.4f} "
-                              f"(mean |gap| per token) > sync_tolerance {rl.sync_tolerance}")
+        raise WeightSyncError(
+            f"weight sync check failed: learner and engine log-probs differ by {worst:.4f} "
+            f"(mean |gap| per token) > sync_tolerance {rl.sync_tolerance}"
+        )
     return worst
 
 
 # --------------------------------------------------------------------------- the loop
+
 
 @dataclass
 class Learner:
@@ -250,8 +292,9 @@ def start_learner(loop_config: dict, rl: GrpoConfig, world: int) -> Learner:
     reference = None
     if rl.kl_coef > 0:
         dtype = torch.bfloat16 if rl.bf16 else torch.float32
-        reference = AutoModelForCausalLM.from_pretrained(local_dir(loop_config["model_path"]), dtype=dtype,
-                                                         attn_implementation=rl.attn_implementation).eval()
+        reference = AutoModelForCausalLM.from_pretrained(
+            local_dir(loop_config["model_path"]), dtype=dtype, attn_implementation=rl.attn_implementation
+        ).eval()
         reference.requires_grad_(False)
     return Learner(engine, scheduler, reference, tokenizer, gas)
 
@@ -275,8 +318,11 @@ class RolloutSide:
         sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, loop_config["seed"])
         if resumed:
             sampler.load_state_dict(resumed["sampler"])
-        context = {"tokenizer": tokenizer, "genrm": loop_config.get("genrm"),
-                   "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"]))}
+        context = {
+            "tokenizer": tokenizer,
+            "genrm": loop_config.get("genrm"),
+            "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"])),
+        }
         return cls(rl, prompts, sampler, RolloutGroup(loop_config["engines"]), context)
 
     def next_batch(self, step: int) -> dict:
@@ -286,11 +332,15 @@ class RolloutSide:
         if step == self.rl.fault_kill_engine_before_step:
             ray.kill(self.group.engines[0], no_restart=False)  # testing only: Ray restarts it
         collected = collect_batch(self.rl, self.prompts, self.sampler, self.group)
-        rows, advantage_metrics = advantage_rows(self.rl, collected["groups"], self.context) \
-            if collected["groups"] else ([], {})
-        return {"rows": rows, "stats": {**collected["stats"], **advantage_metrics,
-                                        "engine_recoveries": self.group.recoveries},
-                "rollout_s": collected["rollout_s"], "reward_s": collected["reward_s"]}
+        rows, advantage_metrics = (
+            advantage_rows(self.rl, collected["groups"], self.context) if collected["groups"] else ([], {})
+        )
+        return {
+            "rows": rows,
+            "stats": {**collected["stats"], **advantage_metrics, "engine_recoveries": self.group.recoveries},
+            "rollout_s": collected["rollout_s"],
+            "reward_s": collected["reward_s"],
+        }
 
 
 def learn(learner: Learner, rl: GrpoConfig, rows: list[dict], rank: int, world: int) -> dict:
@@ -303,7 +353,7 @@ def learn(learner: Learner, rl: GrpoConfig, rows: list[dict], rank: int, world: 
     rows = pad_to(rows, rl.prompts_per_step * rl.group_size)
     global_tokens = float(sum(len(r["response_ids"]) * r["weight"] for r in rows))
     per_rank = rl.prompts_per_step * rl.group_size // world
-    mine = rows[rank * per_rank:(rank + 1) * per_rank]
+    mine = rows[rank * per_rank : (rank + 1) * per_rank]
     trained = train_on(learner.engine, learner.reference, rl, mine, global_tokens, world, learner.gas)
     reduced = torch.tensor([trained[k] for k in sorted(trained)], dtype=torch.float64)
     dist.all_reduce(reduced)
@@ -334,15 +384,26 @@ class Alarms:
         if lost_format:
             raise RuntimeError(lost_format)
         if alarms["stall_alarm"]:
-            self._say({"step": step, "alarm": f"dynamic sampling kept no group for {self.stalled} steps",
-                       "hint": "every group is all-right or all-wrong: widen the pass-rate window "
-                               "or the prompt pre-filter, or raise group_size or temperature"})
+            self._say(
+                {
+                    "step": step,
+                    "alarm": f"dynamic sampling kept no group for {self.stalled} steps",
+                    "hint": "every group is all-right or all-wrong: widen the pass-rate window "
+                    "or the prompt pre-filter, or raise group_size or temperature",
+                }
+            )
         if metrics.get("entropy"):
             self.first_entropy = self.first_entropy or metrics["entropy"]
             alarms["entropy_alarm"] = metrics["entropy"] < self.rl.entropy_alarm_ratio * self.first_entropy
             if alarms["entropy_alarm"]:
-                self._say({"step": step, "alarm": "policy entropy collapsing", "entropy": metrics["entropy"],
-                           "first_entropy": self.first_entropy})
+                self._say(
+                    {
+                        "step": step,
+                        "alarm": "policy entropy collapsing",
+                        "entropy": metrics["entropy"],
+                        "first_entropy": self.first_entropy,
+                    }
+                )
         return alarms
 
 
@@ -357,8 +418,9 @@ class PolicyChecks:
         self.validate = first_token_validator(validation) if validation and rl.eval_every_steps else None
         # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
         self.best = BestWeights(enabled=rank == 0 and self.validate is not None and rl.keep_best and rl.zero_stage != 3)
-        self.stopping = Stopping(patience=rl.patience if self.validate else 0, min_delta=rl.min_delta,
-                                 max_seconds=60 * rl.max_minutes)
+        self.stopping = Stopping(
+            patience=rl.patience if self.validate else 0, min_delta=rl.min_delta, max_seconds=60 * rl.max_minutes
+        )
         self.started = time.time()
 
     def due(self, step: int) -> bool:
@@ -410,16 +472,26 @@ def rl_train_loop(loop_config: dict) -> None:
     learner = start_learner(loop_config, rl, world)
     resumed = load_state(learner.engine)
     if resumed.get("final"):
-        report_final(learner.engine, learner.tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
+        report_final(
+            learner.engine, learner.tokenizer, loop_config, rank, resumed["metrics"]
+        )  # finished before the stop
         return
     start_step = resumed.get("step", 0)
     rollouts = RolloutSide.start(loop_config, rl, learner.tokenizer, resumed) if rank == 0 else None
-    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=start_step,
-                     s3_endpoint=loop_config.get("s3_endpoint", ""))
+    log = MetricsLog(
+        stage,
+        loop_config.get("log_dir"),
+        enabled=rank == 0,
+        resume_after_step=start_step,
+        s3_endpoint=loop_config.get("s3_endpoint", ""),
+    )
     probe = loop_config["probe"]
     if rank == 0:  # engines must hold the learner's weights before the first rollout
-        gap = sync_engines(learner.engine, rollouts.group, rl, loop_config, start_step, probe) if start_step else \
-            verify_sync(learner.engine.module, rollouts.group, probe, rl)
+        gap = (
+            sync_engines(learner.engine, rollouts.group, rl, loop_config, start_step, probe)
+            if start_step
+            else verify_sync(learner.engine.module, rollouts.group, probe, rl)
+        )
         print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
 
     alarms, metrics = Alarms(rl, stage, rank), {}
@@ -437,14 +509,27 @@ def rl_train_loop(loop_config: dict) -> None:
         trained = learn(learner, rl, batch["rows"], rank, world)
         train_s = time.time() - train_started
         sync_started = time.time()
-        gap = sync_engines(learner.engine, rollouts.group, rl, loop_config, step, probe) \
-            if rank == 0 and batch["rows"] else None
+        gap = (
+            sync_engines(learner.engine, rollouts.group, rl, loop_config, step, probe)
+            if rank == 0 and batch["rows"]
+            else None
+        )
         dist.barrier()
         now = time.time()
         step_s, step_clock = now - step_clock, now
-        metrics = {"step": step, "step_s": step_s, **batch["stats"], **trained, "lr": learner.scheduler.get_last_lr()[0],
-                   "sync_gap": gap, "rollout_s": batch["rollout_s"], "reward_s": batch["reward_s"], "train_s": train_s,
-                   "sync_s": time.time() - sync_started, "skipped_update": not batch["rows"]}
+        metrics = {
+            "step": step,
+            "step_s": step_s,
+            **batch["stats"],
+            **trained,
+            "lr": learner.scheduler.get_last_lr()[0],
+            "sync_gap": gap,
+            "rollout_s": batch["rollout_s"],
+            "reward_s": batch["reward_s"],
+            "train_s": train_s,
+            "sync_s": time.time() - sync_started,
+            "skipped_update": not batch["rows"],
+        }
         metrics.update(alarms.check(step, metrics))
         if checks.due(step):
             validated, stopped = checks.check(step, learner.engine.module, device, world)
@@ -455,8 +540,12 @@ def rl_train_loop(loop_config: dict) -> None:
         if stopped:
             break
         if step % rl.checkpoint_every_steps == 0 and step < rl.steps:
-            save_state(learner.engine, rank, {"step": step, "sampler": rollouts.sampler.state_dict() if rollouts else None},
-                       metrics)
+            save_state(
+                learner.engine,
+                rank,
+                {"step": step, "sampler": rollouts.sampler.state_dict() if rollouts else None},
+                metrics,
+            )
             log.sync()
         if step == rl.fault_crash_after_step:
             crash_once(loop_config.get("log_dir"), step)

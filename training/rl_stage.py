@@ -15,8 +15,18 @@ from taosr.training.trainer import fit
 from taosr.training.validation import run_validation_set
 from taosr.verifier import OfflineVerifier, annotation_key
 
-PROMPT_COLUMNS = ("id", "query", "item_id", "title", "category", "attributes", "price", "description", "label",
-                  "query_type")
+PROMPT_COLUMNS = (
+    "id",
+    "query",
+    "item_id",
+    "title",
+    "category",
+    "attributes",
+    "price",
+    "description",
+    "label",
+    "query_type",
+)
 
 
 class PromptTokenizer:
@@ -32,27 +42,36 @@ class PromptTokenizer:
 
         rows = batch.to_pylist()
         items = [item_from_row(r) for r in rows]
-        prompts = [build_prompt(self.tokenizer, r["query"], item, ResponseFormat.POST_COT) for r, item in zip(rows, items)]
-        return pa.table({
-            "id": [r["id"] for r in rows], "query": [r["query"] for r in rows],
-            "item_text": [render_item(item) for item in items],  # what the GenRM reads
-            "label": [int(r["label"]) for r in rows], "query_type": [r.get("query_type") or "unknown" for r in rows],
-            "annotation_key": [annotation_key(r["query"], str(r.get("item_id") or r["title"])) for r in rows],
-            "prompt_ids": pa.array([self.tokenizer.encode(p, add_special_tokens=False) for p in prompts],
-                                   pa.list_(pa.int32())),
-        })
+        prompts = [
+            build_prompt(self.tokenizer, r["query"], item, ResponseFormat.POST_COT) for r, item in zip(rows, items)
+        ]
+        return pa.table(
+            {
+                "id": [r["id"] for r in rows],
+                "query": [r["query"] for r in rows],
+                "item_text": [render_item(item) for item in items],  # what the GenRM reads
+                "label": [int(r["label"]) for r in rows],
+                "query_type": [r.get("query_type") or "unknown" for r in rows],
+                "annotation_key": [annotation_key(r["query"], str(r.get("item_id") or r["title"])) for r in rows],
+                "prompt_ids": pa.array(
+                    [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts], pa.list_(pa.int32())
+                ),
+            }
+        )
 
 
 def tokenized_training_prompts(config: TaosrConfig, model_path: str) -> list[dict]:
     """Every training-split row as a prompt in the policy's template, tokenised."""
     accepted = read_parquet(join(config.run_dir, "data", "accepted"), config.data.s3_endpoint)
     rows = accepted.filter(expr="split == 'train'").select_columns(list(PROMPT_COLUMNS))
-    return rows.map_batches(PromptTokenizer, fn_constructor_args=(model_path,), batch_format="pyarrow",
-                            batch_size=256, concurrency=1).take_all()
+    return rows.map_batches(
+        PromptTokenizer, fn_constructor_args=(model_path,), batch_format="pyarrow", batch_size=256, concurrency=1
+    ).take_all()
 
 
-def training_prompts(config: TaosrConfig, model_path: str, rl: GrpoConfig,
-                     tokenized: list[dict] | None = None) -> tuple[list[dict], dict]:
+def training_prompts(
+    config: TaosrConfig, model_path: str, rl: GrpoConfig, tokenized: list[dict] | None = None
+) -> tuple[list[dict], dict]:
     """Tokenised training prompts, pre-filtered by stage 2's pass rates. Returns (prompts, counts).
     ``tokenized``: the output of ``tokenized_training_prompts`` for the same tokenizer, when the
     caller has it already (SRPO's curriculum stages differ only in their pre-filter window)."""
@@ -108,13 +127,27 @@ def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = N
         return None
     from taosr.actors.step_judge import step_judge_actor
 
-    return step_judge_actor(absolute(judge_model),
-                            **config.ray.engine_options(rl.genrm_cpus_per_engine, rl.genrm_gpus_per_engine), dtype=config.model.dtype, max_seq_len=config.model.max_seq_len,
-                            kv_cache_gib=rl.kv_cache_gib, seed=config.seed, kv_block_size=config.model.kv_block_size)
+    return step_judge_actor(
+        absolute(judge_model),
+        **config.ray.engine_options(rl.genrm_cpus_per_engine, rl.genrm_gpus_per_engine),
+        dtype=config.model.dtype,
+        max_seq_len=config.model.max_seq_len,
+        kv_cache_gib=rl.kv_cache_gib,
+        seed=config.seed,
+        kv_block_size=config.model.kv_block_size,
+    )
 
 
-def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | None = None, stage: str = "grpo",
-          max_failures: int = 0, judge=None, tokenized: list[dict] | None = None) -> dict:
+def train(
+    config: TaosrConfig,
+    start_model: str,
+    out_dir: str,
+    rl: GrpoConfig | None = None,
+    stage: str = "grpo",
+    max_failures: int = 0,
+    judge=None,
+    tokenized: list[dict] | None = None,
+) -> dict:
     """``judge``: a started GenRM actor to use (SRPO's curriculum shares one across its stages);
     otherwise one is started here when the run needs it, and stopped at the end. ``tokenized``:
     the training prompts already tokenised (see ``training_prompts``)."""
@@ -133,25 +166,58 @@ def train(config: TaosrConfig, start_model: str, out_dir: str, rl: GrpoConfig | 
     genrm = genrm_choice(config, rl)
     counts["genrm"], counts["genrm_reason"] = genrm["model"], genrm["reason"]
     owns_judge = judge is None
-    group = RolloutGroup.create(rl.num_engines, start_model, **config.ray.engine_options(rl.cpus_per_engine, rl.gpus_per_engine),
-                                dtype=config.model.dtype, max_seq_len=config.model.max_seq_len, seed=config.seed,
-                                kv_cache_gib=rl.kv_cache_gib, tensor_parallel_size=rl.tensor_parallel_size,
-                                kv_block_size=config.model.kv_block_size)
+    group = RolloutGroup.create(
+        rl.num_engines,
+        start_model,
+        **config.ray.engine_options(rl.cpus_per_engine, rl.gpus_per_engine),
+        dtype=config.model.dtype,
+        max_seq_len=config.model.max_seq_len,
+        seed=config.seed,
+        kv_cache_gib=rl.kv_cache_gib,
+        tensor_parallel_size=rl.tensor_parallel_size,
+        kv_block_size=config.model.kv_block_size,
+    )
     try:
         if owns_judge and counts["genrm"]:
             judge = start_judge(config, rl, counts["genrm"])
         tokenizer = AutoTokenizer.from_pretrained(local_dir(start_model))
-        info = model_info(tokenizer, ResponseFormat.POST_COT.value,
-                          base_model=start_model, stage=stage)
-        validation = run_validation_set(config.run_dir, config.data.s3_endpoint, tokenizer, ResponseFormat.POST_COT,
-                                        rl.eval_examples, config.seed) if rl.eval_every_steps else None
-        loop_config = {"rl": rl, "stage": stage, "seed": config.seed, "model_path": start_model,
-                       "validation": validation,
-                       "prompts_ref": ray.put(prompts), "probe": probe_for(prompts, start_model),
-                       "annotations_ref": ray.put(annotations), "genrm": judge,
-                       "engines": group.engines, "engine_dtype": config.model.dtype, "model_info": info}
-        metrics = fit(rl_train_loop, loop_config, rl, None, out_dir, config.data.s3_endpoint, config.ray,
-                      max_failures=max_failures)
+        info = model_info(tokenizer, ResponseFormat.POST_COT.value, base_model=start_model, stage=stage)
+        validation = (
+            run_validation_set(
+                config.run_dir,
+                config.data.s3_endpoint,
+                tokenizer,
+                ResponseFormat.POST_COT,
+                rl.eval_examples,
+                config.seed,
+            )
+            if rl.eval_every_steps
+            else None
+        )
+        loop_config = {
+            "rl": rl,
+            "stage": stage,
+            "seed": config.seed,
+            "model_path": start_model,
+            "validation": validation,
+            "prompts_ref": ray.put(prompts),
+            "probe": probe_for(prompts, start_model),
+            "annotations_ref": ray.put(annotations),
+            "genrm": judge,
+            "engines": group.engines,
+            "engine_dtype": config.model.dtype,
+            "model_info": info,
+        }
+        metrics = fit(
+            rl_train_loop,
+            loop_config,
+            rl,
+            None,
+            out_dir,
+            config.data.s3_endpoint,
+            config.ray,
+            max_failures=max_failures,
+        )
     finally:
         group.shutdown()
         if owns_judge and judge is not None:
@@ -176,7 +242,10 @@ def genrm_choice(config: TaosrConfig, rl: GrpoConfig) -> dict:
 
     choice = getattr(rl, "genrm", "none") if rl.advantage == "srpo" else "none"
     if choice == "none":
-        return {"model": None, "reason": "no GenRM: srpo.genrm is none" if rl.advantage == "srpo" else "no GenRM: outcome rewards only"}
+        return {
+            "model": None,
+            "reason": "no GenRM: srpo.genrm is none" if rl.advantage == "srpo" else "no GenRM: outcome rewards only",
+        }
     if choice != "auto":
         if not exists(join(choice, "config.json"), config.data.s3_endpoint):
             raise FileNotFoundError(f"srpo.genrm={choice!r} is not a model folder (use auto, none or a trained GenRM)")
@@ -185,15 +254,26 @@ def genrm_choice(config: TaosrConfig, rl: GrpoConfig) -> dict:
     if not exists(join(path, "config.json"), config.data.s3_endpoint):
         return {"model": None, "reason": "no GenRM: the run has none trained (genrm/model)"}
     summary_path = join(config.run_dir, "genrm", "summary.json")
-    gain = json.loads(read_text(summary_path, config.data.s3_endpoint)).get("gain_over_base") \
-        if exists(summary_path, config.data.s3_endpoint) else None
+    gain = (
+        json.loads(read_text(summary_path, config.data.s3_endpoint)).get("gain_over_base")
+        if exists(summary_path, config.data.s3_endpoint)
+        else None
+    )
     if gain is None:
-        return {"model": None, "reason": "the GenRM is not used: it was not measured against its base on held-out steps "
-                                         "(genrm.eval_rows, or no annotated rows in genrm.eval_split)"}
-    measured = (f"held-out step accuracy {100 * gain['accuracy_b']:.1f}% against its base's "
-                f"{100 * gain['accuracy_a']:.1f}%, gain {100 * gain['delta']:+.1f} "
-                f"[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] on {gain['n']} questions")
+        return {
+            "model": None,
+            "reason": "the GenRM is not used: it was not measured against its base on held-out steps "
+            "(genrm.eval_rows, or no annotated rows in genrm.eval_split)",
+        }
+    measured = (
+        f"held-out step accuracy {100 * gain['accuracy_b']:.1f}% against its base's "
+        f"{100 * gain['accuracy_a']:.1f}%, gain {100 * gain['delta']:+.1f} "
+        f"[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] on {gain['n']} questions"
+    )
     if not gain["beats_base"]:
-        return {"model": None, "reason": f"the GenRM is not used: {measured}, not beyond noise; steps the verifier cannot "
-                                         "judge get the outcome advantage alone"}
+        return {
+            "model": None,
+            "reason": f"the GenRM is not used: {measured}, not beyond noise; steps the verifier cannot "
+            "judge get the outcome advantage alone",
+        }
     return {"model": path, "reason": f"the GenRM is used: {measured}"}

@@ -57,10 +57,13 @@ def lr_scheduler(optimizer, cfg: dict, total_steps: int):
 
     warmup = math.ceil(cfg["warmup_ratio"] * total_steps)
     if cfg.get("lr_schedule", "cosine") == "cosine":
-        return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps, min_lr_rate=cfg["min_lr_ratio"])
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, warmup, total_steps, min_lr_rate=cfg["min_lr_ratio"]
+        )
     decay = min(max(1, round(cfg["decay_ratio"] * total_steps)), total_steps - warmup)
-    return get_wsd_schedule(optimizer, warmup, decay, num_stable_steps=total_steps - warmup - decay,
-                            min_lr_ratio=cfg["min_lr_ratio"])
+    return get_wsd_schedule(
+        optimizer, warmup, decay, num_stable_steps=total_steps - warmup - decay, min_lr_ratio=cfg["min_lr_ratio"]
+    )
 
 
 def build_engine(model_path: str, cfg: dict, total_steps: int):
@@ -72,14 +75,16 @@ def build_engine(model_path: str, cfg: dict, total_steps: int):
     # float32 here, bf16 in the engine: DeepSpeed's bf16 mode keeps these float32 copies as the
     # optimizer's master weights. Updating bf16 weights directly would round most small AdamW
     # steps away (a bf16 weight has 8 bits of mantissa).
-    model = AutoModelForCausalLM.from_pretrained(local_dir(model_path), dtype=torch.float32,
-                                                 attn_implementation=cfg.get("attn_implementation", "sdpa"))
+    model = AutoModelForCausalLM.from_pretrained(
+        local_dir(model_path), dtype=torch.float32, attn_implementation=cfg.get("attn_implementation", "sdpa")
+    )
     model.config.use_cache = False
     trainable = train_top_layers(model, cfg.get("train_layers", 0))
     optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
     scheduler = lr_scheduler(optimizer, cfg, total_steps)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(cfg), dist_init_required=False)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg), dist_init_required=False
+    )
     return engine, scheduler
 
 
@@ -101,10 +106,12 @@ def train_top_layers(model, count: int) -> list:
     decoder = model.get_decoder()
     layers = getattr(decoder, "layers", None)
     if layers is None or count > len(layers):
-        raise ValueError(f"train_layers={count}: the model has {len(layers) if layers is not None else 'no'} decoder layers")
+        raise ValueError(
+            f"train_layers={count}: the model has {len(layers) if layers is not None else 'no'} decoder layers"
+        )
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    kept = [*layers[len(layers) - count:], getattr(decoder, "norm", None)]
+    kept = [*layers[len(layers) - count :], getattr(decoder, "norm", None)]
     trainable = [p for module in kept if module is not None for p in module.parameters()]
     for parameter in trainable:
         parameter.requires_grad_(True)
@@ -117,8 +124,9 @@ class MetricsLog:
     An s3:// folder is mirrored: the worker writes a local copy (seeded from what an earlier
     attempt left on S3) and ``sync`` uploads it, at every checkpoint and at the end."""
 
-    def __init__(self, stage: str, folder: str | None, enabled: bool, resume_after_step: int = 0,
-                 s3_endpoint: str = ""):
+    def __init__(
+        self, stage: str, folder: str | None, enabled: bool, resume_after_step: int = 0, s3_endpoint: str = ""
+    ):
         self.stage, self.enabled, self.writer, self.file = stage, enabled, None, None
         self.remote, self.s3_endpoint = None, s3_endpoint
         if enabled and folder:
@@ -203,10 +211,17 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
         report_final(engine, tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
         return
     step, start_epoch, skip = resumed.get("step", 0), resumed.get("epoch", 0), resumed.get("next_micro_step", 0)
-    log = MetricsLog(stage, loop_config.get("log_dir"), enabled=rank == 0, resume_after_step=step,
-                     s3_endpoint=loop_config.get("s3_endpoint", ""))
+    log = MetricsLog(
+        stage,
+        loop_config.get("log_dir"),
+        enabled=rank == 0,
+        resume_after_step=step,
+        s3_endpoint=loop_config.get("s3_endpoint", ""),
+    )
     if step and rank == 0:
-        print(json.dumps({stage: {"resumed_after_step": step, "epoch": start_epoch, "next_micro_step": skip}}), flush=True)
+        print(
+            json.dumps({stage: {"resumed_after_step": step, "epoch": start_epoch, "next_micro_step": skip}}), flush=True
+        )
     shard = ray.train.get_dataset_shard("train")
     per_step = world * cfg["micro_batch_size"] * cfg["grad_accum"]
     tokens, started = 0, time.time()
@@ -214,19 +229,32 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     window: list[dict] = []  # the micro-steps of the current optimizer step
     metrics: dict = resumed.get("metrics", {})
     # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
-    best = BestWeights(enabled=rank == 0 and validate is not None and cfg.get("keep_best", False)
-                       and cfg["zero_stage"] != 3)
+    best = BestWeights(
+        enabled=rank == 0 and validate is not None and cfg.get("keep_best", False) and cfg["zero_stage"] != 3
+    )
     every = cfg.get("eval_every_steps", 0) if validate is not None else 0
-    stopping = Stopping(patience=cfg.get("patience", 0) if every else 0, min_delta=cfg.get("min_delta", 0.0),
-                        max_seconds=60 * cfg.get("max_minutes", 0.0))
+    stopping = Stopping(
+        patience=cfg.get("patience", 0) if every else 0,
+        min_delta=cfg.get("min_delta", 0.0),
+        max_seconds=60 * cfg.get("max_minutes", 0.0),
+    )
     stopped = False
     for epoch in range(start_epoch, cfg["epochs"]):
-        shuffled = {"local_shuffle_buffer_size": cfg["shuffle_buffer"],
-                    "local_shuffle_seed": loop_config["seed"] * 1000 + epoch * 10 + rank} if cfg.get("shuffle") else {}
+        shuffled = (
+            {
+                "local_shuffle_buffer_size": cfg["shuffle_buffer"],
+                "local_shuffle_seed": loop_config["seed"] * 1000 + epoch * 10 + rank,
+            }
+            if cfg.get("shuffle")
+            else {}
+        )
         group = max(1, cfg.get("length_group", 1))
-        batches = shard.iter_batches(batch_size=cfg["micro_batch_size"] * group, batch_format="pyarrow",
-                                     drop_last=group == 1, **shuffled)
-        micro_batches = stratified_micro_batches(batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch))
+        batches = shard.iter_batches(
+            batch_size=cfg["micro_batch_size"] * group, batch_format="pyarrow", drop_last=group == 1, **shuffled
+        )
+        micro_batches = stratified_micro_batches(
+            batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch)
+        )
         waited = time.perf_counter()
         for micro_step, rows in enumerate(micro_batches):
             if micro_step >= micro_steps_per_epoch or step >= total_steps:
@@ -252,12 +280,18 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
             step += 1
             elapsed = max(time.time() - started, 1e-9)
             done = step - resumed.get("step", 0)  # steps of this attempt: what the rates are over
-            metrics = {"step": step, "total_steps": total_steps, "epoch": epoch,
-                       **{k: sum(m[k] for m in window) / len(window) for k in window[0] if k not in PHASE_KEYS},
-                       **{k: sum(m[k] for m in window) for k in PHASE_KEYS},
-                       "lr": scheduler.get_last_lr()[0], "examples": step * per_step,
-                       "tokens_per_s": tokens * world / elapsed, "examples_per_s": done * per_step / elapsed,
-                       "eta_s": round((total_steps - step) * elapsed / max(done, 1))}
+            metrics = {
+                "step": step,
+                "total_steps": total_steps,
+                "epoch": epoch,
+                **{k: sum(m[k] for m in window) / len(window) for k in window[0] if k not in PHASE_KEYS},
+                **{k: sum(m[k] for m in window) for k in PHASE_KEYS},
+                "lr": scheduler.get_last_lr()[0],
+                "examples": step * per_step,
+                "tokens_per_s": tokens * world / elapsed,
+                "examples_per_s": done * per_step / elapsed,
+                "eta_s": round((total_steps - step) * elapsed / max(done, 1)),
+            }
             window = []
             validating = bool(every) and (step % every == 0 or step == total_steps)
             stop = False
@@ -284,10 +318,16 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
             waited = time.perf_counter()  # validation and checkpoints are not the rows' wait
         if stopped or step >= total_steps:
             break
-    final = {**metrics, "step": step, "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
-             "train_seconds": time.time() - started, "resumed_after_step": resumed.get("step", 0),
-             **{f"total_{k}": v for k, v in phase_totals.items()},
-             "stop_reason": stopping.finished(step, total_steps), "stopped_early": int(stopped)}
+    final = {
+        **metrics,
+        "step": step,
+        "tokens_per_s": tokens * world / max(time.time() - started, 1e-9),
+        "train_seconds": time.time() - started,
+        "resumed_after_step": resumed.get("step", 0),
+        **{f"total_{k}": v for k, v in phase_totals.items()},
+        "stop_reason": stopping.finished(step, total_steps),
+        "stopped_early": int(stopped),
+    }
     if best.restore(engine.module):
         final.update({"saved_step": best.step, **{f"saved_val_{k}": v for k, v in best.metrics.items()}})
     report_final(engine, tokenizer, loop_config, rank, final)
@@ -320,9 +360,11 @@ def stratified_micro_batches(batches, micro_batch_size: int, rng: random.Random)
             count = len(group) // micro_batch_size
             left_out = set(rng.sample(range(len(group)), len(group) - count * micro_batch_size))
             spare += [row for i, row in enumerate(group) if i in left_out]
-            dealt = sorted((row for i, row in enumerate(group) if i not in left_out), key=lambda row: row.get("level") or 0)
+            dealt = sorted(
+                (row for i, row in enumerate(group) if i not in left_out), key=lambda row: row.get("level") or 0
+            )
             chunks += [dealt[j::count] for j in range(count)]
-        chunks += [spare[i:i + micro_batch_size] for i in range(0, len(spare), micro_batch_size)]
+        chunks += [spare[i : i + micro_batch_size] for i in range(0, len(spare), micro_batch_size)]
         chunks = [chunk for chunk in chunks if len(chunk) == micro_batch_size]
         rng.shuffle(chunks)
         yield from chunks
@@ -370,21 +412,32 @@ class BestWeights:
 def require_examples(count: int, cfg, what: str, hint: str = "") -> None:
     """Every worker needs at least one full micro-batch, or the run has nothing to train on."""
     if count < cfg.num_workers * cfg.micro_batch_size:
-        raise ValueError(f"only {count} {what}: too few for {cfg.num_workers} workers x micro-batch "
-                         f"{cfg.micro_batch_size}{hint}")
+        raise ValueError(
+            f"only {count} {what}: too few for {cfg.num_workers} workers x micro-batch {cfg.micro_batch_size}{hint}"
+        )
 
 
 def scaling_config(trainer_cfg, ray_config: RayConfig):
     """Ray Train's workers for one stage: its count, its GPUs and what each asks of a node."""
     import ray.train
 
-    return ray.train.ScalingConfig(num_workers=trainer_cfg.num_workers, use_gpu=trainer_cfg.use_gpu,
-                                   resources_per_worker=ray_config.learner_resources(trainer_cfg.cpus_per_worker,
-                                                                                     trainer_cfg.use_gpu))
+    return ray.train.ScalingConfig(
+        num_workers=trainer_cfg.num_workers,
+        use_gpu=trainer_cfg.use_gpu,
+        resources_per_worker=ray_config.learner_resources(trainer_cfg.cpus_per_worker, trainer_cfg.use_gpu),
+    )
 
 
-def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: str, s3_endpoint: str,
-        ray_config: RayConfig, max_failures: int = 0) -> dict:
+def fit(
+    train_func: Callable,
+    loop_config: dict,
+    trainer_cfg,
+    dataset,
+    out_dir: str,
+    s3_endpoint: str,
+    ray_config: RayConfig,
+    max_failures: int = 0,
+) -> dict:
     """Run ``train_func`` on Ray Train workers over ``dataset``; the last checkpoint becomes the
     Hugging Face folder ``out_dir/model``. Returns the final metrics. Ray Train resumes a run
     whose (storage path, name) already holds checkpoints; ``max_failures`` restarts failed workers
@@ -398,15 +451,22 @@ def fit(train_func: Callable, loop_config: dict, trainer_cfg, dataset, out_dir: 
     storage = local_out or out_dir
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={**loop_config, "model_path": absolute(loop_config["model_path"]),
-                           "log_dir": local_out or out_dir, "s3_endpoint": s3_endpoint},
+        train_loop_config={
+            **loop_config,
+            "model_path": absolute(loop_config["model_path"]),
+            "log_dir": local_out or out_dir,
+            "s3_endpoint": s3_endpoint,
+        },
         torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo"),
         scaling_config=scaling_config(trainer_cfg, ray_config),
         # With a filesystem given, Ray wants the path inside it: s3://bucket/run -> bucket/run.
-        run_config=ray.train.RunConfig(name="ray_train", storage_path=storage.split("://", 1)[-1],
-                                       storage_filesystem=filesystem_for(storage, s3_endpoint),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                                       failure_config=ray.train.FailureConfig(max_failures=max_failures)),
+        run_config=ray.train.RunConfig(
+            name="ray_train",
+            storage_path=storage.split("://", 1)[-1],
+            storage_filesystem=filesystem_for(storage, s3_endpoint),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
         datasets={"train": dataset} if dataset is not None else None,
     )
     result = trainer.fit()

@@ -24,14 +24,20 @@ def validation_set(rows: list[dict], tokenizer, fmt: ResponseFormat, count: int,
     random.Random(seed).shuffle(rows)
     rows = rows[:count]
     ids = level_token_ids(tokenizer)
-    return {"prompts": [tokenizer.encode(build_prompt(tokenizer, r["query"], item_from_row(r), fmt),
-                                         add_special_tokens=False) for r in rows],
-            "gold": [int(r["label"]) for r in rows], "level_ids": [ids[level] for level in sorted(ids)],
-            "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
+    return {
+        "prompts": [
+            tokenizer.encode(build_prompt(tokenizer, r["query"], item_from_row(r), fmt), add_special_tokens=False)
+            for r in rows
+        ],
+        "gold": [int(r["label"]) for r in rows],
+        "level_ids": [ids[level] for level in sorted(ids)],
+        "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    }
 
 
-def run_validation_set(run_dir: str, s3_endpoint: str, tokenizer, fmt: ResponseFormat, count: int,
-                       seed: int) -> dict | None:
+def run_validation_set(
+    run_dir: str, s3_endpoint: str, tokenizer, fmt: ResponseFormat, count: int, seed: int
+) -> dict | None:
     """``validation_set`` over the run's accepted val-split rows."""
     rows = read_parquet(join(run_dir, "data", "accepted"), s3_endpoint)
     rows = rows.filter(expr="split == 'val'").select_columns(["id", "label", *PROMPT_COLUMNS]).take_all()
@@ -43,8 +49,9 @@ def first_token_validator(validation: dict, batch_size: int = 16):
     from taosr.first_token import first_token_scores, validation_metrics
 
     def validate(module) -> dict:
-        probs, logprobs = first_token_scores(module, validation["prompts"], validation["level_ids"],
-                                             validation["pad_id"], batch_size)
+        probs, logprobs = first_token_scores(
+            module, validation["prompts"], validation["level_ids"], validation["pad_id"], batch_size
+        )
         return validation_metrics(probs, logprobs, validation["gold"])
 
     return validate
