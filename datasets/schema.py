@@ -40,24 +40,7 @@ KNOWN_FIELDS = (
 
 # The columns of an accepted row, in order. Attributes, step annotations and unknown columns
 # are JSON text so the Arrow schema is the same for every shop's logs.
-ACCEPTED_COLUMNS = (
-    "id",
-    "query_id",
-    "query",
-    "item_id",
-    "title",
-    "category",
-    "attributes",
-    "price",
-    "description",
-    "label",
-    "query_type",
-    "rule_ids",
-    "step_annotations",
-    "extra",
-    "source",
-    "line",
-)
+ACCEPTED_COLUMNS = (*KNOWN_FIELDS, "extra", "source", "line")
 QUARANTINE_COLUMNS = ("source", "line", "reason", "detail", "raw")
 
 # A price as shops write it: an optional currency symbol or code on either side, then digits

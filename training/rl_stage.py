@@ -10,23 +10,13 @@ from taosr.datasets.storage import absolute, exists, join, local_dir, read_parqu
 from taosr.formats import ResponseFormat
 from taosr.labels import label_text
 from taosr.models import model_info
+from taosr.prompts import PROMPT_COLUMNS as ITEM_COLUMNS
 from taosr.prompts import build_prompt, item_from_row, render_item
 from taosr.training.trainer import fit
 from taosr.training.validation import run_validation_set
 from taosr.verifier import OfflineVerifier, annotation_key
 
-PROMPT_COLUMNS = (
-    "id",
-    "query",
-    "item_id",
-    "title",
-    "category",
-    "attributes",
-    "price",
-    "description",
-    "label",
-    "query_type",
-)
+PROMPT_COLUMNS = ("id", "item_id", "label", "query_type", *ITEM_COLUMNS)  # the ids and labels, then what a prompt reads
 
 
 class PromptTokenizer:
