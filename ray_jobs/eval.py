@@ -45,6 +45,12 @@ def _split_rows(config: TaosrConfig):
 
 
 def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrConfig, columns, **extra):
+    return scored_dataset(rows, scorer_cls, model_path, fmt, config, **extra).select_columns(list(columns)).take_all()
+
+
+def scored_dataset(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrConfig, **extra):
+    """``rows`` (a Ray Dataset) mapped through ``scorer_cls`` engines on ``model_path`` with the
+    eval section's engine settings; lazy, so a caller can stream it or take it."""
     kwargs = dict(
         model_path=model_path,
         engine=config.eval.engine,
@@ -57,7 +63,7 @@ def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrCo
         tensor_parallel_size=config.eval.tensor_parallel_size,
         **extra,
     )
-    scored = rows.map_batches(
+    return rows.map_batches(
         scorer_cls,
         fn_constructor_kwargs=kwargs,
         batch_size=config.eval.batch_size,
@@ -65,7 +71,6 @@ def _run(rows, scorer_cls, model_path: str, fmt: ResponseFormat, config: TaosrCo
         concurrency=config.eval.num_engines,
         **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine),
     )
-    return scored.select_columns(list(columns)).take_all()
 
 
 def evaluate_model(config: TaosrConfig, name: str, model_path: str, out: str | None = None) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 from taosr.actors.scorer import PROB_COLUMNS, LevelScorer
 from taosr.datasets.storage import join, write_json, write_text
 from taosr.metrics import LEVEL_ORDER, classification_metrics, expected_level, spearman
-from taosr.ray_jobs.eval import MODEL_INPUT_COLUMNS
+from taosr.ray_jobs.eval import MODEL_INPUT_COLUMNS, scored_dataset
 
 PERCENT_KEYS = ("macro_f1", "accuracy", "good_f1", "f1_1", "f1_2", "f1_3", "f1_4")
 
@@ -107,26 +107,8 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
         require_label=False,
     )
     fmt = model_format(model_path)
-    kwargs = dict(
-        model_path=model_path,
-        engine=config.eval.engine,
-        dtype=config.model.dtype,
-        max_seq_len=config.model.max_seq_len,
-        kv_cache_gib=config.eval.kv_cache_gib,
-        seed=config.seed,
-        kv_block_size=config.model.kv_block_size,
-        prompt_format=fmt.value,
-        tensor_parallel_size=config.eval.tensor_parallel_size,
-    )
     accepted = result.accepted.select_columns(list(MODEL_INPUT_COLUMNS) + ["source", "line"])
-    scored = accepted.map_batches(
-        LevelScorer,
-        fn_constructor_kwargs=kwargs,
-        batch_size=config.eval.batch_size,
-        batch_format="numpy",
-        concurrency=config.eval.num_engines,
-        **config.ray.engine_options(config.eval.cpus_per_engine, config.eval.gpus_per_engine),
-    )
+    scored = scored_dataset(accepted, LevelScorer, model_path, fmt, config)
     scored = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).take_all()
     quarantined = result.quarantined.take_all()
     rule = exported_rule(model_path)
