@@ -33,7 +33,7 @@ def stage_micro_batches(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from taosr.ray_jobs.sft import SftTokenizer
+    from taosr.training.sft_data import SftTokenizer
     from taosr.training.trainer import stratified_micro_batches
 
     table = pq.read_table(cot_folder)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     from taosr.datasets.embedded_models import resolve_model
-    from taosr.ray_jobs.sft import sft_step_loss
+    from taosr.training.sft_objective import sft_step_loss
     from taosr.training.trainer import build_engine, trains_whole_response
 
     from provenance import git_commit, write_result  # bench/, beside this script

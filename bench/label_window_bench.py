@@ -144,7 +144,7 @@ def main(argv=None) -> int:
 
     from taosr.datasets.embedded_models import resolve_model
     from taosr.ray_jobs.dpo import dpo_step_loss
-    from taosr.ray_jobs.sft import sft_loss
+    from taosr.training.sft_objective import sft_loss
     from taosr.training.trainer import build_engine
 
     from single_rank import start_single_rank  # bench/, beside this script

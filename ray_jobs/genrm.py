@@ -149,7 +149,7 @@ def gain_over_base(base_probs, trained_probs, examples, seed: int) -> dict:
 
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker: SFT's loop and its plain token-mean loss."""
-    from taosr.ray_jobs.sft import sft_loss
+    from taosr.training.sft_objective import sft_loss
     from taosr.training.trainer import run_training
 
     run_training(loop_config, "genrm", sft_loss)

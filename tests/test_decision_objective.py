@@ -13,7 +13,7 @@ from taosr.lexical import LexicalBaseline
 from taosr.losses import decision_weighted_nll, masked_token_nll
 from taosr.metrics import classification_metrics, expected_level, quadratic_weighted_kappa, spearman
 from taosr.prompts import Item, build_prompt
-from taosr.ray_jobs.sft import class_weights
+from taosr.training.sft_objective import class_weights
 from taosr.sft_examples import IGNORE_INDEX, tokenize_example
 
 REASONING = Reasoning(
@@ -263,7 +263,7 @@ def test_decision_only_examples_keep_the_level_token_alone(tokenizer):
 
 
 def test_the_reasoning_share_is_a_seeded_draw_per_row():
-    from taosr.ray_jobs.sft import carries_reasoning
+    from taosr.training.sft_data import carries_reasoning
 
     drawn = [carries_reasoning(f"row-{i}", 0, 0.3) for i in range(2000)]
     assert 0.26 < sum(drawn) / len(drawn) < 0.34
@@ -277,7 +277,7 @@ def test_the_left_padded_sft_loss_equals_the_loss_of_each_row_alone(tiny_model, 
     unpadded: a decision-only row next to a whole-response row and a shorter prompt."""
     from transformers import AutoModelForCausalLM
 
-    from taosr.ray_jobs.sft import sft_step_loss
+    from taosr.training.sft_objective import sft_step_loss
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)

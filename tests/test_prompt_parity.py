@@ -57,7 +57,7 @@ def _accepted_table(rows):
 def test_every_path_renders_the_same_prompt_tokens(ray_cluster, tiny_model, tokenizer):
     import ray
 
-    from taosr.ray_jobs.sft import SftTokenizer
+    from taosr.training.sft_data import SftTokenizer
     from taosr.serve.app import prompt_inputs
     from taosr.serve.validation import RequestLimits, parse_request
 
