@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     from taosr.datasets.embedded_models import resolve_model
-    from taosr.ray_jobs.dpo import dpo_step_loss
+    from taosr.training.dpo_objective import dpo_step_loss
     from taosr.training.sft_objective import sft_loss
     from taosr.training.trainer import build_engine
 

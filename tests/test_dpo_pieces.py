@@ -133,12 +133,12 @@ def test_pair_choice_is_seeded():
 def test_dpo_training_order_depends_on_the_pairs_and_seed_not_on_how_they_arrived():
     import pyarrow as pa
 
-    from taosr.ray_jobs.dpo import _with_training_order
+    from taosr.training.dpo_pairs import with_training_order
 
     keys = [f"pair-{i}" for i in range(20)]
 
     def order(pair_keys, seed):
-        table = _with_training_order(pa.table({"pair_key": pair_keys}), seed=seed)
+        table = with_training_order(pa.table({"pair_key": pair_keys}), seed=seed)
         return [k for _, k in sorted(zip(table.column("training_order").to_pylist(), pair_keys))]
 
     assert order(keys, 0) == order(list(reversed(keys)), 0)  # same pairs in another order: same training order
@@ -148,7 +148,7 @@ def test_dpo_training_order_depends_on_the_pairs_and_seed_not_on_how_they_arrive
 def test_the_dpo_step_counts_only_chosen_response_tokens_for_its_nll(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from taosr.ray_jobs.dpo import dpo_step_loss
+    from taosr.training.dpo_objective import dpo_step_loss
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     # chosen: 2 prompt tokens then 3 response tokens; rejected: 2 prompt tokens then 1 response token
