@@ -151,7 +151,7 @@ def train(
     check_layout(rl)
     start_model = absolute(start_model)
     prompts, counts = training_prompts(config, start_model, rl, tokenized)
-    annotations = verifier_annotations(config, rl.verifier_coverage) if rl.advantage == "srpo" else {}
+    annotations = verifier_annotations(config, rl.verifier_coverage) if scores_steps(rl) else {}
     counts["verifier_annotations"] = len(annotations)
     genrm = genrm_choice(config, rl)
     counts["genrm"], counts["genrm_reason"] = genrm["model"], genrm["reason"]
@@ -218,6 +218,14 @@ def train(
     return {"model": join(out_dir, "model"), **summary}
 
 
+def scores_steps(rl: GrpoConfig) -> bool:
+    """Whether the stage's advantage estimator reads step rewards (its registration in
+    ``taosr.advantages`` says so): then the offline verifier and the GenRM are needed."""
+    from taosr.advantages import estimator_needs
+
+    return "step_rewards" in estimator_needs(rl.advantage)
+
+
 def genrm_model_for(config: TaosrConfig, rl: GrpoConfig) -> str | None:
     """The GenRM an SRPO run scores unverified steps with (``srpo.genrm``), or None."""
     return genrm_choice(config, rl)["model"]
@@ -230,11 +238,11 @@ def genrm_choice(config: TaosrConfig, rl: GrpoConfig) -> dict:
     rewards that carry no information about the steps, only noise in the advantages."""
     import json
 
-    choice = getattr(rl, "genrm", "none") if rl.advantage == "srpo" else "none"
+    choice = getattr(rl, "genrm", "none") if scores_steps(rl) else "none"
     if choice == "none":
         return {
             "model": None,
-            "reason": "no GenRM: srpo.genrm is none" if rl.advantage == "srpo" else "no GenRM: outcome rewards only",
+            "reason": "no GenRM: srpo.genrm is none" if scores_steps(rl) else "no GenRM: outcome rewards only",
         }
     if choice != "auto":
         if not exists(join(choice, "config.json"), config.data.s3_endpoint):
