@@ -104,10 +104,9 @@ class ModelConfig:
     kv_block_size: int = option(
         32,
         "KV-cache block in tokens of the vLLM engines of rollouts, pass@N sampling, scoring, prediction and the "
-        "GenRM judge (0: vLLM's default; the CoT stage's vLLM teacher keeps vLLM's default). Prefix caching reuses "
-        "whole blocks only, and vLLM's CPU default of 128 is longer than a prompt's shared part: with 32, a GRPO "
-        "step's 8 one-token rollouts of a prompt prefill it once (16 prompts: 10 s -> 2.7 s on the 2-core box) and "
-        "evaluation reuses a query's prefix (563 rows: 51 -> 33 s)",
+        "GenRM judge (0: vLLM's default; the CoT teacher keeps vLLM's default). Prefix caching reuses whole blocks "
+        "only: a block shorter than a prompt's shared part lets a group's rollouts and a query's rows share its "
+        "prefill",
     )
 
 
@@ -161,8 +160,7 @@ class CotConfig:
     min_rule_score: float = option(
         4.0,
         "BM25 score a rule must exceed to be retrieved at all; below it the teacher gets no rule rather than an "
-        "unrelated one. At 4.0 (bench/retrieval_threshold.py) 0.7% of real Home Depot rows still get a built-in "
-        "rule, against 40% at 0, and the precision on the built-in logs rises from 19% to 35%",
+        "unrelated one (0 or more; 0 retrieves the top_k_rules whatever their score)",
     )
     num_teachers: int = option(1, "teacher actors")
     cpus_per_engine: float = option(1.0, "Ray CPUs per teacher actor")
@@ -216,10 +214,8 @@ class LearnerConfig:
     attn_implementation: str = option(
         "sdpa",
         "attention kernel of the trained model and its frozen reference (transformers' attn_implementation): sdpa "
-        "(PyTorch's fused attention, transformers' default) or eager (plain matmuls and softmax). On CPU eager is "
-        "faster for short rows and slower for long ones: on the 2-core box, SFT steps of 16 left-padded rows with "
-        "SmolLM2-135M's top 15 blocks trained took 1.22x less time with eager at ~111 tokens, about the same at "
-        "~238, and 1.42x more at 512 (bench/attention_bench.py)",
+        "(PyTorch's fused attention, transformers' default) or eager (plain matmuls and softmax; on CPU faster for "
+        "short rows, slower for long ones)",
     )
 
     def __post_init__(self):
@@ -271,8 +267,7 @@ class SftConfig(TrainerConfig):
         16,
         "in each run of this many shuffled micro-batches, put rows that train their reasoning apart from rows that "
         "train the level alone (less padding; never sorted by length, which can follow the label), and deal each "
-        "group out by level so every micro-batch holds the run's label mix (a drifting mix swings the level token's "
-        "bias); 1 = off",
+        "group out by level so every micro-batch holds the run's label mix; 1 = off",
     )
     format: str = option(
         "post_cot", "response format: post_cot (label, then reasoning), pre_cot (reasoning, then label) or label_only"
@@ -284,9 +279,9 @@ class SftConfig(TrainerConfig):
     )
     reasoning_share: float = option(
         1.0,
-        "post-CoT: share of training rows (a seeded draw) trained on the whole response; the rest are trained on "
-        "the level token alone. The reasoning is learned from a few hundred rows (its loss is near 0 after that) "
-        "while the decision needs thousands, so a share below 1 spends the compute on the decision",
+        "post-CoT: share of training rows (a seeded draw, 0-1) trained on the whole response; the rest are trained "
+        "on the level token alone, so a share below 1 spends the compute on the decision rather than on a format "
+        "learned from a few hundred rows",
     )
     class_balance: float = option(
         0.0,
@@ -357,8 +352,8 @@ class DpoConfig(TrainerConfig):
     decision_scale: float = option(
         1.0,
         "times the level token (a post-CoT response's first) counts in the log-probabilities DPO compares, for "
-        "policy and reference alike (1 = standard DPO, every token once). The decision is 1 token of the 30-160 a "
-        "pair differs by, so plain DPO spends little of its margin on it: docs/method.md section 4",
+        "policy and reference alike (1 or more; 1 = standard DPO, every token once; the decision is one token of "
+        "the tens a pair differs by)",
     )
     lr: float = option(5e-6, "peak learning rate")
     micro_batch_size: int = option(2, "pairs per worker per forward pass (each pair is two sequences)")
@@ -390,8 +385,8 @@ class GrpoConfig(LearnerConfig):
     advantage: str = option("grpo", "advantage estimator by name (taosr.advantages registry): grpo, or srpo in stage 4")
     partial_credit: bool = option(
         False,
-        "reward 1 - |pred - gold| / 3 instead of 0 for a wrong but well-formed label (on Home Depot's averaged "
-        "ratings it paid hedging to the middle level and cost 5 points of macro-F1: docs/results.md)",
+        "reward 1 - |pred - gold| / 3 instead of 0 for a wrong but well-formed label (off: a wrong label earns 0; "
+        "on averaged ratings it can pay hedging to a middle level)",
     )
     format_gate: bool = option(
         True,
@@ -618,11 +613,9 @@ class RayConfig:
     )
     parquet_footer_readers: int = option(
         1,
-        "actors Ray Data starts to read Parquet footers, per read (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS; Ray 2.60's "
-        "default is 32, each a new worker process): a run's own artifacts are a few files, for which one actor "
-        "(each reads 128 files at once) is plenty and 32 cost a 2-core box a third of a small run's time "
-        "(bench/footer_readers_bench.py); raise it for input folders of many thousands of files on S3; 0 leaves "
-        "Ray's default",
+        "actors Ray Data starts to read Parquet footers, per read (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS; each a "
+        "worker process, each reading 128 files at once): 1 suits a run's own few-file artifacts, raise it for "
+        "input folders of many thousands of files on S3; 0 leaves Ray's default (32 in Ray 2.60)",
     )
     engine_node_resource: str = option(
         "",
