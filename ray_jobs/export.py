@@ -14,6 +14,7 @@ level prior divided out: ``taosr.decision``) and writes:
                          the eval stage scored this model, the chosen rule and the plain argmax
                          on the eval split (the decisions users get, next to the table's argmax)
     export/serve.yaml    serve/config.yaml with this model and rule (``serve run export/serve.yaml``)
+    export/MODEL_CARD.md the model card (``taosr.model_card``), also the model folder's README.md
 """
 
 from __future__ import annotations
@@ -102,6 +103,40 @@ def decision_on_eval_split(config: TaosrConfig, stage: str, rule: DecisionRule) 
     }
 
 
+def run_model_card(config: TaosrConfig, stage: str, model_dir: str, decision: dict, scratch: str) -> str:
+    """The exported model's card (``taosr.model_card``) from the run's files; an s3:// run's
+    metrics and summaries are read from a local copy."""
+    import json
+
+    from taosr.config import to_yaml
+    from taosr.datasets.storage import copy_small_files
+    from taosr.model_card import model_card
+    from taosr.models import MODEL_INFO
+
+    run = Path(config.run_dir)
+    if "://" in config.run_dir:
+        run = Path(scratch, "run-files")
+        for part in ("eval", "data", "srpo"):
+            copy_small_files(
+                join(config.run_dir, part),
+                str(run / part),
+                config.data.s3_endpoint,
+                suffixes=(".json", ".jsonl", ".md"),
+            )
+    info = json.loads(Path(model_dir, MODEL_INFO).read_text())
+    return model_card(
+        run,
+        stage,
+        info,
+        decision,
+        to_yaml(config),
+        base_model=config.model.name,
+        source=config.data.source,
+        split=config.eval.split,
+        seed=config.seed,
+    )
+
+
 def run(config: TaosrConfig) -> dict:
     import json
 
@@ -146,6 +181,9 @@ def run(config: TaosrConfig) -> dict:
             "on_eval_split": decision_on_eval_split(config, stage, rule),
         }
         Path(scratch, "export", "decision.json").write_text(json.dumps(decision, indent=2))
+        card = run_model_card(config, stage, local_model, decision, scratch)
+        Path(scratch, "export", "MODEL_CARD.md").write_text(card)
+        Path(local_model, "README.md").write_text(card)  # what a tool that opens the folder shows
         gpus = config.eval.gpus_per_engine
         served = serve_config(
             join(out, "model"),

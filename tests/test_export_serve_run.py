@@ -56,6 +56,9 @@ def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, 
     assert Path(args["model_path"]) == served / "model"
     chosen = json.loads((served / "decision.json").read_text())
     assert chosen["described"] == summary["rule"]
+    card = (served / "MODEL_CARD.md").read_text()  # the folder carries the same card as its README
+    assert card == (served / "model" / "README.md").read_text()
+    assert f"**{summary['rule']}**, chosen on the `val` split" in card and "## The config that made it" in card
 
     # Its own cluster (`--address local`), as on a machine where nothing else runs Ray.
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}

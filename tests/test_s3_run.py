@@ -73,6 +73,8 @@ def test_a_run_on_s3_writes_every_artifact_to_the_bucket(s3_endpoint, tiny_model
         "tiny/export/model/config.json",
         "tiny/export/serve.yaml",
         "tiny/export/decision.json",
+        "tiny/export/MODEL_CARD.md",
+        "tiny/export/model/README.md",
         "tiny/eval/sft/metrics.json",
         "tiny/eval/lexical/metrics.json",
         "tiny/report/report.md",
