@@ -80,9 +80,54 @@ def _stages(args) -> dict:
     }
 
 
+def _serve(args) -> None:
+    from taosr.serve.local import serve_forever
+
+    serve_forever(args.serve_yaml, args.address, args.host, args.port)
+
+
+# Commands that are an entrypoint's own command line: `taosr run ARGS` is `python -m
+# taosr.ray_jobs.pipeline ARGS`, so `taosr run --help` lists that entrypoint's options.
+DELEGATED = {
+    "run": (
+        "taosr.ray_jobs.pipeline",
+        [],
+        "run the pipeline (or --stages of it) on a profile, e.g. taosr run --config configs/tiny.yaml",
+    ),
+    "plan": (
+        "taosr.ray_jobs.pipeline",
+        ["--plan"],
+        "what `taosr run` would do with each stage (skip, fresh or resume, and why), running nothing",
+    ),
+    "predict": (
+        "taosr.ray_jobs.predict",
+        [],
+        "score logs with a model: taosr predict --model runs/tiny/export/model --input LOGS --out DIR",
+    ),
+    "eval": ("taosr.ray_jobs.eval", [], "score one model on the eval split: taosr eval --model DIR --name NAME"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taosr", description="Thinking relevance models on Ray.")
+    parser = argparse.ArgumentParser(
+        prog="taosr",
+        description="Thinking relevance models on Ray. `taosr COMMAND --help` shows a command's options.",
+        epilog="example: taosr run --config configs/tiny.yaml seed=1",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, text) in DELEGATED.items():
+        commands.add_parser(name, help=text, add_help=False)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve an exported model (export/serve.yaml, or a run_dir holding one) until Ctrl-C",
+        epilog="example: taosr serve runs/tiny  (then curl 127.0.0.1:8000/healthz)",
+    )
+    serve.add_argument("serve_yaml", help="an export/serve.yaml, or the run_dir whose export/serve.yaml to serve")
+    serve.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    serve.add_argument("--host", default="", help="HTTP host (default: the Serve config's, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="HTTP port, 1-65535 (default: the Serve config's)")
+    serve.set_defaults(handler=_serve)
 
     data = commands.add_parser("data", help="generate and validate query-item logs").add_subparsers(
         dest="action", required=True
@@ -148,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        module, extra, _ = DELEGATED[argv[0]]
+        return importlib.import_module(module).main([*argv[1:], *extra])
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args)

@@ -70,6 +70,25 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
     return record
 
 
+def plan(config: TaosrConfig, stages: list[str], force: set[str] = frozenset()) -> list[dict]:
+    """What a run would do with each of ``stages`` (skip, fresh or resume, and why), without
+    running anything: a stage whose manifest matches still reruns when a stage it reads reruns
+    before it."""
+    config_dict = to_dict(config)
+    specs = {spec.name: spec for spec in registry.stages()}
+    rerun, rows = set(), []
+    for name in stages:
+        decision = manifests.decide(config.run_dir, specs[name], config_dict, config.data.s3_endpoint, name in force)
+        action, reason = decision.action, decision.reason
+        upstream = [stage for stage in specs[name].inputs if stage in rerun]
+        if action == "skip" and upstream:
+            action, reason = "fresh", f"{', '.join(upstream)} reruns first"
+        if action != "skip":
+            rerun.add(name)
+        rows.append({"stage": name, "action": action, "reason": reason})
+    return rows
+
+
 def build_parser():
     """The pipeline's command line: the job options plus which stages to run."""
     parser = job_parser(__doc__)
@@ -80,6 +99,11 @@ def build_parser():
     )
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
     parser.add_argument("--force", default="", help="comma-separated stages to rerun even when their manifest matches")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the run would do with each stage (skip, fresh or resume, and why) and exit without running",
+    )
     parser.add_argument(
         "--seeds",
         default="",
@@ -102,6 +126,10 @@ def main(argv=None) -> int:
         force = set(selected_stages(args.force, "")) if args.force else set()
     except ValueError as error:
         parser.error(str(error))
+    if args.plan:
+        for row in plan(config, stages, force):
+            print(f"{row['stage']:<8} {row['action']:<7} {row['reason']}")
+        return 0
     init_ray(config.ray, config.data.s3_endpoint)
     if not args.seeds:
         run_once(config, stages, force)

@@ -35,22 +35,28 @@ def transformers_probs(model: str, request: dict) -> np.ndarray:
     return reference.score_prompts(reference.prompts_for([query] * len(items), items))
 
 
-def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, tmp_path):
-    from taosr.decision import DecisionRule
+@pytest.fixture(scope="module")
+def exported(stage1_run, tmp_path_factory):
+    """The export stage run once on the session's stage-1 run: (config, summary, export folder)."""
     from taosr.ray_jobs import export
-    from taosr.ray_jobs.serve_check import sample_request, wait_until_healthy
 
     config, _, _, stage1_dir = stage1_run
     config = copy.deepcopy(config)
-    config.run_dir = str(tmp_path / "run")
-    (tmp_path / "run").mkdir()
+    run = tmp_path_factory.mktemp("exported") / "run"
+    run.mkdir()
+    config.run_dir = str(run)
     for stage in ("data", "sft"):  # the session's stage-1 run, read-only
-        os.symlink(stage1_dir / stage, tmp_path / "run" / stage)
+        os.symlink(stage1_dir / stage, run / stage)
     config.serve.port = _free_port()
     config.export.max_examples = 40
-    summary = export.run(config)
+    return config, export.run(config), run / "export"
 
-    served = tmp_path / "run" / "export"
+
+def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(exported):
+    from taosr.decision import DecisionRule
+    from taosr.ray_jobs.serve_check import sample_request, wait_until_healthy
+
+    config, summary, served = exported
     deployment = yaml.safe_load((served / "serve.yaml").read_text())
     args = deployment["applications"][0]["args"]
     assert Path(args["model_path"]) == served / "model"
@@ -100,3 +106,47 @@ def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(stage1_run, 
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_taosr_serve_starts_a_local_cluster_and_stops_all_of_it_on_ctrl_c(exported):
+    """No RAY_ADDRESS: `taosr serve` starts its own cluster; one SIGINT to it alone (not its
+    process group) must leave no Ray process of its behind."""
+    import time
+
+    import psutil
+
+    from taosr.ray_jobs.serve_check import wait_until_healthy
+
+    config, summary, served = exported
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    taosr = str(Path(sys.executable).with_name("taosr"))
+    process = subprocess.Popen(
+        [taosr, "serve", str(served.parent), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{port}", timeout_s=300)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"taosr serve never became healthy:\n{process.communicate()[0][-4000:]}")
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()["decision"] == summary["rule"]
+        started = psutil.Process(process.pid).children(recursive=True)
+        assert any("raylet" in " ".join(child.cmdline()) for child in started)  # its own cluster
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=120)[0]
+        assert process.returncode == 0, output[-3000:]
+        deadline = time.time() + 30
+        while time.time() < deadline and any(child.is_running() and child.status() != "zombie" for child in started):
+            time.sleep(1)
+        left = [child.pid for child in started if child.is_running() and child.status() != "zombie"]
+        assert not left, f"{len(left)} of its {len(started)} processes still run after Ctrl-C"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)

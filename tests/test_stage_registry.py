@@ -98,3 +98,26 @@ def test_registration_refuses_what_the_pipeline_could_not_run(toy_stages):
         registry.register(StageSpec("orphan", inputs=("nowhere",), run=lambda config: {}))
     with pytest.raises(ValueError, match="no run"):
         registry.register(StageSpec("idle"))
+
+
+def test_the_plan_reruns_what_reads_a_rerun_stage_and_runs_nothing(tmp_path, monkeypatch):
+    from taosr.config import load_config
+    from taosr.ray_jobs import pipeline
+    from taosr.stages import manifest
+
+    config = load_config("configs/tiny.yaml", [f"run_dir={tmp_path}"])
+    stages = pipeline.selected_stages("data,cot,sft,sample,eval", "")
+    assert [row["action"] for row in pipeline.plan(config, stages)] == ["fresh"] * 5  # an empty run_dir
+    assert {row["reason"] for row in pipeline.plan(config, stages)} == {"no manifest"}
+
+    def decide(run_dir, spec, config_dict, endpoint="", force=False):  # every manifest matches but SFT's
+        if spec.name == "sft":
+            return manifest.Decision("fresh", "config changed", {})
+        return manifest.Decision("skip", "manifest matches", {})
+
+    monkeypatch.setattr(manifest, "decide", decide)
+    rows = {row["stage"]: row for row in pipeline.plan(config, stages)}
+    assert rows["data"]["action"] == rows["cot"]["action"] == "skip"
+    assert rows["sample"] == {"stage": "sample", "action": "fresh", "reason": "sft reruns first"}
+    assert rows["eval"]["action"] == "fresh" and "sft" in rows["eval"]["reason"]  # eval reads every policy
+    assert not (tmp_path / "data").exists()  # nothing ran
