@@ -20,9 +20,26 @@ def configure_logging() -> None:
     )
 
 
+class _Verbose(argparse.Action):
+    """--verbose: every logged training step is echoed on stdout by the worker that logs it."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ["TAOSR_VERBOSE"] = "1"  # read when a stage starts its Ray Train workers
+        setattr(namespace, self.dest, True)
+
+
 def job_parser(description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny.yaml", help="YAML profile (default: %(default)s)")
+    parser.add_argument(
+        "--verbose",
+        action=_Verbose,
+        help="also print every logged training step as a JSON line (metrics.jsonl and TensorBoard always have "
+        "them; without it a progress bar per stage shows step, loss, validation and ETA)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides such as eval.max_examples=100")
     return parser
 

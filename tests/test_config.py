@@ -196,3 +196,14 @@ def test_overrides_may_come_before_or_after_the_options():
     parser.add_argument("--name", default=None)
     args = parser.parse_intermixed_args(["seed=2", "--name", "sft", "eval.split=val", "--config", "configs/tiny.yaml"])
     assert args.name == "sft" and args.overrides == ["seed=2", "eval.split=val"] and args.config == "configs/tiny.yaml"
+
+
+def test_verbose_asks_the_workers_to_echo_their_metrics(monkeypatch):
+    import os
+
+    from taosr.stages.job_args import job_parser
+
+    monkeypatch.setenv("TAOSR_VERBOSE", "0")  # restored after the test
+    assert job_parser(None).parse_intermixed_args(["seed=1"]).verbose is False and os.environ["TAOSR_VERBOSE"] == "0"
+    assert job_parser(None).parse_intermixed_args(["--verbose", "seed=1"]).verbose is True
+    assert os.environ["TAOSR_VERBOSE"] == "1"

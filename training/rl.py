@@ -484,6 +484,7 @@ def rl_train_loop(loop_config: dict) -> None:
         enabled=rank == 0,
         resume_after_step=start_step,
         s3_endpoint=loop_config.get("s3_endpoint", ""),
+        echo=loop_config.get("echo_metrics", True),
     )
     probe = loop_config["probe"]
     if rank == 0:  # engines must hold the learner's weights before the first rollout

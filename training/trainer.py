@@ -19,6 +19,7 @@ from typing import Callable
 from taosr.config import RayConfig
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
 from taosr.training.checkpoints import load_state, report_final, save_state
+from taosr.training.progress import StageProgress
 from taosr.sft_examples import IGNORE_INDEX
 from taosr.stopping import Stopping
 
@@ -119,15 +120,22 @@ def train_top_layers(model, count: int) -> list:
 
 
 class MetricsLog:
-    """Rank 0 only: one JSON line per logged step to stdout and metrics.jsonl, and TensorBoard.
+    """Rank 0 only: one JSON line per logged step to metrics.jsonl (the driver's progress bar
+    follows it) and TensorBoard; with ``echo`` (``--verbose``) to stdout as well.
 
     An s3:// folder is mirrored: the worker writes a local copy (seeded from what an earlier
     attempt left on S3) and ``sync`` uploads it, at every checkpoint and at the end."""
 
     def __init__(
-        self, stage: str, folder: str | None, enabled: bool, resume_after_step: int = 0, s3_endpoint: str = ""
+        self,
+        stage: str,
+        folder: str | None,
+        enabled: bool,
+        resume_after_step: int = 0,
+        s3_endpoint: str = "",
+        echo: bool = True,
     ):
-        self.stage, self.enabled, self.writer, self.file = stage, enabled, None, None
+        self.stage, self.enabled, self.writer, self.file, self.echo = stage, enabled, None, None, echo
         self.remote, self.s3_endpoint = None, s3_endpoint
         if enabled and folder:
             from torch.utils.tensorboard import SummaryWriter
@@ -147,7 +155,8 @@ class MetricsLog:
         if not self.enabled:
             return
         rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
-        print(json.dumps({self.stage: rounded}), flush=True)
+        if self.echo:
+            print(json.dumps({self.stage: rounded}), flush=True)
         if self.file:
             self.file.write(json.dumps(rounded) + "\n")
             self.file.flush()
@@ -217,6 +226,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
         enabled=rank == 0,
         resume_after_step=step,
         s3_endpoint=loop_config.get("s3_endpoint", ""),
+        echo=loop_config.get("echo_metrics", True),
     )
     if step and rank == 0:
         print(
@@ -456,6 +466,7 @@ def fit(
             "model_path": absolute(loop_config["model_path"]),
             "log_dir": local_out or out_dir,
             "s3_endpoint": s3_endpoint,
+            "echo_metrics": os.environ.get("TAOSR_VERBOSE", "0") == "1",  # --verbose: each line on stdout too
         },
         torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo"),
         scaling_config=scaling_config(trainer_cfg, ray_config),
@@ -469,7 +480,9 @@ def fit(
         ),
         datasets={"train": dataset} if dataset is not None else None,
     )
-    result = trainer.fit()
+    label = os.path.basename(os.path.normpath(out_dir))
+    with StageProgress(local_out, label, getattr(trainer_cfg, "steps", None), ray_config.progress_bars):
+        result = trainer.fit()
     final_dir = join(out_dir, "model")
     if local_out:
         if os.path.exists(final_dir):
