@@ -156,9 +156,32 @@ def run_once(config: TaosrConfig, stages: list[str], force: set[str]) -> None:
     """One pipeline run: its stages, its timings file and, when eval ran, its report."""
     record = run_pipeline(config, stages, force)
     write_json(join(config.run_dir, "timings.json"), record, config.data.s3_endpoint)
-    print("stages:", json.dumps(record))
+    report = None
     if exists(join(config.run_dir, "eval", "lexical", "metrics.json"), config.data.s3_endpoint):  # eval ran
-        print("report:", write_report(config.run_dir, config.data.s3_endpoint))
+        report = write_report(config.run_dir, config.data.s3_endpoint)
+    print(run_summary(config.run_dir, record, report, config.data.s3_endpoint), flush=True)
+
+
+def run_summary(run_dir: str, record: dict, report: str | None, s3_endpoint: str = "") -> str:
+    """The lines a run ends with: each stage's action and time, each scored model's macro-F1 and
+    QWK on the eval split (the lexical baseline first), and where the report is."""
+    from taosr.datasets.storage import read_text
+
+    lines = ["", "stage    action   minutes"]
+    lines += [f"{name:<8} {done['action']:<8} {done['seconds'] / 60:7.1f}" for name, done in record.items()]
+    lines.append(f"{'total':<17} {sum(done['seconds'] for done in record.values()) / 60:7.1f}")
+    rows_path = join(run_dir, "eval", "rows.json")
+    if exists(rows_path, s3_endpoint):
+        lines += ["", "model                            macro-F1    QWK   (eval split)"]
+        for slug, title in json.loads(read_text(rows_path, s3_endpoint)):
+            path = join(run_dir, "eval", slug, "metrics.json")
+            if exists(path, s3_endpoint):
+                overall = json.loads(read_text(path, s3_endpoint))["overall"]
+                qwk = "–" if overall.get("qwk") is None else f"{overall['qwk']:.3f}"
+                lines.append(f"{title[:32]:<32} {100 * overall['macro_f1']:8.2f} {qwk:>6}")
+    if report:
+        lines += ["", f"report: {report}"]
+    return "\n".join(lines)
 
 
 def write_report(run_dir: str, s3_endpoint: str = "") -> str:

@@ -121,3 +121,19 @@ def test_the_plan_reruns_what_reads_a_rerun_stage_and_runs_nothing(tmp_path, mon
     assert rows["sample"] == {"stage": "sample", "action": "fresh", "reason": "sft reruns first"}
     assert rows["eval"]["action"] == "fresh" and "sft" in rows["eval"]["reason"]  # eval reads every policy
     assert not (tmp_path / "data").exists()  # nothing ran
+
+
+def test_a_run_ends_with_its_stages_times_figures_and_report(tmp_path):
+    import json
+
+    from taosr.ray_jobs.pipeline import run_summary
+
+    (tmp_path / "eval" / "sft").mkdir(parents=True)
+    (tmp_path / "eval" / "rows.json").write_text(json.dumps([["lexical", "lexical baseline"], ["sft", "SFT"]]))
+    (tmp_path / "eval" / "sft" / "metrics.json").write_text(json.dumps({"overall": {"macro_f1": 0.5209, "qwk": 0.523}}))
+    record = {"data": {"action": "skip", "seconds": 0.0}, "sft": {"action": "fresh", "seconds": 90.0}}
+    lines = run_summary(str(tmp_path), record, "runs/x/report/report.html").splitlines()
+    assert "sft      fresh        1.5" in lines and "total                 1.5" in lines
+    assert any(line.startswith("SFT") and line.split()[1:] == ["52.09", "0.523"] for line in lines)
+    assert not any(line.startswith("lexical baseline ") for line in lines)  # not scored: no row
+    assert lines[-1] == "report: runs/x/report/report.html"
