@@ -316,3 +316,65 @@ def _format_of_folder(path: str, filesystem) -> str:
             f"{path!r} holds {sorted(formats) or 'no'} log files; it needs exactly one format ({', '.join(FORMATS)})"
         )
     return formats.pop()
+
+
+def log_columns(path: str, fmt: str = "auto", s3_endpoint: str = "", encoding: str = "utf-8") -> set[str]:
+    """The column names of a file or folder of logs, from its first log file alone (a Parquet
+    schema, a CSV/TSV header, the keys of the first JSONL records), without Ray: what a preflight
+    checks before a run spends anything on the logs."""
+    import csv
+    import gzip
+    import io
+    import json
+
+    from pyarrow import fs as pafs
+
+    filesystem = filesystem_for(path, s3_endpoint) or pafs.LocalFileSystem()
+    base = path[len("s3://") :] if path.startswith("s3://") else os.path.abspath(path)
+    info = filesystem.get_file_info(base)
+    files = [base]
+    if info.type == pafs.FileType.Directory:
+        found = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+        files = sorted(
+            i.path
+            for i in found
+            if i.type == pafs.FileType.File and not os.path.basename(i.path).startswith((".", "_"))
+        )
+    elif info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{path}: no such log file or folder")
+    resolved = (
+        detect_format(path, fmt)
+        if fmt != "auto" or info.type == pafs.FileType.File
+        else _format_of_folder(path, filesystem or None)
+    )
+    files = [f for f in files if fmt != "auto" or info.type == pafs.FileType.File or _has_format(f, resolved)]
+    if not files:
+        raise FileNotFoundError(f"{path}: no {resolved} log files")
+    with filesystem.open_input_file(files[0]) as handle:
+        head = handle.read(4 << 20)  # a header, a schema or the first records fit in 4 MiB
+    if resolved == "parquet":
+        import pyarrow.parquet as pq
+
+        with filesystem.open_input_file(files[0]) as handle:
+            return set(pq.ParquetFile(handle).schema_arrow.names)
+    if files[0].endswith(".gz"):
+        head = gzip.GzipFile(fileobj=io.BytesIO(head)).read(4 << 20)
+    text = head.decode(encoding, errors="replace")
+    if resolved in ("csv", "tsv"):
+        return set(next(csv.reader(io.StringIO(text), delimiter="," if resolved == "csv" else "\t"), []))
+    columns: set[str] = set()
+    for line in text.splitlines()[:100]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            columns |= set(record)
+    return columns
+
+
+def _has_format(path: str, fmt: str) -> bool:
+    try:
+        return detect_format(path) == fmt
+    except ValueError:
+        return False

@@ -78,8 +78,13 @@ def plan(config: TaosrConfig, stages: list[str], force: set[str] = frozenset()) 
     specs = {spec.name: spec for spec in registry.stages()}
     rerun, rows = set(), []
     for name in stages:
-        decision = manifests.decide(config.run_dir, specs[name], config_dict, config.data.s3_endpoint, name in force)
-        action, reason = decision.action, decision.reason
+        try:
+            decision = manifests.decide(
+                config.run_dir, specs[name], config_dict, config.data.s3_endpoint, name in force
+            )
+            action, reason = decision.action, decision.reason
+        except OSError as error:  # a run_dir or logs out of reach: the preflight says why
+            action, reason = "fresh", f"cannot read its manifest or inputs ({str(error)[:120]})"
         upstream = [stage for stage in specs[name].inputs if stage in rerun]
         if action == "skip" and upstream:
             action, reason = "fresh", f"{', '.join(upstream)} reruns first"
@@ -105,6 +110,12 @@ def build_parser():
         help="print what the run would do with each stage (skip, fresh or resume, and why) and exit without running",
     )
     parser.add_argument(
+        "--cluster-yaml",
+        default=None,
+        help="check the profile's GPU engines and learners against this cluster launcher config's node types "
+        "(default: the repository's cluster.yaml when the profile names ray.*_node_resource)",
+    )
+    parser.add_argument(
         "--seeds",
         default="",
         help="comma-separated seeds, e.g. 0,1,2: run the pipeline once per seed "
@@ -126,10 +137,18 @@ def main(argv=None) -> int:
         force = set(selected_stages(args.force, "")) if args.force else set()
     except ValueError as error:
         parser.error(str(error))
+    from taosr.stages.preflight import preflight
+
+    planned = plan(config, stages, force)
+    problems = preflight(config, [row["stage"] for row in planned if row["action"] != "skip"], args.cluster_yaml)
     if args.plan:
-        for row in plan(config, stages, force):
+        for row in planned:
             print(f"{row['stage']:<8} {row['action']:<7} {row['reason']}")
-        return 0
+        print("preflight: " + ("passed" if not problems else f"{len(problems)} problem(s)"))
+    for problem in problems:
+        print(f"preflight: {problem.line()}", file=sys.stderr)
+    if args.plan or problems:
+        return 2 if problems else 0
     init_ray(config.ray, config.data.s3_endpoint)
     if not args.seeds:
         run_once(config, stages, force)

@@ -1,0 +1,83 @@
+"""The preflight's checks, each failing on a bad profile and passing on a good one (no Ray)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taosr.config import load_config
+from taosr.stages import preflight as pf
+
+ALL = ["data", "cot", "sft", "sample", "dpo", "grpo", "genrm", "srpo", "eval", "export", "serve"]
+
+
+def production(tmp_path, *overrides):
+    return load_config("configs/production.yaml", [f"run_dir={tmp_path}/run", *overrides])
+
+
+def test_the_production_profile_fits_cluster_yaml():
+    config = load_config("configs/production.yaml", [])
+    assert pf.check_resources(config, ALL, str(pf.CLUSTER_YAML)) == []
+
+
+def test_an_engine_larger_than_every_node_type_or_a_resource_nobody_offers_is_refused(tmp_path):
+    too_big = pf.check_resources(production(tmp_path, "eval.gpus_per_engine=8"), ALL, str(pf.CLUSTER_YAML))
+    assert [p.check for p in too_big] == ["resources"]
+    assert "one eval engine asks for 8 engine_gpu and the largest node type offers 4" in too_big[0].cause
+    unknown = pf.check_resources(production(tmp_path, "ray.learner_node_resource=a100"), ["sft"], str(pf.CLUSTER_YAML))
+    assert len(unknown) == 1 and "no node type" in unknown[0].cause and "a100" in unknown[0].cause
+    crowded = pf.check_resources(production(tmp_path, "sft.num_workers=24"), ["sft"], str(pf.CLUSTER_YAML))
+    assert len(crowded) == 1 and "24 learners" in crowded[0].cause and "16 at most" in crowded[0].cause
+
+
+def test_logs_without_step_annotations_stop_a_run_that_trains_the_genrm(tmp_path):
+    logs = tmp_path / "logs.csv"
+    logs.write_text("query,title,label\nshoes,running shoe,4\n")
+    config = load_config("configs/user-logs.yaml", [f"data.source={logs}"])
+    problems = pf.check_logs(config, ALL)
+    assert len(problems) == 1 and "no 'step_annotations' column" in problems[0].cause
+    assert "--skip genrm" in problems[0].fix
+    assert pf.check_logs(config, [s for s in ALL if s != "genrm"]) == []  # left out: nothing to check
+    annotated = tmp_path / "annotated.jsonl"
+    annotated.write_text(json.dumps({"query": "q", "title": "t", "label": 4, "steps": {"decision": 4}}) + "\n")
+    mapped = load_config("configs/user-logs.yaml", [f"data.source={annotated}", "data.columns.step_annotations=steps"])
+    assert pf.check_logs(mapped, ALL) == []
+
+
+def test_a_context_shorter_than_max_seq_len_is_refused(tiny_model, tmp_path):
+    good = load_config("configs/tiny.yaml", [f"model.name={tiny_model}"])
+    assert pf.check_model(good) == []
+    context = json.loads((Path(tiny_model) / "config.json").read_text())["max_position_embeddings"]
+    short = load_config("configs/tiny.yaml", [f"model.name={tiny_model}", f"model.max_seq_len={context + 1}"])
+    problems = pf.check_model(short)
+    assert len(problems) == 1 and f"{context} tokens" in problems[0].cause
+
+
+def test_an_open_endpoint_needs_api_keys(tmp_path):
+    served = yaml.safe_load(pf.SERVE_YAML.read_text())
+    assert pf.check_endpoint(ALL) == []  # the repository's: 127.0.0.1
+    served["http_options"]["host"] = "0.0.0.0"
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(served))
+    problems = pf.check_endpoint(ALL, path)
+    assert len(problems) == 1 and "0.0.0.0" in problems[0].cause and "api_keys_env" in problems[0].fix
+    served["applications"][0]["args"]["api_keys_env"] = "TAOSR_KEYS"
+    path.write_text(yaml.safe_dump(served))
+    assert pf.check_endpoint(ALL, path) == []
+    assert pf.check_endpoint(["sft"], path) == []  # nothing is served
+
+
+@pytest.mark.parametrize(
+    "host,loopback",
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.5", False),
+        ("head.internal", False),
+    ],
+)
+def test_loopback_hosts(host, loopback):
+    assert pf.is_loopback(host) is loopback
