@@ -143,6 +143,9 @@ def test_which_genrm_an_rl_stage_uses(tmp_path):
     left_out = genrm_choice(config, config.srpo)
     assert left_out["model"] is None
     assert "not used" in left_out["reason"] and "50.0%" in left_out["reason"] and "52.0%" in left_out["reason"]
+    assert "within noise of its base" in left_out["reason"]
+    summary.write_text(json.dumps({"gain_over_base": {**gain, "high": -0.01, "beyond_noise": True}}))
+    assert "below its base beyond noise" in genrm_choice(config, config.srpo)["reason"]
     summary.write_text(
         json.dumps(
             {

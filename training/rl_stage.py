@@ -269,9 +269,10 @@ def genrm_choice(config: TaosrConfig, rl: GrpoConfig) -> dict:
         f"[{100 * gain['low']:+.1f}, {100 * gain['high']:+.1f}] on {gain['n']} questions"
     )
     if not gain["beats_base"]:
+        verdict = "below its base beyond noise" if gain["beyond_noise"] else "within noise of its base"
         return {
             "model": None,
-            "reason": f"the GenRM is not used: {measured}, not beyond noise; steps the verifier cannot "
+            "reason": f"the GenRM is not used: {measured}, {verdict}; steps the verifier cannot "
             "judge get the outcome advantage alone",
         }
     return {"model": path, "reason": f"the GenRM is used: {measured}"}
