@@ -109,14 +109,15 @@ def check_model(config: TaosrConfig) -> list[Problem]:
 
 
 def check_storage(config: TaosrConfig) -> list[Problem]:
-    from taosr.datasets.storage import exists, join, remove_tree, write_text
+    from taosr.datasets.storage import exists, filesystem_and_path, join, write_text
 
     problems = []
     if config.run_dir.startswith("s3://"):
         marker = join(config.run_dir, f".taosr-preflight-{uuid.uuid4().hex[:8]}")
         try:
             write_text(marker, "preflight", config.data.s3_endpoint)
-            remove_tree(marker, config.data.s3_endpoint)
+            filesystem, path = filesystem_and_path(marker, config.data.s3_endpoint)
+            filesystem.delete_file(path)  # a file: remove_tree deletes folders
         except OSError as error:
             problems.append(
                 Problem(
