@@ -132,6 +132,11 @@ def main(argv=None) -> int:
     args = parser.parse_intermixed_args(argv)
     configure_logging()
     config = load_config(args.config, args.overrides)
+    from taosr.precision import float32_note
+
+    note = float32_note(config)
+    if note:
+        print(note, file=sys.stderr)
     try:
         stages = selected_stages(args.stages, args.skip)
         force = set(selected_stages(args.force, "")) if args.force else set()

@@ -53,6 +53,14 @@ class TaosrConfig:
     serve: ServeCheckConfig = option(factory=ServeCheckConfig)
     ray: RayConfig = option(factory=RayConfig)
 
+    def __post_init__(self):
+        for section in fields(self):
+            part = getattr(self, section.name)
+            for name in ("gpu_memory_utilization", "genrm_gpu_memory_utilization"):
+                share = getattr(part, name, None)
+                if share is not None and not 0.0 < share <= 1.0:
+                    raise ValueError(f"{section.name}.{name} is a share of a GPU's memory in (0, 1]; got {share}")
+
 
 # Old names of renamed fields (one scheme for engine resources: ``cpus_per_engine`` and
 # ``gpus_per_engine`` in every section that starts engines). Accepted with a warning for one
@@ -106,7 +114,12 @@ def load_config(profile: str | Path | None = None, overrides: Sequence[str] = ()
         merged = OmegaConf.merge(merged, _rename_deprecated(OmegaConf.from_dotlist(list(overrides)), "overrides"))
         for key, value in _whole_maps(overrides):
             OmegaConf.update(merged, key, value, merge=False)  # type-checked against the field again
-    return OmegaConf.to_object(merged)
+    config = OmegaConf.to_object(merged)
+    if isinstance(config, TaosrConfig):
+        from taosr.precision import float32_instead
+
+        float32_instead(config)  # bf16 only where the CPU computes it (ray.cpu_bfloat16)
+    return config
 
 
 def _whole_maps(overrides: Sequence[str]) -> list[tuple[str, object]]:
