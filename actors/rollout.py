@@ -50,6 +50,7 @@ class RolloutEngine:
         gpu_memory_utilization: float = 0.5,
         enable_prefix_caching: bool = True,
         kv_block_size: int = 0,
+        enforce_eager: bool = True,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
@@ -66,7 +67,7 @@ class RolloutEngine:
         self.llm = LLM(
             model_path,
             dtype=dtype,
-            enforce_eager=True,
+            enforce_eager=enforce_eager,  # RayConfig.vllm_options: CUDA graphs on GPU, eager on CPU
             enable_prefix_caching=enable_prefix_caching,
             max_model_len=max_seq_len,
             seed=seed,

@@ -22,6 +22,8 @@ class VLLMTeacher:
         dtype: str = "bfloat16",
         tensor_parallel_size: int = 1,
         seed: int = 0,
+        enforce_eager: bool = True,
+        gpu_memory_utilization: float = 0.9,
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM, SamplingParams
@@ -35,7 +37,8 @@ class VLLMTeacher:
         self.llm = LLM(
             model_path,
             dtype=dtype,
-            enforce_eager=True,
+            enforce_eager=enforce_eager,
+            gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=True,
             tensor_parallel_size=tensor_parallel_size,
             seed=seed,

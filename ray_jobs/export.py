@@ -28,12 +28,11 @@ import yaml
 
 from taosr.config import TaosrConfig
 from taosr.decision import DecisionRule
-from taosr.datasets.storage import absolute, copy_tree, join, remove_tree
+from taosr.datasets.storage import copy_tree, join, remove_tree
 from taosr.stages.job_args import run_job
 from taosr.stages.policies import latest_policy
 from taosr.stages.registry import StageSpec, policy_stages
-
-SERVE_CONFIG = Path(__file__).resolve().parent.parent / "serve" / "config.yaml"
+from taosr.serve.deployment import serve_config
 
 
 def chosen_model(config: TaosrConfig) -> tuple[str, str]:
@@ -42,32 +41,6 @@ def chosen_model(config: TaosrConfig) -> tuple[str, str]:
     if wanted != "last" and wanted not in policies:
         raise ValueError(f"export.model_stage must be one of last, {', '.join(policies)}; got {wanted!r}")
     return latest_policy(config.run_dir, config.data.s3_endpoint, policies if wanted == "last" else (wanted,))
-
-
-def serve_config(
-    model_path: str,
-    rule: DecisionRule,
-    port: int,
-    gpus_per_replica: float = 0.0,
-    tensor_parallel_size: int = 1,
-    node_resources: dict | None = None,
-) -> dict:
-    """The repo's Serve config with this model and decision rule; on a GPU profile each model
-    replica asks Ray for its GPUs (the eval engines' share) and for ``node_resources``, the custom
-    resources that place it on an engine node type (``RayConfig.engine_options``)."""
-    config = yaml.safe_load(SERVE_CONFIG.read_text())
-    config["http_options"]["port"] = port
-    application = config["applications"][0]
-    args = application["args"]
-    args["model_path"], args["beta"] = absolute(model_path), float(rule.beta)
-    args["decision"] = {key: value for key, value in rule.to_record().items() if key != "beta"}
-    if gpus_per_replica:
-        model = next(d for d in application["deployments"] if d["name"] == "LevelModel")
-        model["ray_actor_options"]["num_gpus"] = float(gpus_per_replica)
-        if node_resources:
-            model["ray_actor_options"]["resources"] = dict(node_resources)
-        args["tensor_parallel_size"] = int(tensor_parallel_size)
-    return config
 
 
 def record_rule(model_dir: str, rule: DecisionRule, split: str) -> None:
@@ -184,15 +157,7 @@ def run(config: TaosrConfig) -> dict:
         card = run_model_card(config, stage, local_model, decision, scratch)
         Path(scratch, "export", "MODEL_CARD.md").write_text(card)
         Path(local_model, "README.md").write_text(card)  # what a tool that opens the folder shows
-        gpus = config.eval.gpus_per_engine
-        served = serve_config(
-            join(out, "model"),
-            rule,
-            config.serve.port,
-            gpus,
-            config.eval.tensor_parallel_size,
-            config.ray.engine_options(1, gpus)["resources"],
-        )
+        served = serve_config(join(out, "model"), rule, config)
         Path(scratch, "export", "serve.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
         remove_tree(out, endpoint)
         copy_tree(str(Path(scratch, "export")), out, endpoint)

@@ -102,6 +102,7 @@ def yes_probabilities(config: TaosrConfig, model_path: str, examples) -> list[fl
         kv_cache_gib=config.genrm.kv_cache_gib,
         seed=config.seed,
         kv_block_size=config.model.kv_block_size,
+        **config.ray.vllm_options(config.genrm.gpu_memory_utilization),
     )
     try:
         return ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))

@@ -47,7 +47,16 @@ SAMPLE_INPUT_COLUMNS = (
 class PassAtNSampler:
     """Ray Data callable class: training rows -> the same rows with N parsed samples each."""
 
-    def __init__(self, model_path: str, sample: dict, dtype: str, max_seq_len: int, seed: int, kv_block_size: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        sample: dict,
+        dtype: str,
+        max_seq_len: int,
+        seed: int,
+        kv_block_size: int = 0,
+        vllm_options: dict | None = None,
+    ):
         self.engine = RolloutEngine(
             model_path,
             dtype=dtype,
@@ -56,6 +65,7 @@ class PassAtNSampler:
             kv_cache_gib=sample["kv_cache_gib"],
             tensor_parallel_size=sample["tensor_parallel_size"],
             kv_block_size=kv_block_size,
+            **(vllm_options or {}),
         )
         self.spec = SamplingSpec(
             n=sample["n"],
@@ -120,6 +130,7 @@ def sample_dataset(rows, model_path: str, config: TaosrConfig):
             max_seq_len=config.model.max_seq_len,
             seed=config.seed,
             kv_block_size=config.model.kv_block_size,
+            vllm_options=config.ray.vllm_options(sample.gpu_memory_utilization),
         ),
         batch_size=sample.batch_size,
         batch_format="pyarrow",

@@ -76,6 +76,9 @@ def run(config: TaosrConfig) -> dict:
         # One request to check the export end to end: compiling the engine would add ~1.5 min
         # and check nothing more (the compiled engine is tested by test_export_serve_run).
         args["compile_engine"] = False
+    # The check's endpoint listens on the head's loopback only, so it needs none of the keys a
+    # cluster's exported endpoint requires (serve.exposure).
+    args["api_keys_env"] = ""
     url = start_app(
         args.pop("model_path"),
         port=config.serve.port,

@@ -151,6 +151,10 @@ class ServeArgs:
     # the engine yields to every other process on the node; see set_process_niceness.
     replica_niceness: int | None = 0
     tensor_parallel_size: int = 1  # give the LevelModel deployment as many GPUs (ray_actor_options.num_gpus)
+    # GPU engines: CUDA graphs (false) or eager, and vLLM's share of each GPU; CPU engines always
+    # run eager (the export stage writes both from the profile: RayConfig.vllm_options).
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = 0.9
     # Items one engine call scores at most (requests are never split: a larger one goes alone).
     # Small enough that a request whose client has gone is dropped before it costs engine time,
     # large enough to fill the engine's steps (serve/batching.py).
@@ -278,6 +282,8 @@ class LevelModel:
             tensor_parallel_size=config.tensor_parallel_size,
             kv_block_size=config.kv_block_size,
             compile_engine=config.compile_engine,
+            enforce_eager=config.enforce_eager,
+            gpu_memory_utilization=config.gpu_memory_utilization,
             prompt_format=self.info.get("format", "post_cot"),
             max_new_tokens=config.explain_max_new_tokens,
         )

@@ -27,7 +27,6 @@ from taosr.config import TaosrConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_YAML = ROOT / "cluster.yaml"
-SERVE_YAML = ROOT / "serve" / "config.yaml"
 LOOPBACK_HOSTS = ("localhost",)
 
 
@@ -43,7 +42,7 @@ class Problem:
 
 def preflight(config: TaosrConfig, stages: list[str], cluster_yaml: str | None = None) -> list[Problem]:
     """The problems that would stop ``stages`` of this run, in the order the checks run."""
-    problems = check_logs(config, stages) + check_model(config) + check_storage(config) + check_endpoint(stages)
+    problems = check_logs(config, stages) + check_model(config) + check_storage(config) + check_endpoint(config, stages)
     cluster = cluster_yaml or (str(CLUSTER_YAML) if uses_node_types(config) else None)
     if cluster:
         problems += check_resources(config, stages, cluster)
@@ -140,11 +139,15 @@ def check_storage(config: TaosrConfig) -> list[Problem]:
     return problems
 
 
-def check_endpoint(stages: list[str], serve_yaml: Path = SERVE_YAML) -> list[Problem]:
-    """An endpoint reachable from other machines must require API keys."""
-    if not {"export", "serve"} & set(stages):
+def check_endpoint(config: TaosrConfig, stages: list[str]) -> list[Problem]:
+    """The serve.yaml the export stage will write: reachable from other machines, it must
+    require API keys."""
+    from taosr.decision import DecisionRule
+    from taosr.serve.deployment import serve_config
+
+    if "export" not in stages:
         return []
-    deployment = yaml.safe_load(serve_yaml.read_text())
+    deployment = serve_config("model", DecisionRule("argmax"), config)
     host = (deployment.get("http_options") or {}).get("host", "127.0.0.1")
     keys = deployment["applications"][0]["args"].get("api_keys_env")
     if is_loopback(host) or keys:
@@ -152,8 +155,9 @@ def check_endpoint(stages: list[str], serve_yaml: Path = SERVE_YAML) -> list[Pro
     return [
         Problem(
             "endpoint",
-            f"{serve_yaml.name} serves on {host} to other machines without API keys",
-            "set api_keys_env to an environment variable holding the keys, or host to 127.0.0.1",
+            f"the exported serve.yaml would serve on {host} to other machines without API keys",
+            "set serve.api_keys_env to an environment variable that holds the keys on the nodes, or serve.exposure "
+            "to local",
         )
     ]
 
@@ -191,14 +195,17 @@ def check_resources(config: TaosrConfig, stages: list[str], cluster_yaml: str) -
     problems = []
     engine, learner = config.ray.engine_node_resource, config.ray.learner_node_resource
     for stage in stages:
+        # What each actor asks Ray for, from the functions that start them.
         if engine and stage in ENGINE_SECTIONS:
             section = getattr(config, ENGINE_SECTIONS[stage])
-            gpus = float(getattr(section, "gpus_per_engine", 0.0) or 0.0)
-            problems += _fits(stage, "engine", engine, gpus, 1, types, cluster_yaml)
+            asked = config.ray.engine_options(section.cpus_per_engine, section.gpus_per_engine)["resources"]
+            problems += _fits(stage, "engine", engine, asked.get(engine, 0.0), 1, types, cluster_yaml)
         if learner and stage in LEARNER_SECTIONS:
             section = getattr(config, LEARNER_SECTIONS[stage])
-            if section.use_gpu:
-                problems += _fits(stage, "learner", learner, 1.0, section.num_workers, types, cluster_yaml)
+            asked = config.ray.learner_resources(section.cpus_per_worker, section.use_gpu)
+            problems += _fits(
+                stage, "learner", learner, asked.get(learner, 0.0), section.num_workers, types, cluster_yaml
+            )
     return problems
 
 

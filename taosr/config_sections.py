@@ -17,6 +17,12 @@ def option(default: Any = None, help: str = "", *, factory=None):  # noqa: A002 
     return field(default=default, metadata={"help": help})
 
 
+GPU_MEMORY_HELP = (
+    "share of each of its GPUs that vLLM may fill with weights, activations and KV cache (0-1; {why}); "
+    "ignored on CPU, where kv_cache_gib sizes the cache"
+)
+
+
 @dataclass
 class DataConfig:
     source: str = option(
@@ -128,6 +134,7 @@ class EvalConfig:
     )
     tensor_parallel_size: int = option(1, "vLLM tensor parallelism of each scoring engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache size per engine in GiB")
+    gpu_memory_utilization: float = option(0.9, GPU_MEMORY_HELP.format(why="also the exported Serve replicas' share"))
     decode_samples: int = option(
         0,
         "also decode the full reasoning for this many examples to measure format errors and hallucination (pre-CoT "
@@ -169,6 +176,7 @@ class CotConfig:
         1, "vllm: tensor parallelism of the teacher's engine (a 30B teacher needs several GPUs)"
     )
     batch_size: int = option(64, "rows per teacher call")
+    gpu_memory_utilization: float = option(0.9, GPU_MEMORY_HELP.format(why="vllm teacher"))
 
 
 ATTENTION_KERNELS = ("sdpa", "eager")  # the kernels every transformers decoder supports on CPU and GPU
@@ -211,6 +219,12 @@ class LearnerConfig:
     num_workers: int = option(1, "Ray Train workers (one process each)")
     cpus_per_worker: int = option(2, "CPUs (and torch threads) per worker")
     use_gpu: bool = option(False, "one GPU per worker")
+    gradient_checkpointing: bool = option(
+        False,
+        "recompute each decoder block's activations in the backward pass instead of keeping them: activation "
+        "memory falls from one copy per block to about one block's, for roughly a third more compute per step; "
+        "for long rows or large micro-batches on GPUs",
+    )
     attn_implementation: str = option(
         "sdpa",
         "attention kernel of the trained model and its frozen reference (transformers' attn_implementation): sdpa "
@@ -338,6 +352,7 @@ class SampleConfig:
     gpus_per_engine: float = option(0.0, "GPUs per rollout actor (set to tensor_parallel_size on GPU clusters)")
     tensor_parallel_size: int = option(1, "vLLM tensor parallelism per engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache per engine in GiB")
+    gpu_memory_utilization: float = option(0.9, GPU_MEMORY_HELP.format(why="pass@N sampling engines"))
 
 
 @dataclass
@@ -428,6 +443,9 @@ class GrpoConfig(LearnerConfig):
     )
     tensor_parallel_size: int = option(1, "vLLM tensor parallelism per engine")
     kv_cache_gib: int = option(1, "vLLM CPU KV cache per engine in GiB")
+    gpu_memory_utilization: float = option(
+        0.5, GPU_MEMORY_HELP.format(why="rollout engines; 0.5 leaves room for a learner colocated on the GPU")
+    )
     sync_tolerance: float = option(
         0.05, "weight-sync probe: largest allowed mean |log-prob| gap between learner and engine"
     )
@@ -530,6 +548,9 @@ class SrpoConfig(GrpoConfig):
     )
     genrm_cpus_per_engine: float = option(1.0, "Ray CPUs of the GenRM actor")
     genrm_gpus_per_engine: float = option(0.0, "GPUs of the GenRM actor (a fraction to share one)")
+    genrm_gpu_memory_utilization: float = option(
+        0.3, GPU_MEMORY_HELP.format(why="the GenRM judge, which often shares a GPU with a rollout engine")
+    )
     genrm_timeout_s: float = option(600.0, "a GenRM scoring call slower than this is an error")
     diverse: bool = option(True, "diversified filtering (see grpo.diverse)")
     curriculum: list = option(
@@ -562,6 +583,7 @@ class GenrmConfig(TrainerConfig):
         60, "annotated rows of eval_split asked about (every judged step, correct and corrupted; 0 = all)"
     )
     kv_cache_gib: int = option(1, "vLLM CPU KV cache of the evaluation engine in GiB")
+    gpu_memory_utilization: float = option(0.9, GPU_MEMORY_HELP.format(why="the GenRM's evaluation judge"))
 
 
 @dataclass
@@ -585,6 +607,27 @@ class ServeCheckConfig:
     port: int = option(8000, "port of the endpoint the pipeline's serve stage starts on 127.0.0.1")
     sample_items: int = option(5, "items of one held-out query sent as the sample request")
     keep_running: bool = option(False, "leave the endpoint up when the pipeline ends (blocks until Ctrl-C)")
+    exposure: str = option(
+        "auto",
+        "who the exported serve.yaml serves: local (127.0.0.1 on the head node, no API keys), cluster (every "
+        "interface of every node, proxy_location EveryNode, API keys required) or auto (cluster when ray.address "
+        "is set or ray.device is gpu)",
+    )
+    api_keys_env: str = option(
+        "TAOSR_API_KEYS",
+        "cluster exposure: environment variable holding the endpoint's comma-separated API keys on the nodes "
+        "(set it where `ray start` runs; cluster.yaml reads it from a secret); a replica without it refuses to start",
+    )
+
+    def __post_init__(self):
+        if self.exposure not in ("auto", "local", "cluster"):
+            raise ValueError(f"serve.exposure must be auto, local or cluster; got {self.exposure!r}")
+
+    def on_cluster(self, ray: "RayConfig") -> bool:
+        """Whether the exported endpoint is exposed to other machines (and so needs API keys)."""
+        if self.exposure == "auto":
+            return bool(ray.address) or ray.device == "gpu"
+        return self.exposure == "cluster"
 
 
 @dataclass
@@ -607,9 +650,9 @@ class RayConfig:
     )
     learner_node_resource: str = option(
         "",
-        "a custom resource every GPU learner worker (SFT, DPO, GenRM, GRPO, SRPO) also asks for, one unit per GPU, "
-        "so the autoscaler starts the node type that offers it (cluster.yaml's H100 type offers learner_gpu); "
-        "empty: any node with a free GPU",
+        "a custom resource every learner worker (SFT, DPO, GenRM, GRPO, SRPO) also asks for, one unit per GPU (one "
+        "unit for a CPU worker), so the autoscaler starts the node type that offers it (cluster.yaml's H100 type "
+        "offers learner_gpu); empty: any node with room",
     )
     parquet_footer_readers: int = option(
         1,
@@ -622,14 +665,35 @@ class RayConfig:
         "the same for every GPU engine and replica (CoT teacher, pass@N sampling, evaluation, rollouts, the GenRM "
         "judge, prediction, Serve replicas); cluster.yaml's L40S type offers engine_gpu",
     )
+    cpu_bfloat16: str = option(
+        "auto",
+        "cpu: auto runs model.dtype, the learners' bf16 and autocast in bfloat16 only where the CPU computes it "
+        "natively (AVX512-BF16 or AMX on x86, BF16 on Arm) and in float32 elsewhere, where emulated bf16 was "
+        "7-13x slower (taosr/precision.py); keep: the profile's dtypes whatever the CPU",
+    )
+    cuda_graphs: bool = option(
+        True,
+        "gpu: vLLM engines capture CUDA graphs for decoding (vLLM's default: faster decoding for a slower start and "
+        "some GPU memory); false runs them eager, as CPU engines always run",
+    )
 
     def __post_init__(self):
         if self.device not in ("cpu", "gpu"):
             raise ValueError(f"ray.device must be cpu or gpu; got {self.device!r}")
+        if self.cpu_bfloat16 not in ("auto", "keep"):
+            raise ValueError(f"ray.cpu_bfloat16 must be auto or keep; got {self.cpu_bfloat16!r}")
         if self.parquet_footer_readers < 0:
             raise ValueError(
                 f"ray.parquet_footer_readers must be 0 (Ray's default) or more; got {self.parquet_footer_readers}"
             )
+
+    def vllm_options(self, gpu_memory_utilization: float) -> dict[str, Any]:
+        """The engine settings that follow the device: CUDA graphs on GPU (unless ``cuda_graphs`` is
+        off), eager on CPU, where vLLM has no graphs to capture; and the engine kind's GPU share."""
+        return {
+            "enforce_eager": self.device == "cpu" or not self.cuda_graphs,
+            "gpu_memory_utilization": gpu_memory_utilization,
+        }
 
     def engine_options(self, cpus: float, gpus: float) -> dict[str, Any]:
         """Ray's resource options for one engine, actor or replica (``ray.remote``, Ray Data's
@@ -644,5 +708,8 @@ class RayConfig:
 
 
 def _per_gpu(resource: str, gpus: float) -> dict[str, float]:
-    # One unit per GPU, so a node type offering N units takes exactly the work its N GPUs fit.
-    return {resource: float(gpus)} if resource and gpus else {}
+    # One unit per GPU, so a node type offering N units takes exactly the work its N GPUs fit;
+    # CPU-only work on a named node type takes one unit (the autoscaling test's CPU profile).
+    if not resource:
+        return {}
+    return {resource: float(gpus) if gpus else 1.0}

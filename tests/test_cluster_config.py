@@ -25,7 +25,58 @@ def test_cluster_yaml_passes_ray_schema_validation():
     assert config["head_node_type"] in types
     gpu_types = [name for name in types if name != config["head_node_type"]]
     assert gpu_types and all(types[name]["min_workers"] == 0 for name in gpu_types)
-    assert any('".[gpu]"' in command for command in config["setup_commands"])
+    for name, node in types.items():  # S3 from every node: the run folder, the logs, the models
+        assert node["node_config"]["IamInstanceProfile"]["Name"] in ("taosr-node", "taosr-head"), name
+    assert types[config["head_node_type"]]["node_config"]["IamInstanceProfile"]["Name"] == "taosr-head"
+
+
+def test_the_instance_profiles_policies_cover_the_production_profiles_bucket():
+    import json
+
+    config = load_config(ROOT / "configs" / "production.yaml")
+    buckets = {path.split("/")[2] for path in (config.run_dir, config.data.source, config.model.name)}
+    assert len(buckets) == 1, "one bucket to set"
+    [bucket] = buckets
+    node = json.loads((ROOT / "deploy" / "iam" / "taosr-node-policy.json").read_text())
+    granted = {action: statement["Resource"] for statement in node["Statement"] for action in statement["Action"]}
+    assert granted["s3:ListBucket"] == f"arn:aws:s3:::{bucket}"
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert granted[action] == f"arn:aws:s3:::{bucket}/*", action
+    assert "taosr/api-keys" in granted["secretsmanager:GetSecretValue"]
+    head = json.loads((ROOT / "deploy" / "iam" / "taosr-head-policy.json").read_text())
+    head_actions = {a for statement in head["Statement"] for a in np_list(statement["Action"])}
+    assert {"ec2:RunInstances", "ec2:TerminateInstances", "iam:PassRole"} <= head_actions
+    cluster = (ROOT / "cluster.yaml").read_text()
+    assert cluster.count("SecretId='taosr/api-keys'") == 2  # head and workers start Ray with the keys
+
+
+def np_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_gpu_engine_settings_come_from_the_profile():
+    """CUDA graphs on GPU engines, eager on CPU ones; vLLM's GPU share per engine kind; gradient
+    checkpointing as a learner option, all read from the profile by the code that starts them."""
+    import pytest
+
+    from taosr.training.trainer import build_engine  # noqa: F401 - the consumer of gradient_checkpointing
+
+    production = load_config(ROOT / "configs" / "production.yaml")
+    tiny = load_config(ROOT / "configs" / "tiny.yaml")
+    assert production.ray.vllm_options(0.85) == {"enforce_eager": False, "gpu_memory_utilization": 0.85}
+    assert tiny.ray.vllm_options(0.5)["enforce_eager"] is True
+    eager_gpu = load_config(ROOT / "configs" / "production.yaml", ["ray.cuda_graphs=false"])
+    assert eager_gpu.ray.vllm_options(0.9)["enforce_eager"] is True
+    shares = {
+        "rollouts": production.grpo.gpu_memory_utilization,
+        "judge": production.srpo.genrm_gpu_memory_utilization,
+        "eval": production.eval.gpu_memory_utilization,
+        "teacher": production.cot.gpu_memory_utilization,
+    }
+    assert all(0 < share <= 1 for share in shares.values()) and len(set(shares.values())) > 1
+    assert production.sft.gradient_checkpointing and not tiny.sft.gradient_checkpointing
+    with pytest.raises(ValueError, match="grpo.gpu_memory_utilization"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["grpo.gpu_memory_utilization=1.5"])
 
 
 def test_production_profile_loads_and_places_work_on_gpus():
@@ -41,9 +92,11 @@ class RecordingRows:
 
     def __init__(self):
         self.requests = []
+        self.constructors = []
 
     def map_batches(self, fn, **kwargs):
         self.requests.append({key: kwargs.get(key) for key in ("num_cpus", "num_gpus", "resources")})
+        self.constructors.append((kwargs.get("fn_constructor_args") or (), kwargs.get("fn_constructor_kwargs") or {}))
         return self
 
     def materialize(self):
@@ -79,7 +132,7 @@ def test_production_profile_asks_for_the_node_type_of_each_kind_of_work():
     GPU, and cluster.yaml has a node type offering each with enough GPUs for one worker."""
     from taosr.datasets.cot import synthesize
     from taosr.ray_jobs.eval import _run
-    from taosr.ray_jobs.export import serve_config
+    from taosr.serve.deployment import serve_config
     from taosr.ray_jobs.sample import sample_dataset
     from taosr.training.trainer import scaling_config
     from taosr.actors.rollout import rollout_actor_class
@@ -107,17 +160,15 @@ def test_production_profile_asks_for_the_node_type_of_each_kind_of_work():
     ):
         assert request["num_gpus"] == gpus >= 1 and request["resources"] == {engine: float(gpus)}
         assert gpus <= offered[engine][1]
+    # Each engine kind gets the GPU settings of its own section: CUDA graphs and its memory share.
+    (_, sampler), (_, scorer), ((_, teacher), _) = rows.constructors
+    assert sampler["vllm_options"] == {"enforce_eager": False, "gpu_memory_utilization": 0.9}
+    assert (scorer["enforce_eager"], scorer["gpu_memory_utilization"]) == (False, config.eval.gpu_memory_utilization)
+    assert teacher == {"enforce_eager": False, "gpu_memory_utilization": config.cot.gpu_memory_utilization}
 
     rollout = rollout_actor_class(**config.ray.engine_options(config.grpo.cpus_per_engine, config.grpo.gpus_per_engine))
     assert rollout._default_options["resources"] == {engine: float(config.grpo.gpus_per_engine)}
-    served = serve_config(
-        "/models/m",
-        DecisionRule("cumpt", beta=0.4),
-        8000,
-        config.eval.gpus_per_engine,
-        1,
-        config.ray.engine_options(1, config.eval.gpus_per_engine)["resources"],
-    )
+    served = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), config)
     replica = next(d for d in served["applications"][0]["deployments"] if d["name"] == "LevelModel")
     assert replica["ray_actor_options"]["resources"] == {engine: float(config.eval.gpus_per_engine)}
 

@@ -95,9 +95,10 @@ def test_the_exported_serve_yaml_starts_the_endpoint_with_serve_run(exported):
         rule = DecisionRule(**chosen["chosen"])
         probs = np.array([[r["probs"][str(level)] for level in (4, 3, 2, 1)] for r in results])
         assert [r["level"] for r in results] == rule.levels(probs).tolist()
-        # serve.yaml runs the compiled bfloat16 engine: its distributions are a float32 forward's,
-        # up to bfloat16 rounding (a broken compile gives NaN or unrelated numbers)
-        assert args["compile_engine"] is True and args["dtype"] == "bfloat16"
+        # serve.yaml runs the compiled engine in the run's dtype (bfloat16, or float32 on a CPU
+        # without native bf16): its distributions are a float32 forward's, up to bfloat16
+        # rounding (a broken compile gives NaN or unrelated numbers)
+        assert args["compile_engine"] is True and args["dtype"] == config.model.dtype
         np.testing.assert_allclose(probs, transformers_probs(str(served / "model"), request), atol=0.05)
     finally:
         if process.poll() is None:

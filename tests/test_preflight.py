@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from taosr.config import load_config
 from taosr.stages import preflight as pf
@@ -54,18 +53,15 @@ def test_a_context_shorter_than_max_seq_len_is_refused(tiny_model, tmp_path):
     assert len(problems) == 1 and f"{context} tokens" in problems[0].cause
 
 
-def test_an_open_endpoint_needs_api_keys(tmp_path):
-    served = yaml.safe_load(pf.SERVE_YAML.read_text())
-    assert pf.check_endpoint(ALL) == []  # the repository's: 127.0.0.1
-    served["http_options"]["host"] = "0.0.0.0"
-    path = tmp_path / "serve.yaml"
-    path.write_text(yaml.safe_dump(served))
-    problems = pf.check_endpoint(ALL, path)
-    assert len(problems) == 1 and "0.0.0.0" in problems[0].cause and "api_keys_env" in problems[0].fix
-    served["applications"][0]["args"]["api_keys_env"] = "TAOSR_KEYS"
-    path.write_text(yaml.safe_dump(served))
-    assert pf.check_endpoint(ALL, path) == []
-    assert pf.check_endpoint(["sft"], path) == []  # nothing is served
+def test_an_endpoint_exposed_to_the_cluster_needs_api_keys():
+    local = load_config("configs/tiny.yaml")
+    assert pf.check_endpoint(local, ALL) == []  # 127.0.0.1 on the head
+    production = load_config("configs/production.yaml")
+    assert pf.check_endpoint(production, ALL) == []  # every interface, with keys
+    open_cluster = load_config("configs/production.yaml", ["serve.api_keys_env=''"])
+    problems = pf.check_endpoint(open_cluster, ALL)
+    assert len(problems) == 1 and "0.0.0.0" in problems[0].cause and "serve.api_keys_env" in problems[0].fix
+    assert pf.check_endpoint(open_cluster, ["sft"]) == []  # nothing is exported
 
 
 @pytest.mark.parametrize(

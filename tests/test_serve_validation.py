@@ -129,16 +129,37 @@ def test_api_keys_are_read_where_the_ingress_runs_and_fail_closed(monkeypatch):
 
 
 def test_a_gpu_profiles_serve_config_asks_for_the_replicas_gpus():
-    from taosr.ray_jobs.export import serve_config
+    from taosr.serve.deployment import serve_config
 
     from taosr.decision import DecisionRule
 
-    cpu = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), 8000)
-    gpu = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), 8000, gpus_per_replica=2, tensor_parallel_size=2)
+    from taosr.config import load_config
+
+    tiny = load_config("configs/tiny.yaml")
+    on_gpus = load_config(
+        "configs/tiny.yaml",
+        ["ray.device=gpu", "eval.gpus_per_engine=2", "eval.tensor_parallel_size=2", "eval.gpu_memory_utilization=0.6"],
+    )
+    cpu = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), tiny)
+    gpu = serve_config("/models/m", DecisionRule("cumpt", beta=0.4), on_gpus)
     [cpu_app], [gpu_app] = cpu["applications"], gpu["applications"]
     model = {d["name"]: d for d in gpu_app["deployments"]}["LevelModel"]
     assert model["ray_actor_options"]["num_gpus"] == 2.0 and gpu_app["args"]["tensor_parallel_size"] == 2
     assert "num_gpus" not in {d["name"]: d for d in cpu_app["deployments"]}["LevelModel"]["ray_actor_options"]
+    # CUDA graphs and the GPU share on the GPU profile; eager on CPU.
+    assert gpu_app["args"]["enforce_eager"] is False and gpu_app["args"]["gpu_memory_utilization"] == 0.6
+    assert cpu_app["args"]["enforce_eager"] is True
+    # A GPU profile serves the cluster: every interface of every node, with API keys; CPU: the head's loopback.
+    assert (gpu["proxy_location"], gpu["http_options"]["host"], gpu_app["args"]["api_keys_env"]) == (
+        "EveryNode",
+        "0.0.0.0",
+        "TAOSR_API_KEYS",
+    )
+    assert (cpu["proxy_location"], cpu["http_options"]["host"], cpu_app["args"]["api_keys_env"]) == (
+        "HeadOnly",
+        "127.0.0.1",
+        "",
+    )
     assert gpu_app["args"]["beta"] == 0.4 and gpu_app["args"]["model_path"] == "/models/m"
     assert DecisionRule(**gpu_app["args"]["decision"], beta=gpu_app["args"]["beta"]) == DecisionRule("cumpt", beta=0.4)
 

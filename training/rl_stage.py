@@ -125,6 +125,7 @@ def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = N
         kv_cache_gib=rl.kv_cache_gib,
         seed=config.seed,
         kv_block_size=config.model.kv_block_size,
+        **config.ray.vllm_options(rl.genrm_gpu_memory_utilization),
     )
 
 
@@ -166,6 +167,7 @@ def train(
         kv_cache_gib=rl.kv_cache_gib,
         tensor_parallel_size=rl.tensor_parallel_size,
         kv_block_size=config.model.kv_block_size,
+        **config.ray.vllm_options(rl.gpu_memory_utilization),
     )
     try:
         if owns_judge and counts["genrm"]:

@@ -81,6 +81,10 @@ def build_engine(model_path: str, cfg: dict, total_steps: int):
     )
     model.config.use_cache = False
     trainable = train_top_layers(model, cfg.get("train_layers", 0))
+    if cfg.get("gradient_checkpointing"):
+        # Non-reentrant: the frozen blocks below train_layers pass no grad-requiring input to the
+        # first trained block, which the reentrant variant would silently not backpropagate through.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
     scheduler = lr_scheduler(optimizer, cfg, total_steps)
     engine, _, _, _ = deepspeed.initialize(
