@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +32,10 @@ pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SERVE = str(Path(sys.executable).with_name("serve"))
-IDLE_TIMEOUT_MINUTES = 0.25
+# Longer than any node idles mid-job (a learner node through export and serving, about 1.5
+# min here): the fake nodes share this machine's disk, and removing one deleted the job's
+# unpacked working_dir under the processes of the others (seen with 0.25 min: getcwd failed).
+IDLE_TIMEOUT_MINUTES = 2.0
 HEAD_CPUS, WORKER_CPUS = 4, 2  # logical CPUs; the box has 2 cores
 STAGES = "data,cot,sft,grpo,export"
 API_KEY = "autoscaling-test-key"
@@ -40,11 +45,15 @@ def autoscaling_config(cluster_yaml: Path, gcs_address: str) -> dict:
     """cluster.yaml's node types for the fake multi-node provider: each worker type keeps its
     name, its custom resources and `min_workers`, with WORKER_CPUS CPUs, no GPUs and at most one
     node (the box runs one of each)."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_TYPE
+
     cluster = yaml.safe_load(cluster_yaml.read_text())
-    head = cluster["head_node_type"]
+    # The provider tags the head `ray ...` started with its own type name: under another name the
+    # autoscaler would see no head of cluster.yaml's type and keep launching one.
+    head = FAKE_HEAD_NODE_TYPE
     types = {head: {"resources": {"CPU": HEAD_CPUS}, "node_config": {}, "min_workers": 0, "max_workers": 0}}
     for name, spec in cluster["available_node_types"].items():
-        if name != head:
+        if name != cluster["head_node_type"]:
             types[name] = {
                 "resources": {"CPU": WORKER_CPUS, **spec["resources"]},
                 "node_config": {},
@@ -60,7 +69,16 @@ def autoscaling_config(cluster_yaml: Path, gcs_address: str) -> dict:
         "max_workers": len(types) - 1,
         "upscaling_speed": 1.0,
         "idle_timeout_minutes": IDLE_TIMEOUT_MINUTES,
-        "provider": {"type": "fake_multinode", "gcs_address": gcs_address},
+        # No node updaters: the fake nodes are raylets started in-process, with nothing to set up
+        # over SSH (an updater would try, and mark every launch failed). Node ids stand for IPs:
+        # every fake node has this machine's IP, and the autoscaler tells idle nodes apart by IP.
+        "provider": {
+            "type": "fake_multinode",
+            "gcs_address": gcs_address,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+            "use_node_id_as_ip": True,
+        },
         "auth": {"ssh_user": "ubuntu"},
         "available_node_types": types,
         "head_node_type": head,
@@ -77,6 +95,8 @@ def autoscaling_head(tmp_path_factory):
     from ray._private.services import get_node_ip_address
 
     folder = tmp_path_factory.mktemp("autoscaling")
+    # Short: Ray's sockets live under it, and a Unix socket path holds at most 107 bytes.
+    ray_temp = tempfile.mkdtemp(prefix="taosr-ras-", dir="/tmp")
     port, dashboard = _free_port(), _free_port()
     config = folder / "autoscaling.json"
     config.write_text(json.dumps(autoscaling_config(ROOT / "cluster.yaml", f"{get_node_ip_address()}:{port}")))
@@ -113,7 +133,7 @@ def autoscaling_head(tmp_path_factory):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
-            f"--temp-dir={folder / 'ray'}",
+            f"--temp-dir={ray_temp}",
             f"--autoscaling-config={config}",
             *ports,
         ],
@@ -146,6 +166,8 @@ def autoscaling_head(tmp_path_factory):
         os.killpg(head.pid, signal.SIGKILL)  # the worker raylets, if the head left any
     except ProcessLookupError:
         pass
+    if not os.environ.get("TAOSR_KEEP_RAY_LOGS"):  # set it to read the cluster's logs after a failure
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def node_types_by_id(address: str) -> dict[str, dict]:
@@ -219,7 +241,10 @@ def test_the_autoscaler_starts_each_node_type_for_its_work_and_removes_it_when_i
 
     address, client, env = autoscaling_head
     started = time.time()
-    before = node_types_by_id(address)
+    deadline, before = time.time() + 60, {}
+    while not any(n["alive"] for n in before.values()) and time.time() < deadline:  # the head registers
+        time.sleep(1)
+        before = node_types_by_id(address)
     assert [n["type"] for n in before.values() if n["alive"]] == ["head"], before  # workers start from zero
 
     run_dir, serve_port = tmp_path / "run", _free_port()
