@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Iterator
 from ray.data.block import Block
 from ray.data.datasource import FileBasedDatasource
 
+from taosr.datasets.storage import S3_MAX_ATTEMPTS, filesystem_for  # noqa: F401 - read paths use them
+
 if TYPE_CHECKING:
     import pyarrow
 
@@ -238,34 +240,6 @@ def detect_format(path: str, declared: str = "auto") -> str:
     if lowered.endswith(".zip"):
         raise ValueError(f"{path!r} is a zip archive: unzip it first (Ray reads .gz logs as they are)")
     raise ValueError(f"cannot tell the format of {path!r} from its name; pass format= one of {', '.join(FORMATS)}")
-
-
-S3_MAX_ATTEMPTS = 8  # per request; TAOSR_S3_MAX_ATTEMPTS overrides
-
-
-def filesystem_for(path: str, s3_endpoint: str = ""):
-    """A pyarrow filesystem for s3:// paths (honouring an endpoint override), else None."""
-    if not path.startswith("s3://"):
-        return None
-    from pyarrow import fs
-
-    endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    kwargs = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
-    # The filesystem is pickled into Ray workers, whose environment may lack the driver's keys;
-    # without keys in the environment, the default chain (an instance role) applies there.
-    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        kwargs.update(
-            access_key=os.environ["AWS_ACCESS_KEY_ID"],
-            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-            session_token=os.environ.get("AWS_SESSION_TOKEN"),
-        )
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    # Transient errors (5xx, throttling, dropped connections) are retried by the AWS SDK's
-    # standard strategy with backoff; the strategy travels with the pickled filesystem.
-    attempts = int(os.environ.get("TAOSR_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS))
-    return fs.S3FileSystem(retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=attempts), **kwargs)
 
 
 def read_raw_records(path: str, fmt: str = "auto", s3_endpoint: str = "", encoding: str = "utf-8"):

@@ -5,8 +5,12 @@ on, the log-probs and entropy there, and the clipped policy loss with KL over mi
 
 from __future__ import annotations
 
-from taosr.config import GrpoConfig
+from typing import TYPE_CHECKING
+
 from taosr.rollout_batch import pack_rollouts
+
+if TYPE_CHECKING:  # the GPU smoke script imports this module without omegaconf
+    from taosr.config import GrpoConfig
 
 SHIFTED = ("targets", "response_mask", "old_logprobs", "advantages")  # [B, T - 1] grids of pack_rollouts
 

@@ -14,14 +14,16 @@ import random
 import shutil
 import tempfile
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from taosr.config import RayConfig
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
 from taosr.training.checkpoints import load_state, report_final, save_state
 from taosr.training.progress import StageProgress
 from taosr.sft_examples import IGNORE_INDEX
 from taosr.stopping import Stopping
+
+if TYPE_CHECKING:  # the GPU smoke script imports this module without omegaconf or Ray
+    from taosr.config import RayConfig
 
 PHASES = ("data", "forward", "backward", "update")  # a micro-step's timed parts, summed per optimizer step
 PHASE_KEYS = tuple(f"{phase}_s" for phase in PHASES)
