@@ -28,15 +28,19 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 
 
 def native_bf16(cpuinfo: str | None = None) -> bool:
-    return (
-        bool(cpu_flags(cpuinfo) & NATIVE_BF16_FLAGS) or platform.system() == "Darwin" and platform.machine() == "arm64"
-    )
+    apple_silicon = platform.system() == "Darwin" and platform.machine() == "arm64"  # no /proc/cpuinfo there
+    return bool(cpu_flags(cpuinfo) & NATIVE_BF16_FLAGS) or apple_silicon
+
+
+def emulates_bf16(config) -> bool:
+    """Whether this run's CPU work would emulate bf16, and ``ray.cpu_bfloat16: auto`` says float32."""
+    return config.ray.device == "cpu" and config.ray.cpu_bfloat16 == "auto" and not native_bf16()
 
 
 def float32_instead(config) -> list[str]:
     """On a CPU run without native bf16 (and ``ray.cpu_bfloat16: auto``), switch the engines'
     dtype and every learner's bf16 and autocast to float32, in place; the settings changed."""
-    if config.ray.device != "cpu" or config.ray.cpu_bfloat16 != "auto" or native_bf16():
+    if not emulates_bf16(config):
         return []
     changed = []
     if config.model.dtype == "bfloat16":
@@ -53,7 +57,7 @@ def float32_instead(config) -> list[str]:
 
 def float32_note(config) -> str:
     """One line for the run's log when ``float32_instead`` applied (empty otherwise)."""
-    if config.ray.device != "cpu" or config.ray.cpu_bfloat16 != "auto" or native_bf16():
+    if not emulates_bf16(config):
         return ""
     return (
         "taosr: this CPU has no native bfloat16 (no AVX512-BF16, AMX or BF16 flag): training and engines run in "
