@@ -8,10 +8,13 @@ from pathlib import Path
 
 
 S3_MAX_ATTEMPTS = 8  # per request; TAOSR_S3_MAX_ATTEMPTS overrides
+PROBE_TIMEOUT_S = 5.0  # a reachability probe's connect and request timeout
 
 
-def filesystem_for(path: str, s3_endpoint: str = ""):
-    """A pyarrow filesystem for s3:// paths (honouring an endpoint override), else None."""
+def filesystem_for(path: str, s3_endpoint: str = "", attempts: int | None = None, timeout_s: float | None = None):
+    """A pyarrow filesystem for s3:// paths (honouring an endpoint override), else None.
+    ``attempts`` and ``timeout_s`` (connect and request, seconds) default to the SDK's retries
+    and timeouts, which a run wants for transient errors."""
     if not path.startswith("s3://"):
         return None
     from pyarrow import fs
@@ -31,8 +34,28 @@ def filesystem_for(path: str, s3_endpoint: str = ""):
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
     # Transient errors (5xx, throttling, dropped connections) are retried by the AWS SDK's
     # standard strategy with backoff; the strategy travels with the pickled filesystem.
-    attempts = int(os.environ.get("TAOSR_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS))
+    if attempts is None:
+        attempts = int(os.environ.get("TAOSR_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS))
+    if timeout_s is not None:
+        kwargs.update(connect_timeout=timeout_s, request_timeout=timeout_s)
     return fs.S3FileSystem(retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=attempts), **kwargs)
+
+
+def unreachable(path: str, s3_endpoint: str = "") -> str:
+    """Why the store behind an s3:// path cannot be reached at all (no DNS, no route, no answer
+    in PROBE_TIMEOUT_S), from one try; "" where it answers, even with access denied, and for
+    local paths. Checks ask this first: with no network the SDK's retries take about 33 s for
+    each request, and a plan reads a manifest per stage."""
+    filesystem = filesystem_for(path, s3_endpoint, attempts=1, timeout_s=PROBE_TIMEOUT_S)
+    if filesystem is None:
+        return ""
+    try:
+        filesystem.get_file_info(path[len("s3://") :])
+    except OSError as error:
+        message = str(error)
+        if "NETWORK_CONNECTION" in message or "curlCode" in message or "timed out" in message.lower():
+            return message
+    return ""
 
 
 def join(base: str, *parts: str) -> str:

@@ -74,11 +74,20 @@ def plan(config: TaosrConfig, stages: list[str], force: set[str] = frozenset()) 
     """What a run would do with each of ``stages`` (skip, fresh or resume, and why), without
     running anything: a stage whose manifest matches still reruns when a stage it reads reruns
     before it."""
+    from taosr.datasets.storage import unreachable
+
     config_dict = to_dict(config)
     specs = {spec.name: spec for spec in registry.stages()}
+    # One quick probe first: without a route to S3, each manifest read would wait out the retries.
+    out_of_reach = next(
+        (why for path in (config.run_dir, config.data.source) if (why := unreachable(path, config.data.s3_endpoint))),
+        "",
+    )
     rerun, rows = set(), []
     for name in stages:
         try:
+            if out_of_reach:
+                raise OSError("S3 out of reach from this machine; the preflight below says why")
             decision = manifests.decide(
                 config.run_dir, specs[name], config_dict, config.data.s3_endpoint, name in force
             )

@@ -52,6 +52,10 @@ def preflight(config: TaosrConfig, stages: list[str], cluster_yaml: str | None =
 def check_logs(config: TaosrConfig, stages: list[str]) -> list[Problem]:
     if "genrm" not in stages or config.data.source == "generate":
         return []
+    from taosr.datasets.storage import unreachable
+
+    if unreachable(config.data.source, config.data.s3_endpoint):
+        return []  # check_storage says so, in one line
     from taosr.datasets.readers import log_columns
 
     wanted = config.data.columns.get("step_annotations", "step_annotations")
@@ -108,9 +112,21 @@ def check_model(config: TaosrConfig) -> list[Problem]:
 
 
 def check_storage(config: TaosrConfig) -> list[Problem]:
-    from taosr.datasets.storage import exists, filesystem_and_path, join, write_text
+    from taosr.datasets.storage import exists, filesystem_and_path, join, unreachable, write_text
 
     problems = []
+    for what, path in (("run_dir", config.run_dir), ("the logs", config.data.source)):
+        why = unreachable(path, config.data.s3_endpoint)
+        if why:
+            problems.append(
+                Problem(
+                    "storage",
+                    f"cannot reach the store of {what} {path} from this machine: {why[:200]}",
+                    "run from a machine with a route to S3 (the cluster's head), or set data.s3_endpoint",
+                )
+            )
+    if problems:
+        return problems
     if config.run_dir.startswith("s3://"):
         marker = join(config.run_dir, f".taosr-preflight-{uuid.uuid4().hex[:8]}")
         try:

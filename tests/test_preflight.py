@@ -77,3 +77,32 @@ def test_an_endpoint_exposed_to_the_cluster_needs_api_keys():
 )
 def test_loopback_hosts(host, loopback):
     assert pf.is_loopback(host) is loopback
+
+
+def test_a_store_out_of_reach_is_one_line_each_and_the_plan_does_not_wait_out_the_retries(tmp_path, monkeypatch):
+    """No route to S3 (here: an endpoint on a closed port) is found by one quick probe; without it
+    each manifest read of the plan waited out the SDK's retries (about 33 s each with no DNS)."""
+    from taosr.datasets import storage
+    from taosr.ray_jobs.pipeline import plan
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    config = load_config(
+        "configs/production.yaml",
+        ["run_dir=s3://bucket/run", "data.source=s3://bucket/logs/", f"data.s3_endpoint={closed}"],
+    )
+    assert "curlCode" in storage.unreachable("s3://bucket/run", closed)
+    assert storage.unreachable(str(tmp_path), closed) == ""  # local paths are never probed
+    problems = pf.check_storage(config)
+    assert [p.check for p in problems] == ["storage", "storage"]
+    assert "cannot reach the store of run_dir s3://bucket/run" in problems[0].cause
+    assert "cannot reach the store of the logs s3://bucket/logs/" in problems[1].cause
+    assert pf.check_logs(config, ALL) == []  # the storage line says it; no second wait on the logs
+    def no_manifest_reads(*args, **kwargs):
+        raise AssertionError("the plan read a manifest from a store it knew was out of reach")
+
+    monkeypatch.setattr("taosr.stages.manifest.decide", no_manifest_reads)
+    rows = plan(config, ALL)
+    assert {row["action"] for row in rows} == {"fresh"}
+    assert all("S3 out of reach" in row["reason"] for row in rows)
