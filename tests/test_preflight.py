@@ -99,6 +99,7 @@ def test_a_store_out_of_reach_is_one_line_each_and_the_plan_does_not_wait_out_th
     assert "cannot reach the store of run_dir s3://bucket/run" in problems[0].cause
     assert "cannot reach the store of the logs s3://bucket/logs/" in problems[1].cause
     assert pf.check_logs(config, ALL) == []  # the storage line says it; no second wait on the logs
+
     def no_manifest_reads(*args, **kwargs):
         raise AssertionError("the plan read a manifest from a store it knew was out of reach")
 
