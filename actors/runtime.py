@@ -106,7 +106,7 @@ def init_ray(ray_config=None, s3_endpoint: str = ""):
         return ray
     address = ray_config.address or os.environ.get("RAY_ADDRESS") or None
     num_cpus = ray_config.num_cpus or None
-    kwargs = {"runtime_env": {"env_vars": env}} if env else {}
+    kwargs: dict = {"runtime_env": {"env_vars": env}} if env else {}
     kwargs["log_to_driver"] = True
     if address:
         ray.init(address=address, **kwargs)

@@ -211,7 +211,7 @@ class SampledDecodingScorer(DecodingScorer):
         batch = LevelScorer.__call__(self, batch)
         size = len(batch["id"])
         chosen = [i for i in range(size) if str(_plain(batch["id"][i])) in self.decode_ids]
-        columns = {"format_ok": [None] * size, "hallucinated": [None] * size, "response": [None] * size}
+        columns: dict[str, list] = {name: [None] * size for name in ("format_ok", "hallucinated", "response")}
         if chosen:
             rows = [{key: _plain(batch[key][i]) for key in batch} for i in chosen]
             texts = self.generate(self.prompts_for([r["query"] for r in rows], [item_from_row(r) for r in rows]))

@@ -229,7 +229,7 @@ def judge(intent: Intent, item: Item) -> Judgement:
     for name, allowed in intent.required.items():
         if name != "brand" and name not in item_type.attributes:
             continue
-        rule = intent.required_rule.get(name) or _ATTRIBUTE_RULE.get(name)
+        rule = intent.required_rule.get(name) or _ATTRIBUTE_RULE.get(name, "")
         shown = " or ".join(allowed)
         if name not in attrs:
             fired.append("ATTR-02")
@@ -258,6 +258,7 @@ def judge(intent: Intent, item: Item) -> Judgement:
         else:
             satisfied.append(f"price {item.price:.2f} within the limit")
     if intent.alternative_brand is not None:
+        assert intent.alternative_price is not None, "an alternative brand comes with the original's price"
         fired.append("ALT-01")
         if attrs.get("brand") == intent.alternative_brand:
             fired.append("ALT-02")

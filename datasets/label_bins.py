@@ -97,7 +97,7 @@ def check(accepted_ds) -> BinnedGrades:
             BinnedGrades(
                 partial["binned"],
                 {int(k): v for k, v in json.loads(partial["whole"]).items()},
-                {tuple(map(int, k.split(">"))): v for k, v in json.loads(partial["moved"]).items()},
+                {_pair(k): v for k, v in json.loads(partial["moved"]).items()},
             )
         )
     reason = problem(counts)
@@ -125,3 +125,9 @@ def _grade(value) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def _pair(key: str) -> tuple[int, int]:
+    """A moved-labels key as the partial counts store it ("3>4": from level 3 to level 4)."""
+    before, after = key.split(">")
+    return int(before), int(after)

@@ -20,7 +20,7 @@ def filesystem_for(path: str, s3_endpoint: str = "", attempts: int | None = None
     from pyarrow import fs
 
     endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    kwargs = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    kwargs: dict = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     # The filesystem is pickled into Ray workers, whose environment may lack the driver's keys;
     # without keys in the environment, the default chain (an instance role) applies there.
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):

@@ -11,11 +11,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import asdict
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from taosr.datasets.catalogue import PRODUCT_TYPES, ProductType
 from taosr.datasets.knowledge import Intent, Item, judge
 from taosr.labels import LEVELS
+
+K = TypeVar("K")
 
 QUERY_TYPES = ("plain", "negation", "alternative", "question_answer", "knowledge")
 
@@ -57,7 +59,7 @@ _REFERENCES = [
 ]
 
 # (query wordings, suitable types, required attribute values, rule)
-_NEEDS = [
+_NEEDS: list[tuple[tuple[str, ...], tuple[str, ...], dict[str, tuple[str, ...]], str]] = [
     (
         ("what to wear to a beach wedding", "beach wedding guest outfit ideas"),
         ("dress", "linen_shirt", "sandals"),
@@ -174,7 +176,7 @@ class LogGenerator:
         ptype = self._pick_type()
         required: dict[str, tuple[str, ...]] = {}
         words = [ptype.phrase]
-        choices = [
+        choices: list[str] = [
             a for a in ("color", "size", "connector", "compatible_model", "capacity", "base") if a in ptype.attributes
         ]
         if choices and self.rng.random() < 0.8:
@@ -186,7 +188,7 @@ class LogGenerator:
             brand = self.rng.choice(ptype.brands)
             required["brand"] = (brand,)
             words.insert(0, brand.lower())
-        secondary = {}
+        secondary: dict[str, str] = {}
         if ptype.secondary and self.rng.random() < 0.3:
             name = self.rng.choice(ptype.secondary)
             if name not in required:
@@ -256,7 +258,7 @@ class LogGenerator:
         if kind in ("phone", "controller"):
             device, port, rule = self.rng.choice(_DEVICE_PORTS if kind == "phone" else _CONTROLLER_PORTS)
             form = self.rng.choice(("charger for {d}", "{d} charging cable", "{d} charger fast", "cable for {d}"))
-            types = ("charger", "charging_cable")
+            types: tuple[str, ...] = ("charger", "charging_cable")
             required, text = {"connector": (port,)}, form.format(d=device)
             summary = f"a charger or cable for the {device}, which needs {port}"
         elif kind == "printer":
@@ -331,7 +333,7 @@ class LogGenerator:
             options = [("drop", n) for n in list(intent.required) + list(intent.negated) if n in fixed]
             options += [("secondary", n) for n in intent.secondary]
             if intent.alternative_price:
-                options.append(("pricey", None))
+                options.append(("pricey", ""))
             if not options:
                 return self._make(ptype, fixed, item_id)
             how, name = rng.choice(options)
@@ -350,9 +352,9 @@ class LogGenerator:
         ]
         options += [("negated", n) for n in intent.negated]
         if intent.alternative_brand:
-            options.append(("original", None))
+            options.append(("original", ""))
         if intent.max_price:
-            options.append(("expensive", None))
+            options.append(("expensive", ""))
         if not options:
             return self._make(ptype, fixed, item_id)
         how, name = rng.choice(options)
@@ -361,9 +363,11 @@ class LogGenerator:
         elif how == "negated":
             fixed[name] = intent.negated[name]
         elif how == "original":
+            assert intent.alternative_price is not None  # an alternative brand always comes with its price
             fixed["brand"] = intent.alternative_brand
             return self._make(ptype, fixed, item_id, price_floor=intent.alternative_price * 0.9)
         else:
+            assert intent.max_price is not None  # "expensive" is offered only under a price cap
             return self._make(ptype, fixed, item_id, price_floor=intent.max_price + 1)
         return self._make(ptype, fixed, item_id, price_cap=price_cap)
 
@@ -388,7 +392,7 @@ class LogGenerator:
         if price_floor is not None:
             low = max(low, price_floor)
             high = max(high, low * 1.3)
-        price = round(rng.uniform(low, high), 2)
+        price: float | None = round(rng.uniform(low, high), 2)
         if price_cap is None and price_floor is None and rng.random() < 0.05:
             price = None  # price missing from some logs
         return Item(item_id, ptype.name, attributes, price, _title(ptype, attributes))
@@ -429,11 +433,11 @@ def _with_attribute(words: list[str], name: str, value: str, rng: random.Random)
     return [value] + words
 
 
-def _summary(phrase: str, required: Mapping, secondary: Mapping = (), max_price: float | None = None) -> str:
+def _summary(phrase: str, required: Mapping, secondary: Mapping | None = None, max_price: float | None = None) -> str:
     parts = [f"a {phrase}"]
     for name, allowed in required.items():
         parts.append(f"{name.replace('_', ' ')} {'/'.join(allowed)} (required)")
-    for name, value in dict(secondary).items():
+    for name, value in dict(secondary or {}).items():
         parts.append(f"{name.replace('_', ' ')} {value} (preferred)")
     if max_price is not None:
         parts.append(f"price under {max_price:.0f}")
@@ -453,16 +457,16 @@ def _title(ptype: ProductType, attributes: Mapping[str, str]) -> str:
     return re.sub(r"\s+", " ", ", ".join(segments)).strip(" ,")
 
 
-def _normalise_mix(mix: Mapping, key) -> dict:
+def _normalise_mix(mix: Mapping, key: Callable[[Any], K]) -> dict[K, float]:
     cleaned = {key(k): float(v) for k, v in mix.items()}
     if any(v < 0 for v in cleaned.values()) or sum(cleaned.values()) <= 0:
         raise ValueError(f"a mix needs non-negative shares with a positive sum; got {dict(mix)}")
     if key is int and set(cleaned) - set(LEVELS):
-        raise ValueError(f"label mix keys must be levels 1-4; got {sorted(cleaned)}")
+        raise ValueError(f"label mix keys must be levels 1-4; got {sorted(cleaned, key=str)}")
     total = sum(cleaned.values())
     return {k: v / total for k, v in cleaned.items() if v > 0}
 
 
-def _draw(rng: random.Random, mix: Mapping) -> object:
+def _draw(rng: random.Random, mix: Mapping[K, float]) -> K:
     keys = list(mix)
     return rng.choices(keys, weights=[mix[k] for k in keys])[0]

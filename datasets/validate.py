@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import pyarrow as pa
 
@@ -53,8 +53,8 @@ class DataLossError(RuntimeError):
 
 @dataclass
 class ValidationResult:
-    accepted: object  # ray.data.Dataset with ACCEPTED_COLUMNS + split
-    quarantined: object  # ray.data.Dataset with QUARANTINE_COLUMNS
+    accepted: Any  # ray.data.Dataset with ACCEPTED_COLUMNS + split
+    quarantined: Any  # ray.data.Dataset with QUARANTINE_COLUMNS
     counts: dict  # {"input", "accepted", "quarantined", "reasons": {reason: n}}
 
 
@@ -148,7 +148,7 @@ def validate_records(raw_ds, data_config, require_label: bool = True) -> Validat
     counts = {"input": total, "accepted": accepted.count(), "quarantined": quarantined.count()}
     if sampled_out:
         counts["sampled_out"] = sampled_out
-    reasons = Counter()
+    reasons: Counter[str] = Counter()
     for row in quarantined.groupby("reason", num_partitions=1).count().take_all():
         reasons[row["reason"]] = row["count()"]
     counts["reasons"] = dict(sorted(reasons.items()))

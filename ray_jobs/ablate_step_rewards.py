@@ -24,7 +24,7 @@ from taosr.ray_jobs import srpo
 from taosr.stages.job_args import job_parser
 from taosr.report import query_type_table
 
-VARIANTS = {
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "no-verifier": ("SRPO, GenRM only (no verifier)", {"verifier_coverage": 0.0}),
     "no-genrm": ("SRPO, verifier only (no GenRM)", {"genrm": "none"}),
 }

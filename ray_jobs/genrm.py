@@ -74,11 +74,11 @@ def tokenized_examples(examples, model_path: str, max_seq_len: int):
     from taosr.sft_examples import tokenize_example
 
     tokenizer = AutoTokenizer.from_pretrained(local_dir(model_path))
-    tokenized = [
+    fitted = [
         tokenize_example(tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer, max_seq_len)
         for e in examples
     ]
-    tokenized = [t for t in tokenized if t is not None]
+    tokenized = [t for t in fitted if t is not None]
     table = pa.table(
         {
             "input_ids": pa.array([t.input_ids for t in tokenized], pa.list_(pa.int32())),

@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Set as AbstractSet
 
 from taosr.actors.runtime import init_ray
 from taosr.config import TaosrConfig, to_dict
@@ -45,7 +46,7 @@ def selected_stages(stages: str, skip: str) -> list[str]:
     return [s for s in known if s in wanted and s not in skipped]
 
 
-def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = frozenset()) -> dict:
+def run_pipeline(config: TaosrConfig, stages: list[str], force: AbstractSet[str] = frozenset()) -> dict:
     """Run ``stages`` in pipeline order; returns {stage: what happened} for the timings file."""
     endpoint = config.data.s3_endpoint
     config_dict = to_dict(config)
@@ -62,6 +63,8 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
             remove_tree(join(config.run_dir, name), endpoint)  # no stale checkpoint may be resumed
         manifests.mark_started(config.run_dir, name, decision, endpoint)
         started = time.time()
+        if spec.run is None:
+            raise ValueError(f"stage {name!r} is registered without a run function")
         summary = spec.run(config)
         seconds = time.time() - started
         manifests.write_manifest(config.run_dir, name, decision, config_dict, spec, summary, seconds, endpoint)
@@ -70,7 +73,7 @@ def run_pipeline(config: TaosrConfig, stages: list[str], force: set[str] = froze
     return record
 
 
-def plan(config: TaosrConfig, stages: list[str], force: set[str] = frozenset()) -> list[dict]:
+def plan(config: TaosrConfig, stages: list[str], force: AbstractSet[str] = frozenset()) -> list[dict]:
     """What a run would do with each of ``stages`` (skip, fresh or resume, and why), without
     running anything: a stage whose manifest matches still reruns when a stage it reads reruns
     before it."""

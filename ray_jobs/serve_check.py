@@ -39,7 +39,7 @@ def sample_request(config: TaosrConfig) -> dict:
     items = []
     for row in [r for r in rows if r["query"] == query][: config.serve.sample_items]:
         item = item_from_row(row)
-        entry = {"id": str(row["id"]), "title": item.title}
+        entry: dict[str, object] = {"id": str(row["id"]), "title": item.title}
         if item.category:
             entry["category"] = item.category if isinstance(item.category, str) else " > ".join(item.category)
         if item.attributes:

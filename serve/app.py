@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import os
+from typing import Any
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -442,7 +443,10 @@ def build_app(args: dict):
         # Replicas may run in another working directory than the one the config was read from.
         config.model_path = os.path.abspath(os.path.expanduser(config.model_path))
     plain = asdict(config)
-    ingress = RelevanceAPI.options(
+    # The classes are Serve Deployments once decorated; mypy sees only the classes.
+    api: Any = RelevanceAPI
+    model: Any = LevelModel
+    ingress = api.options(
         max_ongoing_requests=config.max_ongoing_requests, max_queued_requests=config.max_queued_requests
     )
     if config.api_keys_env and os.environ.get(config.api_keys_env):
@@ -454,7 +458,7 @@ def build_app(args: dict):
                 "runtime_env": {"env_vars": {config.api_keys_env: os.environ[config.api_keys_env]}},
             }
         )
-    return ingress.bind(LevelModel.bind(plain), plain)
+    return ingress.bind(model.bind(plain), plain)
 
 
 def run(model_path: str, host: str = "127.0.0.1", port: int = 8000, request_timeout_s: float = 30.0, **args):

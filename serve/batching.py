@@ -47,7 +47,9 @@ def take_batch(
     Cancelled requests are discarded on the way, and so are requests for which
     ``too_late(request, items the batch would then hold)`` is true. Returns the batch, how many
     cancelled requests were discarded, and the late ones (for the caller to answer)."""
-    batch, items, cancelled, late = [], 0, 0, []
+    batch: list = []
+    late: list = []
+    items, cancelled = 0, 0
     while queue:
         head = queue[0]
         if head.future.done():  # cancelled by its caller (or otherwise settled): nothing to do

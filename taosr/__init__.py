@@ -2,11 +2,11 @@
 
 The layers above this core (``datasets/``, ``actors/``, ``training/``, ``stages/``, ``ray_jobs/``
 and ``serve/``, docs/architecture.md) sit at the repository root and are importable as
-``taosr.datasets`` and so on. An install maps them through ``package-dir`` in pyproject.toml;
-from a source checkout a finder maps exactly those names
-to their folders, so ``python -m taosr.ray_jobs.<stage>`` and ``ray job submit --working-dir .``
-work without installing, and nothing else at the root (tests, bench, this folder itself)
-becomes part of the package.
+``taosr.datasets`` and so on. An install maps them through ``package-dir`` in pyproject.toml.
+In a source checkout this folder holds a link to each of them (``taosr/training -> ../training``),
+so editors, mypy and ``python -m taosr.ray_jobs.<stage>`` resolve them as they are, and nothing
+else at the root (tests, bench) becomes part of the package. Where a copy lost the links (an
+archive without symlinks), a finder maps exactly those names to their folders.
 """
 
 import importlib.machinery as _machinery

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +28,7 @@ from taosr.config_sections import (  # noqa: F401 - the sections are part of thi
     DpoConfig,
     GrpoConfig,
     SrpoConfig,
+    step_reward_section,
     GenrmConfig,
     ExportConfig,
     ServeCheckConfig,
@@ -78,7 +79,7 @@ def _rename_deprecated(node, source: str):
     import warnings
 
     for section, names in RENAMED_KEYS.items():
-        part = node.get(section) if hasattr(node, "get") else None
+        part: Any = node.get(section) if hasattr(node, "get") else None
         if not hasattr(part, "keys"):
             continue
         for old, new in names.items():
@@ -148,7 +149,7 @@ def _profile_chain(path: Path, seen: tuple[Path, ...] = ()) -> list:
 
 
 def to_dict(config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    return cast(dict, OmegaConf.to_container(OmegaConf.structured(config), resolve=True))
 
 
 def to_yaml(config) -> str:

@@ -713,3 +713,14 @@ def _per_gpu(resource: str, gpus: float) -> dict[str, float]:
     if not resource:
         return {}
     return {resource: float(gpus) if gpus else 1.0}
+
+
+def step_reward_section(rl: GrpoConfig) -> SrpoConfig:
+    """The section's step-reward settings (verifier coverage, the GenRM's engine, lambda): only
+    the srpo section has them, so an estimator that reads step rewards runs from it."""
+    if not isinstance(rl, SrpoConfig):
+        raise ValueError(
+            f"advantage {rl.advantage!r} reads step rewards, whose settings only the srpo section has; "
+            "run it as the srpo stage"
+        )
+    return rl

@@ -128,16 +128,16 @@ def gain_interval(
     vectorised ``paired_bootstrap`` answers for the metrics it has; the tier metrics resample here."""
     from taosr.metrics import paired_bootstrap
 
-    gold, before, after = (np.asarray(x) for x in (gold, before, after))
+    gold_, before, after = (np.asarray(x) for x in (gold, before, after))
     if metric in ("macro_f1", "accuracy", "qwk"):
-        result = paired_bootstrap(gold, before, after, resamples=resamples, seed=seed, confidence=confidence)[metric]
+        result = paired_bootstrap(gold_, before, after, resamples=resamples, seed=seed, confidence=confidence)[metric]
         return result["low"], result["high"]
     rng = np.random.default_rng(seed)
     gains = []
     for _ in range(resamples):
-        picks = rng.integers(0, len(gold), size=len(gold))
-        a = level_and_tier_metrics(gold[picks].tolist(), before[picks].tolist())[metric]
-        b = level_and_tier_metrics(gold[picks].tolist(), after[picks].tolist())[metric]
+        picks = rng.integers(0, len(gold_), size=len(gold_))
+        a = level_and_tier_metrics(gold_[picks].tolist(), before[picks].tolist())[metric]
+        b = level_and_tier_metrics(gold_[picks].tolist(), after[picks].tolist())[metric]
         gains.append((b or 0.0) - (a or 0.0))
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(gains, [tail, 100 - tail])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from taosr.formats import ATTRIBUTE_VERDICTS, CATEGORY_VERDICTS, Reasoning
 from taosr.labels import LEVELS
@@ -82,11 +82,10 @@ def annotated_reasoning(
     A complete annotation (every Reasoning field, as the knowledge-base trace gives) stands alone;
     a partial one (say, only ``decision``) overrides the fields it names in ``fallback`` (the CoT
     teacher's reasoning for the row). None when neither gives a full reasoning."""
-    if isinstance(annotation, str):
-        annotation = json.loads(annotation)
-    if not annotation:
+    given: Mapping | None = json.loads(annotation) if isinstance(annotation, str) else annotation
+    if not given:
         return None
-    fields = {k: annotation[k] for k in Reasoning.__dataclass_fields__ if annotation.get(k) is not None}
+    fields: dict[str, Any] = {k: given[k] for k in Reasoning.__dataclass_fields__ if given.get(k) is not None}
     try:
         reasoning = (
             Reasoning(**fields)

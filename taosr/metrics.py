@@ -133,9 +133,9 @@ def _resampled_qwk(gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def paired_bootstrap(
-    gold: Sequence[int],
-    pred_a: Sequence[int],
-    pred_b: Sequence[int],
+    gold: Sequence[int] | np.ndarray,
+    pred_a: Sequence[int] | np.ndarray,
+    pred_b: Sequence[int] | np.ndarray,
     resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -143,20 +143,19 @@ def paired_bootstrap(
     """Difference b - a in macro-F1, accuracy and QWK on the same examples, with percentile
     intervals from a paired bootstrap. ``beyond_noise`` says whether the macro-F1 interval
     excludes 0."""
-    gold, pred_a, pred_b = (np.asarray(x) for x in (gold, pred_a, pred_b))
-    if not (len(gold) == len(pred_a) == len(pred_b)) or len(gold) == 0:
+    gold_, a, b = (np.asarray(x) for x in (gold, pred_a, pred_b))
+    if not (len(gold_) == len(a) == len(b)) or len(gold_) == 0:
         raise ValueError(
-            f"paired bootstrap needs the same non-empty examples: {len(gold)} gold, "
-            f"{len(pred_a)} and {len(pred_b)} predictions"
+            f"paired bootstrap needs the same non-empty examples: {len(gold_)} gold, {len(a)} and {len(b)} predictions"
         )
-    picks = np.random.default_rng(seed).integers(0, len(gold), size=(resamples, len(gold)))
-    f1_a, acc_a = _resampled_macro_f1_and_accuracy(gold[picks], pred_a[picks])
-    f1_b, acc_b = _resampled_macro_f1_and_accuracy(gold[picks], pred_b[picks])
+    picks = np.random.default_rng(seed).integers(0, len(gold_), size=(resamples, len(gold_)))
+    f1_a, acc_a = _resampled_macro_f1_and_accuracy(gold_[picks], a[picks])
+    f1_b, acc_b = _resampled_macro_f1_and_accuracy(gold_[picks], b[picks])
     tail = 100 * (1 - confidence) / 2
-    point_a = classification_metrics(gold.tolist(), pred_a.tolist())
-    point_b = classification_metrics(gold.tolist(), pred_b.tolist())
-    qwk_deltas = _resampled_qwk(gold[picks], pred_b[picks]) - _resampled_qwk(gold[picks], pred_a[picks])
-    out = {"n": len(gold), "resamples": resamples, "confidence": confidence}
+    point_a = classification_metrics(gold_.tolist(), a.tolist())
+    point_b = classification_metrics(gold_.tolist(), b.tolist())
+    qwk_deltas = _resampled_qwk(gold_[picks], b[picks]) - _resampled_qwk(gold_[picks], a[picks])
+    out: dict = {"n": len(gold_), "resamples": resamples, "confidence": confidence}
     for name, deltas in (("macro_f1", f1_b - f1_a), ("accuracy", acc_b - acc_a), ("qwk", qwk_deltas)):
         low, high = np.percentile(deltas, [tail, 100 - tail])
         out[name] = {"delta": (point_b[name] or 0.0) - (point_a[name] or 0.0), "low": float(low), "high": float(high)}
@@ -165,8 +164,8 @@ def paired_bootstrap(
 
 
 def paired_accuracy_gain(
-    right_a: Sequence[bool],
-    right_b: Sequence[bool],
+    right_a: Sequence[bool] | np.ndarray,
+    right_b: Sequence[bool] | np.ndarray,
     clusters: Sequence | None = None,
     resamples: int = 2000,
     seed: int = 0,
@@ -176,27 +175,25 @@ def paired_accuracy_gain(
     paired bootstrap that resamples whole ``clusters`` (questions that share one, such as the five
     step questions about one response, are not independent; None: every question on its own).
     ``beyond_noise``: the interval excludes 0."""
-    right_a, right_b = np.asarray(right_a, dtype=float), np.asarray(right_b, dtype=float)
-    if len(right_a) != len(right_b) or len(right_a) == 0:
-        raise ValueError(
-            f"a paired accuracy gain needs the same non-empty questions: {len(right_a)} and {len(right_b)}"
-        )
-    keys = np.arange(len(right_a)) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
-    if len(keys) != len(right_a):
-        raise ValueError(f"one cluster per question: {len(keys)} clusters for {len(right_a)} questions")
+    a, b = np.asarray(right_a, dtype=float), np.asarray(right_b, dtype=float)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"a paired accuracy gain needs the same non-empty questions: {len(a)} and {len(b)}")
+    keys = np.arange(len(a)) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
+    if len(keys) != len(a):
+        raise ValueError(f"one cluster per question: {len(keys)} clusters for {len(a)} questions")
     count = int(keys.max()) + 1
-    gained = np.bincount(keys, weights=right_b - right_a, minlength=count)  # per cluster: sum of b - a
+    gained = np.bincount(keys, weights=b - a, minlength=count)  # per cluster: sum of b - a
     sizes = np.bincount(keys, minlength=count).astype(float)
     picks = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
     deltas = gained[picks].sum(axis=1) / sizes[picks].sum(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(deltas, [tail, 100 - tail])
     return {
-        "n": len(right_a),
+        "n": len(a),
         "clusters": count,
-        "accuracy_a": float(right_a.mean()),
-        "accuracy_b": float(right_b.mean()),
-        "delta": float(right_b.mean() - right_a.mean()),
+        "accuracy_a": float(a.mean()),
+        "accuracy_b": float(b.mean()),
+        "delta": float(b.mean() - a.mean()),
         "low": float(low),
         "high": float(high),
         "beyond_noise": bool(low > 0 or high < 0),

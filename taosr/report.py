@@ -51,7 +51,7 @@ def stage_rows(run: Path) -> dict[str, str]:
         return {slug: title for slug, title in recorded}
     found = [path.parent.name for path in (run / "eval").glob("*/metrics.json")]
     order = {slug: (slug != "lexical", slug != "base", _started_at(run, slug), slug) for slug in found}
-    return {slug: slug for slug in sorted(found, key=order.get)}
+    return {slug: slug for slug in sorted(found, key=lambda slug: order[slug])}
 
 
 def stage_metrics(run: Path) -> dict[str, dict]:
@@ -172,8 +172,8 @@ def genrm_verdict(summary: dict, srpo_summary: dict | None) -> str:
 
 def genrm_table(summary: dict) -> str:
     """Step accuracy of the trained GenRM and of its untrained base on the held-out steps."""
-    rows = {"GenRM": summary.get("step_accuracy"), "base (untrained)": summary.get("base_step_accuracy")}
-    rows = {name: row for name, row in rows.items() if row}
+    given = {"GenRM": summary.get("step_accuracy"), "base (untrained)": summary.get("base_step_accuracy")}
+    rows: dict[str, dict] = {name: row for name, row in given.items() if row}
     if not rows:
         return ""
     steps = sorted({step for row in rows.values() for step in row["per_step"]}, key=int)
@@ -388,11 +388,11 @@ def build_report(run_dir: str, out_dir: str | None = None, title: str | None = N
         parts += ["## pass@k (stage 2)\n", pass_at_k_table(pass_at_k), "\n", f"![pass@k]({plot.name})\n"]
     else:
         missing.append("pass@k (no sample/pass_at_k.json)")
-    curves = [(stage, validation_section(run, stage)) for stage in validated_stages(run)]
-    curves = [(stage, curve) for stage, curve in curves if curve]
-    if curves:
+    validation = [(stage, validation_section(run, stage)) for stage in validated_stages(run)]
+    validation = [(stage, curve) for stage, curve in validation if curve]
+    if validation:
         parts.append("## Validation while training, and why each stage stopped\n")
-        for stage, curve in curves:
+        for stage, curve in validation:
             parts += [f"### {stage}\n", curve, "\n"]
     cot_sample = cot_examples(run)
     if cot_sample:

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Mapping
 
 from taosr.differences import difference_header, difference_row
 from taosr.report import stage_metrics, stage_predictions, stage_rows
 
 
-def seed_table(runs: dict[int, str | Path]) -> str:
+def seed_table(runs: Mapping[int, str | Path]) -> str:
     """Markdown for ``{seed: run folder}``: the stages every run evaluated, in report order."""
-    runs = {seed: Path(folder) for seed, folder in sorted(runs.items())}
+    folders = {seed: Path(folder) for seed, folder in sorted(runs.items())}
     metrics = {
         seed: {slug: found.get("overall", {}) for slug, found in stage_metrics(folder).items()}
-        for seed, folder in runs.items()
+        for seed, folder in folders.items()
     }
     shared = [slug for slug in next(iter(metrics.values())) if all(slug in m for m in metrics.values())]
     if not shared:
-        raise ValueError(f"no stage was evaluated in every run: {', '.join(map(str, runs.values()))}")
-    names = stage_rows(next(iter(runs.values())))
-    seeds = list(runs)
+        raise ValueError(f"no stage was evaluated in every run: {', '.join(map(str, folders.values()))}")
+    names = stage_rows(next(iter(folders.values())))
+    seeds = list(folders)
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; n = "
         + ", ".join(str(metrics[s][shared[0]].get("n", "?")) for s in seeds)
@@ -47,7 +48,7 @@ def seed_table(runs: dict[int, str | Path]) -> str:
         lines.append("")
     lines += ["Each seed against the lexical baseline and against SFT (paired bootstrap on the same rows):", ""]
     lines += difference_header("seed")
-    for seed, folder in runs.items():
+    for seed, folder in folders.items():
         predictions = {slug: stage_predictions(folder, slug) for slug in shared}
         for before in ("lexical", "sft"):
             for after in shared:

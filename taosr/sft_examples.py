@@ -70,7 +70,7 @@ def pad_batch(examples: list[dict], pad_id: int, left: bool = False) -> dict:
     reads only the ends (a level token after prompts of different lengths) projects a few
     columns onto the vocabulary, not the span from the shortest prompt's end to the longest's."""
     width = max(len(e["input_ids"]) for e in examples)
-    batch = {"input_ids": [], "labels": [], "attention_mask": []}
+    batch: dict[str, list] = {"input_ids": [], "labels": [], "attention_mask": []}
     if left:
         batch["position_ids"] = []
     for e in examples:

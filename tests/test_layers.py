@@ -62,3 +62,11 @@ def test_importing_every_core_module_loads_no_runtime():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_package_folder_links_each_layer_so_tools_resolve_it_without_an_install():
+    """taosr/<layer> -> ../<layer>: what lets mypy and editors follow taosr.training and the rest."""
+    for folder in ABOVE_CORE:
+        link = ROOT / "taosr" / folder
+        assert link.is_symlink(), f"taosr/{folder} should link to ../{folder}"
+        assert link.resolve() == (ROOT / folder).resolve()

@@ -32,17 +32,19 @@ class StageProgress:
     def __init__(
         self, folder: str | None, label: str, total_steps: int | None, enabled: bool = True, poll_s: float = 2.0
     ):
-        self.path = os.path.join(folder, "metrics.jsonl") if folder else None
+        self.path = os.path.join(folder, "metrics.jsonl") if folder else ""
         self.label, self.total, self.poll_s = label, total_steps or None, poll_s
         self.enabled = bool(self.path) and bars_wanted(enabled)
-        self._stop, self._thread, self._offset, self._last = threading.Event(), None, 0, {}
+        self._stop, self._offset = threading.Event(), 0
+        self._thread: threading.Thread | None = None
+        self._last: dict = {}
 
     def __enter__(self) -> "StageProgress":
         if self.enabled:
             if os.path.exists(self.path):  # a resumed stage: count on from what is logged
                 self._offset = os.path.getsize(self.path)
-            self._thread = threading.Thread(target=self._follow, name=f"progress-{self.label}", daemon=True)
-            self._thread.start()
+            thread = self._thread = threading.Thread(target=self._follow, name=f"progress-{self.label}", daemon=True)
+            thread.start()
         return self
 
     def __exit__(self, *exc) -> None:

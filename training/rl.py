@@ -31,7 +31,7 @@ import numpy as np
 from taosr.actors.rollout import SamplingSpec
 from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
 from taosr.advantages import AdvantageInputs, estimator_needs, get_estimator
-from taosr.config import GrpoConfig
+from taosr.config import GrpoConfig, step_reward_section
 from taosr.datasets.storage import local_dir
 from taosr.dynamic_sampling import DynamicBatch, distinct_paths, lost_format_error
 from taosr.formats import ResponseFormat, parse
@@ -78,7 +78,8 @@ def collect_batch(rl: GrpoConfig, prompts: list[dict], sampler: BalancedSampler,
         type_cap=rl.query_type_cap,
         label_cap=rl.label_cap,
     )
-    scored_all, started, generated_tokens, drawn_ids = [], time.time(), 0, []
+    scored_all, started, generated_tokens = [], time.time(), 0
+    drawn_ids: list[str] = []
     reward_seconds = 0.0
     while not batch.full and batch.rounds < rl.max_refill_rounds:
         count = math.ceil(batch.missing * rl.oversample)
@@ -87,7 +88,8 @@ def collect_batch(rl: GrpoConfig, prompts: list[dict], sampler: BalancedSampler,
         rollouts = group.generate([p["prompt_ids"] for p in chosen], spec, timeout_s=rl.rollout_timeout_s)
         generated_tokens += sum(len(r.token_ids) for prompt_rollouts in rollouts for r in prompt_rollouts)
         scoring_started = time.time()
-        groups, rewards, correct = [], [], []
+        groups: list[dict[str, Any]] = []
+        rewards, correct = [], []
         for prompt, prompt_rollouts in zip(chosen, rollouts):
             scored = [
                 outcome_reward(r.text, prompt["label"], rl.partial_credit, rl.format_gate) for r in prompt_rollouts
@@ -137,6 +139,7 @@ def step_reward_inputs(rl: GrpoConfig, groups: list[dict], context: dict) -> tup
     import ray
     import torch
 
+    rl_steps = step_reward_section(rl)
     tokenizer, verifier, judge = context["tokenizer"], context["verifier"], context.get("genrm")
     spans, verified, requests = [], [], {}
     for group in groups:
@@ -154,10 +157,13 @@ def step_reward_inputs(rl: GrpoConfig, groups: list[dict], context: dict) -> tup
                     "steps": unjudged,
                 }
     started, generative = time.time(), {}
-    if requests:
-        scored = ray.get(judge.step_rewards.remote(list(requests.values())), timeout=rl.genrm_timeout_s)
+    if requests:  # only where a judge was given
+        assert judge is not None
+        scored = ray.get(judge.step_rewards.remote(list(requests.values())), timeout=rl_steps.genrm_timeout_s)
         generative = dict(zip(requests, scored))
-    sources, step_rewards, genrm_values = {"verifier": 0, "genrm": 0, "none": 0}, [], []
+    sources = {"verifier": 0, "genrm": 0, "none": 0}
+    step_rewards: list[list[float]] = []
+    genrm_values: list[float] = []
     for index, judged in enumerate(verified):
         combined, where = hybrid(judged, generative.get(index))
         for source in where:
@@ -165,15 +171,15 @@ def step_reward_inputs(rl: GrpoConfig, groups: list[dict], context: dict) -> tup
         genrm_values.extend(v for v, s in zip(combined, where) if s == "genrm")
         step_rewards.append(combined)
     ends = np.cumsum([len(g["rollouts"]) for g in groups]).tolist()
-    step_rewards = [step_rewards[end - len(g["rollouts"]) : end] for g, end in zip(groups, ends)]
+    per_group = [step_rewards[end - len(g["rollouts"]) : end] for g, end in zip(groups, ends)]
     total = max(sum(sources.values()), 1)
     extras = {
-        "step_rewards": torch.tensor(step_rewards),
+        "step_rewards": torch.tensor(per_group),
         "step_spans": spans,
-        "lam": rl.lam,
-        "critical_weight": rl.critical_weight,
+        "lam": rl_steps.lam,
+        "critical_weight": rl_steps.critical_weight,
     }
-    metrics = {f"step_reward_from_{k}": v / total for k, v in sources.items()}
+    metrics: dict[str, float | None] = {f"step_reward_from_{k}": v / total for k, v in sources.items()}
     metrics.update(
         genrm_s=time.time() - started,
         genrm_questions=sum(len(r["steps"]) for r in requests.values()),
@@ -369,7 +375,8 @@ class Alarms:
 
     def __init__(self, rl: GrpoConfig, stage: str, rank: int):
         self.rl, self.stage, self.rank = rl, stage, rank
-        self.stalled, self.first_entropy = 0, None
+        self.stalled = 0
+        self.first_entropy: float | None = None
 
     def _say(self, message: dict) -> None:
         if self.rank == 0:
@@ -393,8 +400,8 @@ class Alarms:
                 }
             )
         if metrics.get("entropy"):
-            self.first_entropy = self.first_entropy or metrics["entropy"]
-            alarms["entropy_alarm"] = metrics["entropy"] < self.rl.entropy_alarm_ratio * self.first_entropy
+            first = self.first_entropy = self.first_entropy or metrics["entropy"]
+            alarms["entropy_alarm"] = metrics["entropy"] < self.rl.entropy_alarm_ratio * first
             if alarms["entropy_alarm"]:
                 self._say(
                     {
@@ -430,8 +437,9 @@ class PolicyChecks:
         """This step's validation metrics (rank 0; empty elsewhere) and whether to stop (every rank)."""
         import torch
 
-        metrics, stop = {}, False
-        if self.rank == 0:
+        metrics: dict[str, Any] = {}
+        stop = False
+        if self.rank == 0 and self.validate is not None:
             with torch.no_grad():
                 checked = self.validate(module)
             metrics = {f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))}
@@ -487,7 +495,8 @@ def rl_train_loop(loop_config: dict) -> None:
         echo=loop_config.get("echo_metrics", True),
     )
     probe = loop_config["probe"]
-    if rank == 0:  # engines must hold the learner's weights before the first rollout
+    gap: float | None = None
+    if rollouts is not None:  # rank 0: engines must hold the learner's weights before the first rollout
         gap = (
             sync_engines(learner.engine, rollouts.group, rl, loop_config, start_step, probe)
             if start_step
@@ -503,16 +512,16 @@ def rl_train_loop(loop_config: dict) -> None:
     step = start_step
     step_clock = time.time()  # step_s: wall time between consecutive steps' ends, as a user waits it
     for step in range(start_step + 1, rl.steps + 1):
-        payload = [rollouts.next_batch(step) if rank == 0 else None]
+        payload: list = [rollouts.next_batch(step) if rollouts is not None else None]
         dist.broadcast_object_list(payload, src=0)
-        batch = payload[0]
+        batch = payload[0]  # every rank holds rank 0's batch now
         train_started = time.time()
         trained = learn(learner, rl, batch["rows"], rank, world)
         train_s = time.time() - train_started
         sync_started = time.time()
         gap = (
             sync_engines(learner.engine, rollouts.group, rl, loop_config, step, probe)
-            if rank == 0 and batch["rows"]
+            if rollouts is not None and batch["rows"]
             else None
         )
         dist.barrier()

@@ -5,7 +5,7 @@ docs/architecture.md "The RL loop on Ray")."""
 
 from __future__ import annotations
 
-from taosr.config import GrpoConfig, TaosrConfig, to_yaml
+from taosr.config import GrpoConfig, TaosrConfig, step_reward_section, to_yaml
 from taosr.datasets.storage import absolute, exists, join, local_dir, read_parquet, read_text, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.labels import label_text
@@ -115,6 +115,7 @@ def start_judge(config: TaosrConfig, rl: GrpoConfig, judge_model: str | None = N
     judge_model = judge_model if judge_model is not None else genrm_model_for(config, rl)
     if not judge_model:
         return None
+    rl = step_reward_section(rl)
     from taosr.actors.step_judge import step_judge_actor
 
     return step_judge_actor(
@@ -152,7 +153,7 @@ def train(
     check_layout(rl)
     start_model = absolute(start_model)
     prompts, counts = training_prompts(config, start_model, rl, tokenized)
-    annotations = verifier_annotations(config, rl.verifier_coverage) if scores_steps(rl) else {}
+    annotations = verifier_annotations(config, step_reward_section(rl).verifier_coverage) if scores_steps(rl) else {}
     counts["verifier_annotations"] = len(annotations)
     genrm = genrm_choice(config, rl)
     counts["genrm"], counts["genrm_reason"] = genrm["model"], genrm["reason"]

@@ -311,7 +311,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
             window = []
             validating = bool(every) and (step % every == 0 or step == total_steps)
             stop = False
-            if rank == 0 and validating:
+            if rank == 0 and validating and validate is not None:
                 with autocast(cfg):
                     checked = validate(engine.module)
                 metrics.update({f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))})
@@ -408,7 +408,11 @@ class BestWeights:
     own (bf16) weights: what the saved folder would have held at that step."""
 
     def __init__(self, enabled: bool):
-        self.enabled, self.step, self.score, self.state, self.metrics = enabled, None, None, None, {}
+        self.enabled = enabled
+        self.step: int | None = None
+        self.score: float | None = None
+        self.state: dict | None = None
+        self.metrics: dict[str, float] = {}
 
     def offer(self, step: int, score: float | None, module) -> None:
         if not self.enabled or score is None or (self.score is not None and score <= self.score):
