@@ -39,7 +39,10 @@ def _config_show(args) -> dict | None:
     from taosr.config import describe, load_config, to_yaml
 
     if args.help_fields:
-        for key, default, text in describe():
+        from taosr.serve.args import ServeArgs
+
+        # The profile's fields, then the serving app's (export writes them into serve.yaml's args).
+        for key, default, text in describe() + describe(ServeArgs, prefix="serve.yaml args."):
             print(f"{key} = {default}\n    {text}")
         return None
     print(to_yaml(load_config(args.config, args.overrides)))

@@ -24,7 +24,7 @@ import logging
 import os
 from typing import Any
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -35,9 +35,10 @@ from ray.serve import metrics
 from taosr.decision import DecisionRule
 from taosr.datasets.storage import local_dir
 from taosr.formats import ResponseFormat
-from taosr.labels import DEFAULT_TIERS, LABEL_TEXT, LEVELS
+from taosr.labels import LABEL_TEXT, LEVELS
 from taosr.models import MODEL_INFO
 from taosr.prompts import PROMPT_VERSION, Item, template_fingerprint
+from taosr.serve.args import ServeArgs
 from taosr.serve.batching import DeadlineMissed, ItemBatcher
 from taosr.serve.validation import RelevanceRequest, RequestError, RequestLimits, parse_request
 from taosr.text import clean_text
@@ -129,67 +130,6 @@ def check_export(model_path: str, tokenizer) -> dict:
 
 
 @dataclass
-class ServeArgs:
-    model_path: str
-    beta: float = 0.5
-    # The rest of the decision rule the export stage chose (``taosr.decision.DecisionRule``):
-    # {"rule": "cumpt" | "argmax", "prior_tau": ..., "level_prior": [...]}; empty: CumPT at beta.
-    decision: dict = field(default_factory=dict)
-    engine: str = "vllm"
-    dtype: str = "bfloat16"
-    max_seq_len: int = 1024
-    kv_cache_gib: int = 1
-    enable_prefix_caching: bool = True
-    # KV block size in tokens (0: vLLM's default). Only whole blocks are reused, and a query's
-    # shared prefix (instructions + query) is ~40-60 tokens: vLLM's CPU default of 128 reuses
-    # nothing; 32 scores 200 one-query items 1.7x faster on 2 CPU cores (bench/README.md).
-    kv_block_size: int = 32
-    # torch.compile the engine's forward (vLLM's own default; inductor fuses the norms and
-    # activations around the matmuls): 10-30% more items/s on 2 CPU cores, but a replica takes
-    # ~1.5 min longer to start. False: eager, for tests and quick checks.
-    compile_engine: bool = True
-    # Nice value of the ingress and engine replicas' threads (None: Ray's 15 for workers). At 15
-    # the engine yields to every other process on the node; see set_process_niceness.
-    replica_niceness: int | None = 0
-    tensor_parallel_size: int = 1  # give the LevelModel deployment as many GPUs (ray_actor_options.num_gpus)
-    # GPU engines: CUDA graphs (false) or eager, and vLLM's share of each GPU; CPU engines always
-    # run eager (the export stage writes both from the profile: RayConfig.vllm_options).
-    enforce_eager: bool = True
-    gpu_memory_utilization: float = 0.9
-    # Items one engine call scores at most (requests are never split: a larger one goes alone).
-    # Small enough that a request whose client has gone is dropped before it costs engine time,
-    # large enough to fill the engine's steps (serve/batching.py).
-    max_batch_items: int = 256
-    batch_wait_timeout_s: float = 0.002
-    # Seconds a request may take on the LevelModel (0: no limit); set it to the HTTP
-    # request_timeout_s. A request that, at the engine's recent rate, would finish later gets 503
-    # at once instead of being scored: its answer would be discarded, and scoring it would push
-    # the requests behind it past their own deadlines. taosr.serve.app.run sets it for you.
-    request_deadline_s: float = 0.0
-    explain_max_new_tokens: int = 256
-    limits: dict = field(default_factory=dict)
-    tiers: dict = field(default_factory=lambda: {str(k): v for k, v in DEFAULT_TIERS.items()})
-    # Name of an environment variable (on the ingress replicas) holding comma-separated API keys;
-    # when set, /v1/relevance needs `Authorization: Bearer KEY` or `X-API-Key: KEY`. /healthz
-    # stays open for load balancers. Empty: no authentication (a private network only).
-    api_keys_env: str = ""
-    # Requests one ingress replica works on at once, and requests it lets wait for a free slot;
-    # beyond both, Serve answers 503 at once (-1: no bound on the wait).
-    max_ongoing_requests: int = 256
-    max_queued_requests: int = 256
-    # Requests one ingress replica lets wait on the model at once; past it, the ingress answers
-    # 503 itself, with a JSON body and `Retry-After: retry_after_s`, before Serve's own queue
-    # (whose 503 has neither) fills. 0: off. Set it below max_ongoing_requests to take effect.
-    max_scoring_requests: int = 0
-    # Items one ingress replica lets wait on the model at once, the bound that follows latency
-    # (a request's wait is about the items ahead of it over the replicas' items/s): a request
-    # that would pass it gets the same 503. A request is admitted whenever nothing waits, so a
-    # valid request is never refused for its size alone. 0: off.
-    max_scoring_items: int = 0
-    retry_after_s: int = 1
-
-
-@dataclass
 class Admission:
     """The ingress's load shedding: how many requests and items wait on the model now, and
     whether one more may join them (pure logic; one event loop per replica, so no lock)."""
@@ -269,7 +209,7 @@ class LevelModel:
 
         from transformers import AutoTokenizer
 
-        config = ServeArgs(**args)
+        config = ServeArgs.from_dict(args)
         # Refuse before loading the engine: a template mismatch must fail fast and loudly.
         model_path = local_dir(config.model_path)  # an s3:// export is fetched to this replica's node once
         self.info = check_export(model_path, AutoTokenizer.from_pretrained(model_path))
@@ -346,7 +286,7 @@ app = FastAPI(title="taosr relevance API", version="1", description=__doc__.spli
 @serve.ingress(app)
 class RelevanceAPI:
     def __init__(self, model, args: dict):
-        config = ServeArgs(**args)
+        config = ServeArgs.from_dict(args)
         self.model = model
         self.rule = DecisionRule(**{**config.decision, "beta": config.beta})
         self.limits = RequestLimits(**config.limits)
@@ -438,11 +378,11 @@ class RelevanceAPI:
 
 def build_app(args: dict):
     """The application from a dict of ServeArgs fields (what `serve run`/`serve deploy` pass)."""
-    config = ServeArgs(**args)
+    config = ServeArgs.from_dict(args)
     if not config.model_path.startswith("s3://"):
         # Replicas may run in another working directory than the one the config was read from.
         config.model_path = os.path.abspath(os.path.expanduser(config.model_path))
-    plain = asdict(config)
+    plain = config.as_dict()
     # The classes are Serve Deployments once decorated; mypy sees only the classes.
     api: Any = RelevanceAPI
     model: Any = LevelModel

@@ -10,6 +10,7 @@ import yaml
 from taosr.config import TaosrConfig
 from taosr.datasets.storage import absolute
 from taosr.decision import DecisionRule
+from taosr.serve.args import ServeArgs
 
 SERVE_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 
@@ -41,4 +42,5 @@ def serve_config(model_path: str, rule: DecisionRule, config: TaosrConfig) -> di
         served["proxy_location"] = "EveryNode"
         served["http_options"]["host"] = "0.0.0.0"
         args["api_keys_env"] = config.serve.api_keys_env
+    ServeArgs.from_dict(args)  # the app would refuse them at start: refuse them while writing serve.yaml
     return served

@@ -157,9 +157,10 @@ def autoscaling_head(tmp_path_factory):
                 )
             time.sleep(2)
     yield address, client, env
-    os.killpg(head.pid, signal.SIGINT)
+    # SIGTERM ends `ray start --block` with its raylets; SIGINT waited out its minute here.
+    os.killpg(head.pid, signal.SIGTERM)
     try:
-        head.wait(timeout=60)
+        head.wait(timeout=15)
     except subprocess.TimeoutExpired:
         pass
     try:
