@@ -166,7 +166,7 @@ def test_a_sigkilled_genrm_job_resumes_from_its_checkpoint_when_run_again(stage1
         num_workers=1,
         cpus_per_worker=1,
         bf16=False,
-        epochs=3,
+        epochs=2,
         lr=3e-3,
         max_seq_len=768,
         eval_split="test",
