@@ -19,9 +19,12 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from taosr.config_sections import LearnerConfig  # noqa: E402 - after the repo is on the path
 
 KERNELS = ("sdpa", "eager")
 
@@ -64,7 +67,7 @@ def synthetic_batch(length: int, micro_batch_size: int, level_id: int, seed: int
     ]
 
 
-def timed_step(engine, cfg: dict, loss_fn, rows: list[dict]) -> tuple[float, float]:
+def timed_step(engine, cfg: LearnerConfig, loss_fn, rows: list[dict]) -> tuple[float, float]:
     """(seconds for forward, backward and update; the loss), under the stages' own autocast."""
     from taosr.training.trainer import autocast
 
@@ -102,21 +105,20 @@ def main(argv=None) -> int:
     start_single_rank(port=29519, threads=args.threads)
     model = resolve_model(args.model)
     batches = stage_micro_batches(args.cot, model, args.steps + 1, args.micro_batch_size, seed=0)
-    cfg = {
-        "lr": 3e-4,
-        "weight_decay": 0.0,
-        "warmup_ratio": 0.0,
-        "min_lr_ratio": 0.1,
-        "grad_accum": 1,
-        "micro_batch_size": args.micro_batch_size,
-        "grad_clip": 1.0,
-        "zero_stage": 0,
-        "bf16": False,
-        "autocast": True,
-        "train_layers": args.train_layers,
-    }
+    cfg = LearnerConfig(
+        lr=3e-4,
+        weight_decay=0.0,
+        warmup_ratio=0.0,
+        min_lr_ratio=0.1,
+        micro_batch_size=args.micro_batch_size,
+        grad_clip=1.0,
+        zero_stage=0,
+        bf16=False,
+        autocast=True,
+        train_layers=args.train_layers,
+    )
     engines = {
-        kernel: build_engine(model, {**cfg, "attn_implementation": kernel}, total_steps=1000)[0] for kernel in KERNELS
+        kernel: build_engine(model, replace(cfg, attn_implementation=kernel), total_steps=1000)[0] for kernel in KERNELS
     }
     loss_fn = sft_step_loss(0.5)
     first_losses = {kernel: timed_step(engines[kernel], cfg, loss_fn, batches[0])[1] for kernel in KERNELS}  # warm-up

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     model = args.model if Path(args.model).is_dir() else resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     sft = SftConfig(lr=1e-3, micro_batch_size=args.batch, zero_stage=0, bf16=cuda, use_gpu=cuda, warmup_ratio=0.0)
-    engine, _ = build_engine(model, {**asdict(sft), "grad_accum": 1}, total_steps=args.steps + 1)
+    engine, _ = build_engine(model, sft, total_steps=args.steps + 1)
     batch = examples(tokenizer, args.batch, max_len=384)
     loss_fn = sft_step_loss(decision_weight=sft.decision_weight)
 

@@ -166,16 +166,9 @@ def main(argv=None) -> int:
             lambda e, r: dpo_step_loss(0.1, 0.0)(e, r)[0],
         ),
     }
-    cfg = {
-        "lr": 1e-5,
-        "weight_decay": 0.0,
-        "warmup_ratio": 0.0,
-        "micro_batch_size": 4,
-        "grad_accum": 1,
-        "grad_clip": 1.0,
-        "zero_stage": 2,
-        "bf16": True,
-    }
+    from taosr.config_sections import LearnerConfig
+
+    cfg = LearnerConfig(lr=1e-5, weight_decay=0.0, warmup_ratio=0.0, micro_batch_size=4, grad_clip=1.0, zero_stage=2)
     engine, _ = build_engine(model, cfg, total_steps=1000)
     results = []
     for name, (batches, whole_loss, window_loss) in workloads.items():

@@ -28,7 +28,6 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 
@@ -93,7 +92,7 @@ def main(argv=None) -> int:
         kl_coef=0.05,
     )
     gas = micro_steps_per_step(rl, 1)
-    engine, _ = build_engine(model, {**asdict(rl), "grad_accum": gas}, total_steps=1000)
+    engine, _ = build_engine(model, rl, total_steps=1000, grad_accum=gas)
     reference = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).eval()
     reference.requires_grad_(False)
     batches = [rollout_rows(tokenizer, args.prompts, args.group_size, seed) for seed in range(args.steps + 1)]

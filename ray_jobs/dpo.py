@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from taosr.config import TaosrConfig, to_dict, to_yaml
+from taosr.config import DpoConfig, TaosrConfig, to_yaml
 from taosr.datasets.storage import absolute, join, local_dir, write_dataset, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.models import model_info
@@ -22,15 +22,16 @@ from taosr.stages.job_args import run_job
 from taosr.stages.registry import StageSpec
 from taosr.training.dpo_objective import dpo_step_loss
 from taosr.training.dpo_pairs import build_pair_dataset, with_training_order
+from taosr.training.loop_inputs import SupervisedInputs
 from taosr.training.trainer import fit, require_examples, run_training
 
 
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
-    cfg = loop_config["trainer"]
-    run_training(
-        loop_config, "dpo", dpo_step_loss(cfg["beta"], cfg["label_smoothing"], cfg["nll_weight"], cfg["decision_scale"])
-    )
+    inputs: SupervisedInputs = loop_config["inputs"]
+    cfg = inputs.trainer
+    assert isinstance(cfg, DpoConfig)
+    run_training(inputs, "dpo", dpo_step_loss(cfg.beta, cfg.label_smoothing, cfg.nll_weight, cfg.decision_scale))
 
 
 def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
@@ -68,14 +69,10 @@ def train(config: TaosrConfig, reference_path: str, out_dir: str) -> dict:
         base_model=reference_path,
         stage="dpo",
     )
-    loop_config = {
-        "trainer": to_dict(config)["dpo"],
-        "seed": config.seed,
-        "model_path": reference_path,
-        "num_examples": num_pairs,
-        "model_info": info,
-    }
-    metrics = fit(train_loop, loop_config, config.dpo, data, out_dir, endpoint, config.ray)
+    inputs = SupervisedInputs(
+        trainer=config.dpo, seed=config.seed, model_path=reference_path, num_examples=num_pairs, model_info=info
+    )
+    metrics = fit(train_loop, inputs, config.dpo, data, out_dir, endpoint, config.ray)
     summary = {"pairs": counts, "trained_pairs": num_pairs, **metrics}
     write_json(join(out_dir, "summary.json"), summary, endpoint)
     write_text(join(out_dir, "config.yaml"), to_yaml(config), endpoint)

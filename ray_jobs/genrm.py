@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from taosr.config import TaosrConfig, to_dict, to_yaml
+from taosr.config import TaosrConfig, to_yaml
 from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import Reasoning
 from taosr.genrm import AnnotatedRow, annotated_reasoning, judge_examples, judge_prompt
@@ -27,6 +27,7 @@ from taosr.models import model_info
 from taosr.prompts import item_from_row, render_item
 from taosr.stages.job_args import run_job
 from taosr.stages.registry import StageSpec
+from taosr.training.loop_inputs import SupervisedInputs
 from taosr.training.trainer import fit, require_examples
 
 ROW_COLUMNS = (
@@ -153,7 +154,7 @@ def train_loop(loop_config: dict) -> None:
     from taosr.training.sft_objective import sft_loss
     from taosr.training.trainer import run_training
 
-    run_training(loop_config, "genrm", sft_loss)
+    run_training(loop_config["inputs"], "genrm", sft_loss)
 
 
 def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
@@ -177,14 +178,10 @@ def train(config: TaosrConfig, base_model: str, out_dir: str) -> dict:
     info = model_info(
         AutoTokenizer.from_pretrained(local_dir(base_model)), "genrm", base_model=base_model, stage="genrm"
     )
-    loop_config = {
-        "trainer": to_dict(config)["genrm"],
-        "seed": config.seed,
-        "model_path": base_model,
-        "num_examples": num_examples,
-        "model_info": info,
-    }
-    metrics = fit(train_loop, loop_config, cfg, data, out_dir, config.data.s3_endpoint, config.ray)
+    inputs = SupervisedInputs(
+        trainer=cfg, seed=config.seed, model_path=base_model, num_examples=num_examples, model_info=info
+    )
+    metrics = fit(train_loop, inputs, cfg, data, out_dir, config.data.s3_endpoint, config.ray)
     model = join(out_dir, "model")
 
     held_out_rows, held_out_counts = annotated_rows(config, cfg.eval_split, cfg.eval_rows)

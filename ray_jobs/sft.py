@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import sys
 
-from taosr.config import TaosrConfig, to_dict, to_yaml
+from taosr.config import SftConfig, TaosrConfig, to_yaml
 from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
 from taosr.formats import ResponseFormat
 from taosr.models import model_info
 from taosr.stages.job_args import run_job
 from taosr.stages.registry import StageSpec
+from taosr.training.loop_inputs import SupervisedInputs
 from taosr.training.sft_data import tokenized_dataset
 from taosr.training.sft_objective import class_weights, sft_step_loss
 from taosr.training.trainer import fit, require_examples, run_training
@@ -30,13 +31,13 @@ from taosr.training.validation import first_token_validator, run_validation_set
 
 def train_loop(loop_config: dict) -> None:
     """Runs on every Ray Train worker."""
-    cfg = loop_config["trainer"]
-    validation = loop_config.get("validation")
+    inputs: SupervisedInputs = loop_config["inputs"]
+    assert isinstance(inputs.trainer, SftConfig)
     run_training(
-        loop_config,
+        inputs,
         "sft",
-        sft_step_loss(cfg["decision_weight"], loop_config.get("level_weights")),
-        first_token_validator(validation) if validation else None,
+        sft_step_loss(inputs.trainer.decision_weight, inputs.level_weights),
+        first_token_validator(inputs.validation) if inputs.validation else None,
     )
 
 
@@ -54,30 +55,36 @@ def train(config: TaosrConfig, base_model_path: str, out_dir: str, cot_ds=None) 
     info = model_info(tokenizer, config.sft.format, base_model=base_model_path, stage="sft")
     levels = [int(row["level"]) for row in data.select_columns(["level"]).take_all()]
     label_counts = {str(level): levels.count(level) for level in sorted(set(levels))}
-    loop_config = {
-        "trainer": to_dict(config)["sft"],
-        "seed": config.seed,
-        "model_path": base_model_path,
-        "num_examples": num_examples,
-        "model_info": info,
-    }
-    if config.sft.class_balance:
-        loop_config["level_weights"] = {str(k): v for k, v in class_weights(levels, config.sft.class_balance).items()}
-    if config.sft.eval_every_steps:
-        loop_config["validation"] = run_validation_set(
-            config.run_dir,
-            config.data.s3_endpoint,
-            tokenizer,
-            ResponseFormat(config.sft.format),
-            config.sft.eval_examples,
-            config.seed,
-        )
-    metrics = fit(train_loop, loop_config, config.sft, data, out_dir, config.data.s3_endpoint, config.ray)
+    inputs = SupervisedInputs(
+        trainer=config.sft,
+        seed=config.seed,
+        model_path=base_model_path,
+        num_examples=num_examples,
+        model_info=info,
+        level_weights=(
+            {str(k): v for k, v in class_weights(levels, config.sft.class_balance).items()}
+            if config.sft.class_balance
+            else None
+        ),
+        validation=(
+            run_validation_set(
+                config.run_dir,
+                config.data.s3_endpoint,
+                tokenizer,
+                ResponseFormat(config.sft.format),
+                config.sft.eval_examples,
+                config.seed,
+            )
+            if config.sft.eval_every_steps
+            else None
+        ),
+    )
+    metrics = fit(train_loop, inputs, config.sft, data, out_dir, config.data.s3_endpoint, config.ray)
     summary = {
         "examples": num_examples,
         "label_counts": label_counts,
         "format": config.sft.format,
-        "validation_rows": len((loop_config.get("validation") or {}).get("gold", [])),
+        "validation_rows": len((inputs.validation or {}).get("gold", [])),
         **metrics,
     }
     write_json(join(out_dir, "summary.json"), summary, config.data.s3_endpoint)

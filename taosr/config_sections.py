@@ -385,6 +385,22 @@ class DpoConfig(TrainerConfig):
 
 
 @dataclass
+class FaultInjection:
+    """Testing only: failures the RL loop injects into itself so that its tests can prove each
+    recovery path. Every field is 0 (off) in a real run."""
+
+    skip_sync_step: int = option(0, "skip the weight push after this step, to prove the sync check stops the run")
+    kill_engine_before_step: int = option(
+        0,
+        "kill the first rollout actor just before this step's rollout, to prove Ray restarts it and the loop "
+        "restores its weights",
+    )
+    crash_after_step: int = option(
+        0, "the first attempt fails right after this step, to prove resume from the last checkpoint"
+    )
+
+
+@dataclass
 class GrpoConfig(LearnerConfig):
     """Stage 3 (and the loop SRPO reuses): RL with group-relative advantages."""
 
@@ -492,16 +508,8 @@ class GrpoConfig(LearnerConfig):
         "stop at the first step past this many minutes of this attempt's loop (0 = no cap); with validation on, the "
         "best checked step is kept",
     )
-    fault_skip_sync_step: int = option(
-        0, "testing only: skip the weight push after this step, to prove the sync check stops the run"
-    )
-    fault_kill_engine_before_step: int = option(
-        0,
-        "testing only: kill the first rollout actor just before this step's rollout, to prove Ray restarts it and "
-        "the loop restores its weights",
-    )
-    fault_crash_after_step: int = option(
-        0, "testing only: the first attempt fails right after this step, to prove resume from the last checkpoint"
+    faults: FaultInjection = option(
+        factory=lambda: FaultInjection(), help="testing only: failures injected to prove the loop's recovery paths"
     )
 
     def __post_init__(self):

@@ -166,7 +166,7 @@ def test_sync_probe_stops_a_run_whose_weights_were_not_pushed(learnable):
 
     config, start = learnable
     config = copy.deepcopy(config)
-    config.grpo.steps, config.grpo.fault_skip_sync_step = 3, 1
+    config.grpo.steps, config.grpo.faults.skip_sync_step = 3, 1
     config.grpo.warmup_ratio = 0.0  # the skipped step must really change the weights
     with pytest.raises(Exception, match="weight sync check failed"):
         grpo.train(config, start, f"{config.run_dir}/grpo-skipped-sync")
@@ -265,7 +265,7 @@ def test_a_run_crashed_right_after_an_epoch_boundary_resumes_without_repeating_o
     config, start = learnable
     config = _with_train_prompts(config, 8, tmp_path)
     rl = config.grpo
-    rl.steps, rl.checkpoint_every_steps, rl.fault_crash_after_step = 5, 2, 3
+    rl.steps, rl.checkpoint_every_steps, rl.faults.crash_after_step = 5, 2, 3
     rl.oversample, rl.max_refill_rounds = 1.0, 1
     out = f"{config.run_dir}/grpo-resumed"
     grpo.train(config, start, out, max_failures=1)
@@ -287,7 +287,7 @@ def test_a_killed_rollout_actor_is_restarted_and_given_the_current_weights(learn
 
     config, start = learnable
     config = copy.deepcopy(config)
-    config.grpo.steps, config.grpo.checkpoint_every_steps, config.grpo.fault_kill_engine_before_step = 4, 10, 3
+    config.grpo.steps, config.grpo.checkpoint_every_steps, config.grpo.faults.kill_engine_before_step = 4, 10, 3
     out = f"{config.run_dir}/grpo-engine-killed"
     grpo.train(config, start, out)
     steps = _logged(out)

@@ -11,7 +11,7 @@ from taosr.training.trainer import lr_scheduler
 
 def lrs(schedule: str, steps: int = 200, **extra) -> list[float]:
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    cfg = {"lr_schedule": schedule, "warmup_ratio": 0.05, "min_lr_ratio": 0.1, "decay_ratio": 0.2, **extra}
+    cfg = LearnerConfig(lr_schedule=schedule, warmup_ratio=0.05, min_lr_ratio=0.1, decay_ratio=0.2, **extra)
     scheduler = lr_scheduler(optimizer, cfg, steps)
     out = []
     for _ in range(steps):

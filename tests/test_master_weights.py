@@ -20,10 +20,11 @@ SCRIPT = textwrap.dedent("""
                        "WORLD_SIZE": "1", "DS_ACCELERATOR": "cpu"}.items():
         os.environ.setdefault(key, value)
     dist.init_process_group("gloo", rank=0, world_size=1)
+    from taosr.config_sections import LearnerConfig
     from taosr.training.trainer import build_engine
 
-    cfg = {"lr": 1e-4, "weight_decay": 0.0, "warmup_ratio": 0.0, "min_lr_ratio": 1.0, "micro_batch_size": 2,
-           "grad_accum": 1, "grad_clip": 1.0, "zero_stage": int(sys.argv[2]), "bf16": True}
+    cfg = LearnerConfig(lr=1e-4, weight_decay=0.0, warmup_ratio=0.0, min_lr_ratio=1.0, micro_batch_size=2,
+                        grad_clip=1.0, zero_stage=int(sys.argv[2]), bf16=True, autocast=False)
     engine, _ = build_engine(sys.argv[1], cfg, total_steps=100)
     name, weight = next((n, p) for n, p in engine.module.named_parameters() if n.endswith("norm.weight"))
     before = weight.detach().float().clone()  # RMSNorm weights start at 1.0, where a bf16 step is 2**-7

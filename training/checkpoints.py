@@ -11,10 +11,14 @@ import json
 import os
 import random
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from taosr.models import MODEL_INFO
+
+if TYPE_CHECKING:
+    from taosr.training.loop_inputs import LoopInputs
 
 STATE_FILE = "train_state.json"  # in every checkpoint: where to resume, or that the run finished
 DS_TAG = "learner"
@@ -64,12 +68,11 @@ def load_state(engine) -> dict:
     return state
 
 
-def report_final(engine, tokenizer, loop_config: dict, rank: int, metrics: dict) -> None:
+def report_final(engine, tokenizer, inputs: LoopInputs, rank: int, metrics: dict) -> None:
     """The Hugging Face folder (weights, tokenizer, model record) reported as the last checkpoint."""
     import ray.train
 
-    settings = loop_config.get("trainer") or loop_config["rl"]  # a supervised stage's dict, or the RL loop's GrpoConfig
-    zero3 = (settings["zero_stage"] if isinstance(settings, dict) else settings.zero_stage) == 3
+    zero3 = inputs.section.zero_stage == 3
     weights = engine._zero3_consolidated_16bit_state_dict() if zero3 else None  # collective: all ranks
     if rank != 0:
         ray.train.report(metrics)
@@ -78,7 +81,7 @@ def report_final(engine, tokenizer, loop_config: dict, rank: int, metrics: dict)
         engine.module.save_pretrained(folder, state_dict=weights)
         tokenizer.save_pretrained(folder)
         with open(os.path.join(folder, MODEL_INFO), "w") as handle:
-            json.dump(loop_config["model_info"], handle)
+            json.dump(inputs.model_info, handle)
         with open(os.path.join(folder, STATE_FILE), "w") as handle:
             json.dump({"final": True, "metrics": metrics}, handle, default=str)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
@@ -90,7 +93,7 @@ def crash_once(folder: str | None, step: int) -> None:
     marker = os.path.join(local, f"crashed-after-step-{step}")
     if not os.path.exists(marker):
         open(marker, "w").close()
-        raise RuntimeError(f"injected failure after step {step} (fault_crash_after_step)")
+        raise RuntimeError(f"injected failure after step {step} (faults.crash_after_step)")
 
 
 def _jsonable(value):

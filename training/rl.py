@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from taosr.dynamic_sampling import DynamicBatch, distinct_paths, lost_format_err
 from taosr.formats import ResponseFormat, parse
 from taosr.label_balance import BalancedSampler, label_cv
 from taosr.metrics import rate
+from taosr.training.loop_inputs import RlInputs
 from taosr.training.checkpoints import crash_once, load_state, report_final, save_state
 from taosr.training.policy_update import train_on
 from taosr.stopping import Stopping
@@ -230,16 +231,16 @@ def pad_to(rows: list[dict], count: int) -> list[dict]:
     return rows + filler
 
 
-def sync_engines(engine, group: RolloutGroup, rl: GrpoConfig, loop_config: dict, step: int, probe: dict) -> float:
+def sync_engines(engine, group: RolloutGroup, rl: GrpoConfig, inputs: RlInputs, step: int, probe: dict) -> float:
     """Push the learner's weights (rank 0) and return the probe gap; raise when it is too big."""
     import torch
 
-    dtype = getattr(torch, loop_config["engine_dtype"])
+    dtype = getattr(torch, inputs.engine_dtype)
     state = engine.module.state_dict()
     # copy=True: under DeepSpeed bf16 the parameters are views into one flat buffer, and
     # pickling a view ships the whole buffer: 272 views of SmolLM2 made a 70 GB push.
     named = [(name, tensor.detach().to("cpu", dtype, copy=True)) for name, tensor in state.items()]
-    if step != rl.fault_skip_sync_step:
+    if step != rl.faults.skip_sync_step:
         group.push_weights(named, version=step, timeout_s=rl.sync_timeout_s)
     return verify_sync(engine.module, group, probe, rl)
 
@@ -288,18 +289,18 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def start_learner(loop_config: dict, rl: GrpoConfig, world: int) -> Learner:
+def start_learner(inputs: RlInputs, rl: GrpoConfig, world: int) -> Learner:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gas = micro_steps_per_step(rl, world)
-    tokenizer = AutoTokenizer.from_pretrained(local_dir(loop_config["model_path"]))
-    engine, scheduler = build_engine(loop_config["model_path"], {**asdict(rl), "grad_accum": gas}, rl.steps)
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(inputs.model_path))
+    engine, scheduler = build_engine(inputs.model_path, rl, rl.steps, grad_accum=gas)
     reference = None
     if rl.kl_coef > 0:
         dtype = torch.bfloat16 if rl.bf16 else torch.float32
         reference = AutoModelForCausalLM.from_pretrained(
-            local_dir(loop_config["model_path"]), dtype=dtype, attn_implementation=rl.attn_implementation
+            local_dir(inputs.model_path), dtype=dtype, attn_implementation=rl.attn_implementation
         ).eval()
         reference.requires_grad_(False)
     return Learner(engine, scheduler, reference, tokenizer, gas)
@@ -317,25 +318,25 @@ class RolloutSide:
     context: dict
 
     @classmethod
-    def start(cls, loop_config: dict, rl: GrpoConfig, tokenizer, resumed: dict) -> "RolloutSide":
+    def start(cls, inputs: RlInputs, rl: GrpoConfig, tokenizer, resumed: dict) -> "RolloutSide":
         import ray
 
-        prompts = ray.get(loop_config["prompts_ref"])
-        sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, loop_config["seed"])
+        prompts = ray.get(inputs.prompts_ref)
+        sampler = BalancedSampler([p["label"] for p in prompts], rl.label_cv, inputs.seed)
         if resumed:
             sampler.load_state_dict(resumed["sampler"])
         context = {
             "tokenizer": tokenizer,
-            "genrm": loop_config.get("genrm"),
-            "verifier": OfflineVerifier(ray.get(loop_config["annotations_ref"])),
+            "genrm": inputs.genrm,
+            "verifier": OfflineVerifier(ray.get(inputs.annotations_ref)),
         }
-        return cls(rl, prompts, sampler, RolloutGroup(loop_config["engines"]), context)
+        return cls(rl, prompts, sampler, RolloutGroup(inputs.engines), context)
 
     def next_batch(self, step: int) -> dict:
         """Roll out, score and filter one step's groups; their training rows and statistics."""
         import ray
 
-        if step == self.rl.fault_kill_engine_before_step:
+        if step == self.rl.faults.kill_engine_before_step:
             ray.kill(self.group.engines[0], no_restart=False)  # testing only: Ray restarts it
         collected = collect_batch(self.rl, self.prompts, self.sampler, self.group)
         rows, advantage_metrics = (
@@ -472,40 +473,38 @@ def rl_train_loop(loop_config: dict) -> None:
     import ray.train
     import torch.distributed as dist
 
-    rl: GrpoConfig = loop_config["rl"]
-    stage = loop_config["stage"]
+    inputs: RlInputs = loop_config["inputs"]
+    rl, stage = inputs.rl, inputs.stage
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    seed_everything(loop_config["seed"] + rank, rl.cpus_per_worker)
-    learner = start_learner(loop_config, rl, world)
+    seed_everything(inputs.seed + rank, int(rl.cpus_per_worker))
+    learner = start_learner(inputs, rl, world)
     resumed = load_state(learner.engine)
     if resumed.get("final"):
-        report_final(
-            learner.engine, learner.tokenizer, loop_config, rank, resumed["metrics"]
-        )  # finished before the stop
+        report_final(learner.engine, learner.tokenizer, inputs, rank, resumed["metrics"])  # finished before the stop
         return
     start_step = resumed.get("step", 0)
-    rollouts = RolloutSide.start(loop_config, rl, learner.tokenizer, resumed) if rank == 0 else None
+    rollouts = RolloutSide.start(inputs, rl, learner.tokenizer, resumed) if rank == 0 else None
     log = MetricsLog(
         stage,
-        loop_config.get("log_dir"),
+        inputs.log_dir,
         enabled=rank == 0,
         resume_after_step=start_step,
-        s3_endpoint=loop_config.get("s3_endpoint", ""),
-        echo=loop_config.get("echo_metrics", True),
+        s3_endpoint=inputs.s3_endpoint,
+        echo=inputs.echo_metrics,
     )
-    probe = loop_config["probe"]
+    probe = inputs.probe
     gap: float | None = None
     if rollouts is not None:  # rank 0: engines must hold the learner's weights before the first rollout
         gap = (
-            sync_engines(learner.engine, rollouts.group, rl, loop_config, start_step, probe)
+            sync_engines(learner.engine, rollouts.group, rl, inputs, start_step, probe)
             if start_step
             else verify_sync(learner.engine.module, rollouts.group, probe, rl)
         )
         print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
 
     alarms, metrics = Alarms(rl, stage, rank), {}
-    checks, device, stopped = PolicyChecks(rl, loop_config.get("validation"), rank), learner.engine.device, False
+    checks, device, stopped = PolicyChecks(rl, inputs.validation, rank), learner.engine.device, False
     if checks.validate is not None and not start_step:  # the start model: what the stage must beat
         start_metrics, _ = checks.check(0, learner.engine.module, device, world)
         log.log(0, {"step": 0, **start_metrics})
@@ -520,7 +519,7 @@ def rl_train_loop(loop_config: dict) -> None:
         train_s = time.time() - train_started
         sync_started = time.time()
         gap = (
-            sync_engines(learner.engine, rollouts.group, rl, loop_config, step, probe)
+            sync_engines(learner.engine, rollouts.group, rl, inputs, step, probe)
             if rollouts is not None and batch["rows"]
             else None
         )
@@ -557,9 +556,9 @@ def rl_train_loop(loop_config: dict) -> None:
                 metrics,
             )
             log.sync()
-        if step == rl.fault_crash_after_step:
-            crash_once(loop_config.get("log_dir"), step)
+        if step == rl.faults.crash_after_step:
+            crash_once(inputs.log_dir, step)
     final = {k: v for k, v in metrics.items() if k != "val_predicted_levels"}
     final.update(step=step, **checks.finish(step, learner.engine.module, stopped))
-    report_final(learner.engine, learner.tokenizer, loop_config, rank, final)
+    report_final(learner.engine, learner.tokenizer, inputs, rank, final)
     log.close()

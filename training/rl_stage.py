@@ -147,6 +147,7 @@ def train(
     from transformers import AutoTokenizer
 
     from taosr.actors.rollout_group import RolloutGroup
+    from taosr.training.loop_inputs import RlInputs
     from taosr.training.rl import rl_train_loop
 
     rl = rl or config.grpo
@@ -187,23 +188,23 @@ def train(
             if rl.eval_every_steps
             else None
         )
-        loop_config = {
-            "rl": rl,
-            "stage": stage,
-            "seed": config.seed,
-            "model_path": start_model,
-            "validation": validation,
-            "prompts_ref": ray.put(prompts),
-            "probe": probe_for(prompts, start_model),
-            "annotations_ref": ray.put(annotations),
-            "genrm": judge,
-            "engines": group.engines,
-            "engine_dtype": config.model.dtype,
-            "model_info": info,
-        }
+        inputs = RlInputs(
+            rl=rl,
+            stage=stage,
+            seed=config.seed,
+            model_path=start_model,
+            validation=validation,
+            prompts_ref=ray.put(prompts),
+            probe=probe_for(prompts, start_model),
+            annotations_ref=ray.put(annotations),
+            genrm=judge,
+            engines=group.engines,
+            engine_dtype=config.model.dtype,
+            model_info=info,
+        )
         metrics = fit(
             rl_train_loop,
-            loop_config,
+            inputs,
             rl,
             None,
             out_dir,

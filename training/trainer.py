@@ -14,6 +14,7 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Callable
 
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
@@ -23,54 +24,54 @@ from taosr.sft_examples import IGNORE_INDEX
 from taosr.stopping import Stopping
 
 if TYPE_CHECKING:  # the GPU smoke script imports this module without omegaconf or Ray
-    from taosr.config import RayConfig
+    from taosr.config import LearnerConfig, RayConfig, TrainerConfig
+    from taosr.training.loop_inputs import LoopInputs, SupervisedInputs
 
 PHASES = ("data", "forward", "backward", "update")  # a micro-step's timed parts, summed per optimizer step
 PHASE_KEYS = tuple(f"{phase}_s" for phase in PHASES)
 
 
-def deepspeed_config(cfg: dict) -> dict:
-    if cfg.get("autocast") and cfg["bf16"]:
+def deepspeed_config(cfg: LearnerConfig, grad_accum: int) -> dict:
+    if cfg.autocast and cfg.bf16:
         raise ValueError("autocast keeps float32 weights: set bf16 to false with it")
     return {
-        "train_micro_batch_size_per_gpu": cfg["micro_batch_size"],
-        "gradient_accumulation_steps": cfg["grad_accum"],
-        "gradient_clipping": cfg["grad_clip"],
-        "zero_optimization": {"stage": cfg["zero_stage"]},
-        "bf16": {"enabled": cfg["bf16"]},
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.bf16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
 
 
-def total_optimizer_steps(cfg: dict, num_examples: int, world: int) -> tuple[int, int]:
+def total_optimizer_steps(cfg: TrainerConfig, num_examples: int, world: int) -> tuple[int, int]:
     """(micro-steps per epoch per rank, optimizer steps in the run)."""
-    micro_steps_per_epoch = num_examples // (world * cfg["micro_batch_size"])
-    total = max(1, cfg["epochs"] * micro_steps_per_epoch // cfg["grad_accum"])
-    if cfg["max_steps"]:
-        total = min(total, cfg["max_steps"])
+    micro_steps_per_epoch = num_examples // (world * cfg.micro_batch_size)
+    total = max(1, cfg.epochs * micro_steps_per_epoch // cfg.grad_accum)
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
     return micro_steps_per_epoch, total
 
 
-def lr_scheduler(optimizer, cfg: dict, total_steps: int):
+def lr_scheduler(optimizer, cfg: LearnerConfig, total_steps: int):
     """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak, over every remaining step
     (``lr_schedule: cosine``, the warm-up from 0) or over the last ``decay_ratio`` of the steps
     after a stable peak (``wsd``, transformers' warm-up from ``min_lr_ratio`` of the peak)."""
     from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule
 
-    warmup = math.ceil(cfg["warmup_ratio"] * total_steps)
-    if cfg.get("lr_schedule", "cosine") == "cosine":
-        return get_cosine_with_min_lr_schedule_with_warmup(
-            optimizer, warmup, total_steps, min_lr_rate=cfg["min_lr_ratio"]
-        )
-    decay = min(max(1, round(cfg["decay_ratio"] * total_steps)), total_steps - warmup)
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    if cfg.lr_schedule == "cosine":
+        return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps, min_lr_rate=cfg.min_lr_ratio)
+    decay = min(max(1, round(cfg.decay_ratio * total_steps)), total_steps - warmup)
     return get_wsd_schedule(
-        optimizer, warmup, decay, num_stable_steps=total_steps - warmup - decay, min_lr_ratio=cfg["min_lr_ratio"]
+        optimizer, warmup, decay, num_stable_steps=total_steps - warmup - decay, min_lr_ratio=cfg.min_lr_ratio
     )
 
 
-def build_engine(model_path: str, cfg: dict, total_steps: int):
-    """fp32 master weights in a DeepSpeed engine with client AdamW and the configured lr schedule."""
+def build_engine(model_path: str, cfg: LearnerConfig, total_steps: int, grad_accum: int = 1):
+    """fp32 master weights in a DeepSpeed engine with client AdamW and the configured lr schedule;
+    ``grad_accum`` micro-batches make one optimizer step."""
     import deepspeed
     import torch
     from transformers import AutoModelForCausalLM
@@ -79,29 +80,33 @@ def build_engine(model_path: str, cfg: dict, total_steps: int):
     # optimizer's master weights. Updating bf16 weights directly would round most small AdamW
     # steps away (a bf16 weight has 8 bits of mantissa).
     model = AutoModelForCausalLM.from_pretrained(
-        local_dir(model_path), dtype=torch.float32, attn_implementation=cfg.get("attn_implementation", "sdpa")
+        local_dir(model_path), dtype=torch.float32, attn_implementation=cfg.attn_implementation
     )
     model.config.use_cache = False
-    trainable = train_top_layers(model, cfg.get("train_layers", 0))
-    if cfg.get("gradient_checkpointing"):
+    trainable = train_top_layers(model, cfg.train_layers)
+    if cfg.gradient_checkpointing:
         # Non-reentrant: the frozen blocks below train_layers pass no grad-requiring input to the
         # first trained block, which the reentrant variant would silently not backpropagate through.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = torch.optim.AdamW(trainable, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     scheduler = lr_scheduler(optimizer, cfg, total_steps)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg), dist_init_required=False
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(cfg, grad_accum),
+        dist_init_required=False,
     )
     return engine, scheduler
 
 
-def autocast(cfg: dict):
+def autocast(cfg: LearnerConfig):
     """bfloat16 matmuls over float32 weights and gradients (``autocast``), or nothing: DeepSpeed's
     own bf16 mode (``bf16``) or plain float32."""
     import torch
 
-    device = "cuda" if cfg.get("use_gpu") else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=bool(cfg.get("autocast")))
+    device = "cuda" if cfg.use_gpu else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.autocast)
 
 
 def train_top_layers(model, count: int) -> list:
@@ -197,7 +202,23 @@ def _keep_lines_up_to(path: str, step: int) -> None:
         handle.writelines(kept)
 
 
-def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Callable | None = None) -> None:
+@dataclass(frozen=True)
+class CheckPolicy:
+    """When a supervised stage validates while it trains, keeps its best step and stops early: the
+    fields of its section that carry these names (SFT's); a section without them never validates."""
+
+    eval_every_steps: int = 0
+    keep_best: bool = False
+    patience: int = 0
+    min_delta: float = 0.0
+    max_minutes: float = 0.0
+
+    @classmethod
+    def of(cls, section) -> "CheckPolicy":
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls) if hasattr(section, f.name)})
+
+
+def run_training(inputs: SupervisedInputs, stage: str, loss_fn: Callable, validate: Callable | None = None) -> None:
     """The body of a Ray Train ``train_func``: every rank runs the same number of micro-steps
     (uneven shards would otherwise hang the collectives), logs on rank 0, and saves a resumable
     checkpoint every ``checkpoint_every_steps``. A run restarted on the same storage (a failed
@@ -213,64 +234,58 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     import torch
     from transformers import AutoTokenizer
 
-    cfg = loop_config["trainer"]
+    cfg, checks = inputs.trainer, CheckPolicy.of(inputs.trainer)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(loop_config["seed"] + rank)
-    torch.set_num_threads(cfg["cpus_per_worker"])
-    tokenizer = AutoTokenizer.from_pretrained(local_dir(loop_config["model_path"]))
-    micro_steps_per_epoch, total_steps = total_optimizer_steps(cfg, loop_config["num_examples"], world)
-    engine, scheduler = build_engine(loop_config["model_path"], cfg, total_steps)
+    torch.manual_seed(inputs.seed + rank)
+    torch.set_num_threads(int(cfg.cpus_per_worker))
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(inputs.model_path))
+    micro_steps_per_epoch, total_steps = total_optimizer_steps(cfg, inputs.num_examples, world)
+    engine, scheduler = build_engine(inputs.model_path, cfg, total_steps, cfg.grad_accum)
     resumed = load_state(engine)
     if resumed.get("final"):
-        report_final(engine, tokenizer, loop_config, rank, resumed["metrics"])  # finished before the stop
+        report_final(engine, tokenizer, inputs, rank, resumed["metrics"])  # finished before the stop
         return
     step, start_epoch, skip = resumed.get("step", 0), resumed.get("epoch", 0), resumed.get("next_micro_step", 0)
     log = MetricsLog(
         stage,
-        loop_config.get("log_dir"),
+        inputs.log_dir,
         enabled=rank == 0,
         resume_after_step=step,
-        s3_endpoint=loop_config.get("s3_endpoint", ""),
-        echo=loop_config.get("echo_metrics", True),
+        s3_endpoint=inputs.s3_endpoint,
+        echo=inputs.echo_metrics,
     )
     if step and rank == 0:
         print(
             json.dumps({stage: {"resumed_after_step": step, "epoch": start_epoch, "next_micro_step": skip}}), flush=True
         )
     shard = ray.train.get_dataset_shard("train")
-    per_step = world * cfg["micro_batch_size"] * cfg["grad_accum"]
+    per_step = world * cfg.micro_batch_size * cfg.grad_accum
     tokens, started = 0, time.time()
     phase_totals = dict.fromkeys(PHASE_KEYS, 0.0)  # this attempt's seconds in each part of a step
     window: list[dict] = []  # the micro-steps of the current optimizer step
     metrics: dict = resumed.get("metrics", {})
     # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
-    best = BestWeights(
-        enabled=rank == 0 and validate is not None and cfg.get("keep_best", False) and cfg["zero_stage"] != 3
-    )
-    every = cfg.get("eval_every_steps", 0) if validate is not None else 0
+    best = BestWeights(enabled=rank == 0 and validate is not None and checks.keep_best and cfg.zero_stage != 3)
+    every = checks.eval_every_steps if validate is not None else 0
     stopping = Stopping(
-        patience=cfg.get("patience", 0) if every else 0,
-        min_delta=cfg.get("min_delta", 0.0),
-        max_seconds=60 * cfg.get("max_minutes", 0.0),
+        patience=checks.patience if every else 0, min_delta=checks.min_delta, max_seconds=60 * checks.max_minutes
     )
     stopped = False
-    for epoch in range(start_epoch, cfg["epochs"]):
+    for epoch in range(start_epoch, cfg.epochs):
         shuffled = (
             {
-                "local_shuffle_buffer_size": cfg["shuffle_buffer"],
-                "local_shuffle_seed": loop_config["seed"] * 1000 + epoch * 10 + rank,
+                "local_shuffle_buffer_size": cfg.shuffle_buffer,
+                "local_shuffle_seed": inputs.seed * 1000 + epoch * 10 + rank,
             }
-            if cfg.get("shuffle")
+            if cfg.shuffle
             else {}
         )
-        group = max(1, cfg.get("length_group", 1))
+        group = max(1, cfg.length_group)
         batches = shard.iter_batches(
-            batch_size=cfg["micro_batch_size"] * group, batch_format="pyarrow", drop_last=group == 1, **shuffled
+            batch_size=cfg.micro_batch_size * group, batch_format="pyarrow", drop_last=group == 1, **shuffled
         )
-        micro_batches = stratified_micro_batches(
-            batches, cfg["micro_batch_size"], random.Random(loop_config["seed"] + epoch)
-        )
+        micro_batches = stratified_micro_batches(batches, cfg.micro_batch_size, random.Random(inputs.seed + epoch))
         waited = time.perf_counter()
         for micro_step, rows in enumerate(micro_batches):
             if micro_step >= micro_steps_per_epoch or step >= total_steps:
@@ -319,7 +334,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
                 stop = stopping.validated(step, checked.get("macro_f1"))
                 metrics["val_best_step"] = best.step
                 log.log(step, {**metrics, "val_predicted_levels": checked.get("predicted_levels")})
-            elif step % cfg["log_every_steps"] == 0 or step == 1 or step == total_steps:
+            elif step % cfg.log_every_steps == 0 or step == 1 or step == total_steps:
                 log.log(step, metrics)
             if stopping.max_seconds and rank == 0:
                 stop = stop or stopping.out_of_time(time.time() - started)
@@ -328,7 +343,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
             if stop:
                 stopped = True
                 break
-            if step % cfg["checkpoint_every_steps"] == 0 and step < total_steps:
+            if step % cfg.checkpoint_every_steps == 0 and step < total_steps:
                 save_state(engine, rank, {"step": step, "epoch": epoch, "next_micro_step": micro_step + 1}, metrics)
                 log.sync()
             waited = time.perf_counter()  # validation and checkpoints are not the rows' wait
@@ -346,7 +361,7 @@ def run_training(loop_config: dict, stage: str, loss_fn: Callable, validate: Cal
     }
     if best.restore(engine.module):
         final.update({"saved_step": best.step, **{f"saved_val_{k}": v for k, v in best.metrics.items()}})
-    report_final(engine, tokenizer, loop_config, rank, final)
+    report_final(engine, tokenizer, inputs, rank, final)
     log.close()
 
 
@@ -450,7 +465,7 @@ def scaling_config(trainer_cfg, ray_config: RayConfig):
 
 def fit(
     train_func: Callable,
-    loop_config: dict,
+    inputs: LoopInputs,
     trainer_cfg,
     dataset,
     out_dir: str,
@@ -472,11 +487,13 @@ def fit(
     trainer = TorchTrainer(
         train_func,
         train_loop_config={
-            **loop_config,
-            "model_path": absolute(loop_config["model_path"]),
-            "log_dir": local_out or out_dir,
-            "s3_endpoint": s3_endpoint,
-            "echo_metrics": os.environ.get("TAOSR_VERBOSE", "0") == "1",  # --verbose: each line on stdout too
+            "inputs": replace(
+                inputs,
+                model_path=absolute(inputs.model_path),
+                log_dir=local_out or out_dir,
+                s3_endpoint=s3_endpoint,
+                echo_metrics=os.environ.get("TAOSR_VERBOSE", "0") == "1",  # --verbose: each line on stdout too
+            )
         },
         torch_config=TorchConfig(backend="nccl" if trainer_cfg.use_gpu else "gloo"),
         scaling_config=scaling_config(trainer_cfg, ray_config),
