@@ -105,7 +105,11 @@ class ModelConfig:
         "gpu)",
     )
     cache_dir: str = option("~/.cache/taosr/models", "where embedded models are materialised as Hugging Face folders")
-    dtype: str = option("bfloat16", "inference dtype; bfloat16 is 3-4x faster than float32 on CPU")
+    dtype: str = option(
+        "bfloat16",
+        "the engines' dtype: bfloat16, float16 or float32 (on a CPU without native bf16, ray.cpu_bfloat16 auto "
+        "runs float32 instead)",
+    )
     max_seq_len: int = option(1024, "longest prompt plus response in tokens")
     kv_block_size: int = option(
         32,
@@ -210,7 +214,11 @@ class LearnerConfig:
     micro_batch_size: int = option(4, "examples per worker per forward pass")
     grad_clip: float = option(1.0, "gradient norm clip")
     zero_stage: int = option(2, "DeepSpeed ZeRO stage (0-3)")
-    bf16: bool = option(True, "train in bfloat16 with fp32 master weights (3-4x faster on CPU)")
+    bf16: bool = option(
+        True,
+        "train in bfloat16 with float32 master weights (DeepSpeed's bf16 mode); on a CPU without native bf16, "
+        "ray.cpu_bfloat16 auto turns it off",
+    )
     autocast: bool = option(
         False,
         "supervised stages: float32 weights, activations' reductions and gradients with bfloat16 matmuls "
