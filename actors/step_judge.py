@@ -12,11 +12,14 @@ restarts a dead actor and retries the call.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from taosr.actors.scorer import ChoiceScorer
 from taosr.genrm import answer_token_ids, judge_prompt
 from taosr.steps import NUM_STEPS
+
+if TYPE_CHECKING:
+    from taosr.config import TaosrConfig
 
 
 class StepJudge(ChoiceScorer):
@@ -66,3 +69,23 @@ def step_judge_actor(
     handle = actor.remote(model_path, engine="vllm", **engine_kwargs)
     ray.get(handle.ready.remote(), timeout=ready_timeout_s)
     return handle
+
+
+def yes_probabilities(config: TaosrConfig, model_path: str, examples) -> list[float]:
+    """P("Yes") of each example's question from ``model_path`` on a vLLM judge actor."""
+    import ray
+
+    judge = step_judge_actor(
+        model_path,
+        **config.ray.engine_options(1.0, 1.0 if config.genrm.use_gpu else 0.0),
+        dtype=config.model.dtype,
+        max_seq_len=config.model.max_seq_len,
+        kv_cache_gib=config.genrm.kv_cache_gib,
+        seed=config.seed,
+        kv_block_size=config.model.kv_block_size,
+        **config.ray.vllm_options(config.genrm.gpu_memory_utilization),
+    )
+    try:
+        return ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
+    finally:
+        ray.kill(judge)

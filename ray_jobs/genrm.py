@@ -13,140 +13,21 @@ corrupted. Writes <run_dir>/genrm/model and summary.json. SRPO loads the model i
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 
 import numpy as np
 
+from taosr.actors.step_judge import yes_probabilities
 from taosr.config import TaosrConfig, to_yaml
-from taosr.datasets.storage import join, local_dir, read_parquet, write_json, write_text
-from taosr.formats import Reasoning
-from taosr.genrm import AnnotatedRow, annotated_reasoning, judge_examples, judge_prompt
+from taosr.datasets.storage import join, local_dir, write_json, write_text
+from taosr.genrm import gain_over_base, judge_examples, step_accuracy
 from taosr.models import model_info
-from taosr.prompts import item_from_row, render_item
 from taosr.stages.job_args import run_job
 from taosr.stages.registry import StageSpec
+from taosr.training.genrm_data import annotated_rows, tokenized_examples
 from taosr.training.loop_inputs import SupervisedInputs
 from taosr.training.trainer import fit, require_examples
-
-ROW_COLUMNS = (
-    "query",
-    "item_id",
-    "title",
-    "category",
-    "attributes",
-    "price",
-    "description",
-    "step_annotations",
-    "reasoning",
-    "split",
-)
-
-
-def annotated_rows(config: TaosrConfig, split: str, limit: int = 0) -> tuple[list[AnnotatedRow], dict]:
-    """The split's rows whose annotation gives a usable reasoning; also counts what was left out."""
-    kept = read_parquet(join(config.run_dir, "cot", "kept"), config.data.s3_endpoint).select_columns(list(ROW_COLUMNS))
-    rows, counts = [], {"rows": 0, "unannotated": 0, "unusable_annotation": 0}
-    for row in kept.filter(expr=f"split == '{split}'").iter_rows():
-        counts["rows"] += 1
-        if not row.get("step_annotations"):
-            counts["unannotated"] += 1
-            continue
-        teacher = Reasoning(**json.loads(row["reasoning"])) if row.get("reasoning") else None
-        found = annotated_reasoning(row["step_annotations"], teacher)
-        if found is None:
-            counts["unusable_annotation"] += 1
-            continue
-        reasoning, judged = found
-        rows.append(AnnotatedRow(row["query"], render_item(item_from_row(row)), reasoning, judged))
-    random.Random(config.seed).shuffle(rows)  # rows arrive grouped by query
-    if limit:
-        rows = rows[:limit]
-    counts["annotated"] = len(rows)
-    return rows, counts
-
-
-def tokenized_examples(examples, model_path: str, max_seq_len: int):
-    import pyarrow as pa
-    import ray
-    from transformers import AutoTokenizer
-
-    from taosr.sft_examples import tokenize_example
-
-    tokenizer = AutoTokenizer.from_pretrained(local_dir(model_path))
-    fitted = [
-        tokenize_example(tokenizer, judge_prompt(tokenizer, e.query, e.item_text, e.step_lines), e.answer, max_seq_len)
-        for e in examples
-    ]
-    tokenized = [t for t in fitted if t is not None]
-    table = pa.table(
-        {
-            "input_ids": pa.array([t.input_ids for t in tokenized], pa.list_(pa.int32())),
-            "labels": pa.array([t.labels for t in tokenized], pa.list_(pa.int32())),
-        }
-    )
-    return ray.data.from_arrow(table), len(examples) - len(tokenized)
-
-
-def yes_probabilities(config: TaosrConfig, model_path: str, examples) -> list[float]:
-    """P("Yes") of each example's question from ``model_path`` on a vLLM judge actor."""
-    import ray
-
-    from taosr.actors.step_judge import step_judge_actor
-
-    judge = step_judge_actor(
-        model_path,
-        **config.ray.engine_options(1.0, 1.0 if config.genrm.use_gpu else 0.0),
-        dtype=config.model.dtype,
-        max_seq_len=config.model.max_seq_len,
-        kv_cache_gib=config.genrm.kv_cache_gib,
-        seed=config.seed,
-        kv_block_size=config.model.kv_block_size,
-        **config.ray.vllm_options(config.genrm.gpu_memory_utilization),
-    )
-    try:
-        return ray.get(judge.yes_probabilities.remote([(e.query, e.item_text, e.step_lines) for e in examples]))
-    finally:
-        ray.kill(judge)
-
-
-def answered_right(probs, examples) -> np.ndarray:
-    """Whether P("Yes") > 0.5 agrees with each example's answer."""
-    return np.asarray([(p > 0.5) == (e.answer == "Yes") for p, e in zip(probs, examples)], dtype=bool)
-
-
-def step_accuracy(probs, examples) -> dict:
-    """Accuracy of P("Yes") > 0.5 against the examples' answers: overall, per step, and on the
-    correct and the corrupted steps apart (a judge that always says Yes gets 1.0 and 0.0)."""
-    right = answered_right(probs, examples).astype(float)
-    steps = np.asarray([e.step for e in examples])
-    clean = np.asarray([e.answer == "Yes" for e in examples])
-    return {
-        "n": len(examples),
-        "accuracy": float(right.mean()),
-        "correct_steps": float(right[clean].mean()),
-        "corrupted_steps": float(right[~clean].mean()),
-        "yes_rate": float(np.mean(np.asarray(probs) > 0.5)),
-        "per_step": {str(step): float(right[steps == step].mean()) for step in sorted(set(steps.tolist()))},
-    }
-
-
-def gain_over_base(base_probs, trained_probs, examples, seed: int) -> dict:
-    """The trained GenRM's step accuracy minus its base's on the same held-out questions, with a
-    bootstrap interval over (query, item) pairs (a pair's questions share one response), and
-    whether SRPO may use it: only a judge that beats its base beyond noise carries information
-    the base does not."""
-    from taosr.metrics import paired_accuracy_gain
-
-    gain = paired_accuracy_gain(
-        answered_right(base_probs, examples),
-        answered_right(trained_probs, examples),
-        clusters=[f"{e.query}\n{e.item_text}" for e in examples],
-        seed=seed,
-    )
-    gain["beats_base"] = bool(gain["beyond_noise"] and gain["delta"] > 0)
-    return gain
 
 
 def train_loop(loop_config: dict) -> None:

@@ -23,6 +23,8 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from taosr.formats import ATTRIBUTE_VERDICTS, CATEGORY_VERDICTS, Reasoning
 from taosr.labels import LEVELS
 from taosr.steps import NUM_STEPS
@@ -160,3 +162,41 @@ def _other_row(rows: Sequence[AnnotatedRow], index: int, rng: random.Random) -> 
         if pick.query != me.query and pick.reasoning.item != me.reasoning.item:
             return pick.reasoning
     return None
+
+
+def answered_right(probs, examples) -> np.ndarray:
+    """Whether P("Yes") > 0.5 agrees with each example's answer."""
+    return np.asarray([(p > 0.5) == (e.answer == "Yes") for p, e in zip(probs, examples)], dtype=bool)
+
+
+def step_accuracy(probs, examples) -> dict:
+    """Accuracy of P("Yes") > 0.5 against the examples' answers: overall, per step, and on the
+    correct and the corrupted steps apart (a judge that always says Yes gets 1.0 and 0.0)."""
+    right = answered_right(probs, examples).astype(float)
+    steps = np.asarray([e.step for e in examples])
+    clean = np.asarray([e.answer == "Yes" for e in examples])
+    return {
+        "n": len(examples),
+        "accuracy": float(right.mean()),
+        "correct_steps": float(right[clean].mean()),
+        "corrupted_steps": float(right[~clean].mean()),
+        "yes_rate": float(np.mean(np.asarray(probs) > 0.5)),
+        "per_step": {str(step): float(right[steps == step].mean()) for step in sorted(set(steps.tolist()))},
+    }
+
+
+def gain_over_base(base_probs, trained_probs, examples, seed: int) -> dict:
+    """The trained GenRM's step accuracy minus its base's on the same held-out questions, with a
+    bootstrap interval over (query, item) pairs (a pair's questions share one response), and
+    whether SRPO may use it: only a judge that beats its base beyond noise carries information
+    the base does not."""
+    from taosr.metrics import paired_accuracy_gain
+
+    gain = paired_accuracy_gain(
+        answered_right(base_probs, examples),
+        answered_right(trained_probs, examples),
+        clusters=[f"{e.query}\n{e.item_text}" for e in examples],
+        seed=seed,
+    )
+    gain["beats_base"] = bool(gain["beyond_noise"] and gain["delta"] > 0)
+    return gain
