@@ -522,6 +522,8 @@ class GrpoConfig(LearnerConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if isinstance(self.faults, dict):  # built from another section's asdict()
+            self.faults = FaultInjection(**self.faults)
         # A misspelled estimator fails when the config loads, not after the engines, DeepSpeed
         # and the reference model have started.
         from taosr.advantages import get_estimator
