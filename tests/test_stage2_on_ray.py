@@ -63,6 +63,33 @@ def test_rollout_actor_logprobs_and_weight_updates_match_transformers(ray_cluste
     assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3
     expected = _hf_token_logprobs(model, probe_prompt, probe_response)
     assert max(abs(a - b) for a, b in zip(expected, after)) < 1e-4
+
+    # Bucketed syncs, by both paths: every parameter sent once, in small buckets, and the engine
+    # follows each update (the collective group is gloo between this process and the engine).
+    from taosr.actors.rollout_group import RolloutGroup
+    from taosr.training.weight_sync import parameter_buckets, sync_plan
+
+    parameters = dict(model.named_parameters())
+    plan = sync_plan(model, torch.float32, bucket_mb=0.05)
+    assert len(plan) > 4 and sum(len(b) for b in plan) == len(parameters)
+    for version, sync in ((8, "object_store"), (9, "collective")):
+        with torch.no_grad():
+            for name, param in parameters.items():
+                if "self_attn" in name:
+                    param.mul_(0.97)
+        group = RolloutGroup([actor], sync=sync)
+        buckets = parameter_buckets(model, plan, torch.float32, zero3=False, keep=True)
+        sent = group.push_buckets(buckets, plan, "float32", version, timeout_s=120)
+        assert sent == {
+            "sync_buckets": len(plan),
+            "sync_tensors": len(parameters),
+            "sync_bytes": 4 * sum(p.numel() for p in parameters.values()),
+        }, sync
+        synced = ray.get(actor.sequence_token_logprobs.remote(probe_prompt, probe_response))
+        expected = _hf_token_logprobs(model, probe_prompt, probe_response)
+        assert max(abs(a - b) for a, b in zip(expected, synced)) < 1e-4, sync
+        assert ray.get(actor.held_version.remote()) == version
+        group.close_weight_group()
     ray.kill(actor)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from taosr.actors.rollout import SamplingSpec
-from taosr.actors.rollout_group import RolloutGroup, WeightSyncError
+from taosr.actors.rollout_group import EnginesRestarted, RolloutGroup, WeightSyncError
 from taosr.advantages import AdvantageInputs, estimator_needs, get_estimator
 from taosr.config import GrpoConfig, step_reward_section
 from taosr.datasets.storage import local_dir
@@ -42,7 +42,8 @@ from taosr.training.checkpoints import crash_once, load_state, report_final, sav
 from taosr.training.policy_update import train_on
 from taosr.stopping import Stopping
 from taosr.training.trainer import BestWeights, MetricsLog, build_engine, rank_zero_says
-from taosr.training.validation import first_token_validator
+from taosr.training.validation import first_token_validator, validates_here
+from taosr.training.weight_sync import parameter_buckets, sync_plan
 from taosr.rewards import outcome_reward
 from taosr.steps import segment
 from taosr.verifier import OfflineVerifier, hybrid
@@ -231,29 +232,46 @@ def pad_to(rows: list[dict], count: int) -> list[dict]:
     return rows + filler
 
 
-def sync_engines(engine, group: RolloutGroup, rl: GrpoConfig, inputs: RlInputs, step: int, probe: dict) -> float:
-    """Push the learner's weights (rank 0) and return the probe gap; raise when it is too big."""
+def sync_engines(
+    module, group: RolloutGroup | None, rl: GrpoConfig, inputs: RlInputs, version: int, probe: dict
+) -> dict:
+    """Send the learner's weights to every engine, bucket by bucket, and check them with the
+    probe; raises when the gap is too big. Rank 0 (``group`` given) sends; under ZeRO-3 every
+    rank calls this too, since each bucket is gathered from the shards of all of them. Returns
+    rank 0's ``sync_gap`` and the sync's size (empty elsewhere)."""
     import torch
 
     dtype = getattr(torch, inputs.engine_dtype)
-    state = engine.module.state_dict()
-    # copy=True: under DeepSpeed bf16 the parameters are views into one flat buffer, and
-    # pickling a view ships the whole buffer: 272 views of SmolLM2 made a 70 GB push.
-    named = [(name, tensor.detach().to("cpu", dtype, copy=True)) for name, tensor in state.items()]
-    if step != rl.faults.skip_sync_step:
-        group.push_weights(named, version=step, timeout_s=rl.sync_timeout_s)
-    return verify_sync(engine.module, group, probe, rl)
+    zero3 = rl.zero_stage == 3
+    plan = sync_plan(module, dtype, rl.sync_bucket_mb)
+    on_gpu = rl.weight_sync == "collective" and rl.use_gpu  # NCCL sends from GPU memory
+    device = next(module.parameters()).device if on_gpu else "cpu"
+    buckets = parameter_buckets(module, plan, dtype, zero3, keep=group is not None, device=device)
+    sent: dict = {}
+    if group is not None and version != rl.faults.skip_sync_step:
+        sent = group.push_buckets(buckets, plan, inputs.engine_dtype, version, timeout_s=rl.sync_timeout_s)
+    elif zero3:
+        for _ in buckets:  # this rank's part in each bucket's gather
+            pass
+    gap = verify_sync(module, group, probe, rl)
+    return {"sync_gap": gap, **sent} if group is not None else {}
 
 
-def verify_sync(model, group: RolloutGroup, probe: dict, rl: GrpoConfig) -> float:
+def verify_sync(model, group: RolloutGroup | None, probe: dict, rl: GrpoConfig) -> float | None:
+    """The largest mean |log-prob gap| per token between the learner and any engine on the probe
+    (rank 0; None elsewhere, where under ZeRO-3 the forward is still needed for the gathers)."""
     import torch
 
     from taosr.losses import token_logprobs
 
+    if group is None and rl.zero_stage != 3:
+        return None
     ids = torch.tensor([probe["prompt_ids"] + probe["response_ids"]], device=next(model.parameters()).device)
     with torch.no_grad():
         logits = model(input_ids=ids).logits[:, :-1, :]
         learner = token_logprobs(logits, ids[:, 1:])[0, len(probe["prompt_ids"]) - 1 :].float().cpu()
+    if group is None:
+        return None
     worst = 0.0
     for engine_logprobs in group.probe(probe["prompt_ids"], probe["response_ids"], timeout_s=rl.sync_timeout_s):
         worst = max(worst, float((learner - torch.tensor(engine_logprobs)).abs().mean()))
@@ -316,6 +334,7 @@ class RolloutSide:
     sampler: BalancedSampler
     group: RolloutGroup
     context: dict
+    killed_engine: bool = False  # the kill_engine_before_step fault fires once
 
     @classmethod
     def start(cls, inputs: RlInputs, rl: GrpoConfig, tokenizer, resumed: dict) -> "RolloutSide":
@@ -330,15 +349,27 @@ class RolloutSide:
             "genrm": inputs.genrm,
             "verifier": OfflineVerifier(ray.get(inputs.annotations_ref)),
         }
-        return cls(rl, prompts, sampler, RolloutGroup(inputs.engines), context)
+        group = RolloutGroup(
+            inputs.engines,
+            sync=rl.weight_sync,
+            workers_per_engine=rl.tensor_parallel_size,
+            backend="nccl" if rl.use_gpu else "gloo",
+        )
+        return cls(rl, prompts, sampler, group, context)
 
     def next_batch(self, step: int) -> dict:
-        """Roll out, score and filter one step's groups; their training rows and statistics."""
+        """Roll out, score and filter one step's groups; their training rows and statistics, or
+        ``{"resync": why}`` when a restarted engine needs the weights over a fresh group first
+        (the prompts drawn for the interrupted round are spent)."""
         import ray
 
-        if step == self.rl.faults.kill_engine_before_step:
+        if step == self.rl.faults.kill_engine_before_step and not self.killed_engine:
             ray.kill(self.group.engines[0], no_restart=False)  # testing only: Ray restarts it
-        collected = collect_batch(self.rl, self.prompts, self.sampler, self.group)
+            self.killed_engine = True
+        try:
+            collected = collect_batch(self.rl, self.prompts, self.sampler, self.group)
+        except EnginesRestarted as restarted:
+            return {"resync": str(restarted)}
         rows, advantage_metrics = (
             advantage_rows(self.rl, collected["groups"], self.context) if collected["groups"] else ([], {})
         )
@@ -424,6 +455,7 @@ class PolicyChecks:
     def __init__(self, rl: GrpoConfig, validation: dict | None, rank: int):
         self.rl, self.rank = rl, rank
         self.validate = first_token_validator(validation) if validation and rl.eval_every_steps else None
+        self.validates_here = validates_here(rank, rl.zero_stage)
         # Under ZeRO-3 rank 0 does not hold whole weights to copy; the last step is saved there.
         self.best = BestWeights(enabled=rank == 0 and self.validate is not None and rl.keep_best and rl.zero_stage != 3)
         self.stopping = Stopping(
@@ -440,9 +472,10 @@ class PolicyChecks:
 
         metrics: dict[str, Any] = {}
         stop = False
-        if self.rank == 0 and self.validate is not None:
+        if self.validates_here and self.validate is not None:
             with torch.no_grad():
                 checked = self.validate(module)
+        if self.rank == 0 and self.validate is not None:
             metrics = {f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))}
             metrics["val_predicted_levels"] = checked.get("predicted_levels")
             self.best.offer(step, checked.get("macro_f1"), module)
@@ -465,6 +498,31 @@ class PolicyChecks:
         if self.best.restore(module):
             final.update({"saved_step": self.best.step, **{f"saved_val_{k}": v for k, v in self.best.metrics.items()}})
         return final
+
+
+def shared_batch(
+    rollouts: RolloutSide | None,
+    learner: Learner,
+    rl: GrpoConfig,
+    inputs: RlInputs,
+    step: int,
+    probe: dict,
+    syncs_here: bool,
+    attempts: int = 3,
+) -> dict:
+    """Rank 0's batch for this step, broadcast to every rank. When an engine restarted under the
+    collective sync, every rank that syncs sends the current weights again first (a fresh group)."""
+    import torch.distributed as dist
+
+    for _ in range(attempts):
+        payload: list = [rollouts.next_batch(step) if rollouts is not None else None]
+        dist.broadcast_object_list(payload, src=0)
+        if "resync" not in payload[0]:
+            return payload[0]
+        if syncs_here:
+            version = rollouts.group.version if rollouts is not None else step - 1
+            sync_engines(learner.engine.module, rollouts.group if rollouts else None, rl, inputs, version, probe)
+    raise WeightSyncError(f"step {step}: engines kept restarting ({payload[0]['resync']}) after {attempts} syncs")
 
 
 def rl_train_loop(loop_config: dict) -> None:
@@ -494,14 +552,17 @@ def rl_train_loop(loop_config: dict) -> None:
         echo=inputs.echo_metrics,
     )
     probe = inputs.probe
+    group = rollouts.group if rollouts is not None else None
+    # Who takes part in a sync: rank 0 sends; under ZeRO-3 every rank gathers each bucket with it.
+    syncs_here = rank == 0 or rl.zero_stage == 3
     gap: float | None = None
-    if rollouts is not None:  # rank 0: engines must hold the learner's weights before the first rollout
-        gap = (
-            sync_engines(learner.engine, rollouts.group, rl, inputs, start_step, probe)
-            if start_step
-            else verify_sync(learner.engine.module, rollouts.group, probe, rl)
-        )
-        print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
+    if syncs_here:  # engines must hold the learner's weights before the first rollout
+        if start_step:
+            gap = sync_engines(learner.engine.module, group, rl, inputs, start_step, probe).get("sync_gap")
+        else:
+            gap = verify_sync(learner.engine.module, group, probe, rl)
+        if rank == 0:
+            print(json.dumps({stage: {"start_step": start_step, "sync_gap": gap}}), flush=True)
 
     alarms, metrics = Alarms(rl, stage, rank), {}
     checks, device, stopped = PolicyChecks(rl, inputs.validation, rank), learner.engine.device, False
@@ -511,18 +572,15 @@ def rl_train_loop(loop_config: dict) -> None:
     step = start_step
     step_clock = time.time()  # step_s: wall time between consecutive steps' ends, as a user waits it
     for step in range(start_step + 1, rl.steps + 1):
-        payload: list = [rollouts.next_batch(step) if rollouts is not None else None]
-        dist.broadcast_object_list(payload, src=0)
-        batch = payload[0]  # every rank holds rank 0's batch now
+        batch = shared_batch(rollouts, learner, rl, inputs, step, probe, syncs_here)
         train_started = time.time()
         trained = learn(learner, rl, batch["rows"], rank, world)
         train_s = time.time() - train_started
         sync_started = time.time()
-        gap = (
-            sync_engines(learner.engine, rollouts.group, rl, inputs, step, probe)
-            if rollouts is not None and batch["rows"]
-            else None
+        synced = (
+            sync_engines(learner.engine.module, group, rl, inputs, step, probe) if syncs_here and batch["rows"] else {}
         )
+        gap = synced.get("sync_gap")
         dist.barrier()
         now = time.time()
         step_s, step_clock = now - step_clock, now
@@ -533,6 +591,7 @@ def rl_train_loop(loop_config: dict) -> None:
             **trained,
             "lr": learner.scheduler.get_last_lr()[0],
             "sync_gap": gap,
+            **{k: v for k, v in synced.items() if k != "sync_gap"},
             "rollout_s": batch["rollout_s"],
             "reward_s": batch["reward_s"],
             "train_s": train_s,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from taosr.datasets.storage import absolute, copy_tree, exists, join, local_dir
 from taosr.training.checkpoints import load_state, report_final, save_state
 from taosr.training.progress import StageProgress
+from taosr.training.validation import validates_here
 from taosr.sft_examples import IGNORE_INDEX
 from taosr.stopping import Stopping
 
@@ -326,9 +327,10 @@ def run_training(inputs: SupervisedInputs, stage: str, loss_fn: Callable, valida
             window = []
             validating = bool(every) and (step % every == 0 or step == total_steps)
             stop = False
-            if rank == 0 and validating and validate is not None:
+            if validating and validate is not None and validates_here(rank, cfg.zero_stage):
                 with autocast(cfg):
                     checked = validate(engine.module)
+            if rank == 0 and validating and validate is not None:
                 metrics.update({f"val_{k}": v for k, v in checked.items() if isinstance(v, (int, float))})
                 best.offer(step, checked.get("macro_f1"), engine.module)
                 stop = stopping.validated(step, checked.get("macro_f1"))

@@ -55,3 +55,10 @@ def first_token_validator(validation: dict, batch_size: int = 16):
         return validation_metrics(probs, logprobs, validation["gold"])
 
     return validate
+
+
+def validates_here(rank: int, zero_stage: int) -> bool:
+    """Whether this rank runs the validation forwards: rank 0 alone, except under ZeRO-3, where a
+    forward gathers each layer from every rank's shard, so every rank runs the same forwards and
+    only rank 0 keeps the figures."""
+    return rank == 0 or zero_stage == 3
