@@ -27,8 +27,8 @@ import sys
 import numpy as np
 
 from taosr.actors.scorer import PROB_COLUMNS, LevelScorer
-from taosr.datasets.storage import join, write_json, write_text
-from taosr.metrics import LEVEL_ORDER, classification_metrics, expected_level, spearman
+from taosr.datasets.storage import join, write_json
+from taosr.metrics import LEVEL_ORDER, classification_metrics, spearman
 from taosr.ray_jobs.eval import MODEL_INPUT_COLUMNS, scored_dataset
 
 PERCENT_KEYS = ("macro_f1", "accuracy", "good_f1", "f1_1", "f1_2", "f1_3", "f1_4")
@@ -45,32 +45,52 @@ def exported_rule(model_path: str):
         return DecisionRule.from_record(json.load(handle))
 
 
-def prediction_lines(scored: list[dict], quarantined: list[dict], rule=None, columns: dict | None = None) -> list[dict]:
-    """One output line per input row, in input order; scored rows carry probs over levels 1..4
-    and the level ``rule`` (a ``taosr.decision.DecisionRule``; None: the argmax) gives them."""
-    from taosr.labels import LEVELS
+LINE_COLUMNS = ("source", "line", "json", "label", "level", "expected")  # one output line per row
 
-    levels = {}
-    if scored and rule is not None:
-        matrix = np.array([[float(row[f"p_{level}"]) for level in LEVELS] for row in scored])
-        levels = dict(enumerate(int(level) for level in rule.levels(matrix)))
-    lines = []
-    for index, row in enumerate(scored):
-        probs = [float(row[f"p_{level}"]) for level in LEVEL_ORDER]
-        level = levels.get(index, LEVEL_ORDER[int(np.argmax(probs))])
-        line = {"id": row["id"], "probs": probs, "level": level}
-        label = row.get("label")
+
+def scored_lines(batch: dict, rule=None) -> dict:
+    """A batch of scored rows as output lines (``LINE_COLUMNS``): probs over levels 1..4, the
+    level ``rule`` (a ``taosr.decision.DecisionRule``; None: the argmax) gives them, the label
+    when the row has one (0 in ``label`` otherwise) and the expected level for Spearman."""
+    probs = np.stack([np.asarray(batch[f"p_{level}"], dtype=np.float64) for level in LEVEL_ORDER], axis=1)
+    if rule is not None:
+        # the rule reads probabilities in the scorer's column order (levels 4..1)
+        levels = np.asarray(rule.levels(probs[:, ::-1]), dtype=np.int64)
+    else:
+        levels = np.asarray(LEVEL_ORDER)[np.argmax(probs, axis=1)]
+    labels = np.zeros(len(probs), dtype=np.int64)
+    texts = []
+    for index, (row_id, label) in enumerate(zip(batch["id"], batch["label"])):
+        line = {"id": row_id, "probs": probs[index].tolist(), "level": int(levels[index])}
         if label is not None and label == label:  # unlabelled rows come back from numpy as NaN
-            line["label"] = int(label)
-        lines.append(((row["source"], int(row["line"])), line))
-    for row in quarantined:
-        lines.append(
-            (
-                (row["source"], int(row["line"])),
-                {"id": _raw_id(row["raw"], columns or {}), "error": row["reason"], "detail": row["detail"]},
-            )
-        )
-    return [line for _, line in sorted(lines, key=lambda pair: pair[0])]
+            line["label"] = labels[index] = int(label)
+        texts.append(json.dumps(line))
+    return {
+        "source": np.asarray(batch["source"], dtype=object),
+        "line": np.asarray(batch["line"], dtype=np.int64),
+        "json": np.asarray(texts, dtype=object),
+        "label": labels,
+        "level": levels.astype(np.int64),
+        "expected": probs @ np.asarray(LEVEL_ORDER, dtype=np.float64),
+    }
+
+
+def quarantined_lines(batch: dict, columns: dict | None = None) -> dict:
+    """A batch of rows that failed validation as output lines: their id where the raw text still
+    shows one, the quarantine reason as ``error`` and no scores."""
+    texts = [
+        json.dumps({"id": _raw_id(raw, columns or {}), "error": reason, "detail": detail})
+        for raw, reason, detail in zip(batch["raw"], batch["reason"], batch["detail"])
+    ]
+    count = len(texts)
+    return {
+        "source": np.asarray(batch["source"], dtype=object),
+        "line": np.asarray(batch["line"], dtype=np.int64),
+        "json": np.asarray(texts, dtype=object),
+        "label": np.zeros(count, dtype=np.int64),
+        "level": np.zeros(count, dtype=np.int64),
+        "expected": np.full(count, np.nan),
+    }
 
 
 def _raw_id(raw: str | None, columns: dict):
@@ -82,21 +102,40 @@ def _raw_id(raw: str | None, columns: dict):
     return value.get(columns.get("id", "id")) if isinstance(value, dict) else None
 
 
-def label_metrics(lines: list[dict]) -> dict | None:
-    """Metrics of the scored rows that have a label (None when none has)."""
-    labelled = [line for line in lines if "label" in line and "probs" in line]
-    if not labelled:
-        return None
-    gold = [line["label"] for line in labelled]
-    metrics = classification_metrics(gold, [line["level"] for line in labelled])
-    out = {key: (100 * value if key in PERCENT_KEYS and value is not None else value) for key, value in metrics.items()}
-    out["spearman"] = spearman([expected_level(line["probs"]) for line in labelled], gold)
-    out["scale"] = "F1 and accuracy in percent; qwk and spearman on -1..1"
-    return out
+class LabelTally:
+    """What the metrics need from the labelled scored lines, kept as compact arrays while the
+    lines stream past (a few bytes a row), not as the lines themselves."""
+
+    def __init__(self):
+        self.gold: list[np.ndarray] = []
+        self.level: list[np.ndarray] = []
+        self.expected: list[np.ndarray] = []
+
+    def add(self, batch: dict) -> None:
+        labelled = np.asarray(batch["label"]) > 0
+        self.gold.append(np.asarray(batch["label"])[labelled].astype(np.int8))
+        self.level.append(np.asarray(batch["level"])[labelled].astype(np.int8))
+        self.expected.append(np.asarray(batch["expected"])[labelled].astype(np.float32))
+
+    def metrics(self) -> dict | None:
+        """Macro-F1, accuracy and per-level F1 in percent, QWK and Spearman (None without labels)."""
+        gold = np.concatenate(self.gold) if self.gold else np.zeros(0, dtype=np.int8)
+        if not len(gold):
+            return None
+        gold_levels, levels = gold.astype(int).tolist(), np.concatenate(self.level).astype(int).tolist()
+        metrics = classification_metrics(gold_levels, levels)
+        out = {k: (100 * v if k in PERCENT_KEYS and v is not None else v) for k, v in metrics.items()}
+        out["spearman"] = spearman(np.concatenate(self.expected).tolist(), gold_levels)
+        out["scale"] = "F1 and accuracy in percent; qwk and spearman on -1..1"
+        return out
 
 
 def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
+    """Score ``input_path`` and write the outputs under ``out_dir``. The lines stream: Ray Data
+    scores and orders them on the workers, and the driver appends one batch at a time to
+    predictions.jsonl, so its memory does not grow with the logs."""
     from taosr.datasets.readers import read_raw_records
+    from taosr.datasets.storage import filesystem_and_path
     from taosr.datasets.validate import validate_records
     from taosr.ray_jobs.eval import model_format
 
@@ -107,18 +146,35 @@ def predict(config, model_path: str, input_path: str, out_dir: str) -> dict:
         require_label=False,
     )
     fmt = model_format(model_path)
+    rule = exported_rule(model_path)
     accepted = result.accepted.select_columns(list(MODEL_INPUT_COLUMNS) + ["source", "line"])
     scored = scored_dataset(accepted, LevelScorer, model_path, fmt, config)
-    scored = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).take_all()
-    quarantined = result.quarantined.take_all()
-    rule = exported_rule(model_path)
-    lines = prediction_lines(scored, quarantined, rule, config.data.columns)
-    if len(lines) != result.counts["input"] - result.counts.get("sampled_out", 0):
-        raise RuntimeError(f"{len(lines)} prediction lines for {result.counts} input rows")
-    write_text(join(out_dir, "predictions.jsonl"), "".join(json.dumps(line) + "\n" for line in lines), endpoint)
-    counts = {**result.counts, "scored": len(scored), "level_rule": rule.describe() if rule is not None else "argmax"}
+    lines = scored.select_columns(["id", "label", "source", "line", *PROB_COLUMNS]).map_batches(
+        scored_lines, fn_kwargs={"rule": rule}, batch_format="numpy"
+    )
+    failed = result.quarantined.map_batches(
+        quarantined_lines, fn_kwargs={"columns": config.data.columns}, batch_format="numpy"
+    )
+    ordered = lines.union(failed).sort(["source", "line"])  # input order: file, then line
+    tally, written, scored_count = LabelTally(), 0, 0
+    filesystem, inner = filesystem_and_path(join(out_dir, "predictions.jsonl"), endpoint)
+    if "/" in inner:
+        filesystem.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(inner) as stream:
+        for batch in ordered.iter_batches(batch_size=4096, batch_format="numpy"):
+            stream.write(("\n".join(batch["json"]) + "\n").encode("utf-8"))
+            written += len(batch["json"])
+            scored_count += int(np.count_nonzero(batch["level"]))
+            tally.add(batch)
+    if written != result.counts["input"] - result.counts.get("sampled_out", 0):
+        raise RuntimeError(f"{written} prediction lines for {result.counts} input rows")
+    counts = {
+        **result.counts,
+        "scored": scored_count,
+        "level_rule": rule.describe() if rule is not None else "argmax",
+    }
     write_json(join(out_dir, "counts.json"), counts, endpoint)
-    metrics = label_metrics(lines)
+    metrics = tally.metrics()
     if metrics is not None:
         write_json(join(out_dir, "metrics.json"), {"model": model_path, "input": input_path, **metrics}, endpoint)
     return {"counts": counts, "metrics": metrics}

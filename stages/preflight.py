@@ -10,7 +10,9 @@ hours) stops at once. The pipeline runs them before its first stage; ``taosr pla
   profile places work on (its ``ray.*_node_resource``), and each stage's learners the node types'
   total;
 - storage: an s3:// run_dir must be writable and s3:// logs readable;
-- endpoint: an endpoint on a non-loopback host must require API keys.
+- endpoint: an endpoint on a non-loopback host must require API keys;
+- weight sync: a collective sync broadcasts from the learner's device, so GPU learners (NCCL)
+  need GPU engines and CPU learners (gloo) CPU engines.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Problem:
 def preflight(config: TaosrConfig, stages: list[str], cluster_yaml: str | None = None) -> list[Problem]:
     """The problems that would stop ``stages`` of this run, in the order the checks run."""
     problems = check_logs(config, stages) + check_model(config) + check_storage(config) + check_endpoint(config, stages)
+    problems += check_weight_sync(config, stages)
     cluster = cluster_yaml or (str(CLUSTER_YAML) if uses_node_types(config) else None)
     if cluster:
         problems += check_resources(config, stages, cluster)
@@ -176,6 +179,30 @@ def check_endpoint(config: TaosrConfig, stages: list[str]) -> list[Problem]:
             "to local",
         )
     ]
+
+
+def check_weight_sync(config: TaosrConfig, stages: list[str]) -> list[Problem]:
+    """A collective sync's backend follows the learners (NCCL on GPU, gloo on CPU): the engines
+    must sit on the same kind of device, or the group cannot form."""
+    problems = []
+    for stage in ("grpo", "srpo"):
+        rl = getattr(config, stage)
+        if stage not in stages or rl.weight_sync != "collective":
+            continue
+        engines_on_gpu = rl.gpus_per_engine > 0
+        if rl.use_gpu != engines_on_gpu:
+            learners = "GPU learners (NCCL)" if rl.use_gpu else "CPU learners (gloo)"
+            engines = "GPU engines" if engines_on_gpu else "CPU engines"
+            problems.append(
+                Problem(
+                    "weight sync",
+                    f"{stage}.weight_sync=collective with {learners} and {engines}: the group's backend needs both "
+                    "on one kind of device",
+                    f"put {stage}'s learners and engines on the same kind of device, or set {stage}.weight_sync "
+                    "to object_store",
+                )
+            )
+    return problems
 
 
 def is_loopback(host: str) -> bool:

@@ -107,3 +107,15 @@ def test_a_store_out_of_reach_is_one_line_each_and_the_plan_does_not_wait_out_th
     rows = plan(config, ALL)
     assert {row["action"] for row in rows} == {"fresh"}
     assert all("S3 out of reach" in row["reason"] for row in rows)
+
+
+def test_a_collective_sync_between_gpu_learners_and_cpu_engines_is_refused(tmp_path):
+    config = production(tmp_path)
+    assert config.grpo.weight_sync == config.srpo.weight_sync == "collective"
+    assert pf.check_weight_sync(config, ALL) == []
+    mixed = pf.check_weight_sync(production(tmp_path, "grpo.gpus_per_engine=0"), ALL)
+    assert [p.check for p in mixed] == ["weight sync"]
+    assert "GPU learners (NCCL) and CPU engines" in mixed[0].cause and "grpo.weight_sync" in mixed[0].fix
+    fallback = production(tmp_path, "grpo.gpus_per_engine=0", "grpo.weight_sync=object_store")
+    assert pf.check_weight_sync(fallback, ALL) == []
+    assert pf.check_weight_sync(production(tmp_path, "grpo.gpus_per_engine=0"), ["sft"]) == []

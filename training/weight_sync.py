@@ -22,8 +22,14 @@ def _shape(parameter: Any) -> tuple[int, ...]:
 
 def sync_plan(module: Any, dtype: Any, bucket_mb: float) -> list[list[TensorSpec]]:
     """The buckets a sync sends, as (name, full shape) specs: the engines allocate from them."""
-    named = [(name, _shape(p)) for name, p in module.named_parameters()]
+    named = [(name, _shape(p)) for name, p in named_parameters(module)]
     return bucket_specs(named, dtype.itemsize, int(bucket_mb * 2**20))
+
+
+def named_parameters(module: Any) -> list[tuple[str, Any]]:
+    """Every parameter under every name it has: a tied output layer is sent as ``lm_head.weight``
+    too, since vLLM keeps its own copy of it for some models (Qwen2 among them)."""
+    return list(module.named_parameters(remove_duplicate=False))
 
 
 def _gathered(parameters: list, zero3: bool):
@@ -31,7 +37,8 @@ def _gathered(parameters: list, zero3: bool):
         return contextlib.nullcontext()
     import deepspeed
 
-    return deepspeed.zero.GatheredParameters(parameters, modifier_rank=None)
+    unique = list({id(p): p for p in parameters}.values())  # a tied tensor is gathered once
+    return deepspeed.zero.GatheredParameters(unique, modifier_rank=None)
 
 
 def parameter_buckets(
@@ -40,7 +47,7 @@ def parameter_buckets(
     """Each bucket of ``plan`` as (name, tensor) copies in ``dtype`` on ``device``. Under ZeRO-3
     every rank must consume this (each bucket is gathered collectively); ``keep`` is whether
     this rank wants the tensors (rank 0), the others get empty lists."""
-    parameters = dict(module.named_parameters())
+    parameters = dict(named_parameters(module))
     for specs in plan:
         bucket = [parameters[spec.name] for spec in specs]
         with _gathered(bucket, zero3):
