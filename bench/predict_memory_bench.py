@@ -4,7 +4,7 @@ driver's peak RSS and the largest Ray worker's, at each size, side by side in on
 For each size a child process writes that many generated rows as JSONL (streamed, not held), then
 another child runs the data stage (``ray_jobs.data``: validate, split, write) and prediction
 (``ray_jobs.predict`` with the tiny model on the vLLM scorer) over the file on a local Ray, while
-a thread samples the RSS of the driver and of every Ray worker process every 0.2 s. The goal
+a thread samples the RSS of the driver and of every Ray worker it started every 0.2 s. The goal
 (issue 48): a peak that stays within 1.2x from the smallest size to the largest.
 
     .venv/bin/python bench/predict_memory_bench.py --sizes 10000,100000,1000000 \\
@@ -54,12 +54,15 @@ class RssSampler:
 
         while not self._stop.is_set():
             self.driver = max(self.driver, self.me.memory_info().rss / 2**20)
-            for proc in psutil.process_iter(["name", "cmdline", "memory_info"]):
-                cmdline = " ".join(proc.info.get("cmdline") or [])
-                if cmdline.startswith("ray::") and proc.info.get("memory_info") is not None:
-                    rss = proc.info["memory_info"].rss / 2**20
-                    if rss > self.worker:
-                        self.worker, self.worker_name = rss, cmdline.split()[0]
+            # this run's Ray workers only: descendants of this process (the local cluster it started)
+            for proc in self.me.children(recursive=True):
+                try:
+                    cmdline = " ".join(proc.cmdline())
+                    rss = proc.memory_info().rss / 2**20
+                except psutil.Error:  # a worker that ended between the listing and the read
+                    continue
+                if cmdline.startswith("ray::") and rss > self.worker:
+                    self.worker, self.worker_name = rss, cmdline.split()[0]
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "RssSampler":
