@@ -475,10 +475,11 @@ class GrpoConfig(LearnerConfig):
     )
     sync_timeout_s: float = option(300.0, "a weight push or probe slower than this is an error, not a hang")
     weight_sync: str = option(
-        "object_store",
-        "how new weights reach the engines after each step: object_store (each bucket put in Ray's object store "
-        "once, read by every engine) or collective (each bucket broadcast over a process group of the learner's "
-        "rank 0 and every engine worker: gloo on CPU, NCCL on GPU)",
+        "collective",
+        "how new weights reach the engines after each step: collective (each bucket broadcast over a process group "
+        "of the learner's rank 0 and every engine worker: gloo on CPU, NCCL on GPU) or object_store (each bucket put "
+        "in Ray's object store once and read by every engine: the fallback where the learners and the engines cannot "
+        "reach each other's ports)",
     )
     sync_bucket_mb: float = option(
         256.0,
