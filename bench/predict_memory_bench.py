@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -115,7 +114,7 @@ def main() -> int:
         rows, path, work = args.side.split(":", 2)
         print("RESULT " + json.dumps(one_size(path, int(rows), work)))
         return 0
-    from provenance import git_commit, write_result
+    from provenance import child_result, save_benchmark
 
     sizes = [int(size) for size in args.sizes.split(",")]
     if any(size < 1 for size in sizes):
@@ -126,11 +125,7 @@ def main() -> int:
             path = os.path.join(work, "logs.jsonl")
             write_rows(path, rows)
             command = [sys.executable, __file__, "--side", f"{rows}:{path}:{work}"]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=6 * 3600)
-            found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode or not found:
-                raise SystemExit(f"{rows} rows failed:\n{done.stderr[-3000:]}")
-            results.append(json.loads(found[-1].removeprefix("RESULT ")))
+            results.append(child_result(command, f"{rows} rows", timeout_s=6 * 3600))
             print(json.dumps(results[-1]), flush=True)
     first, last = results[0], results[-1]
     growth = {
@@ -138,15 +133,7 @@ def main() -> int:
         for phase in ("data", "predict")
         for who, key in (("driver", "driver_peak_rss_mib"), ("worker", "worker_peak_rss_mib"))
     }
-    result = {
-        "benchmark": "predict_memory",
-        "commit": git_commit(),
-        "command": "bench/predict_memory_bench.py " + " ".join(sys.argv[1:]),
-        "sizes": results,
-        **growth,
-    }
-    if args.out:
-        write_result(result, args.out)
+    save_benchmark("predict_memory", args.out, sizes=results, **growth)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -109,29 +108,16 @@ def main() -> int:
         model_name, path = args.side.split(":")
         print("RESULT " + json.dumps(one_side(model_name, path, args.syncs, args.bucket_mb, args.dtype)))
         return 0
-    from provenance import git_commit, write_result
+    from provenance import child_result, save_benchmark
 
     sides = []
     for model_name in args.models.split(","):
         for path in PATHS:
             command = [sys.executable, __file__, "--side", f"{model_name}:{path}", "--syncs", str(args.syncs)]
             command += ["--bucket-mb", str(args.bucket_mb), "--dtype", args.dtype]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode or not lines:
-                raise SystemExit(f"{model_name}:{path} failed:\n{done.stderr[-3000:]}")
-            sides.append(json.loads(lines[-1].removeprefix("RESULT ")))
+            sides.append(child_result(command, f"{model_name}:{path}", timeout_s=1800))
             print(json.dumps(sides[-1]), flush=True)
-    result = {
-        "benchmark": "weight_sync",
-        "commit": git_commit(),
-        "command": "bench/weight_sync_bench.py " + " ".join(sys.argv[1:]),
-        "bucket_mb": args.bucket_mb,
-        "dtype": args.dtype,
-        "sides": sides,
-    }
-    if args.out:
-        write_result(result, args.out)
+    save_benchmark("weight_sync", args.out, bucket_mb=args.bucket_mb, dtype=args.dtype, sides=sides)
     return 0
 
 
