@@ -43,7 +43,7 @@ from taosr.training.policy_update import train_on
 from taosr.stopping import Stopping
 from taosr.training.trainer import BestWeights, MetricsLog, build_engine, rank_zero_says
 from taosr.training.validation import first_token_validator, validates_here
-from taosr.training.weight_sync import parameter_buckets, sync_plan
+from taosr.training.weight_sync import sync_engines, verify_sync
 from taosr.rewards import outcome_reward
 from taosr.steps import segment
 from taosr.verifier import OfflineVerifier, hybrid
@@ -230,57 +230,6 @@ def pad_to(rows: list[dict], count: int) -> list[dict]:
     """Fill a short batch with zero-weight copies so every rank runs the same micro-steps."""
     filler = [{**rows[i % len(rows)], "weight": 0.0} for i in range(count - len(rows))]
     return rows + filler
-
-
-def sync_engines(
-    module, group: RolloutGroup | None, rl: GrpoConfig, inputs: RlInputs, version: int, probe: dict
-) -> dict:
-    """Send the learner's weights to every engine, bucket by bucket, and check them with the
-    probe; raises when the gap is too big. Rank 0 (``group`` given) sends; under ZeRO-3 every
-    rank calls this too, since each bucket is gathered from the shards of all of them. Returns
-    rank 0's ``sync_gap`` and the sync's size (empty elsewhere)."""
-    import torch
-
-    dtype = getattr(torch, inputs.engine_dtype)
-    zero3 = rl.zero_stage == 3
-    plan = sync_plan(module, dtype, rl.sync_bucket_mb)
-    on_gpu = rl.weight_sync == "collective" and rl.use_gpu  # NCCL sends from GPU memory
-    device = next(module.parameters()).device if on_gpu else "cpu"
-    buckets = parameter_buckets(module, plan, dtype, zero3, keep=group is not None, device=device)
-    sent: dict = {}
-    if group is not None and version != rl.faults.skip_sync_step:
-        sent = group.push_buckets(buckets, plan, inputs.engine_dtype, version, timeout_s=rl.sync_timeout_s)
-    elif zero3:
-        for _ in buckets:  # this rank's part in each bucket's gather
-            pass
-    gap = verify_sync(module, group, probe, rl)
-    return {"sync_gap": gap, **sent} if group is not None else {}
-
-
-def verify_sync(model, group: RolloutGroup | None, probe: dict, rl: GrpoConfig) -> float | None:
-    """The largest mean |log-prob gap| per token between the learner and any engine on the probe
-    (rank 0; None elsewhere, where under ZeRO-3 the forward is still needed for the gathers)."""
-    import torch
-
-    from taosr.losses import token_logprobs
-
-    if group is None and rl.zero_stage != 3:
-        return None
-    ids = torch.tensor([probe["prompt_ids"] + probe["response_ids"]], device=next(model.parameters()).device)
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[:, :-1, :]
-        learner = token_logprobs(logits, ids[:, 1:])[0, len(probe["prompt_ids"]) - 1 :].float().cpu()
-    if group is None:
-        return None
-    worst = 0.0
-    for engine_logprobs in group.probe(probe["prompt_ids"], probe["response_ids"], timeout_s=rl.sync_timeout_s):
-        worst = max(worst, float((learner - torch.tensor(engine_logprobs)).abs().mean()))
-    if worst > rl.sync_tolerance:
-        raise WeightSyncError(
-            f"weight sync check failed: learner and engine log-probs differ by {worst:.4f} "
-            f"(mean |gap| per token) > sync_tolerance {rl.sync_tolerance}"
-        )
-    return worst
 
 
 # --------------------------------------------------------------------------- the loop
